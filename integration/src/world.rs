@@ -1,0 +1,254 @@
+//! The state of the fake AWS: what is seeded (instances, identity, denials,
+//! pacing, faults) and what the APIs create (sessions, commands, activations).
+//!
+//! The control plane (`ssm_api`, `sts`) and the data plane (`datachannel`) share
+//! one `World` behind a mutex; the data plane never holds the lock across I/O.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+/// The handle every part of the fake shares.
+pub type SharedWorld = Arc<Mutex<World>>;
+
+/// A caller identity, as STS `GetCallerIdentity` reports it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Identity {
+    pub account: String,
+    pub arn: String,
+    /// `aws:userid`: what jobs carry in their `SSHOwner` tag.
+    pub user_id: String,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Identity {
+            account: "123456789012".into(),
+            arn: "arn:aws:sts::123456789012:assumed-role/Developer/alice".into(),
+            user_id: "AROAEXAMPLEDEVELOPER:alice".into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub enum PingStatus {
+    #[default]
+    Online,
+    ConnectionLost,
+    Inactive,
+}
+
+/// One SSM managed instance (`mi-…`), or an AWS-native target
+/// (`sagemaker-training-job:…` and the like) when seeded under that id.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Instance {
+    pub id: String,
+    pub ping_status: PingStatus,
+    pub tags: BTreeMap<String, String>,
+    /// `ManagedInstance` for `mi-…`, `EC2Instance` for `i-…`.
+    pub resource_type: String,
+    /// Epoch seconds.
+    pub registration_date: f64,
+    /// Epoch seconds.
+    pub last_ping: f64,
+    pub agent_version: String,
+    pub platform_type: String,
+    pub ip_address: String,
+    pub computer_name: String,
+    pub iam_role: String,
+    pub activation_id: String,
+    /// What `localhost:<port>` on the instance reaches: port → real address.
+    pub ports: BTreeMap<u16, SocketAddr>,
+    /// What `<host>:<port>` reaches for the ToRemoteHost document: "host:port" → real address.
+    pub remote_hosts: BTreeMap<String, SocketAddr>,
+    /// Where SendCommand runs scripts: HOME and an `etc/ssh` folder live here.
+    /// Created by the fake when left empty.
+    pub sandbox: Option<PathBuf>,
+}
+
+impl Default for Instance {
+    fn default() -> Self {
+        Instance {
+            id: String::new(),
+            ping_status: PingStatus::Online,
+            tags: BTreeMap::new(),
+            resource_type: "ManagedInstance".into(),
+            registration_date: 1_700_000_000.0,
+            last_ping: 1_700_000_000.0,
+            agent_version: "3.3.1802.0".into(),
+            platform_type: "Linux".into(),
+            ip_address: "169.254.0.2".into(),
+            computer_name: "algo-1".into(),
+            iam_role: "service-role/AmazonSageMaker-ExecutionRole".into(),
+            activation_id: String::new(),
+            ports: BTreeMap::new(),
+            remote_hosts: BTreeMap::new(),
+            sandbox: None,
+        }
+    }
+}
+
+/// Calls the fake answers with `AccessDeniedException`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Denials {
+    /// Whole actions, e.g. `ssm:SendCommand`, `sts:GetCallerIdentity`.
+    pub actions: HashSet<String>,
+    /// Documents denied to StartSession and SendCommand, e.g. `AWS-StartPortForwardingSession`.
+    pub documents: HashSet<String>,
+    /// Mimics the client policy's `ssm:resourceTag/SSHOwner = ${aws:userid}` condition:
+    /// StartSession and SendCommand on an instance whose SSHOwner differs are denied.
+    pub enforce_owner_tag: bool,
+}
+
+/// How fast the fake agent moves data.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum Pacing {
+    /// The agent's 1024-byte reads with a 1 ms pause, under the service's ceiling.
+    #[default]
+    Realistic,
+    /// As fast as possible, to measure the client.
+    Unconstrained,
+    /// Realistic, with an explicit message-rate ceiling per direction.
+    Ceiling { messages_per_second: u32 },
+}
+
+/// Seeded, reproducible faults, applied per direction of the data channel.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Faults {
+    pub seed: u64,
+    /// Faults on frames travelling client → agent.
+    pub to_agent: DirectionFaults,
+    /// Faults on frames travelling agent → client.
+    pub to_client: DirectionFaults,
+    /// Close the client websocket after this many frames relayed (each connection).
+    pub cut_after_messages: Option<u64>,
+    /// Close the client websocket every this many milliseconds (with `1000 Bye`).
+    pub cut_every_ms: Option<u64>,
+    /// Refuse every OpenDataChannel token.
+    pub refuse_token: bool,
+    /// The agent fails to dial the target port.
+    pub fail_target_dial: bool,
+    /// The agent never acknowledges client messages.
+    pub withhold_acks: bool,
+    /// Send `channel_closed` with the 112-byte header and NUL-padded type.
+    pub short_channel_closed: bool,
+    /// Extra latency added to each API call and each websocket frame, in milliseconds.
+    pub latency_ms: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct DirectionFaults {
+    /// Probability in [0, 1] that a stream frame is dropped.
+    pub drop: f64,
+    /// Probability that a stream frame is delivered twice.
+    pub duplicate: f64,
+    /// Probability that a stream frame is held back and delivered after the next one.
+    pub reorder: f64,
+    /// Fixed delay in milliseconds on every frame.
+    pub delay_ms: u64,
+    /// Probability that a frame's digest is corrupted.
+    pub corrupt_digest: f64,
+}
+
+/// Everything a test or the config file seeds.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Seed {
+    pub region: String,
+    pub identity: Identity,
+    pub instances: Vec<Instance>,
+    pub denials: Denials,
+    pub pacing: Pacing,
+    pub faults: Faults,
+    /// `/ssm/managed-instance/activation-tier`: `standard` or `advanced`.
+    pub activation_tier: String,
+}
+
+/// A session created by StartSession.
+#[derive(Debug)]
+pub struct Session {
+    pub id: String,
+    pub target: String,
+    pub document: String,
+    /// The document's `properties` after parameter substitution, keys sorted,
+    /// as the agent echoes them in the HandshakeRequest.
+    pub properties: serde_json::Value,
+    /// Tokens issued and not yet redeemed (single use).
+    pub unused_tokens: HashSet<String>,
+    /// Set to true by TerminateSession; the data plane ends the session.
+    pub terminated: watch::Sender<bool>,
+}
+
+/// Everything the data plane needs to run a session, handed out once per
+/// redeemed token.
+#[derive(Clone, Debug)]
+pub struct Grant {
+    pub session_id: String,
+    pub target: String,
+    pub properties: serde_json::Value,
+    pub ports: BTreeMap<u16, SocketAddr>,
+    pub remote_hosts: BTreeMap<String, SocketAddr>,
+    pub terminated: watch::Receiver<bool>,
+    pub pacing: Pacing,
+    pub faults: Faults,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("no such session")]
+    UnknownSession,
+    #[error("token is not valid for this session")]
+    BadToken,
+    #[error("session is terminated")]
+    Terminated,
+}
+
+/// The whole fake account.
+#[derive(Debug, Default)]
+pub struct World {
+    pub region: String,
+    pub identity: Identity,
+    pub instances: BTreeMap<String, Instance>,
+    pub denials: Denials,
+    pub pacing: Pacing,
+    pub faults: Faults,
+    pub activation_tier: String,
+    pub sessions: HashMap<String, Session>,
+}
+
+impl World {
+    /// Redeems a single-use token: the data plane's check of OpenDataChannel.
+    pub fn redeem_token(&mut self, session_id: &str, token: &str) -> Result<Grant, TokenError> {
+        let refuse = self.faults.refuse_token;
+        let session = self
+            .sessions
+            .get_mut(session_id)
+            .ok_or(TokenError::UnknownSession)?;
+        if *session.terminated.borrow() {
+            return Err(TokenError::Terminated);
+        }
+        if refuse || !session.unused_tokens.remove(token) {
+            return Err(TokenError::BadToken);
+        }
+        let instance = self.instances.get(&session.target);
+        Ok(Grant {
+            session_id: session.id.clone(),
+            target: session.target.clone(),
+            properties: session.properties.clone(),
+            ports: instance.map(|i| i.ports.clone()).unwrap_or_default(),
+            remote_hosts: instance.map(|i| i.remote_hosts.clone()).unwrap_or_default(),
+            terminated: session.terminated.subscribe(),
+            pacing: self.pacing,
+            faults: self.faults.clone(),
+        })
+    }
+}

@@ -1,0 +1,39 @@
+//! One module per subcommand; `run` dispatches and turns errors into exit codes.
+
+pub mod completions;
+pub mod config;
+pub mod connect;
+pub mod doctor;
+pub mod forward;
+pub mod list;
+pub mod playground;
+pub mod plugin;
+pub mod policy;
+pub mod proxy;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+
+pub async fn run(cli: Cli) -> ExitCode {
+    let global = cli.global;
+    let result = match cli.command {
+        Command::Proxy(args) => proxy::run(args, &global).await,
+        Command::Connect(args) => connect::run(args, &global).await,
+        Command::Forward(args) => forward::run(args, &global).await,
+        Command::List(args) => list::run(args, &global).await,
+        Command::Config(args) => config::run(args, &global).await,
+        Command::Doctor(args) => doctor::run(args, &global).await,
+        Command::Policy(args) => policy::run(args, &global).await,
+        Command::Playground(args) => playground::run(args, &global).await,
+        Command::Plugin(args) => plugin::run(args, &global).await,
+        Command::Completions(args) => completions::run(args, &global).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("sm-ssh: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
