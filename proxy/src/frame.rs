@@ -255,16 +255,14 @@ mod tests {
                 &b"hello"[..],
             )
         };
-        let expected = hex(
-            "00 00 00 74 69 6e 70 75 74 5f 73 74 72 65 61 6d
+        let expected = hex("00 00 00 74 69 6e 70 75 74 5f 73 74 72 65 61 6d
              5f 64 61 74 61 20 20 20 20 20 20 20 20 20 20 20
              20 20 20 20 00 00 00 01 00 00 01 5e 0b aa 78 84
              00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00
              a5 08 b5 f0 73 f3 1b 16 dd 01 e5 6b ff 48 48 3e
              2c f2 4d ba 5f b0 a3 0e 26 e8 3b 2a c5 b9 e2 9e
              1b 16 1e 5c 1f a7 42 5e 73 04 33 62 93 8b 98 24
-             00 00 00 01 00 00 00 05 68 65 6c 6c 6f",
-        );
+             00 00 00 01 00 00 00 05 68 65 6c 6c 6f");
         let encoded = frame.encode();
         assert_eq!(&encoded[..], &expected[..]);
         assert_eq!(Frame::decode(&expected).unwrap(), frame);
@@ -302,7 +300,7 @@ mod tests {
             7,
             0,
             payload_type::FLAG,
-            &2u32.to_be_bytes()[..],
+            2u32.to_be_bytes().to_vec(),
         );
         let encoded = frame.encode();
         assert_eq!(encoded.len(), 124);
