@@ -2,4 +2,5 @@
 //! STS, and the Session Manager data channel with the agent behind it.
 //! Tests, benchmarks and the playground run against it; see `docs/fake-aws.md`.
 
+pub mod moto;
 pub mod world;
