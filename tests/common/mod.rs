@@ -1,0 +1,219 @@
+//! Shared harness of the end-to-end tests: a fake AWS on loopback, the real
+//! `sm-ssh` binary run with the fake's endpoints and a private HOME, and
+//! helpers to seed SageMaker-style managed instances.
+//!
+//! Each test file includes it with `mod common;` and uses only part of it.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sm_ssh_integration::server::FakeAws;
+use sm_ssh_integration::world::{Identity, Instance, PingStatus, Seed};
+
+pub const REGION: &str = "eu-west-1";
+pub const ACCOUNT: &str = "123456789012";
+
+/// A fake AWS serving on 127.0.0.1 from its own tokio runtime, plus a private
+/// HOME for the binary. Everything stops when it is dropped.
+pub struct Env {
+    pub fake: FakeAws,
+    pub home: tempfile::TempDir,
+    /// Extra variables for every command (e.g. moto's endpoints).
+    pub extra_env: Vec<(String, String)>,
+    // Dropped last so the fake's tasks can shut down on it.
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Env {
+    /// Starts the fake with `seed` (its region defaults to [`REGION`]).
+    pub fn start(mut seed: Seed) -> Env {
+        if seed.region.is_empty() {
+            seed.region = REGION.into();
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime for the fake");
+        let fake = runtime
+            .block_on(FakeAws::start(seed))
+            .expect("the fake AWS starts");
+        Env {
+            fake,
+            home: tempfile::tempdir().expect("temporary HOME"),
+            extra_env: Vec::new(),
+            runtime,
+        }
+    }
+
+    /// The private HOME of the binary (`~/.ssh` lives here).
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    /// sm-ssh's data directory (key, known hosts), via `SM_SSH_HOME`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.home.path().join("sm-ssh-data")
+    }
+
+    /// `sm-ssh <args>` with the fake's endpoints, dummy credentials, the
+    /// private HOME and data dir, and no inherited AWS or sm-ssh settings.
+    pub fn sm_ssh<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sm-ssh"));
+        command.args(args);
+        isolate(&mut command, self.home.path());
+        command.env("SM_SSH_HOME", self.data_dir());
+        command.env("AWS_REGION", self.fake_region());
+        for (key, value) in self.fake.env() {
+            command.env(key, value);
+        }
+        for (key, value) in &self.extra_env {
+            command.env(key, value);
+        }
+        command
+    }
+
+    /// Runs `sm-ssh <args>` to completion with stdin closed.
+    pub fn run<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.sm_ssh(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("sm-ssh runs")
+    }
+
+    fn fake_region(&self) -> String {
+        self.fake.world().lock().unwrap().region.clone()
+    }
+
+    /// Adds (or replaces) an instance while the fake runs.
+    pub fn add_instance(&self, instance: Instance) {
+        let mut world = self.fake.world().lock().unwrap();
+        world.instances.insert(instance.id.clone(), instance);
+    }
+
+    /// Changes an instance's ping status while the fake runs.
+    pub fn set_ping_status(&self, instance_id: &str, status: PingStatus) {
+        let mut world = self.fake.world().lock().unwrap();
+        world
+            .instances
+            .get_mut(instance_id)
+            .unwrap_or_else(|| panic!("{instance_id} is not seeded"))
+            .ping_status = status;
+    }
+
+    /// The tokio runtime the fake runs on, for tests that need async helpers.
+    pub fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.runtime
+    }
+}
+
+/// Clears what could leak from the developer's or CI's environment into the
+/// binary: AWS profiles and credentials, sm-ssh logging, the real HOME.
+pub fn isolate(command: &mut Command, home: &Path) {
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy().into_owned();
+        if key.starts_with("AWS_") || key.starts_with("SM_SSH_") {
+            command.env_remove(&key);
+        }
+    }
+    command
+        .env("HOME", home)
+        .env("XDG_DATA_HOME", home.join(".local/share"))
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", home.join(".aws/config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join(".aws/credentials"))
+        .env_remove("RUST_LOG");
+}
+
+/// The caller identity the fake reports by default (its `user_id` is the
+/// `SSHOwner` value of instances the caller owns).
+pub fn caller() -> Identity {
+    Identity::default()
+}
+
+/// `arn:aws:sagemaker:<REGION>:<ACCOUNT>:<resource>`.
+pub fn sagemaker_arn(resource: &str) -> String {
+    format!("arn:aws:sagemaker:{REGION}:{ACCOUNT}:{resource}")
+}
+
+/// A managed instance registered by sagemaker-ssh-helper inside a job or app:
+/// tags SSHOwner, SSHResourceName, SSHResourceArn and SSHTimestamp, Online.
+/// `resource` is the ARN's resource part, e.g. `training-job/my-job`.
+pub fn sagemaker_instance(
+    id: &str,
+    owner: &str,
+    name: &str,
+    resource: &str,
+    timestamp: u64,
+) -> Instance {
+    let tags: BTreeMap<String, String> = [
+        ("SSHOwner", owner.to_string()),
+        ("SSHResourceName", name.to_string()),
+        ("SSHResourceArn", sagemaker_arn(resource)),
+        ("SSHTimestamp", timestamp.to_string()),
+        ("SSHCreator", "AROAEXAMPLEEXECUTION:SageMaker".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    Instance {
+        id: id.into(),
+        tags,
+        registration_date: timestamp as f64,
+        last_ping: timestamp as f64 + 60.0,
+        ..Instance::default()
+    }
+}
+
+/// A training job's instance owned by the default caller.
+pub fn training_instance(id: &str, job: &str, timestamp: u64) -> Instance {
+    sagemaker_instance(
+        id,
+        &caller().user_id,
+        job,
+        &format!("training-job/{job}"),
+        timestamp,
+    )
+}
+
+/// A seed with the given instances and everything else at its default.
+pub fn seed_with(instances: Vec<Instance>) -> Seed {
+    Seed {
+        region: REGION.into(),
+        instances,
+        ..Seed::default()
+    }
+}
+
+/// stdout and stderr as text, for assertions and failure messages.
+pub fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Panics with both streams unless the command exited with `code`.
+#[track_caller]
+pub fn assert_exit(output: &Output, code: i32) -> (String, String) {
+    let (stdout, stderr) = text(output);
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "expected exit {code}\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    (stdout, stderr)
+}
