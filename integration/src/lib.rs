@@ -3,4 +3,5 @@
 //! Tests, benchmarks and the playground run against it; see `docs/fake-aws.md`.
 
 pub mod moto;
+pub mod datachannel;
 pub mod world;
