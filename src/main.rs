@@ -3,6 +3,8 @@
 mod aws;
 mod cli;
 mod cmd;
+mod keypush;
+mod session;
 
 use std::process::ExitCode;
 

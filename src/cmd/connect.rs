@@ -1,12 +1,214 @@
-//! `sm-ssh connect`.
+//! `sm-ssh connect`: run the system `ssh` through `sm-ssh proxy`, with the
+//! right user, our key and host keys pinned per instance id.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context;
+
 use crate::cli::Global;
+use crate::keypush::PushKey;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Login user (default: root for jobs, endpoints and notebooks, sagemaker-user for Studio).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Port of sshd on the instance.
+    #[arg(long, default_value_t = 22)]
+    pub port: u16,
+    /// When to install our public key on the instance with SendCommand.
+    #[arg(long, value_enum, default_value_t)]
+    pub push_key: PushKey,
+    /// `<name>.<kind>.sagemaker`, `mi-…` or another target `sm-ssh list` shows.
+    pub target: String,
+    /// Arguments for ssh: options such as -L, -R, -A, then an optional remote command.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub ssh_args: Vec<String>,
+}
 
 pub async fn run(_args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
     anyhow::bail!("`sm-ssh connect` is not implemented yet")
+}
+
+/// Everything that goes into the ssh command line.
+pub struct SshPlan<'a> {
+    /// This binary, for ProxyCommand.
+    pub exe: &'a Path,
+    pub global: &'a Global,
+    /// What the user typed: the host name ssh shows.
+    pub label: &'a str,
+    pub instance_id: &'a str,
+    pub user: &'a str,
+    pub port: u16,
+    pub identity: &'a Path,
+    pub known_hosts: &'a Path,
+    pub ssh_args: &'a [String],
+}
+
+impl SshPlan<'_> {
+    /// The ssh arguments (without `ssh` itself). The user's options come first
+    /// so that their `-o` settings win (ssh keeps the first value it sees).
+    pub fn argv(&self) -> Vec<String> {
+        let (options, command) = split_ssh_args(self.ssh_args);
+        let mut argv = options;
+        let mut proxy = vec![self.exe.display().to_string()];
+        if let Some(profile) = &self.global.profile {
+            proxy.extend(["--profile".into(), profile.clone()]);
+        }
+        if let Some(region) = &self.global.region {
+            proxy.extend(["--region".into(), region.clone()]);
+        }
+        proxy.extend([
+            "proxy".into(),
+            "--push-key".into(),
+            "never".into(),
+            "--port".into(),
+            "%p".into(),
+            "--label".into(),
+            self.label.into(),
+            self.instance_id.into(),
+        ]);
+        let proxy_command = proxy
+            .iter()
+            .map(|word| {
+                if word == "%p" {
+                    word.clone()
+                } else {
+                    // ssh expands %-tokens in ProxyCommand before the shell sees it.
+                    shell_quote(word).replace('%', "%%")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut option = |text: String| argv.extend(["-o".to_owned(), text]);
+        option(format!("ProxyCommand={proxy_command}"));
+        option(format!("User={}", self.user));
+        option(format!("Port={}", self.port));
+        option(format!("IdentityFile={}", self.identity.display()));
+        option("IdentitiesOnly=yes".into());
+        option("PasswordAuthentication=no".into());
+        option("ServerAliveInterval=15".into());
+        option("ServerAliveCountMax=8".into());
+        option("ConnectTimeout=120".into());
+        option(format!("HostKeyAlias={}", self.instance_id));
+        option(format!("UserKnownHostsFile={}", self.known_hosts.display()));
+        option("StrictHostKeyChecking=accept-new".into());
+        argv.push("--".into());
+        argv.push(self.label.into());
+        argv.extend(command);
+        argv
+    }
+}
+
+/// ssh's options that take a value (from ssh(1)'s synopsis).
+const SSH_OPTIONS_WITH_VALUE: &str = "BbcDEeFIiJLlmOoPpQRSWw";
+
+/// Splits ssh arguments into options and the remote command: options run up
+/// to the first word that is not an option (or up to `--`).
+fn split_ssh_args(args: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut options = Vec::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        if arg == "--" {
+            break;
+        }
+        if !arg.starts_with('-') || arg == "-" {
+            return (options, std::iter::once(arg).chain(rest).cloned().collect());
+        }
+        options.push(arg.clone());
+        // `-L8080:x:80` carries its value; `-L 8080:x:80` takes the next word.
+        // In a cluster like `-NL`, the last letter decides.
+        let letters = &arg[1..];
+        for (i, letter) in letters.char_indices() {
+            if SSH_OPTIONS_WITH_VALUE.contains(letter) {
+                if i + letter.len_utf8() == letters.len() {
+                    if let Some(value) = rest.next() {
+                        options.push(value.clone());
+                    }
+                }
+                break;
+            }
+        }
+    }
+    (options, rest.cloned().collect())
+}
+
+/// Quotes one word for `/bin/sh`.
+pub fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:@,+".contains(&b));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+/// This binary's absolute path, for ProxyCommand.
+pub fn current_exe() -> anyhow::Result<PathBuf> {
+    std::env::current_exe().context("finding the path of the sm-ssh binary for ProxyCommand")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn ssh_args_split_into_options_and_command() {
+        let (o, c) = split_ssh_args(&strings(&["-L", "8080:localhost:80", "-A", "uname", "-a"]));
+        assert_eq!(o, strings(&["-L", "8080:localhost:80", "-A"]));
+        assert_eq!(c, strings(&["uname", "-a"]));
+        let (o, c) = split_ssh_args(&strings(&["-NL8080:x:80", "-vR", "9:y:9"]));
+        assert_eq!(o, strings(&["-NL8080:x:80", "-vR", "9:y:9"]));
+        assert!(c.is_empty());
+        let (o, c) = split_ssh_args(&strings(&["-t", "--", "-weird-command"]));
+        assert_eq!(o, strings(&["-t"]));
+        assert_eq!(c, strings(&["-weird-command"]));
+    }
+
+    #[test]
+    fn argv_pins_host_keys_and_proxies_through_this_binary() {
+        let global = Global {
+            profile: Some("dev team".into()),
+            region: Some("eu-west-1".into()),
+            verbose: 0,
+        };
+        let args = strings(&["-L", "8080:localhost:80", "echo", "hi"]);
+        let plan = SshPlan {
+            exe: Path::new("/opt/sm ssh/100%/sm-ssh"),
+            global: &global,
+            label: "job.training.sagemaker",
+            instance_id: "mi-0123456789abcdef0",
+            user: "root",
+            port: 22,
+            identity: Path::new("/home/u/.ssh/sm-ssh"),
+            known_hosts: Path::new("/home/u/.local/share/sm-ssh/known_hosts"),
+            ssh_args: &args,
+        };
+        let argv = plan.argv();
+        assert_eq!(&argv[..2], &strings(&["-L", "8080:localhost:80"])[..]);
+        assert!(argv.contains(&"ProxyCommand='/opt/sm ssh/100%%/sm-ssh' --profile 'dev team' --region eu-west-1 proxy --push-key never --port %p --label job.training.sagemaker mi-0123456789abcdef0".to_owned()));
+        assert!(argv.contains(&"HostKeyAlias=mi-0123456789abcdef0".to_owned()));
+        assert!(argv.contains(&"StrictHostKeyChecking=accept-new".to_owned()));
+        assert!(argv.contains(&"IdentitiesOnly=yes".to_owned()));
+        assert!(argv.contains(&"ServerAliveCountMax=8".to_owned()));
+        assert_eq!(
+            &argv[argv.len() - 4..],
+            &strings(&["--", "job.training.sagemaker", "echo", "hi"])[..]
+        );
+    }
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(shell_quote("/usr/bin/sm-ssh"), "/usr/bin/sm-ssh");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
 }
