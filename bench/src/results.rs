@@ -1,0 +1,110 @@
+//! Everything one harness run measured, saved as JSON beside the report.
+
+use serde::{Deserialize, Serialize};
+
+use crate::machine::Machine;
+use crate::stats::Summary;
+use crate::tcp::Direction;
+
+/// The realistic agent's ceiling: 1000 messages of 1024 bytes per second.
+pub const CEILING_MB_S: f64 = 1000.0 * 1024.0 / 1e6;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Results {
+    pub machine: Option<Machine>,
+    pub command: String,
+    /// UTC, `date -u` style.
+    pub date: String,
+    pub wall_seconds: f64,
+    pub setup: Vec<SetupRow>,
+    pub throughput: Vec<ThroughputRow>,
+    pub loss: Vec<LossRow>,
+    pub parallel: Vec<ParallelRow>,
+    pub cost: Vec<CostRow>,
+    pub reconnect: Vec<ReconnectRow>,
+    pub unmeasured: Vec<Unmeasured>,
+}
+
+/// Process start to first banner byte (or to `ssh … true` exit).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetupRow {
+    pub tool: String,
+    pub scenario: String,
+    /// Latency the fake added to each API call and websocket frame.
+    pub added_latency_ms: u64,
+    pub wall_ms: Summary,
+    /// CPU time of the measured process itself, when it could be read.
+    pub cpu_ms: Option<Summary>,
+    /// API calls the fake answered during one run.
+    pub api_calls: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ThroughputRow {
+    pub tool: String,
+    pub pacing: String,
+    pub direction: Direction,
+    pub bytes: u64,
+    pub mb_s: Summary,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LossRow {
+    pub tool: String,
+    pub direction: Direction,
+    /// Per-direction frame drop probability, in percent.
+    pub loss_pct: f64,
+    pub mb_s: Summary,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ParallelRow {
+    pub tool: String,
+    pub sessions: usize,
+    pub connections: usize,
+    pub mb_s: Summary,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CostRow {
+    pub tool: String,
+    pub scenario: String,
+    pub peak_rss_mib: Summary,
+    pub cpu_s_per_gb: Summary,
+    /// CPU seconds per wall second while moving data.
+    pub core_fraction: Summary,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReconnectRow {
+    pub tool: String,
+    pub cut_every_ms: u64,
+    /// Cuts that fell inside the transfers.
+    pub cuts: usize,
+    /// The longest pauses in delivery, one per cut: an upper bound on the
+    /// time from a cut to the first byte delivered again.
+    pub stall_ms: Summary,
+    /// Bytes expected minus bytes delivered intact, over all runs.
+    pub bytes_lost: u64,
+    pub bytes_moved: u64,
+}
+
+/// A figure a tool could not give, and why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Unmeasured {
+    pub tool: String,
+    pub what: String,
+    pub why: String,
+}
+
+impl Results {
+    pub fn note(&mut self, tool: &str, what: &str, why: impl Into<String>) {
+        let why = why.into();
+        eprintln!("sm-ssh-bench: not measured: {tool}: {what}: {why}");
+        self.unmeasured.push(Unmeasured {
+            tool: tool.into(),
+            what: what.into(),
+            why,
+        });
+    }
+}
