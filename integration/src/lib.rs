@@ -5,3 +5,4 @@
 pub mod moto;
 pub mod datachannel;
 pub mod world;
+pub mod sshd;
