@@ -2,7 +2,15 @@
 //! STS, and the Session Manager data channel with the agent behind it.
 //! Tests, benchmarks and the playground run against it; see `docs/fake-aws.md`.
 
-pub mod moto;
+pub mod config;
 pub mod datachannel;
-pub mod world;
+pub mod moto;
+pub mod openssh;
+pub mod sandbox;
+pub mod server;
+mod ssm;
 pub mod sshd;
+mod sts;
+pub mod world;
+
+pub use server::FakeAws;

@@ -223,9 +223,111 @@ pub struct World {
     pub faults: Faults,
     pub activation_tier: String,
     pub sessions: HashMap<String, Session>,
+    /// Commands sent with SendCommand, by CommandId.
+    pub commands: HashMap<String, Command>,
+    /// Activations created with CreateActivation, by ActivationId.
+    pub activations: BTreeMap<String, Activation>,
+    /// CloudTrail-style record of every API call the control plane answered.
+    pub events: Vec<ApiEvent>,
+}
+
+/// One SendCommand: its request and one invocation per instance.
+#[derive(Debug, Clone)]
+pub struct Command {
+    pub id: String,
+    pub document: String,
+    pub comment: String,
+    pub parameters: BTreeMap<String, Vec<String>>,
+    pub timeout_seconds: u64,
+    /// Epoch seconds.
+    pub requested: f64,
+    pub requested_at: std::time::Instant,
+    pub invocations: BTreeMap<String, Invocation>,
+}
+
+/// What a command did on one instance. `status` follows the real service's
+/// walk: Pending → InProgress → Success | Failed | TimedOut.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub status: CommandStatus,
+    /// How many GetCommandInvocation calls were answered for it.
+    pub polls: u32,
+    pub stdout: String,
+    pub stderr: String,
+    /// The script's exit code; -1 until it ends.
+    pub response_code: i32,
+    /// Epoch seconds.
+    pub started: Option<f64>,
+    pub ended: Option<f64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandStatus {
+    Pending,
+    InProgress,
+    Success,
+    Failed,
+    TimedOut,
+}
+
+/// One CreateActivation.
+#[derive(Debug, Clone)]
+pub struct Activation {
+    pub id: String,
+    pub code: String,
+    pub iam_role: String,
+    pub description: String,
+    pub default_instance_name: String,
+    pub registration_limit: i32,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// One API call, as CloudTrail would attribute it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiEvent {
+    /// e.g. `ssm:StartSession`.
+    pub action: String,
+    /// The caller's ARN.
+    pub caller: String,
+    /// Instance or session the call was about, when there is one.
+    pub resource: Option<String>,
+    pub document: Option<String>,
+    /// StartSession's `Reason`.
+    pub reason: Option<String>,
+    /// The error code when the call was refused.
+    pub error: Option<String>,
 }
 
 impl World {
+    /// A world holding what the seed describes; empty region and tier get
+    /// the fake's defaults (`us-east-1`, `standard`).
+    pub fn from_seed(seed: Seed) -> World {
+        let region = if seed.region.is_empty() {
+            "us-east-1".to_string()
+        } else {
+            seed.region
+        };
+        let activation_tier = if seed.activation_tier.is_empty() {
+            "standard".to_string()
+        } else {
+            seed.activation_tier
+        };
+        World {
+            region,
+            identity: seed.identity,
+            instances: seed
+                .instances
+                .into_iter()
+                .map(|i| (i.id.clone(), i))
+                .collect(),
+            denials: seed.denials,
+            pacing: seed.pacing,
+            faults: seed.faults,
+            activation_tier,
+            ..World::default()
+        }
+    }
+
     /// Redeems a single-use token: the data plane's check of OpenDataChannel.
     pub fn redeem_token(&mut self, session_id: &str, token: &str) -> Result<Grant, TokenError> {
         let refuse = self.faults.refuse_token;

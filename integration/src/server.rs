@@ -1,0 +1,251 @@
+//! `FakeAws`: one HTTP server on 127.0.0.1 answering the SSM JSON API, STS
+//! and the Session Manager data channel, around one `World`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::sandbox::Sandboxes;
+use crate::ssm::ApiError;
+use crate::world::{ApiEvent, Faults, Instance, Pacing, PingStatus, Seed, SharedWorld, World};
+
+/// What every handler sees.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub world: SharedWorld,
+    pub port: u16,
+}
+
+/// A running fake AWS. Stops when dropped.
+pub struct FakeAws {
+    addr: SocketAddr,
+    world: SharedWorld,
+    sandboxes: Arc<Sandboxes>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl FakeAws {
+    /// Starts the fake on a free port of 127.0.0.1 with the seeded state.
+    /// Instances without a sandbox get a temporary one.
+    pub async fn start(seed: Seed) -> anyhow::Result<FakeAws> {
+        let sandboxes = Arc::new(Sandboxes::default());
+        let mut world = World::from_seed(seed);
+        for instance in world.instances.values_mut() {
+            sandboxes.provision(instance)?;
+        }
+        let world: SharedWorld = Arc::new(Mutex::new(world));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = AppState {
+            world: world.clone(),
+            port: addr.port(),
+        };
+        let app = Router::new()
+            .route("/", post(api))
+            .with_state(state)
+            .merge(crate::datachannel::router(world.clone()));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!("fake AWS server failed: {e}");
+            }
+        });
+        Ok(FakeAws {
+            addr,
+            world,
+            sandboxes,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn world(&self) -> SharedWorld {
+        self.world.clone()
+    }
+
+    pub fn region(&self) -> String {
+        self.world.lock().unwrap().region.clone()
+    }
+
+    /// The environment that points the AWS SDK (and the AWS CLI) at the fake
+    /// and keeps it off the network: endpoints, region, dummy credentials,
+    /// no instance metadata service.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let endpoint = self.endpoint();
+        let region = self.region();
+        [
+            ("AWS_ENDPOINT_URL_SSM", endpoint.as_str()),
+            ("AWS_ENDPOINT_URL_STS", endpoint.as_str()),
+            ("AWS_REGION", region.as_str()),
+            ("AWS_DEFAULT_REGION", region.as_str()),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// Adds (or replaces) an instance, giving it a sandbox when it has none.
+    /// Returns the sandbox path.
+    pub fn add_instance(&self, mut instance: Instance) -> anyhow::Result<std::path::PathBuf> {
+        let path = self.sandboxes.provision(&mut instance)?;
+        self.world
+            .lock()
+            .unwrap()
+            .instances
+            .insert(instance.id.clone(), instance);
+        Ok(path)
+    }
+
+    /// The instance's sandbox folder, if the instance exists.
+    pub fn sandbox(&self, instance_id: &str) -> Option<std::path::PathBuf> {
+        let world = self.world.lock().unwrap();
+        world.instances.get(instance_id)?.sandbox.clone()
+    }
+
+    pub fn set_ping_status(&self, instance_id: &str, status: PingStatus) {
+        self.with_instance(instance_id, |i| i.ping_status = status);
+    }
+
+    pub fn set_tag(&self, instance_id: &str, key: &str, value: &str) {
+        self.with_instance(instance_id, |i| {
+            i.tags.insert(key.into(), value.into());
+        });
+    }
+
+    /// Makes `localhost:<port>` on the instance reach `target`.
+    pub fn map_port(&self, instance_id: &str, port: u16, target: SocketAddr) {
+        self.with_instance(instance_id, |i| {
+            i.ports.insert(port, target);
+        });
+    }
+
+    /// Makes `<host:port>` seen from the instance reach `target`.
+    pub fn map_remote_host(&self, instance_id: &str, host_port: &str, target: SocketAddr) {
+        self.with_instance(instance_id, |i| {
+            i.remote_hosts.insert(host_port.into(), target);
+        });
+    }
+
+    fn with_instance(&self, id: &str, f: impl FnOnce(&mut Instance)) {
+        let mut world = self.world.lock().unwrap();
+        let instance = world
+            .instances
+            .get_mut(id)
+            .unwrap_or_else(|| panic!("the fake has no instance {id}"));
+        f(instance);
+    }
+
+    /// Denies (or allows again) a whole action such as `ssm:StartSession`.
+    pub fn deny_action(&self, action: &str, denied: bool) {
+        let mut world = self.world.lock().unwrap();
+        if denied {
+            world.denials.actions.insert(action.into());
+        } else {
+            world.denials.actions.remove(action);
+        }
+    }
+
+    /// Denies (or allows again) a document to StartSession and SendCommand.
+    pub fn deny_document(&self, document: &str, denied: bool) {
+        let mut world = self.world.lock().unwrap();
+        if denied {
+            world.denials.documents.insert(document.into());
+        } else {
+            world.denials.documents.remove(document);
+        }
+    }
+
+    /// Switches the `SSHOwner = aws:userid` condition on or off.
+    pub fn enforce_owner_tag(&self, on: bool) {
+        self.world.lock().unwrap().denials.enforce_owner_tag = on;
+    }
+
+    pub fn set_identity(&self, identity: crate::world::Identity) {
+        self.world.lock().unwrap().identity = identity;
+    }
+
+    /// Applies to sessions whose token is redeemed from now on.
+    pub fn set_faults(&self, faults: Faults) {
+        self.world.lock().unwrap().faults = faults;
+    }
+
+    /// Applies to sessions whose token is redeemed from now on.
+    pub fn set_pacing(&self, pacing: Pacing) {
+        self.world.lock().unwrap().pacing = pacing;
+    }
+
+    /// The CloudTrail-style record of the calls answered so far.
+    pub fn events(&self) -> Vec<ApiEvent> {
+        self.world.lock().unwrap().events.clone()
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for FakeAws {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// `POST /`: SSM when `X-Amz-Target` names it, STS when the body is a
+/// Query-protocol form.
+async fn api(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let latency = state.world.lock().unwrap().faults.latency_ms;
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if let Some(op) = target.strip_prefix("AmazonSSM.") {
+        crate::ssm::handle(&state, op, &body).await
+    } else if target.is_empty() && crate::sts::is_query(&body) {
+        crate::sts::handle(&state, &body)
+    } else {
+        ApiError::new(
+            "UnknownOperationException",
+            format!("the fake AWS does not serve X-Amz-Target {target:?}"),
+        )
+        .into_response()
+    }
+}

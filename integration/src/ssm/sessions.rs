@@ -1,0 +1,364 @@
+//! StartSession, ResumeSession and TerminateSession: the control half of a
+//! Session Manager session. The data plane redeems the tokens issued here.
+
+use std::collections::{BTreeMap, HashSet};
+
+use rand::distr::{Alphanumeric, SampleString};
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use super::{check_action, check_run_on, input, record, ApiError, ApiResult, Event};
+use crate::server::AppState;
+use crate::world::{PingStatus, Session, World};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct StartInput {
+    target: String,
+    document_name: Option<String>,
+    reason: Option<String>,
+    #[serde(default)]
+    parameters: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SessionInput {
+    session_id: String,
+}
+
+/// The document StartSession uses when none is named.
+const DEFAULT_DOCUMENT: &str = "SSM-SessionManagerRunShell";
+
+pub(super) fn start(state: &AppState, body: &[u8]) -> ApiResult {
+    let req: StartInput = input(body)?;
+    let document = req
+        .document_name
+        .clone()
+        .unwrap_or_else(|| DEFAULT_DOCUMENT.to_string());
+    let mut world = state.world.lock().unwrap();
+    let result = start_in(&mut world, state.port, &req, &document);
+    record(
+        &mut world,
+        "ssm:StartSession",
+        Event {
+            resource: Some(&req.target),
+            document: Some(&document),
+            reason: req.reason.as_deref(),
+            error: result.as_ref().err(),
+        },
+    );
+    result
+}
+
+fn start_in(world: &mut World, port: u16, req: &StartInput, document: &str) -> ApiResult {
+    if let Some(reason) = &req.reason {
+        let n = reason.chars().count();
+        if n == 0 || n > 256 {
+            return Err(ApiError::validation(format!(
+                "1 validation error detected: Value at 'reason' failed to satisfy constraint: \
+                 Member must have length between 1 and 256 (was {n})"
+            )));
+        }
+    }
+    check_run_on(world, "ssm:StartSession", &req.target, document)?;
+    let properties = substitute(document, &req.parameters)?;
+    match world.instances.get(&req.target) {
+        Some(i) if i.ping_status == PingStatus::Online => {}
+        _ => {
+            return Err(ApiError::new(
+                "TargetNotConnected",
+                format!("{} is not connected.", req.target),
+            ))
+        }
+    }
+    let id = format!("{}-{}", session_prefix(&world.identity.arn), hex17());
+    let token = new_token();
+    let (terminated, _) = watch::channel(false);
+    world.sessions.insert(
+        id.clone(),
+        Session {
+            id: id.clone(),
+            target: req.target.clone(),
+            document: document.to_string(),
+            properties,
+            unused_tokens: HashSet::from([token.clone()]),
+            terminated,
+        },
+    );
+    Ok(session_reply(&id, &token, port))
+}
+
+pub(super) fn resume(state: &AppState, body: &[u8]) -> ApiResult {
+    let req: SessionInput = input(body)?;
+    let mut world = state.world.lock().unwrap();
+    let result = (|| {
+        check_action(&world, "ssm:ResumeSession", &session_arn(&world, &req.session_id))?;
+        let session = world
+            .sessions
+            .get_mut(&req.session_id)
+            .ok_or_else(|| no_session(&req.session_id))?;
+        if *session.terminated.borrow() {
+            // No token: the plugin reads this as "the session timed out".
+            return Ok(json!({ "SessionId": req.session_id }));
+        }
+        let token = new_token();
+        session.unused_tokens.insert(token.clone());
+        Ok(session_reply(&req.session_id, &token, state.port))
+    })();
+    record(
+        &mut world,
+        "ssm:ResumeSession",
+        Event {
+            resource: Some(&req.session_id),
+            error: result.as_ref().err(),
+            ..Event::default()
+        },
+    );
+    result
+}
+
+pub(super) fn terminate(state: &AppState, body: &[u8]) -> ApiResult {
+    let req: SessionInput = input(body)?;
+    let mut world = state.world.lock().unwrap();
+    let result = (|| {
+        check_action(
+            &world,
+            "ssm:TerminateSession",
+            &session_arn(&world, &req.session_id),
+        )?;
+        let session = world
+            .sessions
+            .get_mut(&req.session_id)
+            .ok_or_else(|| no_session(&req.session_id))?;
+        session.unused_tokens.clear();
+        session.terminated.send_replace(true);
+        Ok(json!({ "SessionId": req.session_id }))
+    })();
+    record(
+        &mut world,
+        "ssm:TerminateSession",
+        Event {
+            resource: Some(&req.session_id),
+            error: result.as_ref().err(),
+            ..Event::default()
+        },
+    );
+    result
+}
+
+fn no_session(id: &str) -> ApiError {
+    ApiError::new(
+        "DoesNotExistException",
+        format!("Session {id} does not exist."),
+    )
+}
+
+fn session_arn(world: &World, id: &str) -> String {
+    format!(
+        "arn:aws:ssm:{}:{}:session/{id}",
+        world.region, world.identity.account
+    )
+}
+
+fn session_reply(id: &str, token: &str, port: u16) -> Value {
+    json!({
+        "SessionId": id,
+        "TokenValue": token,
+        "StreamUrl": format!("ws://127.0.0.1:{port}/v1/data-channel/{id}?role=publish_subscribe"),
+    })
+}
+
+/// The session name prefix: the caller's name, the last part of its ARN.
+fn session_prefix(arn: &str) -> String {
+    let name = arn.rsplit('/').next().unwrap_or("session");
+    let clean: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "_.@-".contains(*c))
+        .collect();
+    if clean.is_empty() {
+        "session".into()
+    } else {
+        clean
+    }
+}
+
+fn hex17() -> String {
+    let n: u128 = rand::rng().random();
+    format!("{:032x}", n)[..17].to_string()
+}
+
+fn new_token() -> String {
+    Alphanumeric.sample_string(&mut rand::rng(), 128)
+}
+
+/// A document parameter: its name, its default (None = required), and
+/// whether the value is a port number (`local` allows 0).
+struct Param {
+    name: &'static str,
+    default: Option<&'static str>,
+    kind: Kind,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Port,
+    LocalPort,
+    Host,
+}
+
+/// Fills the document's `properties` from the request's parameters, as the
+/// service does before the agent echoes them in its HandshakeRequest.
+pub(crate) fn substitute(
+    document: &str,
+    parameters: &BTreeMap<String, Vec<String>>,
+) -> Result<Value, ApiError> {
+    let port = |default| Param {
+        name: "portNumber",
+        default: Some(default),
+        kind: Kind::Port,
+    };
+    let local = Param {
+        name: "localPortNumber",
+        default: Some("0"),
+        kind: Kind::LocalPort,
+    };
+    let (params, forwarding): (Vec<Param>, bool) = match document {
+        "AWS-StartSSHSession" => (vec![port("22")], false),
+        "AWS-StartPortForwardingSession" => (vec![port("80"), local], true),
+        "AWS-StartPortForwardingSessionToRemoteHost" => (
+            vec![
+                Param {
+                    name: "host",
+                    default: None,
+                    kind: Kind::Host,
+                },
+                port("80"),
+                local,
+            ],
+            true,
+        ),
+        other => {
+            return Err(ApiError::new(
+                "InvalidDocument",
+                format!("Document with name {other} does not exist, or the fake does not support it."),
+            ))
+        }
+    };
+    if let Some(unknown) = parameters
+        .keys()
+        .find(|k| !params.iter().any(|p| p.name == k.as_str()))
+    {
+        return Err(ApiError::new(
+            "InvalidParameters",
+            format!("Parameter \"{unknown}\" is not defined in document {document}."),
+        ));
+    }
+    let mut properties = BTreeMap::new();
+    for p in &params {
+        let value = match parameters.get(p.name).map(Vec::as_slice) {
+            None => p.default.map(str::to_string).ok_or_else(|| {
+                ApiError::new(
+                    "InvalidParameters",
+                    format!("Parameter \"{}\" is required by document {document}.", p.name),
+                )
+            })?,
+            Some([v]) => v.clone(),
+            Some(_) => {
+                return Err(ApiError::new(
+                    "InvalidParameters",
+                    format!("Parameter \"{}\" takes exactly one value.", p.name),
+                ))
+            }
+        };
+        if !valid(p.kind, &value) {
+            return Err(ApiError::new(
+                "InvalidParameters",
+                format!(
+                    "Parameter \"{}\" value \"{value}\" does not match the allowed pattern.",
+                    p.name
+                ),
+            ));
+        }
+        properties.insert(p.name.to_string(), Value::String(value));
+    }
+    if forwarding {
+        properties.insert("type".into(), Value::String("LocalPortForwarding".into()));
+    }
+    Ok(Value::Object(properties.into_iter().collect()))
+}
+
+fn valid(kind: Kind, value: &str) -> bool {
+    let number = !value.is_empty()
+        && value.len() <= 5
+        && value.bytes().all(|b| b.is_ascii_digit())
+        && !(value.len() > 1 && value.starts_with('0'));
+    match kind {
+        Kind::Port => number && value.parse::<u32>().is_ok_and(|n| (1..=65535).contains(&n)),
+        Kind::LocalPort => number && value.parse::<u32>().is_ok_and(|n| n <= 65535),
+        Kind::Host => {
+            !value.is_empty()
+                && value.len() <= 253
+                && !value.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<String>> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
+            .collect()
+    }
+
+    #[test]
+    fn ssh_document_has_no_type() {
+        let p = substitute("AWS-StartSSHSession", &params(&[])).unwrap();
+        assert_eq!(p.to_string(), r#"{"portNumber":"22"}"#);
+    }
+
+    #[test]
+    fn port_forwarding_properties_are_sorted_with_type() {
+        let p = substitute(
+            "AWS-StartPortForwardingSessionToRemoteHost",
+            &params(&[("host", "db.internal"), ("portNumber", "5432")]),
+        )
+        .unwrap();
+        assert_eq!(
+            p.to_string(),
+            r#"{"host":"db.internal","localPortNumber":"0","portNumber":"5432","type":"LocalPortForwarding"}"#
+        );
+    }
+
+    #[test]
+    fn bad_parameters_are_refused() {
+        for (doc, ps) in [
+            ("AWS-StartSSHSession", params(&[("portNumber", "0")])),
+            ("AWS-StartSSHSession", params(&[("portNumber", "70000")])),
+            ("AWS-StartSSHSession", params(&[("bogus", "1")])),
+            ("AWS-StartPortForwardingSessionToRemoteHost", params(&[])),
+        ] {
+            let e = substitute(doc, &ps).unwrap_err();
+            assert_eq!(e.code, "InvalidParameters", "{doc} {ps:?}");
+        }
+        assert_eq!(
+            substitute("Nope", &params(&[])).unwrap_err().code,
+            "InvalidDocument"
+        );
+    }
+
+    #[test]
+    fn session_prefix_is_the_caller_name() {
+        assert_eq!(
+            session_prefix("arn:aws:sts::1:assumed-role/Dev/alice@example.com"),
+            "alice@example.com"
+        );
+        assert_eq!(hex17().len(), 17);
+    }
+}
