@@ -1,0 +1,470 @@
+//! The reliable, ordered message channel under the data-channel protocol
+//! (protocol §5), free of I/O. It is symmetric: the client engine sends
+//! `input_stream_data`, a test peer can run the same code as the agent.
+//!
+//! Rules kept here:
+//! * every stream message consumes one sequence number of its direction;
+//! * each received stream message is acknowledged at once, duplicates are
+//!   acknowledged again, messages from the future are buffered (and acked)
+//!   and delivered in order;
+//! * every unacknowledged message whose RTO has passed is resent with its
+//!   original bytes, and its resend time is recorded; RTT samples come only
+//!   from messages sent once (Karn);
+//! * the number of unacknowledged messages is bounded (backpressure, never
+//!   eviction); `pause_publication` stops stream transmission.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::frame::{header_flags, message_type, payload_type, Frame};
+use crate::pacing::Pacer;
+use crate::payload::Acknowledge;
+use crate::rto::RtoEstimator;
+
+/// The most bytes put in one stream message, as every official producer does.
+pub const MAX_PAYLOAD: usize = 1024;
+
+/// Tunables of a [`Channel`].
+#[derive(Clone, Debug)]
+pub struct ChannelConfig {
+    /// Stream messages transmitted per second (new or resent); `None` = unlimited.
+    pub pacing: Option<u32>,
+    /// Most unacknowledged outgoing messages (sent or queued) before `send_data` refuses.
+    pub window: usize,
+    /// Most out-of-order incoming messages buffered (beyond it they are neither kept nor acked).
+    pub receive_buffer: usize,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        ChannelConfig {
+            pacing: Some(1000),
+            window: 2048,
+            receive_buffer: 10_000,
+        }
+    }
+}
+
+/// Counters for diagnostics and benchmarks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Stream messages transmitted for the first time.
+    pub messages_sent: u64,
+    /// Retransmissions of stream messages.
+    pub resends: u64,
+    /// Acknowledgements sent (including re-acks of duplicates).
+    pub acks_sent: u64,
+    /// Acknowledgements received that matched an outstanding message.
+    pub acks_received: u64,
+    /// Stream messages delivered in order.
+    pub messages_delivered: u64,
+    /// Stream messages received more than once.
+    pub duplicates: u64,
+    /// Stream messages received ahead of a gap.
+    pub out_of_order: u64,
+    /// Frames dropped because their payload digest did not match.
+    pub digest_drops: u64,
+    /// Frames dropped because they could not be decoded.
+    pub undecodable: u64,
+}
+
+enum Slot {
+    /// Queued, not yet on the wire; Output payloads may still grow.
+    Unsent {
+        payload_type: u32,
+        payload: BytesMut,
+    },
+    Sent {
+        bytes: Bytes,
+        first_sent: Instant,
+        last_sent: Instant,
+        resends: u32,
+    },
+    Acked,
+}
+
+/// One direction's sender plus the other direction's receiver.
+pub struct Channel {
+    config: ChannelConfig,
+    outgoing_type: &'static str,
+    epoch_ms_at_start: u64,
+    start: Instant,
+    /// Outgoing messages from `base_seq` on; the unsent ones form a suffix.
+    outgoing: VecDeque<Slot>,
+    base_seq: i64,
+    next_unsent: i64,
+    /// (last transmission, seq), in transmission order; stale entries are skipped.
+    resend_queue: VecDeque<(Instant, i64)>,
+    /// Sent messages to retransmit as soon as possible (after a reconnect).
+    urgent: VecDeque<i64>,
+    control: VecDeque<Bytes>,
+    rto: RtoEstimator,
+    pacer: Pacer,
+    paused: bool,
+    expected: i64,
+    reorder: BTreeMap<i64, Frame>,
+    delivered: VecDeque<Frame>,
+    stats: Stats,
+}
+
+impl Channel {
+    /// A channel whose outgoing stream messages have type `outgoing_type`.
+    pub fn new(config: ChannelConfig, outgoing_type: &'static str, now: Instant) -> Channel {
+        let epoch_ms_at_start = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_millis() as u64);
+        Channel {
+            pacer: Pacer::new(config.pacing, now),
+            config,
+            outgoing_type,
+            epoch_ms_at_start,
+            start: now,
+            outgoing: VecDeque::new(),
+            base_seq: 0,
+            next_unsent: 0,
+            resend_queue: VecDeque::new(),
+            urgent: VecDeque::new(),
+            control: VecDeque::new(),
+            rto: RtoEstimator::default(),
+            paused: false,
+            expected: 0,
+            reorder: BTreeMap::new(),
+            delivered: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// CreatedDate for a frame made at `now`: never zero.
+    pub fn created_date(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.start).as_millis() as u64;
+        (self.epoch_ms_at_start + since).max(1)
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Counters, writable by the layer that decodes frames.
+    pub fn stats_mut(&mut self) -> &mut Stats {
+        &mut self.stats
+    }
+
+    /// The RTO estimator.
+    pub fn rto(&self) -> &RtoEstimator {
+        &self.rto
+    }
+
+    /// Outgoing stream messages not yet acknowledged (queued or in flight).
+    pub fn unacked(&self) -> usize {
+        self.outgoing
+            .iter()
+            .filter(|slot| !matches!(slot, Slot::Acked))
+            .count()
+    }
+
+    /// True when everything queued has been acknowledged.
+    pub fn is_flushed(&self) -> bool {
+        self.outgoing.is_empty() && self.control.is_empty()
+    }
+
+    /// The next sequence number this side will assign.
+    pub fn next_seq(&self) -> i64 {
+        self.base_seq + self.outgoing.len() as i64
+    }
+
+    /// The next sequence number expected from the peer.
+    pub fn expected_seq(&self) -> i64 {
+        self.expected
+    }
+
+    /// Whether `pause_publication` is in force.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// `pause_publication` (true) / `start_publication` (false).
+    pub fn set_paused(&mut self, paused: bool) {
+        self.paused = paused;
+    }
+
+    /// Room left in the outgoing window, in messages.
+    pub fn window_available(&self) -> usize {
+        self.config.window.saturating_sub(self.outgoing.len())
+    }
+
+    /// Queues Output bytes in messages of at most [`MAX_PAYLOAD`] bytes, topping up the
+    /// last unsent message first. Returns how many bytes were accepted (0 when the
+    /// window is full).
+    pub fn send_data(&mut self, data: &[u8]) -> usize {
+        let mut accepted = 0;
+        if let Some(Slot::Unsent {
+            payload_type: payload_type::OUTPUT,
+            payload,
+        }) = self.outgoing.back_mut()
+        {
+            let n = (MAX_PAYLOAD - payload.len()).min(data.len());
+            payload.extend_from_slice(&data[..n]);
+            accepted = n;
+        }
+        while accepted < data.len() && self.outgoing.len() < self.config.window {
+            let n = MAX_PAYLOAD.min(data.len() - accepted);
+            self.push(
+                payload_type::OUTPUT,
+                BytesMut::from(&data[accepted..accepted + n]),
+            );
+            accepted += n;
+        }
+        accepted
+    }
+
+    /// Queues one stream message regardless of the window (handshake, flags), so
+    /// control never waits behind data. Returns its sequence number.
+    pub fn send_message(&mut self, payload_type: u32, payload: &[u8]) -> i64 {
+        self.push(payload_type, BytesMut::from(payload))
+    }
+
+    fn push(&mut self, payload_type: u32, payload: BytesMut) -> i64 {
+        let seq = self.next_seq();
+        self.outgoing.push_back(Slot::Unsent {
+            payload_type,
+            payload,
+        });
+        seq
+    }
+
+    /// Handles a decoded stream-data or acknowledge frame from the peer.
+    pub fn receive(&mut self, now: Instant, frame: Frame) {
+        if frame.message_type == message_type::ACKNOWLEDGE {
+            if let Ok(ack) = serde_json::from_slice::<Acknowledge>(&frame.payload) {
+                self.on_ack(now, ack.sequence_number);
+            } else {
+                self.stats.undecodable += 1;
+            }
+            // Any sign of life from the peer lifts a pause, as the agent does.
+            self.paused = false;
+            return;
+        }
+        if !frame.is_stream_data() {
+            return;
+        }
+        self.paused = false;
+        let seq = frame.sequence_number;
+        if seq < self.expected {
+            self.stats.duplicates += 1;
+            self.ack(now, &frame);
+        } else if seq == self.expected {
+            self.ack(now, &frame);
+            self.deliver(frame);
+            while let Some(next) = self.reorder.remove(&self.expected) {
+                self.deliver(next);
+            }
+        } else if self.reorder.contains_key(&seq) {
+            self.stats.duplicates += 1;
+            self.ack(now, &frame);
+        } else if self.reorder.len() < self.config.receive_buffer {
+            self.stats.out_of_order += 1;
+            self.ack(now, &frame);
+            self.reorder.insert(seq, frame);
+        }
+    }
+
+    fn deliver(&mut self, frame: Frame) {
+        self.expected += 1;
+        self.stats.messages_delivered += 1;
+        self.delivered.push_back(frame);
+    }
+
+    fn ack(&mut self, now: Instant, frame: &Frame) {
+        let ack = Acknowledge {
+            message_type: frame.message_type.clone(),
+            message_id: frame.message_id.to_string(),
+            sequence_number: frame.sequence_number,
+            is_sequential: true,
+        };
+        let payload = serde_json::to_vec(&ack).expect("acknowledge serialises");
+        let bytes = Frame::new(
+            message_type::ACKNOWLEDGE,
+            self.created_date(now),
+            0,
+            header_flags::ACK,
+            payload_type::NONE,
+            payload,
+        )
+        .encode();
+        self.stats.acks_sent += 1;
+        self.control.push_back(bytes);
+    }
+
+    fn on_ack(&mut self, now: Instant, seq: i64) {
+        let Some(index) = seq
+            .checked_sub(self.base_seq)
+            .and_then(|i| usize::try_from(i).ok())
+        else {
+            return;
+        };
+        let Some(slot) = self.outgoing.get_mut(index) else {
+            return;
+        };
+        if let Slot::Sent {
+            first_sent,
+            resends,
+            ..
+        } = slot
+        {
+            if *resends == 0 {
+                self.rto.sample(now.saturating_duration_since(*first_sent));
+            }
+            *slot = Slot::Acked;
+            self.stats.acks_received += 1;
+        }
+        while let Some(Slot::Acked) = self.outgoing.front() {
+            self.outgoing.pop_front();
+            self.base_seq += 1;
+        }
+    }
+
+    /// The next in-order stream message from the peer.
+    pub fn poll_delivered(&mut self) -> Option<Frame> {
+        self.delivered.pop_front()
+    }
+
+    /// After a new websocket is up: lift any pause and resend everything in flight
+    /// at once (it may have died with the old socket).
+    pub fn on_reconnected(&mut self) {
+        self.paused = false;
+        self.urgent.clear();
+        for (i, slot) in self.outgoing.iter().enumerate() {
+            if matches!(slot, Slot::Sent { .. }) {
+                self.urgent.push_back(self.base_seq + i as i64);
+            }
+        }
+    }
+
+    /// The next frame to write to the websocket: acks first, then retransmissions,
+    /// then new messages, paced.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
+        if let Some(bytes) = self.control.pop_front() {
+            return Some(bytes);
+        }
+        if self.paused {
+            return None;
+        }
+        let seq = self.next_stream_candidate(now)?;
+        if !self.pacer.try_take(now) {
+            return None;
+        }
+        Some(self.transmit(now, seq))
+    }
+
+    /// The sequence number of the next stream message due, without taking it.
+    fn next_stream_candidate(&mut self, now: Instant) -> Option<i64> {
+        while let Some(&seq) = self.urgent.front() {
+            if self.is_sent(seq) {
+                return Some(seq);
+            }
+            self.urgent.pop_front();
+        }
+        if let Some(due) = self.next_resend(now) {
+            return Some(due);
+        }
+        (self.next_unsent < self.next_seq()).then_some(self.next_unsent)
+    }
+
+    fn is_sent(&self, seq: i64) -> bool {
+        self.slot(seq)
+            .is_some_and(|s| matches!(s, Slot::Sent { .. }))
+    }
+
+    fn slot(&self, seq: i64) -> Option<&Slot> {
+        let index = usize::try_from(seq.checked_sub(self.base_seq)?).ok()?;
+        self.outgoing.get(index)
+    }
+
+    /// The oldest transmission whose RTO has passed, dropping stale queue entries.
+    fn next_resend(&mut self, now: Instant) -> Option<i64> {
+        let deadline = self.earliest_resend()?;
+        (deadline <= now).then(|| self.resend_queue.front().expect("non-empty").1)
+    }
+
+    fn earliest_resend(&mut self) -> Option<Instant> {
+        while let Some(&(at, seq)) = self.resend_queue.front() {
+            match self.slot(seq) {
+                Some(Slot::Sent { last_sent, .. }) if *last_sent == at => {
+                    return Some(at + self.rto.rto());
+                }
+                _ => {
+                    self.resend_queue.pop_front();
+                }
+            }
+        }
+        None
+    }
+
+    fn transmit(&mut self, now: Instant, seq: i64) -> Bytes {
+        let index = (seq - self.base_seq) as usize;
+        let created_date = self.created_date(now);
+        let outgoing_type = self.outgoing_type;
+        let slot = &mut self.outgoing[index];
+        let bytes = match slot {
+            Slot::Unsent {
+                payload_type,
+                payload,
+            } => {
+                let bytes = Frame::new(
+                    outgoing_type,
+                    created_date,
+                    seq,
+                    header_flags::NONE,
+                    *payload_type,
+                    std::mem::take(payload).freeze(),
+                )
+                .encode();
+                *slot = Slot::Sent {
+                    bytes: bytes.clone(),
+                    first_sent: now,
+                    last_sent: now,
+                    resends: 0,
+                };
+                self.next_unsent = seq + 1;
+                self.stats.messages_sent += 1;
+                bytes
+            }
+            Slot::Sent {
+                bytes,
+                last_sent,
+                resends,
+                ..
+            } => {
+                *last_sent = now;
+                *resends += 1;
+                self.stats.resends += 1;
+                if self.urgent.front() == Some(&seq) {
+                    self.urgent.pop_front();
+                }
+                bytes.clone()
+            }
+            Slot::Acked => unreachable!("acked messages are never candidates"),
+        };
+        self.resend_queue.push_back((now, seq));
+        bytes
+    }
+
+    /// When `poll_transmit` may next have something that it does not have now.
+    pub fn poll_timeout(&mut self, now: Instant) -> Option<Instant> {
+        if self.paused {
+            return None;
+        }
+        let pending = !self.urgent.is_empty() || self.next_unsent < self.next_seq();
+        let resend = self.earliest_resend();
+        let wanted = if pending { Some(now) } else { resend };
+        wanted.map(|at| at.max(self.pacer.next_token(now)))
+    }
+
+    /// The current RTO.
+    pub fn current_rto(&self) -> Duration {
+        self.rto.rto()
+    }
+}

@@ -1,0 +1,115 @@
+//! One websocket to the data channel: dial, authenticate, and a writer task so
+//! that the engine loop never blocks on a slow socket.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use uuid::Uuid;
+
+use super::{SessionError, StreamTarget};
+use crate::payload::OpenDataChannel;
+
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Frames buffered between the engine loop and the writer task.
+const WRITE_QUEUE: usize = 64;
+
+/// The ClientId sent in every OpenDataChannel of this process.
+fn client_id() -> &'static str {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(|| Uuid::new_v4().to_string())
+}
+
+/// The host part of a URL, for error messages (never the query).
+pub(crate) fn host_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split(['/', '?']).next().unwrap_or(rest).to_owned()
+}
+
+pub(crate) struct Socket {
+    pub read: SplitStream<Ws>,
+    pub write: mpsc::Sender<Message>,
+    writer: JoinHandle<()>,
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        self.writer.abort();
+    }
+}
+
+/// Dials `target.stream_url` and sends the OpenDataChannel message.
+pub(crate) async fn open(
+    target: &StreamTarget,
+    client_version: &str,
+    timeout: Duration,
+) -> Result<Socket, SessionError> {
+    let dial_error = |reason: String| SessionError::Dial {
+        host: host_of(&target.stream_url),
+        reason,
+    };
+    let dial = tokio_tungstenite::connect_async_with_config(target.stream_url.as_str(), None, true);
+    let (ws, _) = tokio::time::timeout(timeout, dial)
+        .await
+        .map_err(|_| dial_error(format!("timed out after {timeout:?}")))?
+        .map_err(|e| dial_error(e.to_string()))?;
+    let (mut sink, read) = ws.split();
+    let open = OpenDataChannel {
+        message_schema_version: "1.0".to_owned(),
+        request_id: Uuid::new_v4().to_string(),
+        token_value: target.token.clone(),
+        client_id: Some(client_id().to_owned()),
+        client_version: Some(client_version.to_owned()),
+    };
+    let text = serde_json::to_string(&open).expect("OpenDataChannel serialises");
+    sink.send(Message::text(text))
+        .await
+        .map_err(|e| dial_error(e.to_string()))?;
+    let (write, rx) = mpsc::channel(WRITE_QUEUE);
+    let writer = tokio::spawn(write_loop(sink, rx));
+    Ok(Socket {
+        read,
+        write,
+        writer,
+    })
+}
+
+/// Writes queued messages, flushing once per batch. Ends (dropping the receiver,
+/// which the engine loop notices) on the first error.
+async fn write_loop(mut sink: SplitSink<Ws, Message>, mut rx: mpsc::Receiver<Message>) {
+    let mut batch = Vec::with_capacity(WRITE_QUEUE);
+    while rx.recv_many(&mut batch, WRITE_QUEUE).await > 0 {
+        for message in batch.drain(..) {
+            if let Err(error) = sink.feed(message).await {
+                tracing::debug!(%error, "websocket write failed");
+                return;
+            }
+        }
+        if let Err(error) = sink.flush().await {
+            tracing::debug!(%error, "websocket flush failed");
+            return;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_of_strips_scheme_path_and_query() {
+        assert_eq!(
+            host_of("wss://ssmmessages.eu-west-1.amazonaws.com/v1/data-channel/s-1?role=publish_subscribe"),
+            "ssmmessages.eu-west-1.amazonaws.com"
+        );
+        assert_eq!(host_of("ws://127.0.0.1:9/x"), "127.0.0.1:9");
+    }
+}
