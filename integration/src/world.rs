@@ -223,6 +223,8 @@ pub struct World {
     pub faults: Faults,
     pub activation_tier: String,
     pub sessions: HashMap<String, Session>,
+    /// The data channel's live sessions and counters (see `datachannel::DataPlane`).
+    pub data_plane: crate::datachannel::DataPlane,
     /// Commands sent with SendCommand, by CommandId.
     pub commands: HashMap<String, Command>,
     /// Activations created with CreateActivation, by ActivationId.

@@ -5,9 +5,27 @@
 //! message must be an OpenDataChannel text frame whose token the `World`
 //! redeems; the session's agent is created on the first redeem and outlives
 //! any one websocket, so a client can resume with a fresh token.
+//!
+//! - `mgs`: the websocket endpoint, the per-session hub and MGS's own frames;
+//! - `faults`: one relay direction with its seeded faults, delay and ceiling;
+//! - `agent`: the agent's session (handshake, sequencing, port plugin);
+//! - `target`: the agent's TCP connections to the target;
+//! - `smux`: the smux v1 server of mux port forwarding;
+//! - `pacing`: the pump pause and the message-rate ceiling.
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+mod agent;
+mod faults;
+mod mgs;
+mod pacing;
+mod smux;
+mod target;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State, WebSocketUpgrade};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
@@ -15,6 +33,7 @@ use axum::Router;
 use crate::world::SharedWorld;
 
 /// The websocket endpoint of the data channel, backed by `world`.
+/// The data plane's state lives in `World::data_plane`.
 pub fn router(world: SharedWorld) -> Router {
     Router::new()
         .route("/v1/data-channel/{session_id}", get(upgrade))
@@ -26,14 +45,125 @@ async fn upgrade(
     Path(session_id): Path<String>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    ws.on_upgrade(move |socket| serve(world, session_id, socket))
+    ws.on_upgrade(move |socket| mgs::serve(world, session_id, socket))
 }
 
-async fn serve(_world: SharedWorld, _session_id: String, mut socket: WebSocket) {
-    let _ = socket
-        .send(Message::Close(Some(CloseFrame {
-            code: 1008,
-            reason: "data plane not implemented yet".into(),
-        })))
-        .await;
+/// The live sessions of the data plane and its counters. Cheap to clone; one
+/// per `World`, so tests and benchmarks read it with
+/// `world.lock().unwrap().data_plane.clone()`.
+#[derive(Clone, Default)]
+pub struct DataPlane {
+    stats: Arc<Stats>,
+    hubs: Arc<Mutex<HashMap<String, Arc<mgs::Hub>>>>,
+}
+
+impl DataPlane {
+    /// The counters so far, across all sessions.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Ids of the sessions whose agent is running.
+    pub fn live_sessions(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.hubs().keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Test hook: MGS sends `pause_publication` (`pause = true`) or
+    /// `start_publication` to the client of `session_id`. False when the
+    /// session has no agent running.
+    pub fn publish_to_client(&self, session_id: &str, pause: bool) -> bool {
+        let hub = self.hubs().get(session_id).cloned();
+        match hub {
+            Some(hub) => hub.publication_to_client(pause),
+            None => false,
+        }
+    }
+
+    fn hubs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<mgs::Hub>>> {
+        self.hubs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl fmt::Debug for DataPlane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataPlane")
+            .field("live_sessions", &self.live_sessions())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// Counters of the data plane, shared by all its tasks.
+#[derive(Debug, Default)]
+struct Stats {
+    frames_to_agent: AtomicU64,
+    frames_to_client: AtomicU64,
+    dropped: AtomicU64,
+    duplicated: AtomicU64,
+    reordered: AtomicU64,
+    corrupted: AtomicU64,
+    dropped_detached: AtomicU64,
+    resends: AtomicU64,
+    acks_withheld: AtomicU64,
+    reconnects: AtomicU64,
+    cuts: AtomicU64,
+    refused_tokens: AtomicU64,
+    dial_failures: AtomicU64,
+    sessions_closed: AtomicU64,
+}
+
+/// A copy of the data plane's counters at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Messages MGS delivered to the agent (after faults).
+    pub frames_to_agent: u64,
+    /// Messages MGS delivered towards the client (after faults).
+    pub frames_to_client: u64,
+    /// Stream and ack messages dropped by the `drop` fault.
+    pub dropped: u64,
+    /// Messages delivered twice by the `duplicate` fault.
+    pub duplicated: u64,
+    /// Messages held back behind their successor by the `reorder` fault.
+    pub reordered: u64,
+    /// Messages whose digest the `corrupt_digest` fault spoiled.
+    pub corrupted: u64,
+    /// Agent messages lost because no client websocket was attached.
+    pub dropped_detached: u64,
+    /// Agent retransmissions (head-only resend).
+    pub resends: u64,
+    /// Acknowledgements the agent did not send (`withhold_acks`).
+    pub acks_withheld: u64,
+    /// Websockets that re-attached to a running session.
+    pub reconnects: u64,
+    /// Websockets MGS closed with `1000 Bye` (the cut faults).
+    pub cuts: u64,
+    /// OpenDataChannel messages refused (bad, reused or refused token).
+    pub refused_tokens: u64,
+    /// Target dials that failed.
+    pub dial_failures: u64,
+    /// Sessions that ended with `channel_closed`.
+    pub sessions_closed: u64,
+}
+
+impl Stats {
+    fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            frames_to_agent: self.frames_to_agent.load(Relaxed),
+            frames_to_client: self.frames_to_client.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+            duplicated: self.duplicated.load(Relaxed),
+            reordered: self.reordered.load(Relaxed),
+            corrupted: self.corrupted.load(Relaxed),
+            dropped_detached: self.dropped_detached.load(Relaxed),
+            resends: self.resends.load(Relaxed),
+            acks_withheld: self.acks_withheld.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
+            cuts: self.cuts.load(Relaxed),
+            refused_tokens: self.refused_tokens.load(Relaxed),
+            dial_failures: self.dial_failures.load(Relaxed),
+            sessions_closed: self.sessions_closed.load(Relaxed),
+        }
+    }
 }

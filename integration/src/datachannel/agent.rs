@@ -1,0 +1,899 @@
+//! The SSM agent's side of one session, per `session-manager-protocol.md`
+//! §5–§7: the handshake, the receiver and sender rules with head-only
+//! retransmission, and the port plugin (basic raw bytes or an smux v1 server).
+//!
+//! The agent outlives client websockets: MGS pauses it while the client is
+//! away and restarts it when a websocket re-attaches.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use sm_ssh_proxy::frame::{header_flags, message_type, payload_type, Frame, FrameError};
+use sm_ssh_proxy::payload::{
+    action_status, action_type, flag, flag_payload, parse_flag, Acknowledge, HandshakeComplete,
+    HandshakeResponse,
+};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::{interval, sleep_until, Instant, MissedTickBehavior};
+
+use super::faults::{Kind, Relayed};
+use super::mgs::{now_millis, Hub};
+use super::smux::{self, Demuxer, SmuxFrame};
+use super::target::{self, Conn, TargetEvent};
+use super::{pacing, DataPlane};
+use crate::world::{Grant, Pacing, SharedWorld};
+
+/// The agent version announced in the HandshakeRequest when the instance has none.
+const DEFAULT_AGENT_VERSION: &str = "3.3.1802.0";
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+const RESEND_INTERVAL: Duration = Duration::from_millis(100);
+/// How long the agent waits for its outgoing buffer to drain before closing.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// The agent's buffer capacities, in messages.
+const OUTGOING_CAPACITY: usize = 100_000;
+const INCOMING_CAPACITY: usize = 100_000;
+/// Target events waiting for the agent; small, so a paused agent stops its readers.
+const TARGET_QUEUE: usize = 16;
+/// The first client version that speaks smux for LocalPortForwarding.
+const MUX_MIN_CLIENT_VERSION: [u64; 3] = [1, 1, 70];
+const HANDSHAKE_TIMEOUT_MESSAGE: &str =
+    "Handshake timed out. Please ensure that you have the latest version of the session manager plugin.";
+
+/// What MGS hands the agent.
+pub(crate) enum AgentEvent {
+    /// A websocket message from the client (after the to-agent lane).
+    Frame(Bytes),
+    /// `pause_publication` (true) or `start_publication` (false).
+    Publication { pause: bool },
+}
+
+/// The RTO estimator of §5.4 (same constants as the plugin).
+struct Rto {
+    srtt: f64,
+    rttvar: f64,
+    rto: Duration,
+}
+
+impl Rto {
+    fn new() -> Rto {
+        Rto {
+            srtt: 0.1,
+            rttvar: 0.0,
+            rto: Duration::from_millis(200),
+        }
+    }
+
+    fn sample(&mut self, rtt: Duration) {
+        let r = rtt.as_secs_f64();
+        self.rttvar = 0.75 * self.rttvar + 0.25 * (self.srtt - r).abs();
+        self.srtt = 0.875 * self.srtt + 0.125 * r;
+        let rto = self.srtt + (4.0 * self.rttvar).max(0.010);
+        self.rto = Duration::from_secs_f64(rto.min(1.0));
+    }
+}
+
+struct Sent {
+    seq: i64,
+    bytes: Bytes,
+    last_sent: Instant,
+}
+
+enum Phase {
+    /// HandshakeRequest sent, waiting for the response until the deadline.
+    Handshake {
+        deadline: Instant,
+    },
+    Running,
+    /// The session is over; waiting (≤ 2 s) for the outgoing buffer to drain.
+    Draining {
+        deadline: Instant,
+        output: String,
+    },
+}
+
+/// The port plugin, once the handshake picked a mode.
+enum Plugin {
+    None,
+    Basic { ssh: bool, conn: BasicConn },
+    Mux(Mux),
+}
+
+enum BasicConn {
+    Dialing {
+        id: u64,
+    },
+    Open {
+        id: u64,
+        conn: Conn,
+    },
+    /// After DisconnectToPort or a target EOF in port forwarding: redial on the next Output.
+    Closed,
+}
+
+struct Mux {
+    demuxer: Demuxer,
+    streams: HashMap<u32, MuxStream>,
+    pipe: mpsc::Sender<Bytes>,
+    control: mpsc::UnboundedSender<Bytes>,
+}
+
+enum MuxStream {
+    Dialing { pending: Vec<Bytes>, fin: bool },
+    Open(Conn),
+}
+
+/// Whether the plugin took a message; "not ready" leaves it unacknowledged.
+#[derive(PartialEq, Eq)]
+enum Taken {
+    Ready,
+    NotReady,
+}
+
+pub(crate) struct Agent {
+    session_id: String,
+    target_id: String,
+    properties: Value,
+    ports: BTreeMap<u16, SocketAddr>,
+    remote_hosts: BTreeMap<String, SocketAddr>,
+    agent_version: String,
+    pacing: Pacing,
+    withhold_acks: bool,
+    fail_target_dial: bool,
+    short_channel_closed: bool,
+    world: SharedWorld,
+    plane: DataPlane,
+    terminated: watch::Receiver<bool>,
+    to_client: mpsc::UnboundedSender<Relayed>,
+    events: mpsc::UnboundedReceiver<AgentEvent>,
+    target_tx: mpsc::Sender<TargetEvent>,
+    target_rx: mpsc::Receiver<TargetEvent>,
+    tasks: JoinSet<()>,
+
+    next_seq: i64,
+    outgoing: VecDeque<Sent>,
+    rto: Rto,
+    paused: bool,
+    expected: i64,
+    incoming: BTreeMap<i64, Frame>,
+    phase: Phase,
+    handshake_started: Instant,
+    /// Set by a HandshakeResponse; completed once its ack is out.
+    handshake_accepted: Option<String>,
+    plugin: Plugin,
+    next_conn_id: u64,
+    /// Set when the session must end: the `channel_closed` Output, and whether to drain first.
+    ending: Option<(String, bool)>,
+}
+
+impl Agent {
+    pub(crate) fn new(
+        grant: Grant,
+        world: SharedWorld,
+        plane: DataPlane,
+        to_client: mpsc::UnboundedSender<Relayed>,
+        events: mpsc::UnboundedReceiver<AgentEvent>,
+    ) -> Agent {
+        let agent_version = world
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .instances
+            .get(&grant.target)
+            .map(|i| i.agent_version.clone())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| DEFAULT_AGENT_VERSION.to_owned());
+        let (target_tx, target_rx) = mpsc::channel(TARGET_QUEUE);
+        Agent {
+            session_id: grant.session_id,
+            target_id: grant.target,
+            properties: grant.properties,
+            ports: grant.ports,
+            remote_hosts: grant.remote_hosts,
+            agent_version,
+            pacing: grant.pacing,
+            withhold_acks: grant.faults.withhold_acks,
+            fail_target_dial: grant.faults.fail_target_dial,
+            short_channel_closed: grant.faults.short_channel_closed,
+            world,
+            plane,
+            terminated: grant.terminated,
+            to_client,
+            events,
+            target_tx,
+            target_rx,
+            tasks: JoinSet::new(),
+            next_seq: 0,
+            outgoing: VecDeque::new(),
+            rto: Rto::new(),
+            paused: false,
+            expected: 0,
+            incoming: BTreeMap::new(),
+            phase: Phase::Handshake {
+                deadline: Instant::now() + HANDSHAKE_TIMEOUT,
+            },
+            handshake_started: Instant::now(),
+            handshake_accepted: None,
+            plugin: Plugin::None,
+            next_conn_id: 0,
+            ending: None,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let request = json!({
+            "AgentVersion": self.agent_version,
+            "RequestedClientActions": [{
+                "ActionType": action_type::SESSION_TYPE,
+                "ActionParameters": {"SessionType": "Port", "Properties": self.properties},
+            }],
+        });
+        self.send_stream(payload_type::HANDSHAKE_REQUEST, json_bytes(&request));
+        let mut resend = interval(RESEND_INTERVAL);
+        resend.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let output = loop {
+            if let Some(output) = self.check_end() {
+                break output;
+            }
+            let deadline = match &self.phase {
+                Phase::Handshake { deadline } | Phase::Draining { deadline, .. } => Some(*deadline),
+                Phase::Running => None,
+            };
+            tokio::select! {
+                event = self.events.recv() => match event {
+                    Some(AgentEvent::Frame(bytes)) => self.on_message(bytes).await,
+                    Some(AgentEvent::Publication { pause }) => self.paused = pause,
+                    None => break String::new(),
+                },
+                event = self.target_rx.recv(), if !self.paused => {
+                    if let Some(event) = event {
+                        self.on_target(event).await;
+                    }
+                }
+                _ = resend.tick() => self.resend(),
+                _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    match std::mem::replace(&mut self.phase, Phase::Running) {
+                        Phase::Draining { output, .. } => break output,
+                        _ => self.end(HANDSHAKE_TIMEOUT_MESSAGE, false),
+                    }
+                }
+                changed = self.terminated.changed() => {
+                    if changed.is_err() || *self.terminated.borrow() {
+                        break "Session terminated".to_owned();
+                    }
+                }
+            }
+        };
+        self.close(&output);
+    }
+
+    /// Moves a pending end forward: drains first if asked, then yields the Output.
+    fn check_end(&mut self) -> Option<String> {
+        if let Some((output, drain)) = self.ending.take() {
+            if !drain || self.outgoing.is_empty() {
+                return Some(output);
+            }
+            self.phase = Phase::Draining {
+                deadline: Instant::now() + DRAIN_TIMEOUT,
+                output,
+            };
+        }
+        if let Phase::Draining { output, .. } = &self.phase {
+            if self.outgoing.is_empty() {
+                return Some(output.clone());
+            }
+        }
+        None
+    }
+
+    fn end(&mut self, output: &str, drain: bool) {
+        if self.ending.is_none() && !matches!(self.phase, Phase::Draining { .. }) {
+            self.ending = Some((output.to_owned(), drain));
+        }
+    }
+
+    /// The agent is done: MGS sends `channel_closed`, the session is over for
+    /// the control plane too, and the target connections go.
+    fn close(mut self, output: &str) {
+        tracing::info!(session_id = self.session_id, output, "session closed");
+        let message = Hub::channel_closed(
+            &self.session_id,
+            &self.target_id,
+            output,
+            self.short_channel_closed,
+        );
+        let _ = self.to_client.send(message);
+        self.plane.stats.sessions_closed.fetch_add(1, Relaxed);
+        self.plane.hubs().remove(&self.session_id);
+        if let Some(session) = self
+            .world
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sessions
+            .get(&self.session_id)
+        {
+            session.terminated.send_replace(true);
+        }
+        self.plugin = Plugin::None;
+        self.tasks.abort_all();
+    }
+
+    async fn on_message(&mut self, bytes: Bytes) {
+        let frame = match decode_unverified(&bytes) {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::debug!(
+                    session_id = self.session_id,
+                    "agent dropped a malformed message: {e}"
+                );
+                return;
+            }
+        };
+        match frame.message_type.as_str() {
+            message_type::INPUT_STREAM_DATA => {
+                self.paused = false;
+                self.on_stream(frame).await;
+            }
+            message_type::ACKNOWLEDGE => {
+                self.paused = false;
+                self.on_ack(&frame);
+            }
+            message_type::PAUSE_PUBLICATION => self.paused = true,
+            message_type::START_PUBLICATION => self.paused = false,
+            message_type::CHANNEL_CLOSED => self.end("", false),
+            other => tracing::debug!(
+                session_id = self.session_id,
+                other,
+                "agent ignored a message"
+            ),
+        }
+    }
+
+    /// The receiver rules of §5.2.
+    async fn on_stream(&mut self, frame: Frame) {
+        let seq = frame.sequence_number;
+        if seq == self.expected {
+            if self.take(&frame).await == Taken::NotReady {
+                return;
+            }
+            self.ack(&frame);
+            self.expected += 1;
+            self.after_ack().await;
+            self.drain_incoming().await;
+        } else if seq > self.expected {
+            if self.incoming.len() < INCOMING_CAPACITY {
+                self.ack(&frame);
+                self.incoming.entry(seq).or_insert(frame);
+            }
+        } else {
+            self.ack(&frame);
+        }
+    }
+
+    /// Processes buffered messages that are now in sequence (acked when they arrived).
+    async fn drain_incoming(&mut self) {
+        while let Some(frame) = self.incoming.remove(&self.expected) {
+            if self.take(&frame).await == Taken::NotReady {
+                self.incoming.insert(frame.sequence_number, frame);
+                return;
+            }
+            self.expected += 1;
+            self.after_ack().await;
+        }
+    }
+
+    /// Hands an in-sequence stream message to the handshake or the plugin.
+    async fn take(&mut self, frame: &Frame) -> Taken {
+        match self.phase {
+            Phase::Handshake { .. } => {
+                if frame.payload_type == payload_type::HANDSHAKE_RESPONSE {
+                    self.on_handshake_response(&frame.payload);
+                }
+                // Anything else before HandshakeComplete is acked and discarded.
+                Taken::Ready
+            }
+            Phase::Running | Phase::Draining { .. } => match frame.payload_type {
+                payload_type::OUTPUT => self.on_output(frame.payload.clone()).await,
+                payload_type::FLAG => {
+                    self.on_flag(parse_flag(&frame.payload));
+                    Taken::Ready
+                }
+                _ => Taken::Ready,
+            },
+        }
+    }
+
+    fn on_handshake_response(&mut self, payload: &[u8]) {
+        let response: HandshakeResponse = match serde_json::from_slice(payload) {
+            Ok(response) => response,
+            Err(e) => return self.end(&format!("Malformed HandshakeResponse: {e}"), false),
+        };
+        if let Some(failed) = response
+            .processed_client_actions
+            .iter()
+            .find(|a| a.action_status != action_status::SUCCESS)
+        {
+            let output = format!(
+                "Client failed to perform {} (status {}): {}",
+                failed.action_type, failed.action_status, failed.error
+            );
+            return self.end(&output, false);
+        }
+        self.handshake_accepted = Some(response.client_version);
+    }
+
+    /// After the HandshakeResponse's ack: HandshakeComplete, then the plugin.
+    async fn after_ack(&mut self) {
+        let Some(client_version) = self.handshake_accepted.take() else {
+            return;
+        };
+        let complete = HandshakeComplete {
+            handshake_time_to_complete: self.handshake_started.elapsed().as_nanos() as i64,
+            customer_message: String::new(),
+        };
+        let payload = serde_json::to_vec(&complete).expect("HandshakeComplete serialises");
+        self.send_stream(payload_type::HANDSHAKE_COMPLETE, payload.into());
+        self.phase = Phase::Running;
+        self.start_plugin(&client_version);
+    }
+
+    /// §6.1: basic raw bytes unless LocalPortForwarding with a smux-capable client.
+    fn start_plugin(&mut self, client_version: &str) {
+        if self.property("portNumber").is_none() {
+            return self.end(
+                "Unable to start the port plugin: portNumber is required",
+                false,
+            );
+        }
+        let forwarding = self.property("type").as_deref() == Some("LocalPortForwarding");
+        if forwarding && version(client_version) >= MUX_MIN_CLIENT_VERSION.to_vec() {
+            let (pipe, frames) = mpsc::channel(TARGET_QUEUE);
+            let (control, control_rx) = mpsc::unbounded_channel();
+            let pause = pacing::pump_pause(self.pacing);
+            target::spawn_pipe(
+                frames,
+                control_rx,
+                self.target_tx.clone(),
+                pause,
+                &mut self.tasks,
+            );
+            self.plugin = Plugin::Mux(Mux {
+                demuxer: Demuxer::default(),
+                streams: HashMap::new(),
+                pipe,
+                control,
+            });
+        } else {
+            let id = self.spawn_dial(None);
+            self.plugin = Plugin::Basic {
+                ssh: !forwarding,
+                conn: BasicConn::Dialing { id },
+            };
+        }
+    }
+
+    /// A string property of the session (numbers are accepted too).
+    fn property(&self, key: &str) -> Option<String> {
+        match self.properties.get(key)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Where `localhost:<portNumber>` (or `host:portNumber`) leads on this instance.
+    fn target_addr(&self) -> Result<SocketAddr, String> {
+        let port = self.property("portNumber").unwrap_or_default();
+        let unreachable = |what: &str| format!("dial tcp {what}: connect: connection refused");
+        match self.property("host") {
+            Some(host) if !host.is_empty() => {
+                let key = format!("{host}:{port}");
+                self.remote_hosts
+                    .get(&key)
+                    .copied()
+                    .ok_or_else(|| unreachable(&key))
+            }
+            _ => port
+                .parse::<u16>()
+                .ok()
+                .and_then(|p| self.ports.get(&p).copied())
+                .ok_or_else(|| unreachable(&format!("localhost:{port}"))),
+        }
+    }
+
+    /// Dials in the background; the result comes back as `Dialed { id }`.
+    /// Basic connections get a fresh id; smux streams use their stream id.
+    fn spawn_dial(&mut self, stream: Option<u32>) -> u64 {
+        let id = match stream {
+            Some(sid) => u64::from(sid),
+            None => {
+                self.next_conn_id += 1;
+                self.next_conn_id
+            }
+        };
+        let addr = self.target_addr();
+        let fail = self.fail_target_dial;
+        let events = self.target_tx.clone();
+        self.tasks.spawn(async move {
+            let result = target::dial(addr, fail).await;
+            let _ = events.send(TargetEvent::Dialed { id, result }).await;
+        });
+        id
+    }
+
+    async fn on_output(&mut self, payload: Bytes) -> Taken {
+        match &mut self.plugin {
+            Plugin::None => Taken::Ready,
+            Plugin::Basic { conn, .. } => match conn {
+                BasicConn::Open { conn, .. } => {
+                    conn.write(payload);
+                    Taken::Ready
+                }
+                // Data before the first dial completes is not acknowledged.
+                BasicConn::Dialing { .. } => Taken::NotReady,
+                BasicConn::Closed => {
+                    // Reconnect on demand, in line, as the agent does.
+                    self.next_conn_id += 1;
+                    let id = self.next_conn_id;
+                    match target::dial(self.target_addr(), self.fail_target_dial).await {
+                        Ok(stream) => {
+                            let conn = self.open_basic(stream, id);
+                            conn.write(payload);
+                            self.set_basic(BasicConn::Open { id, conn });
+                        }
+                        Err(e) => self.dial_failed(&e),
+                    }
+                    Taken::Ready
+                }
+            },
+            Plugin::Mux(mux) => {
+                mux.demuxer.push(&payload);
+                loop {
+                    let Plugin::Mux(mux) = &mut self.plugin else {
+                        break;
+                    };
+                    match mux.demuxer.next_frame() {
+                        Ok(Some(frame)) => self.on_smux(frame),
+                        Ok(None) => break,
+                        Err(e) => {
+                            self.end(&e, false);
+                            break;
+                        }
+                    }
+                }
+                Taken::Ready
+            }
+        }
+    }
+
+    fn on_smux(&mut self, frame: SmuxFrame) {
+        match frame {
+            SmuxFrame::Syn(sid) => {
+                let Plugin::Mux(mux) = &mut self.plugin else {
+                    return;
+                };
+                if mux.streams.contains_key(&sid) {
+                    return;
+                }
+                mux.streams.insert(
+                    sid,
+                    MuxStream::Dialing {
+                        pending: Vec::new(),
+                        fin: false,
+                    },
+                );
+                self.spawn_dial(Some(sid));
+            }
+            SmuxFrame::Psh(sid, data) => {
+                let Plugin::Mux(mux) = &mut self.plugin else {
+                    return;
+                };
+                match mux.streams.get_mut(&sid) {
+                    Some(MuxStream::Open(conn)) => conn.write(data),
+                    Some(MuxStream::Dialing { pending, .. }) => pending.push(data),
+                    None => {}
+                }
+            }
+            SmuxFrame::Fin(sid) => {
+                let Plugin::Mux(mux) = &mut self.plugin else {
+                    return;
+                };
+                match mux.streams.get_mut(&sid) {
+                    // Half-close; the reader runs on until the target's EOF sends our FIN.
+                    Some(MuxStream::Open(conn)) => conn.shutdown(),
+                    Some(MuxStream::Dialing { fin, .. }) => *fin = true,
+                    None => {}
+                }
+            }
+            SmuxFrame::Nop => {}
+        }
+    }
+
+    fn on_flag(&mut self, value: Option<u32>) {
+        match value {
+            Some(flag::DISCONNECT_TO_PORT) => {
+                if let Plugin::Basic { conn, .. } = &mut self.plugin {
+                    *conn = BasicConn::Closed;
+                }
+            }
+            Some(flag::TERMINATE_SESSION) => self.end("", false),
+            _ => {}
+        }
+    }
+
+    async fn on_target(&mut self, event: TargetEvent) {
+        match event {
+            TargetEvent::Dialed { id, result } => self.on_dialed(id, result).await,
+            TargetEvent::Data { id, bytes } => {
+                if self.basic_id() == Some(id) {
+                    self.send_stream(payload_type::OUTPUT, bytes);
+                }
+            }
+            TargetEvent::Closed { id, error } => {
+                if self.basic_id() != Some(id) {
+                    return;
+                }
+                let Plugin::Basic { ssh, .. } = self.plugin else {
+                    return;
+                };
+                if ssh {
+                    match error {
+                        None => self.end("", true),
+                        Some(e) => self.end(&format!("Failed to read from the target: {e}"), true),
+                    }
+                } else {
+                    // Port forwarding: wait for the next Output to redial.
+                    self.set_basic(BasicConn::Closed);
+                }
+            }
+            TargetEvent::MuxBytes(chunk) => self.send_stream(payload_type::OUTPUT, chunk),
+        }
+    }
+
+    async fn on_dialed(&mut self, id: u64, result: Result<tokio::net::TcpStream, String>) {
+        match &self.plugin {
+            Plugin::Basic {
+                conn: BasicConn::Dialing { id: dialing },
+                ..
+            } if *dialing == id => {
+                match result {
+                    Ok(stream) => {
+                        let conn = self.open_basic(stream, id);
+                        self.set_basic(BasicConn::Open { id, conn });
+                        // Messages held back as "not ready" can go now.
+                        self.drain_incoming().await;
+                    }
+                    Err(e) => self.dial_failed(&e),
+                }
+            }
+            Plugin::Mux(_) => {
+                let sid = id as u32;
+                let Plugin::Mux(mux) = &mut self.plugin else {
+                    return;
+                };
+                let Some(MuxStream::Dialing { pending, fin }) = mux.streams.remove(&sid) else {
+                    return;
+                };
+                match result {
+                    Ok(stream) => {
+                        let conn = target::open_mux(stream, sid, mux.pipe.clone(), &mut self.tasks);
+                        for data in pending {
+                            conn.write(data);
+                        }
+                        if fin {
+                            conn.shutdown();
+                        }
+                        mux.streams.insert(sid, MuxStream::Open(conn));
+                    }
+                    Err(e) => {
+                        tracing::info!(session_id = self.session_id, sid, "mux dial failed: {e}");
+                        let _ = mux.control.send(smux::encode(smux::CMD_FIN, sid, b""));
+                        self.plane.stats.dial_failures.fetch_add(1, Relaxed);
+                        let payload = flag_payload(flag::CONNECT_TO_PORT_ERROR);
+                        self.send_stream(payload_type::FLAG, Bytes::copy_from_slice(&payload));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn dial_failed(&mut self, error: &str) {
+        self.plane.stats.dial_failures.fetch_add(1, Relaxed);
+        self.end(
+            &format!("Unable to connect to specified port: {error}"),
+            false,
+        );
+    }
+
+    fn open_basic(&mut self, stream: tokio::net::TcpStream, id: u64) -> Conn {
+        let pause = pacing::pump_pause(self.pacing);
+        target::open_basic(stream, id, self.target_tx.clone(), pause, &mut self.tasks)
+    }
+
+    fn set_basic(&mut self, next: BasicConn) {
+        if let Plugin::Basic { conn, .. } = &mut self.plugin {
+            *conn = next;
+        }
+    }
+
+    fn basic_id(&self) -> Option<u64> {
+        match &self.plugin {
+            Plugin::Basic {
+                conn: BasicConn::Open { id, .. },
+                ..
+            } => Some(*id),
+            _ => None,
+        }
+    }
+
+    /// Sequences, buffers and (unless paused) sends one `output_stream_data`.
+    fn send_stream(&mut self, payload_type: u32, payload: Bytes) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let flags = if seq == 0 {
+            header_flags::SYN
+        } else {
+            header_flags::NONE
+        };
+        let frame = Frame::new(
+            message_type::OUTPUT_STREAM_DATA,
+            now_millis(),
+            seq,
+            flags,
+            payload_type,
+            payload,
+        );
+        let bytes = frame.encode();
+        if self.outgoing.len() < OUTGOING_CAPACITY {
+            self.outgoing.push_back(Sent {
+                seq,
+                bytes: bytes.clone(),
+                last_sent: Instant::now(),
+            });
+        }
+        if !self.paused {
+            self.emit(bytes, Kind::Stream);
+        }
+    }
+
+    fn emit(&self, bytes: Bytes, kind: Kind) {
+        let _ = self.to_client.send(Relayed {
+            bytes,
+            kind,
+            last: false,
+        });
+    }
+
+    fn ack(&self, frame: &Frame) {
+        if self.withhold_acks {
+            self.plane.stats.acks_withheld.fetch_add(1, Relaxed);
+            return;
+        }
+        let ack = Acknowledge {
+            message_type: frame.message_type.clone(),
+            message_id: frame.message_id.to_string(),
+            sequence_number: frame.sequence_number,
+            is_sequential: true,
+        };
+        let payload = serde_json::to_vec(&ack).expect("Acknowledge serialises");
+        let frame = Frame::new(
+            message_type::ACKNOWLEDGE,
+            now_millis(),
+            0,
+            header_flags::ACK,
+            payload_type::NONE,
+            payload,
+        );
+        self.emit(frame.encode(), Kind::Ack);
+    }
+
+    fn on_ack(&mut self, frame: &Frame) {
+        let Ok(ack) = serde_json::from_slice::<Acknowledge>(&frame.payload) else {
+            return;
+        };
+        if let Some(at) = self
+            .outgoing
+            .iter()
+            .position(|s| s.seq == ack.sequence_number)
+        {
+            let sent = self.outgoing.remove(at).expect("position is in range");
+            self.rto.sample(sent.last_sent.elapsed());
+        }
+    }
+
+    /// Head-only retransmission, every 100 ms, skipped while paused.
+    fn resend(&mut self) {
+        if self.paused {
+            return;
+        }
+        let rto = self.rto.rto;
+        let Some(head) = self.outgoing.front_mut() else {
+            return;
+        };
+        if head.last_sent.elapsed() > rto {
+            head.last_sent = Instant::now();
+            let bytes = head.bytes.clone();
+            self.plane.stats.resends.fetch_add(1, Relaxed);
+            self.emit(bytes, Kind::Stream);
+        }
+    }
+}
+
+/// Decodes a frame the way the agent does: without checking the digest.
+fn decode_unverified(bytes: &[u8]) -> Result<Frame, FrameError> {
+    match Frame::decode(bytes) {
+        Err(FrameError::DigestMismatch) => {
+            let mut fixed = bytes.to_vec();
+            let hl = u32::from_be_bytes(fixed[..4].try_into().expect("4 bytes")) as usize;
+            let len = u32::from_be_bytes(fixed[hl..hl + 4].try_into().expect("4 bytes")) as usize;
+            let digest = Sha256::digest(&fixed[hl + 4..hl + 4 + len]);
+            fixed[80..112].copy_from_slice(&digest);
+            Frame::decode(&fixed)
+        }
+        other => other,
+    }
+}
+
+/// A version's numeric components; fewer components compare smaller.
+fn version(text: &str) -> Vec<u64> {
+    text.split('.')
+        .map(|c| c.trim().parse().unwrap_or(0))
+        .collect()
+}
+
+fn json_bytes(value: &Value) -> Bytes {
+    serde_json::to_vec(value)
+        .expect("JSON value serialises")
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rto_follows_the_reference_estimator() {
+        let mut rto = Rto::new();
+        assert_eq!(rto.rto, Duration::from_millis(200));
+        rto.sample(Duration::from_millis(100));
+        // SRTT stays 100 ms, RTTVAR 0: RTO = 100 ms + 10 ms.
+        assert!(
+            (rto.rto.as_secs_f64() - 0.110).abs() < 1e-9,
+            "{:?}",
+            rto.rto
+        );
+        for _ in 0..50 {
+            rto.sample(Duration::from_secs(5));
+        }
+        assert_eq!(rto.rto, Duration::from_secs(1), "capped at one second");
+    }
+
+    #[test]
+    fn versions_compare_component_wise() {
+        assert!(version("1.2.707.0") >= MUX_MIN_CLIENT_VERSION.to_vec());
+        assert!(version("1.1.70.0") >= MUX_MIN_CLIENT_VERSION.to_vec());
+        assert!(version("1.1.69.9") < MUX_MIN_CLIENT_VERSION.to_vec());
+        assert!(version("0.0.1") < MUX_MIN_CLIENT_VERSION.to_vec());
+        assert!(version("1.1") < MUX_MIN_CLIENT_VERSION.to_vec());
+    }
+
+    #[test]
+    fn digest_is_not_checked_by_the_agent() {
+        let frame = Frame::new(
+            message_type::INPUT_STREAM_DATA,
+            1,
+            4,
+            0,
+            payload_type::OUTPUT,
+            &b"data"[..],
+        );
+        let mut bytes = frame.encode().to_vec();
+        bytes[80] ^= 0xff;
+        assert_eq!(decode_unverified(&bytes).unwrap(), frame);
+    }
+}
