@@ -47,7 +47,10 @@ mod tests {
         assert_eq!(i.ping_status, crate::world::PingStatus::ConnectionLost);
         assert_eq!(i.resource_type, "ManagedInstance");
         assert_eq!(i.ports[&22].port(), 2222);
-        assert!(seed.denials.documents.contains("AWS-StartPortForwardingSession"));
+        assert!(seed
+            .denials
+            .documents
+            .contains("AWS-StartPortForwardingSession"));
         assert_eq!(seed.pacing, crate::world::Pacing::Unconstrained);
         assert!(parse(r#"{"instances":[{}]}"#).is_err());
         assert!(parse(r#"{"regoin":"x"}"#).is_ok());

@@ -29,7 +29,16 @@ impl OpenSshServer {
         let dir = tempfile::Builder::new().prefix("sm-ssh-sshd-").tempdir()?;
         let host_key = dir.path().join("ssh_host_ed25519_key");
         let keygen = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "sm-ssh-test-host", "-f"])
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "sm-ssh-test-host",
+                "-f",
+            ])
             .arg(&host_key)
             .stdin(Stdio::null())
             .output()

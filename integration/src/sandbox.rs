@@ -84,7 +84,12 @@ pub struct Outcome {
 
 /// Runs `script` with `/bin/sh -c` in `dir`, HOME at `<sandbox>/home`,
 /// killing its whole process group after `limit`.
-pub async fn run(script: &str, sandbox: &Path, dir: &Path, limit: Duration) -> std::io::Result<Outcome> {
+pub async fn run(
+    script: &str,
+    sandbox: &Path,
+    dir: &Path,
+    limit: Duration,
+) -> std::io::Result<Outcome> {
     let mut child = Command::new("/bin/sh")
         .arg("-c")
         .arg(rewrite_etc_ssh(script, sandbox))
@@ -143,7 +148,10 @@ mod tests {
             rewrite_etc_ssh("mkdir -p /etc/ssh/authorized_keys.d/ && cat x > /etc/ssh/authorized_keys", sb),
             "mkdir -p /tmp/sb/etc/ssh/authorized_keys.d/ && cat x > /tmp/sb/etc/ssh/authorized_keys"
         );
-        assert_eq!(rewrite_etc_ssh("ls /opt/etc/ssh /etc/sshd", sb), "ls /opt/etc/ssh /etc/sshd");
+        assert_eq!(
+            rewrite_etc_ssh("ls /opt/etc/ssh /etc/sshd", sb),
+            "ls /opt/etc/ssh /etc/sshd"
+        );
         assert_eq!(rewrite_etc_ssh("\"/etc/ssh\"", sb), "\"/tmp/sb/etc/ssh\"");
     }
 }

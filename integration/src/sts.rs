@@ -40,7 +40,12 @@ pub(crate) fn handle(state: &AppState, body: &[u8]) -> Response {
         },
     );
     if let Some(e) = denied {
-        return error(StatusCode::FORBIDDEN, "AccessDenied", &e.message, &request_id);
+        return error(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            &e.message,
+            &request_id,
+        );
     }
     let id = &world.identity;
     let xml = format!(
@@ -93,7 +98,9 @@ fn percent_decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok());
                 match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                     Some(b) => {
                         out.push(b);
@@ -116,7 +123,10 @@ mod tests {
     #[test]
     fn reads_form_fields() {
         let body = b"Action=GetCallerIdentity&Version=2011-06-15&X=a%2Fb+c%zz";
-        assert_eq!(form_value(body, "Action").as_deref(), Some("GetCallerIdentity"));
+        assert_eq!(
+            form_value(body, "Action").as_deref(),
+            Some("GetCallerIdentity")
+        );
         assert_eq!(form_value(body, "X").as_deref(), Some("a/b c%zz"));
         assert_eq!(form_value(body, "Missing"), None);
         assert!(!is_query(br#"{"Filters":[]}"#));

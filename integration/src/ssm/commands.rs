@@ -83,7 +83,11 @@ pub(super) fn send(state: &AppState, body: &[u8]) -> ApiResult {
     Ok(reply)
 }
 
-fn send_in(world: &mut World, req: &SendInput, ids: &[String]) -> Result<(Value, Vec<Job>), ApiError> {
+fn send_in(
+    world: &mut World,
+    req: &SendInput,
+    ids: &[String],
+) -> Result<(Value, Vec<Job>), ApiError> {
     if ids.is_empty() {
         return Err(ApiError::validation(
             "Either InstanceIds or Targets (with key InstanceIds) must be given.",
@@ -175,7 +179,11 @@ fn send_in(world: &mut World, req: &SendInput, ids: &[String]) -> Result<(Value,
             .sandbox
             .clone()
             .ok_or_else(|| ApiError::new("InternalServerError", format!("{id} has no sandbox")))?;
-        let workdir = match req.parameters.get("workingDirectory").and_then(|v| v.first()) {
+        let workdir = match req
+            .parameters
+            .get("workingDirectory")
+            .and_then(|v| v.first())
+        {
             Some(d) if !d.is_empty() => Some(PathBuf::from(sandbox::rewrite_etc_ssh(d, &sandbox))),
             _ => None,
         };
@@ -254,7 +262,10 @@ async fn execute(state: AppState, job: Job) {
         inv.status = CommandStatus::InProgress;
         inv.started = Some(now());
     });
-    let dir = job.workdir.clone().unwrap_or_else(|| job.sandbox.join("home"));
+    let dir = job
+        .workdir
+        .clone()
+        .unwrap_or_else(|| job.sandbox.join("home"));
     let outcome = sandbox::run(&job.script, &job.sandbox, &dir, job.limit).await;
     update(&|inv| {
         inv.ended = Some(now());
@@ -307,7 +318,10 @@ pub(super) fn get_invocation(state: &AppState, body: &[u8]) -> ApiResult {
 fn get_in(world: &mut World, req: &InvocationInput) -> ApiResult {
     super::check_action(world, "ssm:GetCommandInvocation", "*")?;
     let missing = || ApiError::new("InvocationDoesNotExist", "");
-    let command = world.commands.get_mut(&req.command_id).ok_or_else(missing)?;
+    let command = world
+        .commands
+        .get_mut(&req.command_id)
+        .ok_or_else(missing)?;
     let fresh = command.requested_at.elapsed() < NOT_YET_VISIBLE;
     let (document, comment) = (command.document.clone(), command.comment.clone());
     let inv = command

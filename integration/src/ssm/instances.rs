@@ -70,7 +70,9 @@ fn describe_in(world: &World, req: DescribeInput) -> ApiResult {
         Some(t) => t
             .strip_prefix(TOKEN_PREFIX)
             .and_then(|n| n.parse::<usize>().ok())
-            .ok_or_else(|| ApiError::new("InvalidNextToken", "The specified token is not valid."))?,
+            .ok_or_else(|| {
+                ApiError::new("InvalidNextToken", "The specified token is not valid.")
+            })?,
     };
     let filters: Vec<(String, Vec<String>)> = req
         .instance_information_filter_list
@@ -241,7 +243,14 @@ pub(super) fn list_tags(state: &AppState, body: &[u8]) -> ApiResult {
 
 pub(super) fn add_tags(state: &AppState, body: &[u8]) -> ApiResult {
     with_tags(state, "ssm:AddTagsToResource", body, |tags, req| {
-        if tags.len() + req.tags.iter().filter(|t| !tags.contains_key(&t.key)).count() > 50 {
+        if tags.len()
+            + req
+                .tags
+                .iter()
+                .filter(|t| !tags.contains_key(&t.key))
+                .count()
+            > 50
+        {
             return Err(ApiError::new(
                 "TooManyTagsError",
                 "The Targets parameter includes too many tags. Remove one or more tags and try the command again.",

@@ -60,7 +60,11 @@ pub(crate) type ApiResult = Result<Value, ApiError>;
 
 /// Parses a request body into an operation's input shape.
 pub(crate) fn input<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let body = if body.is_empty() { b"{}" as &[u8] } else { body };
+    let body = if body.is_empty() {
+        b"{}" as &[u8]
+    } else {
+        body
+    };
     serde_json::from_slice(body)
         .map_err(|e| ApiError::new("SerializationException", format!("invalid request: {e}")))
 }

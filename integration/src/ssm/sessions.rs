@@ -95,7 +95,11 @@ pub(super) fn resume(state: &AppState, body: &[u8]) -> ApiResult {
     let req: SessionInput = input(body)?;
     let mut world = state.world.lock().unwrap();
     let result = (|| {
-        check_action(&world, "ssm:ResumeSession", &session_arn(&world, &req.session_id))?;
+        check_action(
+            &world,
+            "ssm:ResumeSession",
+            &session_arn(&world, &req.session_id),
+        )?;
         let session = world
             .sessions
             .get_mut(&req.session_id)
@@ -243,7 +247,9 @@ pub(crate) fn substitute(
         other => {
             return Err(ApiError::new(
                 "InvalidDocument",
-                format!("Document with name {other} does not exist, or the fake does not support it."),
+                format!(
+                    "Document with name {other} does not exist, or the fake does not support it."
+                ),
             ))
         }
     };
@@ -262,7 +268,10 @@ pub(crate) fn substitute(
             None => p.default.map(str::to_string).ok_or_else(|| {
                 ApiError::new(
                     "InvalidParameters",
-                    format!("Parameter \"{}\" is required by document {document}.", p.name),
+                    format!(
+                        "Parameter \"{}\" is required by document {document}.",
+                        p.name
+                    ),
                 )
             })?,
             Some([v]) => v.clone(),
