@@ -5,23 +5,45 @@
 //!     cargo run --release -p sm-ssh-bench -- --all
 
 mod charts;
+mod fixture;
 mod machine;
+mod measure;
+mod peers;
 mod procfs;
 mod report;
 mod results;
+mod runner;
 mod stats;
 mod tcp;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
+use crate::fixture::{Fixture, INSTANCE};
+use crate::measure::{Plan, SetupCase, Tools, BRIDGE, SM_SSH};
 use crate::results::Results;
 
 #[derive(Debug, Parser)]
-#[command(name = "sm-ssh-bench", about = "Benchmarks sm-ssh and its peers against the fake AWS")]
+#[command(
+    name = "sm-ssh-bench",
+    about = "Benchmarks sm-ssh and its peers against the fake AWS"
+)]
 struct Args {
+    /// Run every part (the default when no --only is given).
+    #[arg(long)]
+    all: bool,
+    /// Run only these parts.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Part>,
+    /// Small transfers and two runs each: a smoke test of the harness, not figures to publish.
+    #[arg(long)]
+    quick: bool,
+    /// Measure sm-ssh alone, without installing or running the peers.
+    #[arg(long)]
+    no_peers: bool,
     /// Regenerate the report and charts from a saved results file, measuring nothing.
     #[arg(long, value_name = "RESULTS_JSON")]
     render_only: Option<PathBuf>,
@@ -30,31 +52,312 @@ struct Args {
     out: PathBuf,
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Part {
+    /// Setup latency, with the Python helper and the AWS CLI beside sm-ssh.
+    Setup,
+    /// Throughput, loss and cost.
+    Throughput,
+    /// `forward --sessions N`.
+    Parallel,
+    /// Websocket cuts.
+    Reconnect,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let root = workspace_root()?;
     let out = root.join(&args.out);
-    let path = args
-        .render_only
-        .context("nothing to do: pass --render-only <results.json>")?;
-    let results: Results = serde_json::from_str(
-        &std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?,
-    )?;
+    if let Some(path) = &args.render_only {
+        let results: Results = serde_json::from_str(
+            &std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?,
+        )?;
+        return publish(&root, &out, &results);
+    }
+    let parts = if args.all || args.only.is_empty() {
+        vec![
+            Part::Setup,
+            Part::Throughput,
+            Part::Parallel,
+            Part::Reconnect,
+        ]
+    } else {
+        args.only.clone()
+    };
+    let started = Instant::now();
+    let plan = if args.quick {
+        Plan {
+            setup_runs: 2,
+            transfer_runs: 2,
+            realistic_bytes: 512 << 10,
+            unconstrained_bytes: 16 << 20,
+            parallel_bytes: 256 << 10,
+            reconnect_bytes: 2 << 20,
+            cut_every_ms: 700,
+        }
+    } else {
+        Plan {
+            setup_runs: 7,
+            transfer_runs: 3,
+            realistic_bytes: 4 << 20,
+            unconstrained_bytes: 256 << 20,
+            parallel_bytes: 2 << 20,
+            reconnect_bytes: 6 << 20,
+            cut_every_ms: 1000,
+        }
+    };
+    let mut results = Results {
+        machine: Some(machine::Machine::detect()),
+        command: std::iter::once("cargo run --release -p sm-ssh-bench --".to_string())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" "),
+        date: date(),
+        ..Results::default()
+    };
+
+    eprintln!("sm-ssh-bench: building sm-ssh (release)");
+    let status = std::process::Command::new("cargo")
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "sm-ssh",
+            "--bin",
+            "sm-ssh",
+        ])
+        .current_dir(&root)
+        .status()?;
+    anyhow::ensure!(status.success(), "cargo build --release -p sm-ssh failed");
+    let tools = Tools {
+        sm_ssh: fixture::release_dir(&root).join("sm-ssh"),
+        bridge: if args.no_peers {
+            None
+        } else {
+            eprintln!("sm-ssh-bench: building the aws-ssm-bridge peer (release)");
+            peers::build_bridge(&root)
+                .map_err(|e| results.note(BRIDGE, "every measurement", format!("{e:#}")))
+                .ok()
+        },
+    };
+    let mut fx = Fixture::start().await?;
+
+    if parts.contains(&Part::Setup) {
+        let cases = setup_cases(&root, &mut fx, &tools, &args, &mut results);
+        let _keep_alive = cases.1;
+        measure::setup(&fx, &cases.0, plan, &mut results).await;
+    }
+    let mut transfer_tools = vec![SM_SSH];
+    if tools.bridge.is_some() {
+        transfer_tools.push(BRIDGE);
+    }
+    if parts.contains(&Part::Throughput) {
+        for tool in &transfer_tools {
+            measure::throughput_and_loss(&fx, &tools, tool, plan, &mut results).await;
+        }
+    }
+    if parts.contains(&Part::Parallel) {
+        measure::parallel(&fx, &tools, plan, &mut results).await;
+    }
+    if parts.contains(&Part::Reconnect) {
+        for tool in &transfer_tools {
+            measure::reconnect(&fx, &tools, tool, plan, &mut results).await;
+        }
+    }
+    results.wall_seconds = started.elapsed().as_secs_f64();
     publish(&root, &out, &results)
 }
 
+/// What stays alive while the setup cases run (sshd, moto).
+type Keep = (
+    Option<sm_ssh_integration::openssh::OpenSshServer>,
+    Option<sm_ssh_integration::moto::MotoServer>,
+);
+
+fn setup_cases(
+    root: &Path,
+    fx: &mut Fixture,
+    tools: &Tools,
+    args: &Args,
+    results: &mut Results,
+) -> (Vec<SetupCase>, Keep) {
+    let fqdn = fixture::fqdn();
+    let mut cases = Vec::new();
+    let sm = tools.sm_ssh.clone();
+    let (f, s) = (fqdn.clone(), sm.clone());
+    cases.push(SetupCase {
+        tool: SM_SSH.into(),
+        scenario: "proxy <fqdn> → banner".into(),
+        until_exit: false,
+        make: Box::new(move |fx| {
+            let mut c = fx.command(&s);
+            c.args(["proxy", &f]);
+            c
+        }),
+    });
+    let s = sm.clone();
+    cases.push(SetupCase {
+        tool: SM_SSH.into(),
+        scenario: "proxy mi-… → banner".into(),
+        until_exit: false,
+        make: Box::new(move |fx| {
+            let mut c = fx.command(&s);
+            c.args(["proxy", INSTANCE]);
+            c
+        }),
+    });
+    let mut keep: Keep = (None, None);
+    match fx.add_openssh_instance(&sm) {
+        Ok((sshd, config)) => {
+            keep.0 = Some(sshd);
+            let host = format!("{}.training.sagemaker", fixture::SSH_JOB);
+            cases.push(SetupCase {
+                tool: SM_SSH.into(),
+                scenario: "ssh <fqdn> true (OpenSSH)".into(),
+                until_exit: true,
+                make: Box::new(move |fx| {
+                    let mut c = fx.command("ssh");
+                    c.arg("-F").arg(&config).args([&host, "true"]);
+                    c
+                }),
+            });
+        }
+        Err(e) => results.note(SM_SSH, "ssh <fqdn> true", format!("no sshd: {e:#}")),
+    }
+    if let Some(bridge) = tools.bridge.clone() {
+        cases.push(SetupCase {
+            tool: BRIDGE.into(),
+            scenario: "ssh mi-… → banner".into(),
+            until_exit: false,
+            make: Box::new(move |fx| {
+                let mut c = fx.command(&bridge);
+                c.args(["ssh", INSTANCE]);
+                c
+            }),
+        });
+    }
+    if args.no_peers {
+        return (cases, keep);
+    }
+    let venv = match peers::install_python(root) {
+        Ok(v) => v,
+        Err(e) => {
+            results.note("sagemaker-ssh-helper 2.3.0", "setup", format!("{e:#}"));
+            results.note("AWS CLI v1", "setup", format!("{e:#}"));
+            return (cases, keep);
+        }
+    };
+    match peers::plugin_dir(&sm, fx.home()) {
+        Ok(plugin_dir) => {
+            let aws = venv.join("aws");
+            cases.push(SetupCase {
+                tool: "AWS CLI v1 + sm-ssh plugin".into(),
+                scenario: "start-session AWS-StartSSHSession → banner".into(),
+                until_exit: false,
+                make: Box::new(move |fx| {
+                    let mut c = fx.command(&aws);
+                    let path = std::env::var("PATH").unwrap_or_default();
+                    c.env("PATH", format!("{}:{path}", plugin_dir.display()));
+                    c.args([
+                        "ssm",
+                        "start-session",
+                        "--target",
+                        INSTANCE,
+                        "--document-name",
+                        "AWS-StartSSHSession",
+                        "--parameters",
+                        "portNumber=22",
+                    ]);
+                    c
+                }),
+            });
+        }
+        Err(e) => results.note("AWS CLI v1", "setup", format!("{e:#}")),
+    }
+    let python = venv.join("python");
+    cases.push(SetupCase {
+        tool: "sagemaker-ssh-helper 2.3.0".into(),
+        scenario: "resolve <fqdn> to mi-… (Python)".into(),
+        until_exit: true,
+        make: Box::new(move |fx| {
+            let mut c = fx.command(&python);
+            c.args([
+                "-c",
+                "from sagemaker_ssh_helper.manager import SSMManager; \
+                 print(SSMManager().get_training_instance_ids('bench-job', 0)[0])",
+            ]);
+            c
+        }),
+    });
+    // `list` also asks SageMaker, which moto answers.
+    let moto = peers::moto_server(root).and_then(|path| {
+        std::env::set_var(sm_ssh_integration::moto::MOTO_ENV, path);
+        sm_ssh_integration::moto::MotoServer::start()
+    });
+    match moto {
+        Ok(moto) => {
+            for service in ["SAGEMAKER", "CLOUDWATCH_LOGS", "IAM"] {
+                fx.env
+                    .push((format!("AWS_ENDPOINT_URL_{service}"), moto.endpoint()));
+            }
+            keep.1 = Some(moto);
+            let s = sm.clone();
+            cases.push(SetupCase {
+                tool: SM_SSH.into(),
+                scenario: "list".into(),
+                until_exit: true,
+                make: Box::new(move |fx| {
+                    let mut c = fx.command(&s);
+                    c.arg("list");
+                    c
+                }),
+            });
+            let helper = venv.join("sm-ssh");
+            cases.push(SetupCase {
+                tool: "sagemaker-ssh-helper 2.3.0".into(),
+                scenario: "list".into(),
+                until_exit: true,
+                make: Box::new(move |fx| {
+                    let mut c = fx.command(&helper);
+                    c.arg("list");
+                    c
+                }),
+            });
+        }
+        Err(e) => results.note(
+            "sm-ssh and sagemaker-ssh-helper",
+            "list",
+            format!("no moto: {e:#}"),
+        ),
+    }
+    (cases, keep)
+}
+
+fn date() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
 /// Writes the report, its charts and the raw results.
-fn publish(root: &std::path::Path, out: &std::path::Path, results: &Results) -> anyhow::Result<()> {
+fn publish(root: &Path, out: &Path, results: &Results) -> anyhow::Result<()> {
     let dir = root.join("docs/benchmarks");
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(results)?)?;
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(results)?,
+    )?;
     draw_charts(&dir, results)?;
     report::write(out, results)?;
     eprintln!("sm-ssh-bench: wrote {}", out.display());
     Ok(())
 }
 
-fn draw_charts(dir: &std::path::Path, r: &Results) -> anyhow::Result<()> {
+fn draw_charts(dir: &Path, r: &Results) -> anyhow::Result<()> {
     use charts::Series;
     let mut loss: Vec<Series> = Vec::new();
     for l in &r.loss {

@@ -43,16 +43,6 @@ impl Summary {
             d = digits
         )
     }
-
-    /// Every figure multiplied by `k` (unit changes).
-    pub fn scaled(&self, k: f64) -> Summary {
-        Summary {
-            median: self.median * k,
-            min: self.min * k,
-            max: self.max * k,
-            runs: self.runs,
-        }
-    }
 }
 
 #[cfg(test)]

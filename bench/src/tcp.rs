@@ -60,11 +60,17 @@ pub async fn bench_target() -> anyhow::Result<Server> {
 async fn serve(mut stream: TcpStream) -> anyhow::Result<()> {
     stream.set_nodelay(true)?;
     let mut request = [0u8; 9];
-    stream.read_exact(&mut request).await?;
+    if let Err(e) = stream.read_exact(&mut request).await {
+        // Readiness probes connect and close without a request.
+        return match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => Ok(()),
+            _ => Err(e.into()),
+        };
+    }
     let len = u64::from_be_bytes(request[1..].try_into()?);
     match request[0] {
         b'U' => {
-            receive_checked(&mut stream, len).await?;
+            receive_checked(&mut stream, len, &mut Vec::new()).await?;
             stream.write_all(b"k").await?;
         }
         b'D' => send_pattern(&mut stream, len).await?,
@@ -102,13 +108,16 @@ async fn send_pattern(stream: &mut TcpStream, len: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads exactly `len` pattern bytes; returns the arrival time of every read
-/// relative to the first byte (for the reconnect stall measurement).
-async fn receive_checked(stream: &mut TcpStream, len: u64) -> anyhow::Result<Vec<(Instant, u64)>> {
+/// Reads exactly `len` pattern bytes, noting (time, bytes so far) at every
+/// read: on failure `arrivals` still says how far the intact stream got.
+async fn receive_checked(
+    stream: &mut TcpStream,
+    len: u64,
+    arrivals: &mut Vec<(Instant, u64)>,
+) -> anyhow::Result<()> {
     let pattern = pattern_buffer();
     let mut buf = vec![0u8; CHUNK];
     let mut got = 0u64;
-    let mut arrivals = Vec::new();
     while got < len {
         let want = CHUNK.min((len - got) as usize);
         let n = stream.read(&mut buf[..want]).await?;
@@ -121,7 +130,7 @@ async fn receive_checked(stream: &mut TcpStream, len: u64) -> anyhow::Result<Vec
         got += n as u64;
         arrivals.push((Instant::now(), got));
     }
-    Ok(arrivals)
+    Ok(())
 }
 
 /// One finished transfer.
@@ -157,7 +166,22 @@ impl Direction {
 /// Moves `len` bytes through a tunnel that reaches the bench target at `addr`.
 /// Timing starts before the request is written and ends when the last byte
 /// (download) or the sink's confirmation (upload) arrives.
-pub async fn transfer(addr: SocketAddr, direction: Direction, len: u64) -> anyhow::Result<Transfer> {
+pub async fn transfer(
+    addr: SocketAddr,
+    direction: Direction,
+    len: u64,
+) -> anyhow::Result<Transfer> {
+    let mut arrivals = Vec::new();
+    transfer_noting(addr, direction, len, &mut arrivals).await
+}
+
+/// [`transfer`], keeping the download's arrivals even when it fails.
+pub async fn transfer_noting(
+    addr: SocketAddr,
+    direction: Direction,
+    len: u64,
+    arrivals: &mut Vec<(Instant, u64)>,
+) -> anyhow::Result<Transfer> {
     let mut stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connect to the tunnel at {addr}"))?;
@@ -165,7 +189,7 @@ pub async fn transfer(addr: SocketAddr, direction: Direction, len: u64) -> anyho
     let mut request = [0u8; 9];
     request[1..].copy_from_slice(&len.to_be_bytes());
     let start = Instant::now();
-    let arrivals = match direction {
+    match direction {
         Direction::Upload => {
             request[0] = b'U';
             stream.write_all(&request).await?;
@@ -175,18 +199,17 @@ pub async fn transfer(addr: SocketAddr, direction: Direction, len: u64) -> anyho
                 .read_exact(&mut ok)
                 .await
                 .context("the sink did not confirm the upload")?;
-            Vec::new()
         }
         Direction::Download => {
             request[0] = b'D';
             stream.write_all(&request).await?;
-            receive_checked(&mut stream, len).await?
+            receive_checked(&mut stream, len, arrivals).await?;
         }
-    };
+    }
     Ok(Transfer {
         bytes: len,
         elapsed: start.elapsed(),
-        arrivals,
+        arrivals: std::mem::take(arrivals),
     })
 }
 
@@ -201,7 +224,9 @@ mod tests {
             let t = transfer(target.addr, direction, 1_000_003).await.unwrap();
             assert_eq!(t.bytes, 1_000_003);
         }
-        let t = transfer(target.addr, Direction::Download, 200_000).await.unwrap();
+        let t = transfer(target.addr, Direction::Download, 200_000)
+            .await
+            .unwrap();
         assert_eq!(t.arrivals.last().unwrap().1, 200_000);
     }
 }

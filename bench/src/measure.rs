@@ -1,0 +1,504 @@
+//! The measurements: each runs one tool under one set of conditions and
+//! appends its rows to `Results`, or notes why it could not.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use sm_ssh_integration::world::{DirectionFaults, Faults, Pacing};
+use tokio::process::Command;
+
+use crate::fixture::{self, Fixture, INSTANCE, TARGET_PORT};
+use crate::results::{
+    CostRow, LossRow, ParallelRow, ReconnectRow, Results, SetupRow, ThroughputRow,
+};
+use crate::runner::{self, Forwarder};
+use crate::stats::Summary;
+use crate::tcp::{self, Direction};
+
+pub const SM_SSH: &str = "sm-ssh";
+pub const BRIDGE: &str = "aws-ssm-bridge 0.6.0";
+
+/// The programs under test; a peer is `None` when it could not be installed.
+pub struct Tools {
+    pub sm_ssh: PathBuf,
+    pub bridge: Option<PathBuf>,
+}
+
+/// How much to move and how often.
+#[derive(Clone, Copy)]
+pub struct Plan {
+    pub setup_runs: usize,
+    pub transfer_runs: usize,
+    pub realistic_bytes: u64,
+    pub unconstrained_bytes: u64,
+    pub parallel_bytes: u64,
+    pub reconnect_bytes: u64,
+    pub cut_every_ms: u64,
+}
+
+const DIRECTIONS: [Direction; 2] = [Direction::Upload, Direction::Download];
+
+fn faults(latency_ms: u64, drop: f64, cut_every_ms: Option<u64>) -> Faults {
+    let direction = DirectionFaults {
+        drop,
+        ..DirectionFaults::default()
+    };
+    Faults {
+        seed: 7,
+        to_agent: direction.clone(),
+        to_client: direction,
+        cut_every_ms,
+        latency_ms,
+        ..Faults::default()
+    }
+}
+
+// ---------------------------------------------------------------- setup
+
+/// One setup scenario: a command whose first stdout byte (or exit) ends the clock.
+pub struct SetupCase {
+    pub tool: String,
+    pub scenario: String,
+    pub until_exit: bool,
+    pub make: Box<dyn Fn(&Fixture) -> Command + Send + Sync>,
+}
+
+pub async fn setup(fx: &Fixture, cases: &[SetupCase], plan: Plan, results: &mut Results) {
+    for case in cases {
+        for latency in [0, 20] {
+            fx.conditions(Pacing::Unconstrained, faults(latency, 0.0, None));
+            // The warm-up pushes the key and fills caches; it is not counted.
+            if let Err(e) = run_case(fx, case).await {
+                results.note(&case.tool, &case.scenario, format!("{e:#}"));
+                break;
+            }
+            let mut wall = Vec::new();
+            let mut cpu = Vec::new();
+            let mut calls = Vec::new();
+            let mut failed = None;
+            for _ in 0..plan.setup_runs {
+                let before = fx.api_calls();
+                match run_case(fx, case).await {
+                    Ok(t) => {
+                        wall.push(t.wall.as_secs_f64() * 1e3);
+                        if let Some(c) = t.cpu {
+                            cpu.push(c * 1e3);
+                        }
+                        calls.push((fx.api_calls() - before) as f64);
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                results.note(&case.tool, &case.scenario, format!("{e:#}"));
+                break;
+            }
+            eprintln!(
+                "setup: {} {} +{latency} ms: {:.1} ms",
+                case.tool,
+                case.scenario,
+                Summary::of(&wall).map_or(f64::NAN, |s| s.median)
+            );
+            results.setup.push(SetupRow {
+                tool: case.tool.clone(),
+                scenario: case.scenario.clone(),
+                added_latency_ms: latency,
+                wall_ms: Summary::of(&wall).expect("runs > 0"),
+                cpu_ms: Summary::of(&cpu),
+                api_calls: Summary::of(&calls).map(|s| s.median),
+            });
+        }
+    }
+    fx.conditions(Pacing::Realistic, Faults::default());
+}
+
+async fn run_case(fx: &Fixture, case: &SetupCase) -> anyhow::Result<runner::Timed> {
+    let command = (case.make)(fx);
+    if case.until_exit {
+        Ok(runner::time_to_exit(command).await?.0)
+    } else {
+        runner::time_to_first_byte(command).await
+    }
+}
+
+// ---------------------------------------------------------------- transfers
+
+async fn start_forwarder(
+    fx: &Fixture,
+    tools: &Tools,
+    tool: &str,
+    sessions: usize,
+) -> anyhow::Result<Forwarder> {
+    if tool == SM_SSH {
+        let port = fixture::free_port()?;
+        let mut command = fx.command(&tools.sm_ssh);
+        command.args([
+            "forward",
+            &fixture::fqdn(),
+            "-L",
+            &format!("{port}:localhost:{TARGET_PORT}"),
+            "--sessions",
+            &sessions.to_string(),
+            "--document",
+            "AWS-StartPortForwardingSession",
+        ]);
+        Forwarder::on_port(command, port).await
+    } else {
+        let program = tools
+            .bridge
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the peer is not built"))?;
+        let mut command = fx.command(program);
+        command.args(["forward", INSTANCE, &TARGET_PORT.to_string()]);
+        Forwarder::announcing(command).await
+    }
+}
+
+/// What one forwarder did over a series of transfers.
+struct Series {
+    mb_s: Vec<(Direction, f64)>,
+    cpu_s_per_gb: Vec<f64>,
+    core_fraction: Vec<f64>,
+    peak_rss_mib: f64,
+}
+
+/// Starts a forwarder under `pacing`/`faults` and runs `runs` transfers of
+/// `len` bytes in each direction through it.
+async fn series(
+    fx: &Fixture,
+    tools: &Tools,
+    tool: &str,
+    (pacing, faults): (Pacing, Faults),
+    len: u64,
+    runs: usize,
+) -> anyhow::Result<Series> {
+    fx.conditions(pacing, faults);
+    let mut fwd = start_forwarder(fx, tools, tool, 1).await?;
+    let mut out = Series {
+        mb_s: Vec::new(),
+        cpu_s_per_gb: Vec::new(),
+        core_fraction: Vec::new(),
+        peak_rss_mib: f64::NAN,
+    };
+    let mut failure = None;
+    'runs: for _ in 0..runs {
+        for d in DIRECTIONS {
+            let cpu_before = fwd.cpu_seconds();
+            match tokio::time::timeout(
+                transfer_budget(len, pacing),
+                tcp::transfer(fwd.addr, d, len),
+            )
+            .await
+            {
+                Ok(Ok(t)) => {
+                    let cpu = fwd.cpu_seconds() - cpu_before;
+                    out.mb_s.push((d, t.mb_per_s()));
+                    out.cpu_s_per_gb.push(cpu / (len as f64 / 1e9));
+                    out.core_fraction.push(cpu / t.elapsed.as_secs_f64());
+                }
+                Ok(Err(e)) => {
+                    failure = Some(e);
+                    break 'runs;
+                }
+                Err(_) => {
+                    failure = Some(anyhow::anyhow!(
+                        "a {} of {len} bytes did not finish in time",
+                        d.name()
+                    ));
+                    break 'runs;
+                }
+            }
+        }
+    }
+    out.peak_rss_mib = fwd.peak_rss_mib();
+    let alive = fwd.check_alive();
+    let stderr = fwd.stop().await;
+    if let Some(e) = failure {
+        let why = if alive.is_err() {
+            format!("{e:#}; the forwarder had exited: {stderr}")
+        } else {
+            format!("{e:#}")
+        };
+        anyhow::bail!(why);
+    }
+    Ok(out)
+}
+
+/// Generous: four times the realistic ceiling's time, plus start-up.
+fn transfer_budget(len: u64, pacing: Pacing) -> Duration {
+    let secs = match pacing {
+        Pacing::Unconstrained => len as f64 / 5e6,
+        _ => len as f64 / 0.25e6,
+    };
+    Duration::from_secs_f64(secs + 30.0)
+}
+
+fn per_direction(s: &Series, d: Direction) -> Vec<f64> {
+    s.mb_s
+        .iter()
+        .filter(|(x, _)| *x == d)
+        .map(|(_, v)| *v)
+        .collect()
+}
+
+/// Throughput (realistic and unconstrained), loss and cost of one tool.
+pub async fn throughput_and_loss(
+    fx: &Fixture,
+    tools: &Tools,
+    tool: &str,
+    plan: Plan,
+    results: &mut Results,
+) {
+    let cases = [
+        ("realistic", Pacing::Realistic, plan.realistic_bytes),
+        (
+            "unconstrained",
+            Pacing::Unconstrained,
+            plan.unconstrained_bytes,
+        ),
+    ];
+    for (name, pacing, len) in cases {
+        match series(
+            fx,
+            tools,
+            tool,
+            (pacing, faults(0, 0.0, None)),
+            len,
+            plan.transfer_runs,
+        )
+        .await
+        {
+            Ok(s) => {
+                for d in DIRECTIONS {
+                    let mb_s = Summary::of(&per_direction(&s, d)).expect("runs > 0");
+                    eprintln!(
+                        "throughput: {tool} {name} {}: {:.3} MB/s",
+                        d.name(),
+                        mb_s.median
+                    );
+                    results.throughput.push(ThroughputRow {
+                        tool: tool.into(),
+                        pacing: name.into(),
+                        direction: d,
+                        bytes: len,
+                        mb_s,
+                    });
+                    if name == "realistic" {
+                        results.loss.push(LossRow {
+                            tool: tool.into(),
+                            direction: d,
+                            loss_pct: 0.0,
+                            mb_s,
+                        });
+                    }
+                }
+                results.cost.push(CostRow {
+                    tool: tool.into(),
+                    scenario: format!(
+                        "{name}, {} MiB each way × {}",
+                        len >> 20,
+                        plan.transfer_runs
+                    ),
+                    peak_rss_mib: Summary::of(&[s.peak_rss_mib]).expect("one"),
+                    cpu_s_per_gb: Summary::of(&s.cpu_s_per_gb).expect("runs > 0"),
+                    core_fraction: Summary::of(&s.core_fraction).expect("runs > 0"),
+                });
+            }
+            Err(e) => results.note(tool, &format!("{name} throughput"), format!("{e:#}")),
+        }
+    }
+    for pct in [1.0, 2.0, 5.0] {
+        let f = faults(0, pct / 100.0, None);
+        match series(
+            fx,
+            tools,
+            tool,
+            (Pacing::Realistic, f),
+            plan.realistic_bytes,
+            plan.transfer_runs,
+        )
+        .await
+        {
+            Ok(s) => {
+                for d in DIRECTIONS {
+                    let mb_s = Summary::of(&per_direction(&s, d)).expect("runs > 0");
+                    eprintln!("loss: {tool} {pct}% {}: {:.3} MB/s", d.name(), mb_s.median);
+                    results.loss.push(LossRow {
+                        tool: tool.into(),
+                        direction: d,
+                        loss_pct: pct,
+                        mb_s,
+                    });
+                }
+            }
+            Err(e) => results.note(
+                tool,
+                &format!("throughput at {pct}% loss"),
+                format!("{e:#}"),
+            ),
+        }
+    }
+    fx.conditions(Pacing::Realistic, Faults::default());
+}
+
+// ---------------------------------------------------------------- parallel
+
+/// `sm-ssh forward --sessions N` with N concurrent downloads.
+pub async fn parallel(fx: &Fixture, tools: &Tools, plan: Plan, results: &mut Results) {
+    for n in [1usize, 2, 4, 8] {
+        match parallel_once(fx, tools, n, plan).await {
+            Ok(samples) => {
+                let mb_s = Summary::of(&samples).expect("runs > 0");
+                eprintln!("parallel: {n} sessions: {:.3} MB/s", mb_s.median);
+                results.parallel.push(ParallelRow {
+                    tool: SM_SSH.into(),
+                    sessions: n,
+                    connections: n,
+                    mb_s,
+                });
+            }
+            Err(e) => results.note(SM_SSH, &format!("forward --sessions {n}"), format!("{e:#}")),
+        }
+    }
+    fx.conditions(Pacing::Realistic, Faults::default());
+}
+
+async fn parallel_once(
+    fx: &Fixture,
+    tools: &Tools,
+    n: usize,
+    plan: Plan,
+) -> anyhow::Result<Vec<f64>> {
+    fx.conditions(Pacing::Realistic, Faults::default());
+    let fwd = start_forwarder(fx, tools, SM_SSH, n).await?;
+    let mut samples = Vec::new();
+    let mut failure = None;
+    for _ in 0..plan.transfer_runs {
+        let start = Instant::now();
+        let jobs: Vec<_> = (0..n)
+            .map(|_| {
+                tokio::spawn(tcp::transfer(
+                    fwd.addr,
+                    Direction::Download,
+                    plan.parallel_bytes,
+                ))
+            })
+            .collect();
+        let mut ok = true;
+        for job in jobs {
+            match tokio::time::timeout(transfer_budget(plan.parallel_bytes, Pacing::Realistic), job)
+                .await
+            {
+                Ok(Ok(Ok(_))) => {}
+                Ok(Ok(Err(e))) => {
+                    failure = Some(e);
+                    ok = false;
+                }
+                _ => {
+                    failure = Some(anyhow::anyhow!("a download did not finish in time"));
+                    ok = false;
+                }
+            }
+        }
+        if !ok {
+            break;
+        }
+        samples.push((n as u64 * plan.parallel_bytes) as f64 / 1e6 / start.elapsed().as_secs_f64());
+    }
+    let stderr = fwd.stop().await;
+    match failure {
+        Some(e) => Err(anyhow::anyhow!("{e:#}; forwarder: {stderr}")),
+        None => Ok(samples),
+    }
+}
+
+// ---------------------------------------------------------------- reconnect
+
+/// Downloads while the fake cuts the websocket every `plan.cut_every_ms`.
+pub async fn reconnect(fx: &Fixture, tools: &Tools, tool: &str, plan: Plan, results: &mut Results) {
+    match reconnect_once(fx, tools, tool, plan).await {
+        Ok(row) => {
+            eprintln!(
+                "reconnect: {tool}: {} cuts, stall {:.1} ms, {} bytes lost",
+                row.cuts, row.stall_ms.median, row.bytes_lost
+            );
+            results.reconnect.push(row);
+        }
+        Err(e) => results.note(tool, "reconnect", format!("{e:#}")),
+    }
+    fx.conditions(Pacing::Realistic, Faults::default());
+}
+
+async fn reconnect_once(
+    fx: &Fixture,
+    tools: &Tools,
+    tool: &str,
+    plan: Plan,
+) -> anyhow::Result<ReconnectRow> {
+    fx.conditions(Pacing::Realistic, faults(0, 0.0, Some(plan.cut_every_ms)));
+    let fwd = start_forwarder(fx, tools, tool, 1).await?;
+    let mut stalls = Vec::new();
+    let mut cuts = 0;
+    let mut lost = 0;
+    let mut moved = 0;
+    let mut failure = None;
+    for _ in 0..plan.transfer_runs {
+        let resumes_before = fx.calls_of("ssm:ResumeSession");
+        let mut arrivals = Vec::new();
+        let outcome = tokio::time::timeout(
+            transfer_budget(plan.reconnect_bytes, Pacing::Realistic),
+            tcp::transfer_noting(
+                fwd.addr,
+                Direction::Download,
+                plan.reconnect_bytes,
+                &mut arrivals,
+            ),
+        )
+        .await;
+        let resumed = fx.calls_of("ssm:ResumeSession") - resumes_before;
+        let got = match &outcome {
+            Ok(Ok(t)) => t.bytes,
+            _ => arrivals.last().map_or(0, |a| a.1),
+        };
+        moved += plan.reconnect_bytes;
+        lost += plan.reconnect_bytes - got;
+        let arrivals = match outcome {
+            Ok(Ok(t)) => t.arrivals,
+            Ok(Err(e)) => {
+                failure = Some(e);
+                break;
+            }
+            Err(_) => {
+                failure = Some(anyhow::anyhow!(
+                    "the download stalled for good after {got} bytes"
+                ));
+                break;
+            }
+        };
+        // Each resume is one cut; its stall is one of the longest pauses.
+        let mut gaps: Vec<f64> = arrivals
+            .windows(2)
+            .map(|w| (w[1].0 - w[0].0).as_secs_f64() * 1e3)
+            .collect();
+        gaps.sort_by(|a, b| b.total_cmp(a));
+        stalls.extend(gaps.into_iter().take(resumed));
+        cuts += resumed;
+    }
+    let stderr = fwd.stop().await;
+    if let Some(e) = failure {
+        anyhow::bail!("{e:#} ({lost} of {moved} bytes lost; forwarder: {stderr})");
+    }
+    Ok(ReconnectRow {
+        tool: tool.into(),
+        cut_every_ms: plan.cut_every_ms,
+        cuts,
+        stall_ms: Summary::of(&stalls).ok_or_else(|| {
+            anyhow::anyhow!("no reconnect happened during the transfers (no ResumeSession call)")
+        })?,
+        bytes_lost: lost,
+        bytes_moved: moved,
+    })
+}
