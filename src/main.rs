@@ -3,8 +3,17 @@
 mod aws;
 mod cli;
 mod cmd;
+mod doctor;
+mod error;
 mod keypush;
+mod keys;
+mod known_hosts;
+mod logging;
+mod policy;
+mod resolve;
 mod session;
+mod sshconfig;
+mod target;
 
 use std::process::ExitCode;
 
@@ -12,9 +21,16 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    logging::init(cli.global.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .expect("tokio runtime");
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("sm-ssh: cannot start the async runtime: {error}");
+            return ExitCode::from(error::exit::FAILURE);
+        }
+    };
     runtime.block_on(cmd::run(cli))
 }

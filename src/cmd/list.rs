@@ -1,12 +1,316 @@
-//! `sm-ssh list`.
+//! `sm-ssh list`: the SSH-enabled instances (registered by
+//! sagemaker-ssh-helper, tagged `SSHOwner`) and the host name to give ssh.
+//! One DescribeInstanceInformation (paged) and concurrent
+//! ListTagsForResource calls; no SageMaker API calls.
 
 use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use serde::Serialize;
 
 use crate::cli::Global;
+use crate::resolve::candidate::{tagged_resource, Candidate};
+use crate::resolve::{format_epoch, ssm, Owner};
+use crate::target::Kind;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Only instances whose host name, name or instance id contains this
+    /// text, or matches it as a glob (`*`, `?`).
+    pub pattern: Option<String>,
+    /// Print JSON (an array of objects, fields as documented) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Whose instances: `any`, or an `aws:userid`. Default: yours.
+    #[arg(long, value_name = "any|USERID")]
+    pub owner: Option<String>,
+}
 
-pub async fn run(_args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`sm-ssh list` is not implemented yet")
+/// One line of the listing; the JSON form is an array of these.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Row {
+    /// What to give ssh / `sm-ssh connect`.
+    pub host: String,
+    /// Job, endpoint, notebook or app name; null when the tags name nothing.
+    pub name: Option<String>,
+    pub kind: Option<Kind>,
+    pub instance_id: String,
+    pub ping_status: String,
+    /// RFC 3339.
+    pub last_ping: Option<String>,
+    /// RFC 3339: the SSHTimestamp tag, else SSM's registration date.
+    pub registered: Option<String>,
+    pub computer_name: String,
+    pub owner: Option<String>,
+    pub resource_arn: Option<String>,
+    #[serde(skip)]
+    last_ping_secs: Option<i64>,
+    #[serde(skip)]
+    registered_secs: Option<i64>,
+}
+
+impl Row {
+    fn new(candidate: Candidate) -> Row {
+        let resource = tagged_resource(&candidate.tags);
+        let registered_secs = Some(candidate.timestamp()).filter(|t| *t > 0);
+        let tag = |key: &str| candidate.tags.get(key).filter(|v| !v.is_empty()).cloned();
+        Row {
+            host: resource
+                .as_ref()
+                .map(|r| r.host_name())
+                .unwrap_or_else(|| candidate.instance_id.clone()),
+            name: resource.as_ref().map(|r| r.name.clone()),
+            kind: resource.as_ref().map(|r| r.kind),
+            owner: tag("SSHOwner"),
+            resource_arn: tag("SSHResourceArn"),
+            last_ping: candidate.last_ping.map(rfc3339),
+            registered: registered_secs.map(rfc3339),
+            last_ping_secs: candidate.last_ping,
+            registered_secs,
+            instance_id: candidate.instance_id,
+            ping_status: candidate.ping_status,
+            computer_name: candidate.computer_name,
+        }
+    }
+
+    fn matches(&self, pattern: &str) -> bool {
+        let mut fields = [
+            Some(&self.host),
+            self.name.as_ref(),
+            Some(&self.instance_id),
+        ]
+        .into_iter()
+        .flatten();
+        if pattern.contains(['*', '?']) {
+            fields.any(|field| glob(&pattern.to_ascii_lowercase(), &field.to_ascii_lowercase()))
+        } else {
+            let pattern = pattern.to_ascii_lowercase();
+            fields.any(|field| field.to_ascii_lowercase().contains(&pattern))
+        }
+    }
+}
+
+pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
+    let sdk = crate::aws::load(global).await;
+    let owner = Owner::parse(args.owner.as_deref());
+    let owner_id = owner.user_id(&sdk).await?;
+    let client = aws_sdk_ssm::Client::new(&sdk);
+    let filter = match &owner_id {
+        Some(id) => ssm::filter("tag:SSHOwner", &[id]),
+        None => ssm::filter("tag-key", &["SSHOwner"]),
+    };
+    let instances = ssm::describe(&client, vec![filter]).await?;
+    let instances = ssm::fetch_tags(&client, instances).await?;
+    let mut rows: Vec<Row> = instances
+        .into_iter()
+        .map(Row::new)
+        .filter(|row| args.pattern.as_deref().is_none_or(|p| row.matches(p)))
+        .collect();
+    sort(&mut rows);
+    if args.json {
+        let json = serde_json::to_string_pretty(&rows).context("encoding JSON")?;
+        println!("{json}");
+    } else if rows.is_empty() {
+        let whose = match &owner_id {
+            Some(id) => format!("with SSHOwner = {id}"),
+            None => "of any owner".to_string(),
+        };
+        let matching = args
+            .pattern
+            .map(|p| format!(" matching `{p}`"))
+            .unwrap_or_default();
+        eprintln!(
+            "No SSH-enabled instances {whose}{matching}. Instances appear once a job or app \
+             running sagemaker-ssh-helper registers with SSM; `--owner any` lists everyone's."
+        );
+    } else {
+        print!("{}", table(&rows, now()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// By host name, then Online first, then newest.
+fn sort(rows: &mut [Row]) {
+    rows.sort_by(|a, b| {
+        a.host
+            .cmp(&b.host)
+            .then((b.ping_status == "Online").cmp(&(a.ping_status == "Online")))
+            .then(b.registered_secs.cmp(&a.registered_secs))
+            .then(a.instance_id.cmp(&b.instance_id))
+    });
+}
+
+/// The aligned table, with a header line.
+fn table(rows: &[Row], now: i64) -> String {
+    let header = [
+        "NAME",
+        "KIND",
+        "INSTANCE",
+        "STATUS",
+        "LAST PING",
+        "AGE",
+        "HOST",
+    ];
+    let mut lines: Vec<[String; 7]> = vec![header.map(String::from)];
+    for row in rows {
+        lines.push([
+            row.name.clone().unwrap_or_else(|| "-".into()),
+            row.kind
+                .map(|k| k.to_string())
+                .unwrap_or_else(|| "-".into()),
+            row.instance_id.clone(),
+            row.ping_status.clone(),
+            row.last_ping_secs
+                .map(|t| format!("{} ago", span(now - t)))
+                .unwrap_or_else(|| "-".into()),
+            row.registered_secs
+                .map(|t| span(now - t))
+                .unwrap_or_else(|| "-".into()),
+            row.host.clone(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for line in lines {
+        let cells: Vec<String> = line
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| format!("{cell:<width$}", width = widths[i]))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A duration in its largest unit: `45s`, `12m`, `3h`, `9d`.
+fn span(secs: i64) -> String {
+    let secs = secs.max(0);
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86400 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86400),
+    }
+}
+
+fn rfc3339(secs: i64) -> String {
+    format_epoch(secs)
+        .trim_end_matches(" UTC")
+        .replacen(' ', "T", 1)
+        + "Z"
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// `*` matches any run, `?` one character.
+fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(id: &str, arn: &str, status: &str, timestamp: i64) -> Candidate {
+        Candidate {
+            instance_id: id.into(),
+            ping_status: status.into(),
+            last_ping: Some(timestamp + 30),
+            registered: Some(timestamp),
+            computer_name: "algo-1".into(),
+            tags: [
+                ("SSHResourceArn".to_string(), arn.to_string()),
+                ("SSHOwner".to_string(), "AROA:me".to_string()),
+            ]
+            .into(),
+        }
+    }
+
+    #[test]
+    fn rows_name_the_host_to_use() {
+        let row = Row::new(candidate(
+            "mi-1",
+            "arn:aws:sagemaker:r:1:training-job/job",
+            "Online",
+            1_700_000_000,
+        ));
+        assert_eq!(row.host, "job.training.sagemaker");
+        assert_eq!(row.kind, Some(Kind::Training));
+        assert_eq!(row.registered.as_deref(), Some("2023-11-14T22:13:20Z"));
+        let endpoint = Row::new(candidate("mi-2", "", "Online", 1));
+        assert_eq!(endpoint.host, "mi-2");
+        assert_eq!(endpoint.name, None);
+        assert_eq!(endpoint.resource_arn, None);
+    }
+
+    #[test]
+    fn table_is_aligned_with_ages() {
+        let rows = vec![Row::new(candidate(
+            "mi-0123456789abcdef0",
+            "arn:aws:sagemaker:r:1:training-job/job",
+            "Online",
+            1000,
+        ))];
+        let text = table(&rows, 1000 + 7200);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("NAME  KIND      INSTANCE"));
+        assert!(lines[1].contains("1h ago"), "{text}");
+        assert!(lines[1].contains("  2h  "), "{text}");
+        assert!(lines[1].ends_with("job.training.sagemaker"));
+        assert_eq!(lines[0].find("INSTANCE"), lines[1].find("mi-"));
+    }
+
+    #[test]
+    fn patterns_are_substrings_or_globs() {
+        let row = Row::new(candidate(
+            "mi-1",
+            "arn:aws:sagemaker:r:1:training-job/my-job",
+            "Online",
+            1,
+        ));
+        assert!(row.matches("my-j"));
+        assert!(row.matches("*.training.*"));
+        assert!(row.matches("MY-JOB"));
+        assert!(!row.matches("*.processing.*"));
+        assert!(!row.matches("other"));
+        assert!(glob("a*c?", "abbbcd"));
+        assert!(!glob("a*c", "abd"));
+    }
+
+    #[test]
+    fn spans() {
+        assert_eq!(span(5), "5s");
+        assert_eq!(span(600), "10m");
+        assert_eq!(span(90_000), "1d");
+        assert_eq!(span(-3), "0s");
+    }
 }

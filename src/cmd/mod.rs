@@ -31,9 +31,6 @@ pub async fn run(cli: Cli) -> ExitCode {
     };
     match result {
         Ok(code) => code,
-        Err(error) => {
-            eprintln!("sm-ssh: {error:#}");
-            ExitCode::FAILURE
-        }
+        Err(error) => crate::error::report(&error, &global),
     }
 }

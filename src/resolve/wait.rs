@@ -1,0 +1,65 @@
+//! `--wait`: resolve again until the instance is Online, with a spinner on
+//! stderr when stderr is a terminal (never on stdout, which may be the tunnel).
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use tokio::time::{sleep, Instant};
+
+use super::{Lookup, ResolveError, Resolved};
+
+/// Between attempts: each one is a few API calls, so this stays well under
+/// SSM's rate limits.
+const INTERVAL: Duration = Duration::from_secs(2);
+const FRAMES: [char; 4] = ['|', '/', '-', '\\'];
+
+pub(super) async fn until_online(
+    lookup: &Lookup<'_>,
+    limit: Duration,
+) -> Result<Resolved, ResolveError> {
+    let started = Instant::now();
+    let spinner = std::io::stderr().is_terminal();
+    let mut frame = 0;
+    let outcome = loop {
+        let last = match lookup.once().await {
+            Ok(resolved) => break Ok(resolved),
+            Err(error @ (ResolveError::NotFound { .. } | ResolveError::Offline { .. })) => error,
+            Err(error) => break Err(error),
+        };
+        if started.elapsed() >= limit {
+            break Err(ResolveError::WaitTimedOut {
+                seconds: limit.as_secs(),
+                last: Box::new(last),
+            });
+        }
+        let state = match &last {
+            ResolveError::Offline {
+                instance_id,
+                ping_status,
+                ..
+            } => format!("{instance_id} is {ping_status}"),
+            _ => "not registered yet".to_string(),
+        };
+        tracing::info!(target = %lookup.target, %state, "waiting");
+        let until = (Instant::now() + INTERVAL).min(started + limit);
+        while Instant::now() < until {
+            if spinner {
+                eprint!(
+                    "\r\x1b[K{} waiting for {} ({state}) {}s/{}s",
+                    FRAMES[frame % FRAMES.len()],
+                    lookup.target,
+                    started.elapsed().as_secs(),
+                    limit.as_secs()
+                );
+                let _ = std::io::stderr().flush();
+                frame += 1;
+            }
+            sleep(Duration::from_millis(125).min(until.saturating_duration_since(Instant::now())))
+                .await;
+        }
+    };
+    if spinner {
+        eprint!("\r\x1b[K");
+    }
+    outcome
+}
