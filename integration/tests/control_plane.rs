@@ -906,3 +906,65 @@ async fn fake_binary_prints_exports() {
     assert_eq!(out.tag_list()[0].value(), OWNER);
     child.kill().await.unwrap();
 }
+
+/// The data channel is served on the same port: StartSession's StreamUrl and
+/// token open it, and the agent greets with the document's properties.
+#[tokio::test]
+async fn stream_url_reaches_the_data_channel() {
+    use futures_util::{SinkExt, StreamExt};
+    use sm_ssh_proxy::frame::{message_type, payload_type, Frame};
+    use sm_ssh_proxy::payload::OpenDataChannel;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let fake = fake_with(vec![instance(MI, &[])]).await;
+    let out = ssm(&fake)
+        .start_session()
+        .target(MI)
+        .document_name("AWS-StartSSHSession")
+        .send()
+        .await
+        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(out.stream_url().unwrap())
+        .await
+        .unwrap();
+    let open = OpenDataChannel {
+        message_schema_version: "1.0".into(),
+        request_id: uuid::Uuid::new_v4().to_string(),
+        token_value: out.token_value().unwrap().into(),
+        client_id: Some(uuid::Uuid::new_v4().to_string()),
+        client_version: Some("1.2.0.0".into()),
+    };
+    ws.send(Message::Text(serde_json::to_string(&open).unwrap().into()))
+        .await
+        .unwrap();
+    // A guard against a hang, not a speed check.
+    let first = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match ws
+                .next()
+                .await
+                .expect("the data channel stays open")
+                .unwrap()
+            {
+                Message::Binary(b) => break Frame::decode(&b).unwrap(),
+                _ => continue,
+            }
+        }
+    })
+    .await
+    .expect("the agent sends its HandshakeRequest");
+    assert_eq!(first.message_type, message_type::OUTPUT_STREAM_DATA);
+    assert_eq!(first.payload_type, payload_type::HANDSHAKE_REQUEST);
+    let request: serde_json::Value = serde_json::from_slice(&first.payload).unwrap();
+    assert!(
+        request.to_string().contains(r#"{"portNumber":"22"}"#),
+        "{request}"
+    );
+    let world = fake.world();
+    let sid = out.session_id().unwrap();
+    let again = world
+        .lock()
+        .unwrap()
+        .redeem_token(sid, out.token_value().unwrap());
+    assert!(again.is_err(), "the token was used by the websocket");
+}
