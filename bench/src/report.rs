@@ -199,12 +199,15 @@ fn setup(o: &mut String, r: &Results) {
         "## 1. Setup latency\n\n\
          Process start to the first byte of the SSH banner on stdout (a banner server stands behind \
          port 22, so sshd's own start-up is not counted), or to the exit of `ssh <fqdn> true`. \
-         The key is already pushed (one unmeasured warm-up run first). \"Round trips\" is \
-         `(median at 20 ms − median at 0 ms) / 20 ms`: the fake adds 20 ms to every API call and \
-         every websocket frame it relays, so this counts the exchanges on the critical path. \
-         \"API calls\" is what the fake's API log recorded per run.\n\n\
+         The key is already pushed (one unmeasured warm-up run first). With latency the fake \
+         adds 20 ms to every API call it answers and to every websocket frame it relays in \
+         either direction, so one websocket exchange costs 40 ms. \"API calls\" is what the \
+         fake's API log recorded per run; \"WS round trips\" is \
+         `(Δ − 20 ms × API calls) / 40 ms` with Δ the difference of the medians at +20 ms and \
+         +0 ms: the websocket exchanges on the critical path. Calls to moto (SageMaker, for \
+         `list`) get no added latency.\n\n\
          ![setup latency](benchmarks/setup-latency.svg)\n\n\
-         | Tool | Scenario | +0 ms: wall ms | +20 ms: wall ms | Round trips | CPU ms of the process (+0 ms) | API calls |\n\
+         | Tool | Scenario | +0 ms: wall ms | +20 ms: wall ms | API calls | WS round trips | CPU ms of the process (+0 ms) |\n\
          |---|---|---|---|---|---|---|"
     );
     let mut seen = Vec::new();
@@ -216,14 +219,17 @@ fn setup(o: &mut String, r: &Results) {
         seen.push(key);
         let zero = find_setup(r, &row.tool, &row.scenario, 0);
         let twenty = find_setup(r, &row.tool, &row.scenario, 20);
-        let trips = match (zero, twenty) {
-            (Some(a), Some(b)) => format!("{:.1}", (b.median - a.median) / 20.0),
-            _ => "–".into(),
-        };
         let base = r
             .setup
             .iter()
             .find(|s| s.tool == row.tool && s.scenario == row.scenario && s.added_latency_ms == 0);
+        let calls = base.and_then(|b| b.api_calls);
+        let trips = match (zero, twenty, calls) {
+            (Some(a), Some(b), Some(c)) => {
+                format!("{:.1}", (b.median - a.median - 20.0 * c) / 40.0)
+            }
+            _ => "–".into(),
+        };
         let _ = writeln!(
             o,
             "| {} | {} | {} | {} | {} | {} | {} |",
