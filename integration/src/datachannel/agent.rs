@@ -552,10 +552,7 @@ impl Agent {
             },
             Plugin::Mux(mux) => {
                 mux.demuxer.push(&payload);
-                loop {
-                    let Plugin::Mux(mux) = &mut self.plugin else {
-                        break;
-                    };
+                while let Plugin::Mux(mux) = &mut self.plugin {
                     match mux.demuxer.next_frame() {
                         Ok(Some(frame)) => self.on_smux(frame),
                         Ok(None) => break,
