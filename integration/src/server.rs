@@ -23,6 +23,8 @@ use crate::world::{ApiEvent, Faults, Instance, Pacing, PingStatus, Seed, SharedW
 pub(crate) struct AppState {
     pub world: SharedWorld,
     pub port: u16,
+    /// For instances put straight into the world without a sandbox.
+    pub sandboxes: Arc<Sandboxes>,
 }
 
 /// A running fake AWS. Stops when dropped.
@@ -49,6 +51,7 @@ impl FakeAws {
         let state = AppState {
             world: world.clone(),
             port: addr.port(),
+            sandboxes: sandboxes.clone(),
         };
         let app = Router::new()
             .route("/", post(api))

@@ -968,3 +968,23 @@ async fn stream_url_reaches_the_data_channel() {
         .redeem_token(sid, out.token_value().unwrap());
     assert!(again.is_err(), "the token was used by the websocket");
 }
+
+/// Instances put straight into the world get a sandbox on first SendCommand.
+#[tokio::test]
+async fn send_command_provisions_a_sandbox_on_demand() {
+    let fake = fake_with(vec![]).await;
+    fake.world()
+        .lock()
+        .unwrap()
+        .instances
+        .insert(MI.into(), instance(MI, &[]));
+    let client = ssm(&fake);
+    let id = send(&client, &["echo hi > /etc/ssh/marker"], &[]).await;
+    let (_, out) = walk(&client, &id).await;
+    assert_eq!(out.status(), Some(&CommandInvocationStatus::Success));
+    let sandbox = fake.sandbox(MI).expect("a sandbox was made");
+    assert_eq!(
+        std::fs::read_to_string(sandbox.join("etc/ssh/marker")).unwrap(),
+        "hi\n"
+    );
+}

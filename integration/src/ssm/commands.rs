@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{check_run_on, input, now, record, ApiError, ApiResult, Event};
-use crate::sandbox;
+use crate::sandbox::{self, Sandboxes};
 use crate::server::AppState;
 use crate::world::{Command, CommandStatus, Invocation, PingStatus, World};
 
@@ -64,7 +64,7 @@ pub(super) fn send(state: &AppState, body: &[u8]) -> ApiResult {
             ids.extend(t.values.iter().cloned());
         }
     }
-    let result = send_in(&mut world, &req, &ids);
+    let result = send_in(&mut world, &state.sandboxes, &req, &ids);
     record(
         &mut world,
         "ssm:SendCommand",
@@ -85,6 +85,7 @@ pub(super) fn send(state: &AppState, body: &[u8]) -> ApiResult {
 
 fn send_in(
     world: &mut World,
+    sandboxes: &Sandboxes,
     req: &SendInput,
     ids: &[String],
 ) -> Result<(Value, Vec<Job>), ApiError> {
@@ -175,10 +176,13 @@ fn send_in(
     let mut invocations = BTreeMap::new();
     let mut jobs = Vec::new();
     for id in ids {
-        let sandbox = world.instances[id]
-            .sandbox
-            .clone()
-            .ok_or_else(|| ApiError::new("InternalServerError", format!("{id} has no sandbox")))?;
+        let instance = world.instances.get_mut(id).expect("checked above");
+        let sandbox = sandboxes.provision(instance).map_err(|e| {
+            ApiError::new(
+                "InternalServerError",
+                format!("cannot prepare the sandbox of {id}: {e}"),
+            )
+        })?;
         let workdir = match req
             .parameters
             .get("workingDirectory")
