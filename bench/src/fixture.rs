@@ -108,13 +108,11 @@ impl Fixture {
         self.fake.events().len()
     }
 
-    /// How many of the answered API calls were `action` (e.g. `ssm:ResumeSession`).
-    pub fn calls_of(&self, action: &str) -> usize {
-        self.fake
-            .events()
-            .iter()
-            .filter(|e| e.action == action)
-            .count()
+    /// Websockets the fake has cut so far (the `cut_every_ms` fault).
+    pub fn cuts(&self) -> u64 {
+        let world = self.fake.world();
+        let stats = world.lock().expect("world lock").data_plane.stats();
+        stats.cuts
     }
 
     pub fn home(&self) -> &Path {
