@@ -1,12 +1,154 @@
-//! `sm-ssh policy`.
+//! `sm-ssh policy`: the IAM documents SSH needs, filled in, as JSON on stdout
+//! ready for `aws iam put-role-policy --policy-document "$(sm-ssh policy …)"`.
 
 use std::process::ExitCode;
 
+use anyhow::{bail, Context};
+
 use crate::cli::Global;
+use crate::policy::documents::{self, Scope};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    pub document: Document,
+}
 
-pub async fn run(_args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`sm-ssh policy` is not implemented yet")
+#[derive(Debug, clap::Subcommand)]
+pub enum Document {
+    /// The SageMaker execution role's policy (SSHSageMakerServerPolicy).
+    Server {
+        /// The execution role's ARN.
+        #[arg(long, value_name = "ARN")]
+        role: String,
+        /// Team-isolating variant: activations carry the role's KEY tag.
+        #[arg(long, value_name = "KEY")]
+        team_tag: Option<String>,
+    },
+    /// The connecting user's policy (SSHSageMakerClientPolicy).
+    Client {
+        /// The account ID (default: the caller's, from STS).
+        #[arg(long, value_name = "ID")]
+        account: Option<String>,
+        /// Team-isolating variant: users reach the instances of their KEY tag's team.
+        #[arg(long, value_name = "KEY")]
+        team_tag: Option<String>,
+    },
+    /// The execution role's trust policy (SageMaker and SSM).
+    Trust,
+}
+
+pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
+    let document = match args.document {
+        Document::Trust => documents::trust(),
+        Document::Server { role, team_tag } => {
+            let account = account_of_role(&role)?;
+            let scope = Scope {
+                partition: documents::partition_of(&role).to_owned(),
+                account,
+                team_tag: checked_tag(team_tag)?,
+            };
+            documents::server(&scope, &role)
+        }
+        Document::Client { account, team_tag } => {
+            let (account, partition) = match account {
+                Some(account) => {
+                    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+                        bail!("--account {account:?} is not a 12-digit AWS account ID");
+                    }
+                    let partition = global
+                        .region
+                        .as_deref()
+                        .map(documents::partition_of_region)
+                        .unwrap_or("aws");
+                    (account, partition.to_owned())
+                }
+                None => caller_account(global).await?,
+            };
+            let scope = Scope {
+                partition,
+                account,
+                team_tag: checked_tag(team_tag)?,
+            };
+            documents::client(&scope)
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&document)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `arn:<partition>:iam::<account>:role/<path/name>` → account.
+fn account_of_role(arn: &str) -> anyhow::Result<String> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    match parts.as_slice() {
+        ["arn", _, "iam", "", account, resource]
+            if account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && resource.starts_with("role/")
+                && resource.len() > 5 =>
+        {
+            Ok((*account).to_owned())
+        }
+        _ => bail!(
+            "--role {arn:?} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>); \
+             find it with `aws iam get-role --role-name <name> --query Role.Arn`"
+        ),
+    }
+}
+
+/// Tag keys go into condition keys and policy variables: keep them plain.
+fn checked_tag(tag: Option<String>) -> anyhow::Result<Option<String>> {
+    if let Some(key) = &tag {
+        let valid = !key.is_empty()
+            && key.len() <= 128
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.:=+-@".contains(c));
+        if !valid {
+            bail!("--team-tag {key:?} is not a usable tag key (letters, digits and _.:=+-@)");
+        }
+    }
+    Ok(tag)
+}
+
+async fn caller_account(global: &Global) -> anyhow::Result<(String, String)> {
+    let sdk = crate::aws::load(global).await;
+    let identity = aws_sdk_sts::Client::new(&sdk)
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "finding your account ID with STS GetCallerIdentity failed ({}); pass --account <id> instead",
+                aws_sdk_sts::error::DisplayErrorContext(error)
+            )
+        })?;
+    let arn = identity.arn.unwrap_or_default();
+    let account = identity
+        .account
+        .context("STS GetCallerIdentity answered without an account; pass --account <id>")?;
+    Ok((account, documents::partition_of(&arn).to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_arns() {
+        assert_eq!(
+            account_of_role("arn:aws:iam::123456789012:role/service-role/Exec").unwrap(),
+            "123456789012"
+        );
+        assert!(account_of_role("arn:aws:iam::123:role/x").is_err());
+        assert!(account_of_role("arn:aws:iam::123456789012:user/x").is_err());
+        assert!(account_of_role("Exec").is_err());
+    }
+
+    #[test]
+    fn tag_keys() {
+        assert!(checked_tag(Some("team".into())).is_ok());
+        assert!(checked_tag(Some("a}b".into())).is_err());
+        assert!(checked_tag(Some(String::new())).is_err());
+    }
 }

@@ -1,0 +1,105 @@
+//! `sm-ssh doctor`: every prerequisite of SSH checked in turn, each outcome
+//! with the exact fix. A check the caller may not run is skipped with the
+//! permission it needs; nothing here makes doctor itself fail.
+
+mod client;
+mod iam;
+mod identity;
+mod instances;
+mod local;
+mod network;
+pub mod report;
+mod role;
+mod tier;
+
+use aws_config::SdkConfig;
+use aws_sdk_ssm::error::{DisplayErrorContext, ProvideErrorMetadata};
+
+use report::{Check, Report};
+
+/// What to check, from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The SageMaker resource whose execution role and network are checked.
+    pub target: Option<role::Source>,
+    /// Regions to check the SSM tier in, besides the configured one.
+    pub extra_regions: Vec<String>,
+    /// The ABAC tag key of the team-isolating policies (`--team-tag`).
+    pub team_tag: Option<String>,
+    /// Set the advanced tier where it is missing.
+    pub fix: bool,
+    /// Don't ask before changing anything.
+    pub yes: bool,
+    /// The profile chosen on the command line or in AWS_PROFILE.
+    pub profile: Option<String>,
+    /// `--region`, when given.
+    pub region_flag: Option<String>,
+}
+
+pub use role::Source;
+
+/// Why an AWS call gave no answer.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// The caller may not call it: the named permission is missing.
+    Denied(&'static str),
+    Other(String),
+}
+
+impl Failure {
+    pub fn from_sdk<E>(permission: &'static str, error: E) -> Failure
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        match error.code() {
+            Some(code) if is_denied(code) => Failure::Denied(permission),
+            _ => Failure::Other(format!("{permission}: {}", DisplayErrorContext(&error))),
+        }
+    }
+
+    /// The check this failure turns into: SKIP, since the check could not run.
+    fn skip(self, id: &'static str) -> Check {
+        match self {
+            Failure::Denied(permission) => Check::denied(id, permission),
+            Failure::Other(message) => Check::skip(id, format!("could not run: {message}")),
+        }
+    }
+}
+
+fn is_denied(code: &str) -> bool {
+    code.starts_with("AccessDenied")
+        || code == "UnauthorizedOperation"
+        || code == "UnauthorizedAccess"
+        || code == "NotAuthorized"
+}
+
+/// Runs every check and returns the report.
+pub async fn run(options: &Options, sdk: &SdkConfig) -> Report {
+    let mut checks = Vec::new();
+    let region_check = identity::region(options, sdk);
+    let caller = identity::caller(sdk).await;
+    checks.push(caller.check.clone());
+    checks.push(region_check);
+    let region = sdk.region().map(|r| r.to_string());
+    let Some(me) = caller.identity else {
+        checks.extend(local::checks());
+        return Report::new(None, region, checks, false);
+    };
+    let mut regions: Vec<String> = region.iter().cloned().collect();
+    for extra in &options.extra_regions {
+        if !regions.contains(extra) {
+            regions.push(extra.clone());
+        }
+    }
+    for region in &regions {
+        checks.push(tier::check(sdk, &me, region, options).await);
+    }
+    let home_region = region.clone().unwrap_or_else(|| "us-east-1".into());
+    let target = role::resolve(sdk, options.target.as_ref()).await;
+    checks.extend(role::checks(sdk, &me, &home_region, &target, options).await);
+    checks.push(client::check(sdk, &me, &home_region, options).await);
+    checks.push(network::check(&target, &home_region));
+    checks.push(instances::check(sdk, &me, &home_region).await);
+    checks.extend(local::checks());
+    Report::new(Some(me.account.clone()), region, checks, true)
+}

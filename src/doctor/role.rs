@@ -1,0 +1,392 @@
+//! Check 4: the SageMaker execution role — found from `--role`, a training
+//! job, a notebook instance or a Studio user profile — trusts SSM and
+//! SageMaker, and its policies grant everything the server side needs.
+
+use aws_config::SdkConfig;
+
+use super::identity::Me;
+use super::report::Check;
+use super::{iam, Failure, Options};
+use crate::policy::documents::{self, Expect, Principal, Scope};
+use crate::policy::eval::{evaluate, Decision, Policy};
+
+/// Where the execution role comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Role(String),
+    TrainingJob(String),
+    Notebook(String),
+    UserProfile { domain: String, profile: String },
+}
+
+/// How the target reaches the SSM endpoints.
+#[derive(Debug, Clone)]
+pub enum Network {
+    /// Runs in SageMaker's network with internet access.
+    Public,
+    Notebook {
+        subnet: String,
+        security_groups: Vec<String>,
+        direct_internet: bool,
+    },
+    Job {
+        subnets: Vec<String>,
+        security_groups: Vec<String>,
+        isolated: bool,
+    },
+    Studio {
+        subnets: Vec<String>,
+        security_groups: Vec<String>,
+        vpc_only: bool,
+    },
+}
+
+/// What was learnt about the target, or why nothing could be.
+pub enum Target {
+    None,
+    Found {
+        what: String,
+        role_arn: String,
+        network: Option<Network>,
+    },
+    Unknown(Check),
+}
+
+const NO_TARGET: &str = "give --role ARN, --job NAME, --notebook NAME, or --domain ID --user-profile NAME to check an execution role";
+
+pub async fn resolve(sdk: &SdkConfig, source: Option<&Source>) -> Target {
+    let Some(source) = source else {
+        return Target::None;
+    };
+    let sagemaker = aws_sdk_sagemaker::Client::new(sdk);
+    let found = match source {
+        Source::Role(arn) => Ok((format!("role {arn}"), arn.clone(), None)),
+        Source::TrainingJob(name) => training_job(&sagemaker, name).await,
+        Source::Notebook(name) => notebook(&sagemaker, name).await,
+        Source::UserProfile { domain, profile } => user_profile(&sagemaker, domain, profile).await,
+    };
+    match found {
+        Ok((what, role_arn, network)) => Target::Found {
+            what,
+            role_arn,
+            network,
+        },
+        Err(failure) => Target::Unknown(failure.skip("role-source")),
+    }
+}
+
+type Found = Result<(String, String, Option<Network>), Failure>;
+
+async fn training_job(sagemaker: &aws_sdk_sagemaker::Client, name: &str) -> Found {
+    let job = sagemaker
+        .describe_training_job()
+        .training_job_name(name)
+        .send()
+        .await
+        .map_err(|e| Failure::from_sdk("sagemaker:DescribeTrainingJob", e))?;
+    let role = job
+        .role_arn
+        .ok_or_else(|| Failure::Other(format!("training job {name} has no RoleArn")))?;
+    let isolated = job.enable_network_isolation.unwrap_or(false);
+    let network = match job.vpc_config {
+        Some(vpc) => Network::Job {
+            subnets: vpc.subnets.unwrap_or_default(),
+            security_groups: vpc.security_group_ids.unwrap_or_default(),
+            isolated,
+        },
+        None if isolated => Network::Job {
+            subnets: Vec::new(),
+            security_groups: Vec::new(),
+            isolated,
+        },
+        None => Network::Public,
+    };
+    Ok((format!("training job {name}"), role, Some(network)))
+}
+
+async fn notebook(sagemaker: &aws_sdk_sagemaker::Client, name: &str) -> Found {
+    let notebook = sagemaker
+        .describe_notebook_instance()
+        .notebook_instance_name(name)
+        .send()
+        .await
+        .map_err(|e| Failure::from_sdk("sagemaker:DescribeNotebookInstance", e))?;
+    let role = notebook
+        .role_arn
+        .ok_or_else(|| Failure::Other(format!("notebook instance {name} has no RoleArn")))?;
+    let direct_internet = notebook
+        .direct_internet_access
+        .map(|access| access.as_str().eq_ignore_ascii_case("Enabled"))
+        .unwrap_or(true);
+    let network = match notebook.subnet_id {
+        Some(subnet) if !subnet.is_empty() => Network::Notebook {
+            subnet,
+            security_groups: notebook.security_groups.unwrap_or_default(),
+            direct_internet,
+        },
+        _ => Network::Public,
+    };
+    Ok((format!("notebook instance {name}"), role, Some(network)))
+}
+
+async fn user_profile(sagemaker: &aws_sdk_sagemaker::Client, domain: &str, profile: &str) -> Found {
+    let user = sagemaker
+        .describe_user_profile()
+        .domain_id(domain)
+        .user_profile_name(profile)
+        .send()
+        .await
+        .map_err(|e| Failure::from_sdk("sagemaker:DescribeUserProfile", e))?;
+    let described = sagemaker
+        .describe_domain()
+        .domain_id(domain)
+        .send()
+        .await
+        .map_err(|e| Failure::from_sdk("sagemaker:DescribeDomain", e))?;
+    let role = user
+        .user_settings
+        .and_then(|s| s.execution_role)
+        .or_else(|| {
+            described
+                .default_user_settings
+                .as_ref()
+                .and_then(|s| s.execution_role.clone())
+        })
+        .ok_or_else(|| {
+            Failure::Other(format!(
+                "neither user profile {profile} nor domain {domain} names an execution role"
+            ))
+        })?;
+    let vpc_only = described
+        .app_network_access_type
+        .map(|t| t.as_str() == "VpcOnly")
+        .unwrap_or(false);
+    let security_groups = described
+        .default_user_settings
+        .and_then(|s| s.security_groups)
+        .unwrap_or_default();
+    let network = Network::Studio {
+        subnets: described.subnet_ids.unwrap_or_default(),
+        security_groups,
+        vpc_only,
+    };
+    Ok((
+        format!("Studio user profile {profile} in domain {domain}"),
+        role,
+        Some(network),
+    ))
+}
+
+/// The trust and policy checks of the execution role.
+pub async fn checks(
+    sdk: &SdkConfig,
+    me: &Me,
+    region: &str,
+    target: &Target,
+    options: &Options,
+) -> Vec<Check> {
+    let (what, role_arn) = match target {
+        Target::None => {
+            return vec![
+                Check::skip("role-trust", NO_TARGET),
+                Check::skip("role-policy", NO_TARGET),
+            ]
+        }
+        Target::Unknown(check) => {
+            let mut policy = check.clone();
+            policy.id = "role-policy";
+            let mut trust = check.clone();
+            trust.id = "role-trust";
+            return vec![trust, policy];
+        }
+        Target::Found { what, role_arn, .. } => (what, role_arn),
+    };
+    let client = aws_sdk_iam::Client::new(sdk);
+    let name = iam::name_from_arn(role_arn);
+    let role = match iam::role(&client, name).await {
+        Ok(role) => role,
+        Err(failure) => {
+            return vec![
+                failure.clone().skip("role-trust"),
+                failure.skip("role-policy"),
+            ]
+        }
+    };
+    let trust = trust_check(&role, role_arn, what);
+    let policy = match iam::role_policies(&client, &role.name).await {
+        Ok(policies) => policy_check(me, region, role_arn, &role.tags, &policies, what, options),
+        Err(failure) => failure.skip("role-policy"),
+    };
+    vec![trust, policy]
+}
+
+fn trust_check(role: &iam::Role, role_arn: &str, what: &str) -> Check {
+    let missing: Vec<&str> = documents::TRUSTED_SERVICES
+        .iter()
+        .copied()
+        .filter(|service| !trusts(&role.trust, service))
+        .collect();
+    if missing.is_empty() {
+        return Check::pass(
+            "role-trust",
+            format!(
+                "{role_arn} (from {what}) trusts sagemaker.amazonaws.com and ssm.amazonaws.com"
+            ),
+        );
+    }
+    let trust = serde_json::to_string(&documents::trust()).expect("JSON");
+    Check::fail(
+        "role-trust",
+        format!(
+            "{role_arn} (from {what}) does not trust {}",
+            missing.join(" and ")
+        ),
+        format!(
+            "aws iam update-assume-role-policy --role-name {} --policy-document '{trust}'\n\
+             (this replaces the trust policy: merge any other statements it has)",
+            role.name
+        ),
+    )
+}
+
+/// Whether a trust policy lets `service` call sts:AssumeRole.
+fn trusts(trust: &serde_json::Value, service: &str) -> bool {
+    let statements = match &trust["Statement"] {
+        serde_json::Value::Array(list) => list.clone(),
+        single @ serde_json::Value::Object(_) => vec![single.clone()],
+        _ => return false,
+    };
+    statements.iter().any(|statement| {
+        let allows = statement["Effect"] == "Allow";
+        let action = match &statement["Action"] {
+            serde_json::Value::String(a) => vec![a.clone()],
+            serde_json::Value::Array(list) => list
+                .iter()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let assumes = action
+            .iter()
+            .any(|a| crate::policy::eval::glob(&a.to_ascii_lowercase(), "sts:assumerole"));
+        let principal = &statement["Principal"]["Service"];
+        let named = match principal {
+            serde_json::Value::String(s) => s == service,
+            serde_json::Value::Array(list) => list.iter().any(|s| s == service),
+            _ => false,
+        };
+        allows && assumes && named
+    })
+}
+
+fn policy_check(
+    me: &Me,
+    region: &str,
+    role_arn: &str,
+    role_tags: &[(String, String)],
+    policies: &[Policy],
+    what: &str,
+    options: &Options,
+) -> Check {
+    let scope = Scope {
+        partition: documents::partition_of(role_arn).to_owned(),
+        account: me.account.clone(),
+        team_tag: options.team_tag.clone(),
+    };
+    let owner = Principal {
+        user_id: me.user_id.clone(),
+        tags: role_tags.to_vec(),
+    };
+    let requirements = documents::server_requirements(&scope, region, role_arn, &owner);
+    let outcome = Evaluation::of(policies, &requirements);
+    let name = iam::name_from_arn(role_arn);
+    let team = options
+        .team_tag
+        .as_ref()
+        .map(|key| format!(" --team-tag {key}"))
+        .unwrap_or_default();
+    let fix = format!(
+        "aws iam put-role-policy --role-name {name} --policy-name {} \
+         --policy-document \"$(sm-ssh policy server --role {role_arn}{team})\"",
+        documents::SERVER_POLICY_NAME
+    );
+    outcome.into_check("role-policy", &format!("{role_arn} (from {what})"), fix)
+}
+
+/// The requirements a set of policies misses, and the ones it grants but
+/// should not.
+pub struct Evaluation {
+    missing: Vec<String>,
+    gaps: Vec<String>,
+}
+
+impl Evaluation {
+    pub fn of(policies: &[Policy], requirements: &[documents::Requirement]) -> Evaluation {
+        let mut missing = Vec::new();
+        let mut gaps = Vec::new();
+        for requirement in requirements {
+            let decision = evaluate(policies, &requirement.request);
+            let line = format!(
+                "{} on {} ({})",
+                requirement.request.action, requirement.request.resource, requirement.why
+            );
+            match (requirement.expect, decision) {
+                (Expect::Allowed, Decision::ImplicitDeny) => missing.push(line),
+                (Expect::Allowed, Decision::ExplicitDeny) => {
+                    let by = policies
+                        .iter()
+                        .find(|p| {
+                            evaluate(std::slice::from_ref(p), &requirement.request)
+                                == Decision::ExplicitDeny
+                        })
+                        .map(|p| p.name.as_str())
+                        .unwrap_or("a policy");
+                    missing.push(format!("{line}, denied explicitly by {by}"))
+                }
+                (Expect::Denied, Decision::Allow) => gaps.push(line),
+                _ => {}
+            }
+        }
+        Evaluation { missing, gaps }
+    }
+
+    pub fn into_check(self, id: &'static str, subject: &str, fix: String) -> Check {
+        if !self.missing.is_empty() {
+            return Check::fail(
+                id,
+                format!("{subject} is not allowed: {}", self.missing.join("; ")),
+                fix,
+            );
+        }
+        if !self.gaps.is_empty() {
+            return Check::warn(
+                id,
+                format!(
+                    "{subject} is allowed more than SSH needs: {}",
+                    self.gaps.join("; ")
+                ),
+                format!("replace the broader statements with the recommended policy:\n{fix}"),
+            );
+        }
+        Check::pass(id, format!("{subject} has every permission SSH needs (identity policies evaluated locally; SCPs and permission boundaries not seen)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn trust_statements() {
+        let both = documents::trust();
+        assert!(trusts(&both, "ssm.amazonaws.com"));
+        assert!(trusts(&both, "sagemaker.amazonaws.com"));
+        let list = json!({"Statement": {"Effect": "Allow", "Action": ["sts:AssumeRole"], "Principal": {"Service": ["sagemaker.amazonaws.com"]}}});
+        assert!(trusts(&list, "sagemaker.amazonaws.com"));
+        assert!(!trusts(&list, "ssm.amazonaws.com"));
+        let deny = json!({"Statement": [{"Effect": "Deny", "Action": "sts:*", "Principal": {"Service": "ssm.amazonaws.com"}}]});
+        assert!(!trusts(&deny, "ssm.amazonaws.com"));
+    }
+}
