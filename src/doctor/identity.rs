@@ -36,10 +36,10 @@ pub async fn caller(sdk: &SdkConfig) -> Caller {
         return no_credentials("no AWS credentials are configured".into());
     };
     if let Err(error) = provider.provide_credentials().await {
-        return no_credentials(format!(
-            "no usable AWS credentials: {}",
-            DisplayErrorContext(&error)
-        ));
+        // One line per check: the chain's report spans several.
+        let reason = DisplayErrorContext(&error).to_string();
+        let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
+        return no_credentials(format!("no usable AWS credentials: {reason}"));
     }
     let sts = aws_sdk_sts::Client::new(sdk);
     let output = match sts.get_caller_identity().send().await {
