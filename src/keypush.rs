@@ -11,11 +11,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
-use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
+use anyhow::{bail, Context};
+use aws_sdk_ssm::error::SdkError;
 use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationError;
 use aws_sdk_ssm::types::CommandInvocationStatus;
 use sha2::{Digest, Sha256};
+
+use crate::error::AwsError;
 
 /// When to push the key (`--push-key`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -118,8 +120,9 @@ fn script(user: &str, key: &str, fingerprint: &str) -> Vec<String> {
         format!("printf '%s\\n' \"$key\" > /etc/ssh/authorized_keys.d/sm-ssh-{short}.pub"),
         "add_key /etc/ssh/authorized_keys".into(),
         format!("user={user}"),
-        // root's home is HOME for a root command; others come from the passwd database.
-        "if [ \"$user\" = root ]; then home=\"${HOME:-/root}\"; \
+        // The user running the script (root on a real instance) has HOME;
+        // others come from the passwd database.
+        "if [ \"$user\" = \"$(id -un)\" ]; then home=\"${HOME:-/root}\"; \
          else home=\"$(getent passwd \"$user\" | cut -d: -f6)\"; fi"
             .into(),
         "if [ -z \"$home\" ]; then echo \"sm-ssh: user $user does not exist on this instance\" >&2; exit 3; fi".into(),
@@ -152,18 +155,10 @@ async fn push(
         .send()
         .await
         .map_err(|error| {
-            let error = error.into_service_error();
-            let code = error.code().unwrap_or("error");
-            let message = error.message().unwrap_or("no message");
-            if code.contains("AccessDenied") {
-                anyhow!(
-                    "pushing the SSH key to {instance_id} was denied (ssm:SendCommand with \
-                     AWS-RunShellScript): {message}. Ask for that permission (see `sm-ssh policy`), \
-                     or install the key yourself and pass --push-key never"
-                )
-            } else {
-                anyhow!("pushing the SSH key to {instance_id} failed: SendCommand: {code}: {message}")
-            }
+            anyhow::Error::new(AwsError::from_sdk("ssm:SendCommand", &error)).context(format!(
+                "pushing the SSH key to {instance_id} with AWS-RunShellScript \
+                 (if the key is already authorised there, pass --push-key never)"
+            ))
         })?;
     let command_id = sent
         .command()
@@ -206,12 +201,13 @@ async fn wait_for(
                 continue;
             }
             Err(error) => {
-                let error = error.into_service_error();
-                bail!(
-                    "checking the key-push command {command_id} on {instance_id} failed: {}: {}",
-                    error.code().unwrap_or("error"),
-                    error.message().unwrap_or("no message")
-                );
+                return Err(anyhow::Error::new(AwsError::from_sdk(
+                    "ssm:GetCommandInvocation",
+                    &error,
+                ))
+                .context(format!(
+                    "checking the key-push command {command_id} on {instance_id}"
+                )));
             }
         };
         match invocation.status() {
@@ -344,7 +340,15 @@ mod tests {
         // An existing key without a final newline must survive intact.
         std::fs::write(etc.join("authorized_keys"), "ssh-rsa AAAAother old").unwrap();
         let key = normalise_key(KEY).unwrap();
-        let lines = script("root", &key, &fingerprint(&key));
+        let me = String::from_utf8(
+            std::process::Command::new("id")
+                .arg("-un")
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        let lines = script(me.trim(), &key, &fingerprint(&key));
         let text = lines
             .join("\n")
             .replace("/etc/ssh", &etc.display().to_string());

@@ -1,63 +1,31 @@
 //! Session Manager sessions through the SSM API: StartSession, ResumeSession
 //! and TerminateSession.
 
-use aws_sdk_ssm::error::ProvideErrorMetadata;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-/// What StartSession and ResumeSession hand back: the websocket and the
-/// single-use token that opens it.
-#[derive(Clone)]
-pub struct Started {
-    pub session_id: String,
-    pub token_value: String,
-    pub stream_url: String,
-}
+use sm_ssh_proxy::{ControlError, SessionControl, StreamTarget};
 
-impl std::fmt::Debug for Started {
-    // The token is a credential: never print it.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Started")
-            .field("session_id", &self.session_id)
-            .field("stream_url", &self.stream_url)
-            .finish_non_exhaustive()
-    }
-}
+use crate::error::{AwsError, AwsProblem};
 
-/// Why StartSession failed, sorted by what the caller can do about it.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// IAM refused this document (or target): `forward` falls back to another document.
-    #[error(
-        "StartSession with {document} on {target} was denied: {message}. \
-         The caller needs ssm:StartSession on the instance and on the document (see `sm-ssh policy`)"
-    )]
-    AccessDenied {
-        document: String,
-        target: String,
-        message: String,
-    },
-    #[error(
-        "{target} is not connected to Session Manager ({message}); \
-         the instance may be stopped or its SSM agent offline"
-    )]
-    NotConnected { target: String, message: String },
-    #[error("StartSession with {document} on {target} failed: {code}: {message}")]
-    Other {
-        document: String,
-        target: String,
-        code: String,
-        message: String,
-    },
-}
+/// Why StartSession failed. `forward` looks at `AccessDenied` to fall back
+/// to another document; everything else reports it.
+pub type StartError = AwsError;
 
 /// The three session calls, on one SSM client.
 #[derive(Clone, Debug)]
 pub struct Sessions {
     ssm: aws_sdk_ssm::Client,
+    /// Each session's latest StreamUrl, for a ResumeSession that returns none.
+    urls: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl Sessions {
     pub fn new(ssm: aws_sdk_ssm::Client) -> Self {
-        Sessions { ssm }
+        Sessions {
+            ssm,
+            urls: Arc::default(),
+        }
     }
 
     /// StartSession. `label` is what the user asked for (a `*.sagemaker` name
@@ -68,7 +36,7 @@ impl Sessions {
         label: &str,
         document: &str,
         parameters: &[(&str, String)],
-    ) -> Result<Started, StartError> {
+    ) -> Result<StreamTarget, StartError> {
         let mut request = self
             .ssm
             .start_session()
@@ -78,58 +46,48 @@ impl Sessions {
         for (name, value) in parameters {
             request = request.parameters(*name, vec![value.clone()]);
         }
-        let output = request.send().await.map_err(|error| {
-            let error = error.into_service_error();
-            let code = error.code().unwrap_or("error").to_owned();
-            let message = error.message().unwrap_or("no message").to_owned();
-            if code.contains("AccessDenied") {
-                StartError::AccessDenied {
-                    document: document.to_owned(),
-                    target: target.to_owned(),
-                    message,
-                }
-            } else if code == "TargetNotConnected" {
-                StartError::NotConnected {
-                    target: target.to_owned(),
-                    message,
-                }
-            } else {
-                StartError::Other {
-                    document: document.to_owned(),
-                    target: target.to_owned(),
-                    code,
-                    message,
-                }
+        let output = request
+            .send()
+            .await
+            .map_err(|error| AwsError::from_sdk("ssm:StartSession", &error))?;
+        match (
+            output.session_id(),
+            output.token_value(),
+            output.stream_url(),
+        ) {
+            (Some(id), Some(token), Some(url)) => {
+                self.remember(id, url);
+                Ok(StreamTarget {
+                    session_id: id.to_owned(),
+                    stream_url: url.to_owned(),
+                    token: token.to_owned(),
+                })
             }
-        })?;
-        let missing = |field| StartError::Other {
-            document: document.to_owned(),
-            target: target.to_owned(),
-            code: "InvalidResponse".into(),
-            message: format!("StartSession returned no {field}"),
-        };
-        Ok(Started {
-            session_id: output
-                .session_id()
-                .ok_or_else(|| missing("SessionId"))?
-                .to_owned(),
-            token_value: output
-                .token_value()
-                .ok_or_else(|| missing("TokenValue"))?
-                .to_owned(),
-            stream_url: output
-                .stream_url()
-                .ok_or_else(|| missing("StreamUrl"))?
-                .to_owned(),
-        })
+            _ => Err(AwsError {
+                action: "ssm:StartSession",
+                problem: AwsProblem::Other,
+                detail: "the answer lacks SessionId, TokenValue or StreamUrl".into(),
+            }),
+        }
     }
 
-    /// ResumeSession. `Ok(None)` means the service has no token for us: the
-    /// session timed out or was terminated.
-    pub async fn resume(
-        &self,
-        session_id: &str,
-    ) -> anyhow::Result<Option<(String, Option<String>)>> {
+    fn remember(&self, session_id: &str, url: &str) {
+        self.urls
+            .lock()
+            .expect("stream url map")
+            .insert(session_id.to_owned(), url.to_owned());
+    }
+
+    /// Whether a StartSession failure is IAM refusing it.
+    pub fn is_denied(error: &StartError) -> bool {
+        matches!(error.problem, AwsProblem::AccessDenied { .. })
+    }
+}
+
+impl SessionControl for Sessions {
+    /// ResumeSession. No token in the answer means the session timed out or
+    /// was terminated: not worth retrying.
+    async fn resume(&self, session_id: &str) -> Result<StreamTarget, ControlError> {
         let output = self
             .ssm
             .resume_session()
@@ -137,35 +95,47 @@ impl Sessions {
             .send()
             .await
             .map_err(|error| {
-                let error = error.into_service_error();
-                anyhow::anyhow!(
-                    "ResumeSession {session_id} failed: {}: {}",
-                    error.code().unwrap_or("error"),
-                    error.message().unwrap_or("no message")
-                )
+                let error = AwsError::from_sdk("ssm:ResumeSession", &error);
+                let message = error.message(None);
+                match error.problem {
+                    AwsProblem::Other => ControlError::retryable(message),
+                    _ => ControlError::fatal(message),
+                }
             })?;
-        Ok(output.token_value().filter(|t| !t.is_empty()).map(|token| {
-            let url = output
-                .stream_url()
-                .filter(|u| !u.is_empty())
-                .map(str::to_owned);
-            (token.to_owned(), url)
-        }))
+        let Some(token) = output.token_value().filter(|t| !t.is_empty()) else {
+            return Err(ControlError::fatal(format!(
+                "session {session_id} has ended (ResumeSession returned no token)"
+            )));
+        };
+        let stream_url = match output.stream_url().filter(|u| !u.is_empty()) {
+            Some(url) => {
+                self.remember(session_id, url);
+                url.to_owned()
+            }
+            None => self
+                .urls
+                .lock()
+                .expect("stream url map")
+                .get(session_id)
+                .cloned()
+                .ok_or_else(|| ControlError::fatal("ResumeSession returned no StreamUrl"))?,
+        };
+        Ok(StreamTarget {
+            session_id: session_id.to_owned(),
+            stream_url,
+            token: token.to_owned(),
+        })
     }
 
-    /// TerminateSession.
-    pub async fn terminate(&self, session_id: &str) -> anyhow::Result<()> {
+    async fn terminate(&self, session_id: &str) -> Result<(), ControlError> {
         self.ssm
             .terminate_session()
             .session_id(session_id)
             .send()
             .await
             .map_err(|error| {
-                let error = error.into_service_error();
-                anyhow::anyhow!(
-                    "TerminateSession {session_id} failed: {}: {}",
-                    error.code().unwrap_or("error"),
-                    error.message().unwrap_or("no message")
+                ControlError::retryable(
+                    AwsError::from_sdk("ssm:TerminateSession", &error).message(None),
                 )
             })?;
         Ok(())
@@ -188,16 +158,5 @@ mod tests {
         assert!(r.starts_with("sm-ssh "));
         assert!(r.ends_with(": my-job.training.sagemaker"));
         assert_eq!(reason(&"x".repeat(400)).chars().count(), 256);
-    }
-
-    #[test]
-    fn debug_hides_the_token() {
-        let started = Started {
-            session_id: "alice-0123".into(),
-            token_value: "SECRET-TOKEN".into(),
-            stream_url: "wss://example/v1/data-channel/alice-0123".into(),
-        };
-        let text = format!("{started:?}");
-        assert!(text.contains("alice-0123") && !text.contains("SECRET-TOKEN"));
     }
 }

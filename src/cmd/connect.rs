@@ -6,8 +6,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use super::proxy::push_key;
 use crate::cli::Global;
 use crate::keypush::PushKey;
+use crate::resolve::{self, ResolveArgs};
+use crate::target::Target;
+use crate::{aws, keys};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -20,6 +24,8 @@ pub struct Args {
     /// When to install our public key on the instance with SendCommand.
     #[arg(long, value_enum, default_value_t)]
     pub push_key: PushKey,
+    #[command(flatten)]
+    pub resolve: ResolveArgs,
     /// `<name>.<kind>.sagemaker`, `mi-…` or another target `sm-ssh list` shows.
     pub target: String,
     /// Arguments for ssh: options such as -L, -R, -A, then an optional remote command.
@@ -27,8 +33,51 @@ pub struct Args {
     pub ssh_args: Vec<String>,
 }
 
-pub async fn run(_args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`sm-ssh connect` is not implemented yet")
+/// The ssh client to run (tests and unusual installs may point elsewhere).
+const SSH_ENV: &str = "SM_SSH_SSH";
+
+pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
+    let target = Target::parse(&args.target)?;
+    let sdk = aws::load(global).await;
+    let resolved = resolve::resolve(&sdk, &target, &args.resolve.options()).await?;
+    let ssm = aws_sdk_ssm::Client::new(&sdk);
+    let user = args.user.as_deref().unwrap_or(resolved.default_user);
+    // Pushed here rather than in the ProxyCommand so its errors keep their exit codes.
+    push_key(&ssm, &target, &resolved, user, args.push_key).await?;
+    let identity = keys::Identity::ensure()?;
+    let known_hosts = keys::known_hosts_path()?;
+    let exe = current_exe()?;
+    let plan = SshPlan {
+        exe: &exe,
+        global,
+        label: &args.target,
+        instance_id: &resolved.instance_id,
+        user,
+        port: args.port,
+        identity: identity.path(),
+        known_hosts: &known_hosts,
+        ssh_args: &args.ssh_args,
+    };
+    let ssh = std::env::var_os(SSH_ENV).unwrap_or_else(|| "ssh".into());
+    let mut child = tokio::process::Command::new(&ssh)
+        .args(plan.argv())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "cannot run `{}`: install the OpenSSH client (ssh) or set {SSH_ENV}",
+                ssh.to_string_lossy()
+            )
+        })?;
+    // Ctrl-C belongs to ssh (it is in our process group): outlive it to pass on its status.
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status.context("waiting for ssh")?,
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    // ssh exits 255 for its own errors; a signal death is reported the same way.
+    let code = status.code().unwrap_or(255);
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
 }
 
 /// Everything that goes into the ssh command line.
@@ -58,6 +107,9 @@ impl SshPlan<'_> {
         }
         if let Some(region) = &self.global.region {
             proxy.extend(["--region".into(), region.clone()]);
+        }
+        if self.global.verbose > 0 {
+            proxy.push(format!("-{}", "v".repeat(self.global.verbose.into())));
         }
         proxy.extend([
             "proxy".into(),

@@ -1,9 +1,21 @@
 //! `sm-ssh forward`: local port forwarding to the target without ssh.
 
+use std::collections::{HashMap, HashSet};
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 
+use anyhow::Context as _;
+use sm_ssh_proxy::{bridge, MuxPool, Options, SessionControl, StreamTarget};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::RwLock;
+
+use crate::aws;
 use crate::cli::Global;
+use crate::error::{exit, Failure};
+use crate::resolve::{self, ResolveArgs};
+use crate::session::Sessions;
+use crate::target::Target;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -19,10 +31,327 @@ pub struct Args {
     /// The Session Manager document to use (default: the best one IAM allows).
     #[arg(long, value_enum)]
     pub document: Option<Document>,
+    #[command(flatten)]
+    pub resolve: ResolveArgs,
 }
 
-pub async fn run(_args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`sm-ssh forward` is not implemented yet")
+pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
+    check_documents(&args)?;
+    let target = Target::parse(&args.target)?;
+    let sdk = aws::load(global).await;
+    let resolved = resolve::resolve(&sdk, &target, &args.resolve.options()).await?;
+    let sessions = Arc::new(Sessions::new(aws_sdk_ssm::Client::new(&sdk)));
+    let context = Arc::new(Context {
+        sessions,
+        instance_id: resolved.instance_id.clone(),
+        label: args.target.clone(),
+        live: Mutex::default(),
+    });
+    // Bind every port first: a taken port fails before any session starts.
+    let mut listeners = Vec::new();
+    for spec in &args.forwards {
+        let listener = TcpListener::bind((spec.bind.as_str(), spec.local_port))
+            .await
+            .map_err(|e| {
+                Failure::new(
+                    exit::USAGE,
+                    format!("cannot listen on {}:{}: {e}", spec.bind, spec.local_port),
+                )
+            })?;
+        listeners.push((spec.clone(), listener));
+    }
+    // Forwards to the same destination share their sessions.
+    let mut backends: HashMap<(Option<String>, u16), Arc<Backend>> = HashMap::new();
+    let mut accepting = tokio::task::JoinSet::new();
+    let result = async {
+        for (spec, listener) in listeners {
+            let key = (spec.host.clone(), spec.remote_port);
+            let backend = match backends.get(&key) {
+                Some(backend) => backend.clone(),
+                None => {
+                    let backend = Arc::new(
+                        Backend::choose(&context, &spec, args.document, args.sessions).await?,
+                    );
+                    backends.insert(key, backend.clone());
+                    backend
+                }
+            };
+            let local = listener.local_addr()?;
+            eprintln!(
+                "forwarding {local} -> {} on {} ({})",
+                spec.destination(),
+                context.instance_id,
+                backend.describe()
+            );
+            accepting.spawn(accept_loop(listener, backend, context.clone()));
+        }
+        eprintln!("sm-ssh: press Ctrl-C to stop");
+        tokio::select! {
+            signal = tokio::signal::ctrl_c() => signal.context("listening for Ctrl-C"),
+            Some(ended) = accepting.join_next() => {
+                ended.context("a forward's task failed")?
+            }
+        }
+    }
+    .await;
+    accepting.abort_all();
+    // Every session we opened ends with TerminateSession, whatever happened.
+    let closing = backends
+        .into_values()
+        .map(|backend| async move { backend.close().await });
+    futures_util::future::join_all(closing).await;
+    context.terminate_live().await;
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Rejects document choices that cannot carry the forwards asked for.
+fn check_documents(args: &Args) -> anyhow::Result<()> {
+    let remote = args.forwards.iter().find(|spec| spec.host.is_some());
+    match (args.document, remote) {
+        (Some(document @ (Document::Ssh | Document::PortForwarding)), Some(spec)) => {
+            Err(Failure::new(
+                exit::USAGE,
+                format!(
+                    "{} reaches only the instance itself, not {}; use --document {} (or leave --document out)",
+                    document.name(),
+                    spec.destination(),
+                    Document::PortForwardingToRemoteHost.name()
+                ),
+            )
+            .into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// What every connection needs: who to start sessions on, and the
+/// per-connection sessions still open (so Ctrl-C can terminate them).
+struct Context {
+    sessions: Arc<Sessions>,
+    instance_id: String,
+    label: String,
+    live: Mutex<HashSet<String>>,
+}
+
+impl Context {
+    async fn start(
+        &self,
+        document: Document,
+        spec: &Spec,
+    ) -> Result<StreamTarget, crate::error::AwsError> {
+        let mut parameters = vec![("portNumber", spec.remote_port.to_string())];
+        if document != Document::Ssh {
+            parameters.push(("localPortNumber", spec.local_port.to_string()));
+        }
+        if document == Document::PortForwardingToRemoteHost {
+            let host = spec.host.clone().unwrap_or_else(|| "localhost".into());
+            parameters.push(("host", host));
+        }
+        self.sessions
+            .start(&self.instance_id, &self.label, document.name(), &parameters)
+            .await
+    }
+
+    async fn terminate_live(&self) {
+        let ids: Vec<String> = self.live.lock().expect("live sessions").drain().collect();
+        let calls = ids.iter().map(|id| self.sessions.terminate(id));
+        for result in futures_util::future::join_all(calls).await {
+            if let Err(error) = result {
+                eprintln!("sm-ssh: {error}");
+            }
+        }
+    }
+}
+
+/// How connections to one destination reach it.
+enum Backend {
+    /// Shared smux sessions (a port-forwarding document); taken out on close.
+    Mux {
+        document: Document,
+        pool: RwLock<Option<MuxPool>>,
+    },
+    /// One AWS-StartSSHSession per connection.
+    PerConnection { spec: Spec },
+}
+
+impl Backend {
+    /// The first document IAM allows, in order of preference, unless forced.
+    async fn choose(
+        context: &Context,
+        spec: &Spec,
+        forced: Option<Document>,
+        sessions: u16,
+    ) -> anyhow::Result<Backend> {
+        let candidates: Vec<Document> = match (forced, &spec.host) {
+            (Some(document), _) => vec![document],
+            (None, Some(_)) => vec![Document::PortForwardingToRemoteHost],
+            (None, None) => vec![
+                Document::PortForwarding,
+                Document::PortForwardingToRemoteHost,
+                Document::Ssh,
+            ],
+        };
+        let mut denied = Vec::new();
+        for document in candidates.iter().copied() {
+            if document == Document::Ssh {
+                if sessions > 1 {
+                    eprintln!("sm-ssh: --sessions is ignored with AWS-StartSSHSession (one session per connection)");
+                }
+                return Ok(Backend::PerConnection { spec: spec.clone() });
+            }
+            let mut targets = Vec::new();
+            let mut refusal = None;
+            for _ in 0..sessions {
+                match context.start(document, spec).await {
+                    Ok(target) => targets.push(target),
+                    Err(error) => {
+                        refusal = Some(error);
+                        break;
+                    }
+                }
+            }
+            match refusal {
+                None => {}
+                Some(error) if Sessions::is_denied(&error) && forced.is_none() => {
+                    for target in &targets {
+                        let _ = context.sessions.terminate(&target.session_id).await;
+                    }
+                    tracing::info!(
+                        document = document.name(),
+                        "document denied; trying the next one"
+                    );
+                    denied.push(document.name());
+                    continue;
+                }
+                Some(error) => {
+                    for target in &targets {
+                        let _ = context.sessions.terminate(&target.session_id).await;
+                    }
+                    return Err(error.into());
+                }
+            }
+            if !denied.is_empty() {
+                eprintln!(
+                    "sm-ssh: {} denied; using {}",
+                    denied.join(" and "),
+                    document.name()
+                );
+            }
+            let pool = MuxPool::connect(targets, context.sessions.clone(), Options::default())
+                .await
+                .with_context(|| {
+                    format!("opening {} to {}", document.name(), context.instance_id)
+                })?;
+            return Ok(Backend::Mux {
+                document,
+                pool: RwLock::new(Some(pool)),
+            });
+        }
+        Err(Failure::new(
+            exit::ACCESS_DENIED,
+            format!(
+                "AWS denied StartSession with {} on {}, and no other document can reach {}. \
+                 Ask for ssm:StartSession on one of them (see `sm-ssh policy`)",
+                denied.join(" and "),
+                context.instance_id,
+                spec.destination()
+            ),
+        )
+        .into())
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Backend::Mux { document, pool } => {
+                let n = pool
+                    .try_read()
+                    .ok()
+                    .and_then(|pool| pool.as_ref().map(|p| p.sessions().len()))
+                    .unwrap_or(0);
+                format!(
+                    "{}, {n} session{}",
+                    document.name(),
+                    if n == 1 { "" } else { "s" }
+                )
+            }
+            Backend::PerConnection { .. } => {
+                "AWS-StartSSHSession, one session per connection".to_owned()
+            }
+        }
+    }
+
+    async fn close(&self) {
+        let Backend::Mux { pool, .. } = self else {
+            return;
+        };
+        let Some(pool) = pool.write().await.take() else {
+            return;
+        };
+        for result in pool.close().await {
+            if let Err(error) = result {
+                tracing::debug!(%error, "closing a port-forwarding session");
+            }
+        }
+    }
+
+    /// Carries one accepted connection to the destination.
+    async fn serve(&self, context: &Context, mut socket: TcpStream) -> anyhow::Result<()> {
+        match self {
+            Backend::Mux { pool, .. } => {
+                let mut stream = {
+                    let pool = pool.read().await;
+                    let pool = pool.as_ref().context("the forward is closing")?;
+                    pool.open_stream().await?
+                };
+                tokio::io::copy_bidirectional(&mut socket, &mut stream).await?;
+                Ok(())
+            }
+            Backend::PerConnection { spec } => {
+                let target = context.start(Document::Ssh, spec).await?;
+                let id = target.session_id.clone();
+                context
+                    .live
+                    .lock()
+                    .expect("live sessions")
+                    .insert(id.clone());
+                let (reader, writer) = socket.into_split();
+                let ended = bridge(
+                    target,
+                    context.sessions.clone(),
+                    Options::default(),
+                    reader,
+                    writer,
+                )
+                .await;
+                context.live.lock().expect("live sessions").remove(&id);
+                ended?;
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    backend: Arc<Backend>,
+    context: Arc<Context>,
+) -> anyhow::Result<()> {
+    loop {
+        let (socket, peer) = listener.accept().await.context("accepting a connection")?;
+        let _ = socket.set_nodelay(true);
+        let backend = backend.clone();
+        let context = context.clone();
+        tokio::spawn(async move {
+            tracing::debug!(%peer, "connection accepted");
+            if let Err(error) = backend.serve(&context, socket).await {
+                eprintln!(
+                    "sm-ssh: connection from {peer}: {}",
+                    crate::error::describe(&error, None).1
+                );
+            }
+        });
+    }
 }
 
 /// The documents that can carry a forward.
@@ -115,6 +444,17 @@ impl std::fmt::Display for Spec {
             f,
             "{bind}:{} -> {host}:{}",
             self.local_port, self.remote_port
+        )
+    }
+}
+
+impl Spec {
+    /// `host:port` as seen from the instance.
+    pub fn destination(&self) -> String {
+        format!(
+            "{}:{}",
+            self.host.as_deref().unwrap_or("localhost"),
+            self.remote_port
         )
     }
 }
