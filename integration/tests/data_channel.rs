@@ -1061,3 +1061,30 @@ async fn unused_direction_faults_change_nothing() {
         (0, 0, 0, 0)
     );
 }
+
+/// Not a test of behaviour: prints echo throughput through the fake for
+/// each pacing (`cargo test -p sm-ssh-integration --test data_channel --
+/// --ignored --nocapture`). Speed is measured here, never asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement"]
+async fn measure_echo_throughput() {
+    for pacing in [Pacing::Unconstrained, Pacing::Realistic] {
+        let (fake, _target) = Fake::echo(pacing, Faults::default()).await;
+        fake.add_session(SSH_PROPERTIES, &["t1"]);
+        let mut client = fake.connect("t1").await;
+        client.handshake(NEW_CLIENT).await;
+        let batch = pattern(64 * 1024);
+        let total = 4 * 1024 * 1024;
+        let start = std::time::Instant::now();
+        for _ in 0..total / batch.len() {
+            client.send_data(&batch).await;
+            assert_eq!(client.read_output(batch.len()).await, batch);
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "{pacing:?}: {:.2} MB/s echoed (each direction), {} agent resends",
+            total as f64 / secs / 1e6,
+            fake.plane().stats().resends
+        );
+    }
+}
