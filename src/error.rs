@@ -5,7 +5,7 @@
 use std::fmt;
 use std::process::ExitCode;
 
-use aws_sdk_ssm::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
 
 use crate::cli::Global;
 
@@ -60,7 +60,9 @@ pub enum AwsProblem {
     Credentials,
     /// No region configured.
     Region,
-    /// Throttled, unreachable, or any other service error.
+    /// The endpoint could not be reached (network, proxy, DNS, timeout).
+    Unreachable,
+    /// Throttled, or any other service error.
     Other,
 }
 
@@ -77,9 +79,9 @@ impl AwsError {
     pub fn from_sdk<E, R>(action: &'static str, error: &SdkError<E, R>) -> AwsError
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: fmt::Debug,
+        R: fmt::Debug + 'static,
     {
-        let full = redact(&DisplayErrorContext(error).to_string());
+        let full = redact(&chain_text(error));
         let (code, message) = match error {
             SdkError::ServiceError(context) => (
                 context.err().code().unwrap_or_default().to_string(),
@@ -92,7 +94,15 @@ impl AwsError {
         } else {
             redact(&format!("{code}: {message}"))
         };
-        let problem = classify(&code, &message, &full, action);
+        let mut problem = classify(&code, &message, &full, action);
+        if problem == AwsProblem::Other
+            && matches!(
+                error,
+                SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)
+            )
+        {
+            problem = AwsProblem::Unreachable;
+        }
         AwsError {
             action,
             problem,
@@ -104,7 +114,7 @@ impl AwsError {
         match self.problem {
             AwsProblem::AccessDenied { .. } => exit::ACCESS_DENIED,
             AwsProblem::Credentials | AwsProblem::Region => exit::CREDENTIALS,
-            AwsProblem::Other => exit::AWS,
+            AwsProblem::Unreachable | AwsProblem::Other => exit::AWS,
         }
     }
 
@@ -134,6 +144,12 @@ impl AwsError {
                  set AWS_REGION, or set `region` in the profile (~/.aws/config).",
                 self.action
             ),
+            AwsProblem::Unreachable => format!(
+                "could not reach AWS for {} ({}).\n  Check the network, HTTPS_PROXY, and the \
+                 region; inside a VPC without internet access the SSM and STS endpoints need \
+                 VPC endpoints.",
+                self.action, self.detail
+            ),
             AwsProblem::Other => format!("{} failed: {}", self.action, self.detail),
         }
     }
@@ -146,6 +162,23 @@ impl fmt::Display for AwsError {
 }
 
 impl std::error::Error for AwsError {}
+
+/// The error and its sources, `: `-joined, first line only: the SDK's
+/// Debug forms and multi-line provider lists help nobody.
+fn chain_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(error) = next {
+        let text = error.to_string();
+        let line = text.lines().next().unwrap_or_default().trim();
+        let line = line.trim_end_matches("Attempted:").trim();
+        if !line.is_empty() && !parts.iter().any(|p| p.contains(line)) {
+            parts.push(line.to_string());
+        }
+        next = error.source();
+    }
+    parts.join(": ")
+}
 
 fn classify(code: &str, message: &str, full: &str, action: &str) -> AwsProblem {
     const CREDENTIAL_CODES: [&str; 7] = [

@@ -19,9 +19,13 @@ fn filter(verbose: u8, to_file: bool) -> EnvFilter {
         (0 | 1, _) => "debug",
         _ => "trace",
     };
-    // Our crates at the chosen level; the AWS SDK and friends one step
-    // quieter unless -vv.
-    let others = if verbose >= 2 { "debug" } else { "warn" };
+    // Our crates at the chosen level; the AWS SDK and friends quieter
+    // (their warnings are about things our own errors explain better).
+    let others = match verbose {
+        0 => "error",
+        1 => "warn",
+        _ => "debug",
+    };
     EnvFilter::new(format!(
         "{others},sm_ssh={ours},sm_ssh_proxy={ours},sm_ssh_integration={ours}"
     ))

@@ -51,9 +51,10 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
                 }
             }
             eprintln!(
-                "SSH key: {} ({})\nTry: ssh <job>.training.sagemaker",
+                "SSH key: {} ({})\n  {}\nTry: ssh <job>.training.sagemaker",
                 identity.path().display(),
-                identity.fingerprint()
+                identity.fingerprint(),
+                identity.public_key_line()
             );
         }
     }

@@ -1,7 +1,9 @@
 //! `sm-ssh list`: the SSH-enabled instances (registered by
 //! sagemaker-ssh-helper, tagged `SSHOwner`) and the host name to give ssh.
 //! One DescribeInstanceInformation (paged) and concurrent
-//! ListTagsForResource calls; no SageMaker API calls.
+//! ListTagsForResource calls; no SageMaker API calls. Given a whole target
+//! name, it runs the resolution `connect` and `ssh` use and shows the one
+//! instance they would reach (or fails as they would).
 
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -10,21 +12,23 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::cli::Global;
+use crate::error::{exit, Failure};
 use crate::resolve::candidate::{tagged_resource, Candidate};
-use crate::resolve::{format_epoch, ssm, Owner};
-use crate::target::Kind;
+use crate::resolve::{format_epoch, resolve, ssm, Owner, ResolveArgs};
+use crate::target::{Kind, Target, TargetError};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Only instances whose host name, name or instance id contains this
-    /// text, or matches it as a glob (`*`, `?`).
+    /// text, or matches it as a glob (`*`, `?`). A whole target name
+    /// (`my-job.training.sagemaker`, `mi-…`) shows the instance `connect`
+    /// would use.
     pub pattern: Option<String>,
     /// Print JSON (an array of objects, fields as documented) instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Whose instances: `any`, or an `aws:userid`. Default: yours.
-    #[arg(long, value_name = "any|USERID")]
-    pub owner: Option<String>,
+    #[command(flatten)]
+    pub resolve: ResolveArgs,
 }
 
 /// One line of the listing; the JSON form is an array of these.
@@ -93,7 +97,32 @@ impl Row {
 
 pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let sdk = crate::aws::load(global).await;
-    let owner = Owner::parse(args.owner.as_deref());
+    // A whole target name: show what `connect` and `ssh` would use.
+    if let Some(target) = args
+        .pattern
+        .as_deref()
+        .map(whole_target)
+        .transpose()?
+        .flatten()
+    {
+        let resolved = resolve(&sdk, &target, &args.resolve.options()).await?;
+        let mut row = Row::new(resolved.instance);
+        if let Target::SageMaker(named) = &target {
+            row.host = named.host_name();
+            row.name = Some(named.name.clone());
+            row.kind = Some(named.kind);
+        }
+        print_rows(&[row], args.json)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.resolve.node.is_some() || args.resolve.wait.is_some() {
+        return Err(Failure::new(
+            exit::USAGE,
+            "--node and --wait need a whole target name, e.g. `sm-ssh list my-job.training.sagemaker --wait`",
+        )
+        .into());
+    }
+    let owner = Owner::parse(args.resolve.owner.as_deref());
     let owner_id = owner.user_id(&sdk).await?;
     let client = aws_sdk_ssm::Client::new(&sdk);
     let filter = match &owner_id {
@@ -108,16 +137,14 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         .filter(|row| args.pattern.as_deref().is_none_or(|p| row.matches(p)))
         .collect();
     sort(&mut rows);
-    if args.json {
-        let json = serde_json::to_string_pretty(&rows).context("encoding JSON")?;
-        println!("{json}");
-    } else if rows.is_empty() {
+    if rows.is_empty() && !args.json {
         let whose = match &owner_id {
             Some(id) => format!("with SSHOwner = {id}"),
             None => "of any owner".to_string(),
         };
         let matching = args
             .pattern
+            .as_ref()
             .map(|p| format!(" matching `{p}`"))
             .unwrap_or_default();
         eprintln!(
@@ -125,9 +152,38 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
              running sagemaker-ssh-helper registers with SSM; `--owner any` lists everyone's."
         );
     } else {
-        print!("{}", table(&rows, now()));
+        print_rows(&rows, args.json)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_rows(rows: &[Row], json: bool) -> anyhow::Result<()> {
+    if json {
+        let json = serde_json::to_string_pretty(rows).context("encoding JSON")?;
+        println!("{json}");
+    } else {
+        print!("{}", table(rows, now()));
+    }
+    Ok(())
+}
+
+/// The target a pattern names, if it is meant as one: it parses, or it has
+/// no glob characters and looks like a target (ends in `.sagemaker` or has a
+/// `prefix:`), in which case the parse error is the answer. Partial
+/// instance ids stay patterns.
+fn whole_target(pattern: &str) -> Result<Option<Target>, TargetError> {
+    match Target::parse(pattern) {
+        Ok(target) => Ok(Some(target)),
+        Err(error) => {
+            let looks_like_target =
+                pattern.trim_end_matches('.').ends_with(".sagemaker") || pattern.contains(':');
+            if looks_like_target && !pattern.contains(['*', '?']) {
+                Err(error)
+            } else {
+                Ok(None)
+            }
+        }
+    }
 }
 
 /// By host name, then Online first, then newest.
@@ -304,6 +360,18 @@ mod tests {
         assert!(!row.matches("other"));
         assert!(glob("a*c?", "abbbcd"));
         assert!(!glob("a*c", "abd"));
+    }
+
+    #[test]
+    fn patterns_that_look_like_targets_must_be_targets() {
+        assert!(matches!(
+            whole_target("job.training.sagemaker"),
+            Ok(Some(Target::SageMaker(_)))
+        ));
+        assert!(whole_target("job.lambda.sagemaker").is_err());
+        assert!(matches!(whole_target("mi-0abc"), Ok(None)));
+        assert!(matches!(whole_target("*.training.sagemaker"), Ok(None)));
+        assert!(matches!(whole_target("my-job"), Ok(None)));
     }
 
     #[test]

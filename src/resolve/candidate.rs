@@ -8,7 +8,7 @@ use crate::target::{Kind, SageMakerTarget};
 
 /// One managed instance as DescribeInstanceInformation (and, when fetched,
 /// ListTagsForResource) reports it.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Candidate {
     pub instance_id: String,
     /// `Online`, `ConnectionLost`, `Inactive`.

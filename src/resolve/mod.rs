@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 
-use crate::error::{exit, AwsError};
+use crate::error::{exit, AwsError, AwsProblem};
 use crate::target::{Kind, SageMakerTarget, Target};
 use candidate::Candidate;
 
@@ -106,6 +106,8 @@ pub struct Resolved {
     pub name: String,
     /// The instance's host name (e.g. `algo-1`), when SSM reports it.
     pub computer_name: String,
+    /// What SSM said about the instance (only the id for native targets).
+    pub instance: Candidate,
 }
 
 /// Why resolution failed. `message` is what the user reads.
@@ -228,6 +230,11 @@ pub async fn resolve(
             default_user: target.default_user(),
             name: id.clone(),
             computer_name: String::new(),
+            instance: Candidate {
+                instance_id: id.clone(),
+                ping_status: "Unknown".into(),
+                ..Candidate::default()
+            },
         });
     }
     let owner_id = match target {
@@ -278,12 +285,13 @@ impl Lookup<'_> {
             });
         }
         Ok(Resolved {
-            instance_id: chosen.instance_id,
-            ping_status: chosen.ping_status,
+            instance_id: chosen.instance_id.clone(),
+            ping_status: chosen.ping_status.clone(),
             kind: self.target.kind(),
             default_user: self.target.default_user(),
             name: self.target.to_string(),
-            computer_name: chosen.computer_name,
+            computer_name: chosen.computer_name.clone(),
+            instance: chosen,
         })
     }
 
@@ -371,7 +379,18 @@ impl Lookup<'_> {
             }
         }
         let (group, _) = logs::location(target);
-        let found = logs::search(&self.logs, target).await?;
+        let found = match logs::search(&self.logs, target).await {
+            Ok(found) => found,
+            // Only a fallback for these kinds: say why it did not help.
+            Err(error) if target.kind != Kind::Inference => logs::Found {
+                note: Some(match &error.problem {
+                    AwsProblem::AccessDenied { action } => format!("{action} denied"),
+                    _ => format!("{} failed: {}", error.action, error.detail),
+                }),
+                ..logs::Found::default()
+            },
+            Err(error) => return Err(error),
+        };
         searched.push(match &found.note {
             Some(note) => format!("CloudWatch Logs {group} ({note})"),
             None => format!("CloudWatch Logs {group}"),

@@ -69,7 +69,8 @@ impl Env {
         command.args(args);
         isolate(&mut command, self.home.path());
         command.env("SM_SSH_HOME", self.data_dir());
-        command.env("AWS_REGION", self.fake_region());
+        // Services the fake does not serve still go to loopback, never AWS.
+        command.env("AWS_ENDPOINT_URL", self.fake.endpoint());
         for (key, value) in self.fake.env() {
             command.env(key, value);
         }
@@ -91,24 +92,22 @@ impl Env {
             .expect("sm-ssh runs")
     }
 
-    fn fake_region(&self) -> String {
-        self.fake.world().lock().unwrap().region.clone()
-    }
-
     /// Adds (or replaces) an instance while the fake runs.
     pub fn add_instance(&self, instance: Instance) {
-        let mut world = self.fake.world().lock().unwrap();
-        world.instances.insert(instance.id.clone(), instance);
+        self.fake.add_instance(instance).expect("instance added");
     }
 
     /// Changes an instance's ping status while the fake runs.
     pub fn set_ping_status(&self, instance_id: &str, status: PingStatus) {
-        let mut world = self.fake.world().lock().unwrap();
-        world
-            .instances
-            .get_mut(instance_id)
-            .unwrap_or_else(|| panic!("{instance_id} is not seeded"))
-            .ping_status = status;
+        self.fake.set_ping_status(instance_id, status);
+    }
+
+    /// Points CloudWatch Logs at `endpoint` (a moto server).
+    pub fn use_logs_endpoint(&mut self, endpoint: &str) {
+        self.extra_env.push((
+            "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS".into(),
+            endpoint.to_string(),
+        ));
     }
 
     /// The tokio runtime the fake runs on, for tests that need async helpers.
@@ -118,7 +117,8 @@ impl Env {
 }
 
 /// Clears what could leak from the developer's or CI's environment into the
-/// binary: AWS profiles and credentials, sm-ssh logging, the real HOME.
+/// binary: AWS profiles and credentials, sm-ssh logging, the real HOME (so
+/// `~/.aws` and `~/.ssh` are the test's own).
 pub fn isolate(command: &mut Command, home: &Path) {
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy().into_owned();
@@ -133,8 +133,6 @@ pub fn isolate(command: &mut Command, home: &Path) {
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", home.join(".aws/config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", home.join(".aws/credentials"))
         .env_remove("RUST_LOG");
 }
 
