@@ -1,0 +1,912 @@
+//! `sm-ssh doctor` end to end: the real binary with SSM and STS on the fake,
+//! IAM and SageMaker on moto, and each prerequisite taken away in turn.
+//!
+//! The tests running at the same time share one moto (see [`moto`]); each
+//! names its IAM roles, jobs and notebooks after itself so they never meet.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Output;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+
+use aws_sdk_iam::config::{BehaviorVersion, Credentials, Region};
+use common::*;
+use serde_json::Value;
+use sm_ssh_integration::moto::MotoServer;
+use sm_ssh_integration::world::{Identity, Seed};
+
+const USER_ID: &str = "AROAEXAMPLEDEVELOPER:alice";
+
+/// One moto for the tests that run at once, stopped when the last one ends.
+fn moto() -> Arc<MotoServer> {
+    static SHARED: Mutex<Weak<MotoServer>> = Mutex::new(Weak::new());
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(moto) = shared.upgrade() {
+        return moto;
+    }
+    let moto = Arc::new(MotoServer::start().expect("moto starts"));
+    *shared = Arc::downgrade(&moto);
+    moto
+}
+
+/// One test's AWS account: SSM and STS on the fake (caller = the assumed
+/// role `<prefix>-Developer`), IAM, SageMaker and Logs on moto.
+struct Account {
+    env: Env,
+    _moto: Arc<MotoServer>,
+    iam: aws_sdk_iam::Client,
+    sagemaker: aws_sdk_sagemaker::Client,
+    prefix: String,
+}
+
+impl Account {
+    /// An account with nothing set up yet, with the SSM tier `tier`.
+    fn empty(prefix: &str, tier: &str) -> Account {
+        let moto = moto();
+        let seed = Seed {
+            region: REGION.into(),
+            identity: Identity {
+                account: ACCOUNT.into(),
+                arn: format!("arn:aws:sts::{ACCOUNT}:assumed-role/{prefix}-Developer/alice"),
+                user_id: USER_ID.into(),
+            },
+            activation_tier: tier.into(),
+            ..Seed::default()
+        };
+        let mut env = Env::start(seed);
+        for service in ["IAM", "SAGEMAKER", "CLOUDWATCH_LOGS"] {
+            env.extra_env
+                .push((format!("AWS_ENDPOINT_URL_{service}"), moto.endpoint()));
+        }
+        let credentials = Credentials::new("testing", "testing", None, None, "doctor-tests");
+        let iam = aws_sdk_iam::Client::from_conf(
+            aws_sdk_iam::config::Builder::new()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new(REGION))
+                .endpoint_url(moto.endpoint())
+                .credentials_provider(credentials.clone())
+                .build(),
+        );
+        let sagemaker = aws_sdk_sagemaker::Client::from_conf(
+            aws_sdk_sagemaker::config::Builder::new()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new(REGION))
+                .endpoint_url(moto.endpoint())
+                .credentials_provider(credentials)
+                .build(),
+        );
+        Account {
+            env,
+            _moto: moto,
+            iam,
+            sagemaker,
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The account the setup guide describes, built from `sm-ssh policy`'s
+    /// own documents: trust and server policy on the execution role, client
+    /// policy on the caller's role, advanced tier.
+    fn well_configured(prefix: &str) -> Account {
+        let account = Account::empty(prefix, "advanced");
+        let trust = account.policy(&["trust"]);
+        account.create_role(&account.exec_role_name(), "/service-role/", &trust);
+        account.put_role_policy(
+            &account.exec_role_name(),
+            "SSHSageMakerServerPolicy",
+            &account.policy(&["server", "--role", &account.exec_role_arn()]),
+        );
+        account.create_role(&account.caller_role_name(), "/", &caller_trust());
+        account.put_role_policy(
+            &account.caller_role_name(),
+            "SSHSageMakerClientPolicy",
+            &account.policy(&["client", "--account", ACCOUNT]),
+        );
+        account
+    }
+
+    fn exec_role_name(&self) -> String {
+        format!("{}-Exec", self.prefix)
+    }
+
+    fn exec_role_arn(&self) -> String {
+        format!(
+            "arn:aws:iam::{ACCOUNT}:role/service-role/{}",
+            self.exec_role_name()
+        )
+    }
+
+    fn caller_role_name(&self) -> String {
+        format!("{}-Developer", self.prefix)
+    }
+
+    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.env.runtime().block_on(future)
+    }
+
+    /// `sm-ssh policy <args>`'s JSON document.
+    fn policy(&self, args: &[&str]) -> String {
+        let output = self.env.run(["policy"].iter().chain(args));
+        let (stdout, _) = assert_exit(&output, 0);
+        serde_json::from_str::<Value>(&stdout).expect("policy prints JSON");
+        stdout
+    }
+
+    fn create_role(&self, name: &str, path: &str, trust: &str) {
+        self.block_on(
+            self.iam
+                .create_role()
+                .role_name(name)
+                .path(path)
+                .assume_role_policy_document(trust)
+                .send(),
+        )
+        .expect("CreateRole on moto");
+    }
+
+    fn put_role_policy(&self, role: &str, name: &str, document: &str) {
+        self.block_on(
+            self.iam
+                .put_role_policy()
+                .role_name(role)
+                .policy_name(name)
+                .policy_document(document)
+                .send(),
+        )
+        .expect("PutRolePolicy on moto");
+    }
+
+    fn delete_role_policy(&self, role: &str, name: &str) {
+        self.block_on(
+            self.iam
+                .delete_role_policy()
+                .role_name(role)
+                .policy_name(name)
+                .send(),
+        )
+        .expect("DeleteRolePolicy on moto");
+    }
+
+    /// `sm-ssh doctor <args>`.
+    fn doctor(&self, args: &[&str]) -> Output {
+        self.env.run(["doctor"].iter().chain(args))
+    }
+
+    /// `sm-ssh doctor --json <args>`, checking the exit code against the
+    /// report's own `exit_code`.
+    fn doctor_json(&self, args: &[&str], code: i32) -> Value {
+        let output = self.doctor(&[&["--json"], args].concat());
+        let (stdout, _) = assert_exit(&output, code);
+        let report: Value = serde_json::from_str(&stdout).expect("--json prints JSON");
+        assert_eq!(report["exit_code"], code, "{stdout}");
+        report
+    }
+}
+
+/// Any trust policy: doctor never reads the caller role's.
+fn caller_trust() -> String {
+    format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{ACCOUNT}:root"}},"Action":"sts:AssumeRole"}}]}}"#
+    )
+}
+
+/// The check with this id.
+#[track_caller]
+fn check<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .expect("checks is a list")
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no check {id} in {report:#}"))
+}
+
+/// `(id, status)` of every check, in order.
+fn statuses(report: &Value) -> Vec<(String, String)> {
+    report["checks"]
+        .as_array()
+        .expect("checks is a list")
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap().to_owned(),
+                c["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// What the local checks say on this machine with a fresh HOME: ssh is
+/// there (scripts/test installs it), sm-ssh's block is not, no keys.
+const LOCAL: [(&str, &str); 3] = [
+    ("ssh-client", "pass"),
+    ("ssh-config", "warn"),
+    ("ssh-keys", "pass"),
+];
+
+/// The statuses of a well-configured account with `--role`, with `changes`
+/// applied.
+fn expected(changes: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut all: Vec<(&str, &str)> = vec![
+        ("identity", "pass"),
+        ("region", "pass"),
+        ("ssm-tier", "pass"),
+        ("role-trust", "pass"),
+        ("role-policy", "pass"),
+        ("client-policy", "pass"),
+        ("network", "skip"),
+        ("managed-instances", "pass"),
+    ];
+    all.extend(LOCAL);
+    for (id, status) in changes {
+        let entry = all
+            .iter_mut()
+            .find(|(i, _)| i == id)
+            .unwrap_or_else(|| panic!("no check {id}"));
+        entry.1 = status;
+    }
+    all.into_iter()
+        .map(|(i, s)| (i.to_owned(), s.to_owned()))
+        .collect()
+}
+
+#[track_caller]
+fn assert_statuses(report: &Value, changes: &[(&str, &str)]) {
+    assert_eq!(statuses(report), expected(changes), "{report:#}");
+}
+
+fn text_of(value: &Value) -> &str {
+    value.as_str().unwrap_or_default()
+}
+
+#[test]
+fn a_well_configured_account_passes_every_check() {
+    let account = Account::well_configured("wellconfigured");
+    let role = account.exec_role_arn();
+    let report = account.doctor_json(&["--role", &role], 0);
+    assert_statuses(&report, &[]);
+    assert_eq!(report["account"], ACCOUNT);
+    assert_eq!(report["region"], REGION);
+    let identity = text_of(&check(&report, "identity")["detail"]);
+    assert!(
+        identity.contains(&format!("SSHOwner={USER_ID}")),
+        "{identity}"
+    );
+    assert!(text_of(&check(&report, "region")["detail"]).contains("eu-west-1 (from AWS_REGION)"));
+    let trust = text_of(&check(&report, "role-trust")["detail"]);
+    assert!(trust.contains(&role), "{trust}");
+    assert_eq!(check(&report, "ssm-tier")["region"], REGION);
+    assert_eq!(check(&report, "ssh-config")["fix"], "sm-ssh config install");
+
+    // The text form says the same, one line per check, and ends in the verdict.
+    let output = account.doctor(&["--role", &role]);
+    let (stdout, stderr) = assert_exit(&output, 0);
+    assert!(stderr.is_empty(), "{stderr}");
+    for line in [
+        "PASS  identity: ",
+        "PASS  ssm-tier (eu-west-1): advanced-instances tier is on",
+        "PASS  role-trust: ",
+        "PASS  role-policy: ",
+        "PASS  client-policy: ",
+        "SKIP  network: ",
+        "WARN  ssh-config: ",
+        "      fix: sm-ssh config install",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(line)),
+            "no line {line:?} in\n{stdout}"
+        );
+    }
+    assert!(
+        stdout.ends_with("9 passed, 1 warnings, 0 failed, 1 skipped: nothing blocks SSH.\n"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn the_standard_tier_fails_with_the_update_command() {
+    let account = Account::well_configured("standardtier");
+    let world = account.env.fake.world();
+    world.lock().unwrap().activation_tier = "standard".into();
+    let report = account.doctor_json(&["--role", &account.exec_role_arn()], 1);
+    assert_statuses(&report, &[("ssm-tier", "fail")]);
+    let tier = check(&report, "ssm-tier");
+    assert!(text_of(&tier["detail"]).contains("the instance tier is standard"));
+    assert_eq!(
+        tier["fix"],
+        format!(
+            "sm-ssh doctor --fix --region {REGION}\nor: aws ssm update-service-setting --region {REGION} \
+             --setting-id arn:aws:ssm:{REGION}:{ACCOUNT}:servicesetting/ssm/managed-instance/activation-tier \
+             --setting-value advanced"
+        )
+    );
+    // Checking only: nothing changed.
+    assert_eq!(world.lock().unwrap().activation_tier, "standard");
+}
+
+#[test]
+fn a_trust_policy_without_ssm_fails_with_the_trust_document() {
+    let account = Account::well_configured("nossmtrust");
+    let sagemaker_only = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"sagemaker.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    account
+        .block_on(
+            account
+                .iam
+                .update_assume_role_policy()
+                .role_name(account.exec_role_name())
+                .policy_document(sagemaker_only)
+                .send(),
+        )
+        .unwrap();
+    let report = account.doctor_json(&["--role", &account.exec_role_arn()], 1);
+    assert_statuses(&report, &[("role-trust", "fail")]);
+    let trust = check(&report, "role-trust");
+    assert!(
+        text_of(&trust["detail"]).ends_with("does not trust ssm.amazonaws.com"),
+        "{trust}"
+    );
+    let fix = text_of(&trust["fix"]);
+    let expected_document: Value = serde_json::from_str(&account.policy(&["trust"])).unwrap();
+    let prefix = format!(
+        "aws iam update-assume-role-policy --role-name {} --policy-document '",
+        account.exec_role_name()
+    );
+    let (document, _) = fix
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.split_once("'\n"))
+        .unwrap_or_else(|| panic!("unexpected fix {fix}"));
+    assert_eq!(
+        serde_json::from_str::<Value>(document).unwrap(),
+        expected_document
+    );
+}
+
+#[test]
+fn a_missing_server_policy_fails_with_the_filled_in_put_role_policy() {
+    let account = Account::well_configured("noserverpolicy");
+    account.delete_role_policy(&account.exec_role_name(), "SSHSageMakerServerPolicy");
+    let role = account.exec_role_arn();
+    let report = account.doctor_json(&["--role", &role], 1);
+    assert_statuses(&report, &[("role-policy", "fail")]);
+    let policy = check(&report, "role-policy");
+    for action in [
+        "iam:PassRole",
+        "ssm:CreateActivation",
+        "ssmmessages:OpenDataChannel",
+    ] {
+        assert!(text_of(&policy["detail"]).contains(action), "{policy}");
+    }
+    assert_eq!(
+        policy["fix"],
+        format!(
+            "aws iam put-role-policy --role-name {} --policy-name SSHSageMakerServerPolicy \
+             --policy-document \"$(sm-ssh policy server --role {role})\"",
+            account.exec_role_name()
+        )
+    );
+}
+
+/// The client policy with `edit` applied to its statements.
+fn edited_client_policy(account: &Account, edit: impl Fn(&mut Value)) -> String {
+    let mut document: Value =
+        serde_json::from_str(&account.policy(&["client", "--account", ACCOUNT])).unwrap();
+    for statement in document["Statement"].as_array_mut().unwrap() {
+        edit(statement);
+    }
+    document.to_string()
+}
+
+#[test]
+fn a_client_policy_without_start_session_fails() {
+    let account = Account::well_configured("nostartsession");
+    let document = edited_client_policy(&account, |statement| {
+        if let Value::Array(actions) = &mut statement["Action"] {
+            actions.retain(|a| a != "ssm:StartSession");
+        }
+        if statement["Action"] == "ssm:StartSession" {
+            statement["Action"] = "ssm:DescribeSessions".into();
+        }
+    });
+    assert!(!document.contains("ssm:StartSession"));
+    account.put_role_policy(
+        &account.caller_role_name(),
+        "SSHSageMakerClientPolicy",
+        &document,
+    );
+    let report = account.doctor_json(&["--role", &account.exec_role_arn()], 1);
+    assert_statuses(&report, &[("client-policy", "fail")]);
+    let client = check(&report, "client-policy");
+    let detail = text_of(&client["detail"]);
+    assert!(
+        detail.contains("ssm:StartSession on arn:aws:ssm:eu-west-1:123456789012:managed-instance/"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("ssm:StartSession on arn:aws:ssm:eu-west-1::document/AWS-StartSSHSession"),
+        "{detail}"
+    );
+    assert!(!detail.contains("ssm:SendCommand"), "{detail}");
+    assert_eq!(
+        client["fix"],
+        format!(
+            "aws iam put-role-policy --role-name {} --policy-name SSHSageMakerClientPolicy \
+             --policy-document \"$(sm-ssh policy client --account {ACCOUNT})\"",
+            account.caller_role_name()
+        )
+    );
+}
+
+#[test]
+fn a_client_policy_without_the_owner_condition_warns() {
+    let account = Account::well_configured("noownercondition");
+    let document = edited_client_policy(&account, |statement| {
+        if statement["Sid"] == "ReachOwnInstancesOnly" {
+            statement.as_object_mut().unwrap().remove("Condition");
+        }
+    });
+    account.put_role_policy(
+        &account.caller_role_name(),
+        "SSHSageMakerClientPolicy",
+        &document,
+    );
+    // A warning does not fail the run.
+    let report = account.doctor_json(&["--role", &account.exec_role_arn()], 0);
+    assert_statuses(&report, &[("client-policy", "warn")]);
+    let client = check(&report, "client-policy");
+    let detail = text_of(&client["detail"]);
+    assert!(
+        detail.contains("is allowed more than SSH needs"),
+        "{detail}"
+    );
+    assert!(detail.contains("ssm:StartSession"), "{detail}");
+    assert!(detail.contains("ssm:SendCommand"), "{detail}");
+    assert!(
+        text_of(&client["fix"]).contains("$(sm-ssh policy client --account 123456789012)"),
+        "{client}"
+    );
+}
+
+#[test]
+fn a_denied_service_setting_read_skips_the_tier_check_naming_the_permission() {
+    let account = Account::well_configured("denytier");
+    account.env.fake.deny_action("ssm:GetServiceSetting", true);
+    let report = account.doctor_json(&["--role", &account.exec_role_arn()], 0);
+    assert_statuses(&report, &[("ssm-tier", "skip")]);
+    let tier = check(&report, "ssm-tier");
+    assert_eq!(
+        tier["detail"],
+        "not allowed to call ssm:GetServiceSetting (AccessDenied); grant it to run this check"
+    );
+    assert_eq!(tier["fix"], Value::Null);
+}
+
+/// An IAM endpoint on 127.0.0.1 refusing every call the way IAM does (AWS
+/// Query protocol `ErrorResponse`, HTTP 403); stops when dropped.
+struct DenyingIam {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DenyingIam {
+    fn start() -> DenyingIam {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(stream) = stream {
+                    let _ = deny(stream);
+                }
+            }
+        });
+        DenyingIam {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for DenyingIam {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept loop so it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Reads one request (headers, then Content-Length bytes) and answers
+/// AccessDenied for the action it names.
+fn deny(stream: TcpStream) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    let body = String::from_utf8_lossy(&body);
+    let action = body
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("Action="))
+        .unwrap_or("Unknown");
+    let xml = format!(
+        "<ErrorResponse xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\">\
+         <Error><Type>Sender</Type><Code>AccessDenied</Code>\
+         <Message>User: arn:aws:sts::{ACCOUNT}:assumed-role/Developer/alice is not authorized \
+         to perform: iam:{action} because no identity-based policy allows the iam:{action} action</Message>\
+         </Error><RequestId>4f6c5a9e-0000-4000-8000-000000000000</RequestId></ErrorResponse>"
+    );
+    let mut stream = stream;
+    write!(
+        stream,
+        "HTTP/1.1 403 Forbidden\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+        xml.len()
+    )?;
+    stream.flush()
+}
+
+#[test]
+fn denied_iam_reads_skip_the_role_and_client_checks_naming_the_permission() {
+    let mut account = Account::well_configured("denyiam");
+    let denying = DenyingIam::start();
+    account
+        .env
+        .extra_env
+        .push(("AWS_ENDPOINT_URL_IAM".into(), denying.endpoint()));
+    let report = account.doctor_json(&["--role", &account.exec_role_arn()], 0);
+    assert_statuses(
+        &report,
+        &[
+            ("role-trust", "skip"),
+            ("role-policy", "skip"),
+            ("client-policy", "skip"),
+        ],
+    );
+    for id in ["role-trust", "role-policy", "client-policy"] {
+        assert_eq!(
+            check(&report, id)["detail"],
+            "not allowed to call iam:GetRole (AccessDenied); grant it to run this check",
+            "{id}"
+        );
+    }
+}
+
+#[test]
+fn denied_user_policy_reads_name_the_user_permission() {
+    let account = Account::empty("denyuser", "advanced");
+    account.env.fake.set_identity(Identity {
+        account: ACCOUNT.into(),
+        arn: format!("arn:aws:iam::{ACCOUNT}:user/denyuser-alice"),
+        user_id: "AIDAEXAMPLEALICE".into(),
+    });
+    let denying = DenyingIam::start();
+    let mut command = account.env.sm_ssh(["doctor", "--json"]);
+    command.env("AWS_ENDPOINT_URL_IAM", denying.endpoint());
+    let output = command.stdin(std::process::Stdio::null()).output().unwrap();
+    let (stdout, _) = assert_exit(&output, 0);
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        check(&report, "client-policy")["detail"],
+        "not allowed to call iam:ListUserPolicies (AccessDenied); grant it to run this check"
+    );
+    // Without a target the role checks say how to give one.
+    assert!(text_of(&check(&report, "role-trust")["detail"]).starts_with("give --role ARN"));
+}
+
+#[test]
+fn json_output_has_the_documented_shape() {
+    let account = Account::well_configured("jsonshape");
+    let world = account.env.fake.world();
+    world.lock().unwrap().activation_tier = "standard".into();
+    let report = account.doctor_json(
+        &[
+            "--role",
+            &account.exec_role_arn(),
+            "--also-region",
+            "us-west-2",
+        ],
+        1,
+    );
+    let keys: Vec<&str> = report
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys.iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>(),
+        ["account", "checks", "exit_code", "region", "schema"].into()
+    );
+    assert_eq!(report["schema"], 1);
+    let ids: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "identity",
+            "region",
+            "ssm-tier",
+            "ssm-tier",
+            "role-trust",
+            "role-policy",
+            "client-policy",
+            "network",
+            "managed-instances",
+            "ssh-client",
+            "ssh-config",
+            "ssh-keys"
+        ]
+    );
+    for check in report["checks"].as_array().unwrap() {
+        let status = text_of(&check["status"]);
+        assert!(
+            ["pass", "warn", "fail", "skip"].contains(&status),
+            "{check}"
+        );
+        assert!(check["detail"].is_string(), "{check}");
+        // `fix` is always present: a string for fail and warn, else null.
+        let fix = check.get("fix").expect("fix is always present");
+        assert_eq!(
+            fix.is_string(),
+            matches!(status, "fail" | "warn"),
+            "{check}"
+        );
+        let per_region = matches!(text_of(&check["id"]), "ssm-tier" | "managed-instances");
+        assert_eq!(check.get("region").is_some(), per_region, "{check}");
+    }
+    // Both regions' tiers, each naming its region; the fake serves one tier
+    // for every region it is asked about.
+    let tiers: Vec<&Value> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["id"] == "ssm-tier")
+        .collect();
+    assert_eq!(tiers[0]["region"], REGION);
+    assert_eq!(tiers[1]["region"], "us-west-2");
+    assert!(text_of(&tiers[1]["fix"]).contains("--region us-west-2"));
+}
+
+#[test]
+fn fix_yes_turns_on_the_advanced_tier() {
+    let account = Account::well_configured("fixtier");
+    let world = account.env.fake.world();
+    world.lock().unwrap().activation_tier = "standard".into();
+    let role = account.exec_role_arn();
+
+    // Without --yes and without a terminal nothing changes.
+    let report = account.doctor_json(&["--role", &role, "--fix"], 1);
+    assert_statuses(&report, &[("ssm-tier", "fail")]);
+    assert!(
+        text_of(&check(&report, "ssm-tier")["detail"]).ends_with("not changed (no confirmation)")
+    );
+    assert_eq!(world.lock().unwrap().activation_tier, "standard");
+
+    let output = account.doctor(&["--role", &role, "--fix", "--yes"]);
+    let (stdout, stderr) = assert_exit(&output, 0);
+    assert!(
+        stdout.contains("PASS  ssm-tier (eu-west-1): advanced-instances tier turned on by --fix"),
+        "{stdout}"
+    );
+    // The cost is shown before anything changes.
+    assert!(stderr.contains("USD 0.00695 per instance-hour"), "{stderr}");
+    assert_eq!(world.lock().unwrap().activation_tier, "advanced");
+    let calls: Vec<String> = account
+        .env
+        .fake
+        .events()
+        .into_iter()
+        .map(|e| e.action)
+        .filter(|a| a == "ssm:UpdateServiceSetting")
+        .collect();
+    assert_eq!(calls.len(), 1);
+}
+
+#[test]
+fn no_credentials_exit_2() {
+    let account = Account::empty("nocredentials", "advanced");
+    let mut command = account.env.sm_ssh(["doctor"]);
+    command
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY");
+    let output = command.stdin(std::process::Stdio::null()).output().unwrap();
+    let (stdout, _) = assert_exit(&output, 2);
+    let first = stdout.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("FAIL  identity: no usable AWS credentials"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("aws sso login"), "{stdout}");
+    assert!(
+        stdout.ends_with("no usable AWS credentials, the AWS checks could not run.\n"),
+        "{stdout}"
+    );
+    // No AWS check ran: only identity, region and the local checks.
+    let ids: Vec<&str> = stdout
+        .lines()
+        .filter(|l| {
+            ["PASS", "WARN", "FAIL", "SKIP"]
+                .iter()
+                .any(|s| l.starts_with(s))
+        })
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(|id| id.trim_end_matches(':'))
+        .collect();
+    assert_eq!(
+        ids,
+        ["identity", "region", "ssh-client", "ssh-config", "ssh-keys"]
+    );
+}
+
+#[test]
+fn refused_credentials_exit_2_without_showing_the_secret() {
+    let account = Account::empty("refusedcredentials", "advanced");
+    account.env.fake.deny_action("sts:GetCallerIdentity", true);
+    let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY";
+    let mut command = account.env.sm_ssh(["doctor", "--json"]);
+    command.env("AWS_SECRET_ACCESS_KEY", secret);
+    let output = command.stdin(std::process::Stdio::null()).output().unwrap();
+    let (stdout, stderr) = assert_exit(&output, 2);
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["account"], Value::Null);
+    let identity = check(&report, "identity");
+    assert_eq!(identity["status"], "fail");
+    assert!(
+        text_of(&identity["detail"]).starts_with("STS GetCallerIdentity refused the credentials"),
+        "{identity}"
+    );
+    assert!(!stdout.contains(secret) && !stderr.contains(secret));
+
+    // An STS nobody answers is the same: exit 2, not a crash.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut command = account.env.sm_ssh(["doctor"]);
+    command.env(
+        "AWS_ENDPOINT_URL_STS",
+        format!("http://127.0.0.1:{closed_port}"),
+    );
+    let output = command.stdin(std::process::Stdio::null()).output().unwrap();
+    let (stdout, _) = assert_exit(&output, 2);
+    assert!(
+        stdout.starts_with("FAIL  identity: STS GetCallerIdentity"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_training_job_names_the_role_and_network_isolation_fails() {
+    let account = Account::well_configured("trainingjob");
+    let create = |name: &str, isolated: bool| {
+        account
+            .block_on(
+                account
+                    .sagemaker
+                    .create_training_job()
+                    .training_job_name(name)
+                    .role_arn(account.exec_role_arn())
+                    .algorithm_specification(
+                        aws_sdk_sagemaker::types::AlgorithmSpecification::builder()
+                            .training_image("123456789012.dkr.ecr.eu-west-1.amazonaws.com/train:1")
+                            .training_input_mode(aws_sdk_sagemaker::types::TrainingInputMode::File)
+                            .build(),
+                    )
+                    .output_data_config(
+                        aws_sdk_sagemaker::types::OutputDataConfig::builder()
+                            .s3_output_path("s3://bucket/output")
+                            .build(),
+                    )
+                    .resource_config(
+                        aws_sdk_sagemaker::types::ResourceConfig::builder()
+                            .instance_type(
+                                aws_sdk_sagemaker::types::TrainingInstanceType::MlM5Large,
+                            )
+                            .instance_count(1)
+                            .volume_size_in_gb(10)
+                            .build(),
+                    )
+                    .stopping_condition(
+                        aws_sdk_sagemaker::types::StoppingCondition::builder()
+                            .max_runtime_in_seconds(3600)
+                            .build(),
+                    )
+                    .enable_network_isolation(isolated)
+                    .send(),
+            )
+            .expect("CreateTrainingJob on moto");
+    };
+    create("trainingjob-open", false);
+    create("trainingjob-isolated", true);
+
+    let report = account.doctor_json(&["--job", "trainingjob-open"], 0);
+    assert_statuses(&report, &[("network", "pass")]);
+    let trust = text_of(&check(&report, "role-trust")["detail"]);
+    assert!(
+        trust.contains(&format!(
+            "{} (from training job trainingjob-open)",
+            account.exec_role_arn()
+        )),
+        "{trust}"
+    );
+
+    let report = account.doctor_json(&["--job", "trainingjob-isolated"], 1);
+    assert_statuses(&report, &[("network", "fail")]);
+    let network = check(&report, "network");
+    assert!(
+        text_of(&network["detail"]).contains("network isolation"),
+        "{network}"
+    );
+    assert!(text_of(&network["fix"]).contains("EnableNetworkIsolation=false"));
+}
+
+#[test]
+fn a_notebook_without_direct_internet_warns_naming_the_vpc_endpoints() {
+    let account = Account::well_configured("notebook");
+    account
+        .block_on(
+            account
+                .sagemaker
+                .create_notebook_instance()
+                .notebook_instance_name("notebook-private")
+                .instance_type(aws_sdk_sagemaker::types::InstanceType::MlT3Medium)
+                .role_arn(account.exec_role_arn())
+                .subnet_id("subnet-0abc")
+                .security_group_ids("sg-0def")
+                .direct_internet_access(aws_sdk_sagemaker::types::DirectInternetAccess::Disabled)
+                .send(),
+        )
+        .expect("CreateNotebookInstance on moto");
+    let report = account.doctor_json(&["--notebook", "notebook-private"], 0);
+    assert_statuses(&report, &[("network", "warn")]);
+    let network = check(&report, "network");
+    assert!(
+        text_of(&network["detail"]).contains("subnet-0abc with direct internet access disabled"),
+        "{network}"
+    );
+    let fix = text_of(&network["fix"]);
+    for service in ["ssm", "ssmmessages", "ec2messages", "logs", "sts"] {
+        assert!(
+            fix.contains(&format!(
+                "--service-name com.amazonaws.eu-west-1.{service} --subnet-ids subnet-0abc --security-group-ids sg-0def"
+            )),
+            "{service} endpoint missing from {fix}"
+        );
+    }
+    assert!(text_of(&check(&report, "role-policy")["detail"])
+        .contains("(from notebook instance notebook-private)"));
+}
