@@ -55,7 +55,8 @@ async fn http_server() -> SocketAddr {
 /// GET /<n> through `port`; returns the body.
 async fn get(port: u16, n: usize) -> String {
     let mut socket = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let request = format!("GET /client-{n} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let request =
+        format!("GET /client-{n} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     socket.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
     socket.read_to_end(&mut response).await.unwrap();
@@ -71,7 +72,10 @@ fn hammer(env: &Env, port: u16) {
         let tasks: Vec<_> = (0..CLIENTS).map(|n| tokio::spawn(get(port, n))).collect();
         for (n, task) in tasks.into_iter().enumerate() {
             let body = task.await.unwrap();
-            assert!(body.starts_with(&format!("/client-{n}\n")), "client {n} got another answer");
+            assert!(
+                body.starts_with(&format!("/client-{n}\n")),
+                "client {n} got another answer"
+            );
             assert_eq!(body.len(), format!("/client-{n}\n").len() + 50_000);
         }
     });
@@ -101,7 +105,10 @@ fn start_forward(env: &Env, args: &[&str], forwards: usize) -> Forward {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap() == 0 {
             let status = child.wait().unwrap();
-            panic!("sm-ssh forward exited ({status}) before listening:\n{}", stderr.join(""));
+            panic!(
+                "sm-ssh forward exited ({status}) before listening:\n{}",
+                stderr.join("")
+            );
         }
         if let Some(rest) = line.strip_prefix("forwarding ") {
             let local = rest.split_whitespace().next().unwrap();
@@ -150,7 +157,9 @@ fn env_with_http(configure: impl FnOnce(&mut Seed)) -> (Env, SocketAddr) {
     let http = env.runtime().block_on(http_server());
     let mut instance: Instance = training_instance(INSTANCE, "web-job", 1_700_000_000);
     instance.ports.insert(8080, http);
-    instance.remote_hosts.insert(format!("web.internal:{}", 80), http);
+    instance
+        .remote_hosts
+        .insert(format!("web.internal:{}", 80), http);
     env.add_instance(instance);
     (env, http)
 }
@@ -176,7 +185,13 @@ fn port_forwarding_document_shares_one_session() {
     let (env, _) = env_with_http(|_| {});
     let forward = start_forward(
         &env,
-        &[INSTANCE, "-L", "0:localhost:8080", "--document", "AWS-StartPortForwardingSession"],
+        &[
+            INSTANCE,
+            "-L",
+            "0:localhost:8080",
+            "--document",
+            "AWS-StartPortForwardingSession",
+        ],
         1,
     );
     assert!(forward.stderr().contains("AWS-StartPortForwardingSession"));
@@ -186,7 +201,12 @@ fn port_forwarding_document_shares_one_session() {
     assert!(status.success(), "{status}\n{stderr}");
     let (started, terminated) = session_calls(&env, "AWS-StartPortForwardingSession");
     assert_eq!(started, 1, "connections share the session");
-    assert_eq!(terminated, 1, "Ctrl-C terminates the session\n{stderr}\n{:#?}", env.fake.events());
+    assert_eq!(
+        terminated,
+        1,
+        "Ctrl-C terminates the session\n{stderr}\n{:#?}",
+        env.fake.events()
+    );
 }
 
 #[test]
@@ -205,7 +225,15 @@ fn sessions_flag_spreads_connections() {
     let (env, _) = env_with_http(|_| {});
     let forward = start_forward(
         &env,
-        &[INSTANCE, "-L", "0:localhost:8080", "-L", "0:localhost:8080", "--sessions", "4"],
+        &[
+            INSTANCE,
+            "-L",
+            "0:localhost:8080",
+            "-L",
+            "0:localhost:8080",
+            "--sessions",
+            "4",
+        ],
         2,
     );
     hammer(&env, forward.ports[0]);
@@ -213,7 +241,10 @@ fn sessions_flag_spreads_connections() {
     let (status, stderr) = forward.interrupt();
     assert!(status.success(), "{status}\n{stderr}");
     let (started, terminated) = session_calls(&env, "AWS-StartPortForwardingSession");
-    assert_eq!(started, 4, "one session per slot, shared by both forwards\n{stderr}");
+    assert_eq!(
+        started, 4,
+        "one session per slot, shared by both forwards\n{stderr}"
+    );
     assert_eq!(terminated, 4);
 }
 
@@ -222,7 +253,13 @@ fn ssh_document_opens_a_session_per_connection() {
     let (env, _) = env_with_http(|_| {});
     let forward = start_forward(
         &env,
-        &[INSTANCE, "-L", "0:localhost:8080", "--document", "AWS-StartSSHSession"],
+        &[
+            INSTANCE,
+            "-L",
+            "0:localhost:8080",
+            "--document",
+            "AWS-StartSSHSession",
+        ],
         1,
     );
     hammer(&env, forward.ports[0]);
