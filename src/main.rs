@@ -9,9 +9,11 @@ mod keypush;
 mod keys;
 mod known_hosts;
 mod logging;
+mod playground;
 mod policy;
 mod resolve;
 mod session;
+mod ssh_client;
 mod sshconfig;
 mod target;
 

@@ -1,0 +1,81 @@
+//! `sm-ssh playground --serve`: keep the demo running and tell the user how
+//! to point sm-ssh and ssh at it from another terminal.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::{Demo, DEMO_HOST};
+
+/// The last line printed once everything is ready (tests wait for it).
+pub const READY: &str = "# Ctrl-C stops the playground.";
+
+pub async fn serve() -> anyhow::Result<ExitCode> {
+    let demo = Demo::start().await?;
+    let config_path = demo.scratch.path().join("ssh_config");
+    let known_hosts = demo.scratch.path().join("known_hosts");
+    std::fs::write(&known_hosts, demo.known_hosts_line() + "\n")
+        .context("cannot write the playground's known_hosts")?;
+    let exe = std::env::current_exe().context("cannot tell where the sm-ssh binary is")?;
+    let identity = crate::keys::identity_path()?;
+    let config = ssh_config(
+        &exe.display().to_string(),
+        &known_hosts.display().to_string(),
+        &identity.display().to_string(),
+    );
+    std::fs::write(&config_path, &config).context("cannot write the playground's ssh config")?;
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# sm-ssh playground: a fake AWS with one SageMaker training job, {DEMO_HOST}"
+    );
+    let _ = writeln!(
+        out,
+        "# ({}, its sshd on {}). In another terminal, paste:",
+        demo.instance_id,
+        demo.sshd.addr()
+    );
+    for (key, value) in demo.fake.env() {
+        let _ = writeln!(out, "export {key}={value}");
+    }
+    let _ = writeln!(out, "# then try:");
+    let _ = writeln!(out, "#   sm-ssh list");
+    let _ = writeln!(out, "#   sm-ssh connect {DEMO_HOST}");
+    let _ = writeln!(out, "#   ssh -F {} {DEMO_HOST}", config_path.display());
+    let _ = writeln!(out, "#   sm-ssh forward {DEMO_HOST} -L 2222:22");
+    let _ = writeln!(
+        out,
+        "# `ssh` needs sm-ssh's key pushed first: `sm-ssh connect` pushes it."
+    );
+    let _ = writeln!(out, "# The ssh config ({}):", config_path.display());
+    for line in config.lines() {
+        let _ = writeln!(out, "#   {line}");
+    }
+    let _ = writeln!(out, "{READY}");
+    print!("{out}");
+
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    eprintln!("sm-ssh playground: stopping");
+    drop(demo);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A `Host *.sagemaker` block for the demo, using this binary as ProxyCommand.
+fn ssh_config(exe: &str, known_hosts: &str, identity: &str) -> String {
+    format!(
+        "Host *.sagemaker\n\
+         \x20 User root\n\
+         \x20 ProxyCommand '{exe}' proxy %h\n\
+         \x20 IdentityFile {identity}\n\
+         \x20 IdentitiesOnly yes\n\
+         \x20 UserKnownHostsFile {known_hosts}\n\
+         \x20 StrictHostKeyChecking yes\n"
+    )
+}

@@ -1,0 +1,486 @@
+//! sm-ssh's own SSH client, for machines without OpenSSH: it runs one command
+//! or an interactive shell over a ProxyCommand-style child process (normally
+//! `sm-ssh proxy <target>`), whose stdin and stdout carry the SSH stream.
+//!
+//! It does only what sm-ssh needs: public-key authentication with one key,
+//! a pinned (or known_hosts) host key, one session channel.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, bail, Context};
+use russh::client::{self, Handle};
+use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::{ChannelMsg, Disconnect};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+/// Which host key the server must present.
+#[derive(Clone, Debug)]
+pub enum HostKey {
+    /// Exactly this key (the playground knows its server's key).
+    Pinned(PublicKey),
+    /// The key recorded for `host` in `file`; an unknown host is recorded on
+    /// first use, as OpenSSH's `StrictHostKeyChecking=accept-new` does.
+    KnownHosts { file: PathBuf, host: String },
+}
+
+/// Who to log in as and what to trust.
+pub struct Login {
+    pub user: String,
+    pub key: Arc<PrivateKey>,
+    pub host_key: HostKey,
+}
+
+/// An authenticated SSH connection over a proxy process.
+pub struct Connection {
+    handle: Handle<Verifier>,
+    /// The proxy process carrying the stream, when there is one.
+    proxy: Option<Child>,
+}
+
+impl Connection {
+    /// Starts `proxy` (its stdin and stdout become the SSH stream; its stderr
+    /// is left as the caller set it) and logs in.
+    pub async fn over_proxy(mut proxy: Command, login: &Login) -> anyhow::Result<Connection> {
+        let mut child = proxy
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start the proxy command")?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        match login_over(tokio::io::join(stdout, stdin), login).await {
+            Ok(handle) => Ok(Connection {
+                handle,
+                proxy: Some(child),
+            }),
+            Err(error) => {
+                // The usual cause is the proxy giving up; say so with its status.
+                let exited = tokio::time::timeout(std::time::Duration::from_secs(2), child.wait())
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                match exited {
+                    Some(status) if !status.success() => {
+                        Err(error.context(format!("the proxy command failed ({status})")))
+                    }
+                    _ => Err(error),
+                }
+            }
+        }
+    }
+
+    /// Logs in over an already open stream (a TCP socket, a tunnel).
+    pub async fn over_stream<S>(stream: S, login: &Login) -> anyhow::Result<Connection>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let handle = login_over(stream, login).await?;
+        Ok(Connection {
+            handle,
+            proxy: None,
+        })
+    }
+
+    /// Runs `command`, feeding it `stdin` and copying its output; returns its
+    /// exit status.
+    pub async fn exec(
+        &self,
+        command: &str,
+        stdin: impl AsyncRead + Send + Unpin + 'static,
+        stdout: impl AsyncWrite + Unpin,
+        stderr: impl AsyncWrite + Unpin,
+    ) -> anyhow::Result<u32> {
+        let channel = self.handle.channel_open_session().await?;
+        channel.exec(true, command).await?;
+        drive(channel, reader_input(stdin), stdout, stderr, None).await
+    }
+
+    /// An interactive shell on this terminal: raw mode, window size changes
+    /// followed, restored on the way out. Returns the shell's exit status.
+    pub async fn interactive_shell(&self) -> anyhow::Result<u32> {
+        let (cols, rows) = terminal_size();
+        let term = std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into());
+        let channel = self.handle.channel_open_session().await?;
+        channel
+            .request_pty(true, &term, cols, rows, 0, 0, &[])
+            .await?;
+        channel.request_shell(true).await?;
+        let _raw = RawMode::enable()?;
+        let resizes = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
+            .context("cannot watch the terminal size")?;
+        drive(
+            channel,
+            terminal_input(),
+            tokio::io::stdout(),
+            tokio::io::stderr(),
+            Some(resizes),
+        )
+        .await
+    }
+
+    /// Says goodbye and waits for the proxy to exit.
+    pub async fn close(mut self) -> anyhow::Result<()> {
+        let _ = self
+            .handle
+            .disconnect(Disconnect::ByApplication, "", "en")
+            .await;
+        drop(self.handle);
+        if let Some(mut proxy) = self.proxy.take() {
+            let status = proxy.wait().await?;
+            if !status.success() {
+                tracing::debug!("proxy command exited with {status}");
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn login_over<S>(stream: S, login: &Login) -> anyhow::Result<Handle<Verifier>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = Arc::new(client::Config {
+        inactivity_timeout: None,
+        ..Default::default()
+    });
+    let rejected = Arc::new(Mutex::new(None));
+    let verifier = Verifier {
+        host_key: login.host_key.clone(),
+        rejected: rejected.clone(),
+    };
+    let mut handle = match client::connect_stream(config, stream, verifier).await {
+        Ok(handle) => handle,
+        Err(error) => {
+            if let Some(reason) = rejected.lock().expect("lock").take() {
+                bail!("{reason}");
+            }
+            return Err(anyhow!(error).context("the SSH handshake failed"));
+        }
+    };
+    let hash = handle.best_supported_rsa_hash().await?.flatten();
+    let key = PrivateKeyWithHashAlg::new(login.key.clone(), hash.or(Some(HashAlg::Sha256)));
+    let auth = handle
+        .authenticate_publickey(login.user.clone(), key)
+        .await
+        .context("SSH authentication failed")?;
+    if !auth.success() {
+        bail!(
+            "the server refused the key {} for user {} (was the key pushed to the instance?)",
+            login.key.public_key().fingerprint(HashAlg::Sha256),
+            login.user
+        );
+    }
+    Ok(handle)
+}
+
+/// Checks the server's host key against the login's policy.
+struct Verifier {
+    host_key: HostKey,
+    /// Why the key was refused, for a clearer error than russh's.
+    rejected: Arc<Mutex<Option<String>>>,
+}
+
+impl client::Handler for Verifier {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        server_key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let PublicKeyOrCertificate::PublicKey { key, .. } = server_key else {
+            *self.rejected.lock().expect("lock") = Some(
+                "the server presented a host certificate; sm-ssh expects a plain host key".into(),
+            );
+            return Ok(false);
+        };
+        let verdict = match &self.host_key {
+            HostKey::Pinned(pinned) if pinned.key_data() == key.key_data() => Ok(()),
+            HostKey::Pinned(pinned) => Err(format!(
+                "host key mismatch: the server presented {}, expected {}",
+                key.fingerprint(HashAlg::Sha256),
+                pinned.fingerprint(HashAlg::Sha256)
+            )),
+            HostKey::KnownHosts { file, host } => {
+                match russh::keys::check_known_hosts_path(host, 22, key, file) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => {
+                        russh::keys::known_hosts::learn_known_hosts_path(host, 22, key, file)
+                            .map_err(|e| {
+                                format!("cannot record the host key in {}: {e}", file.display())
+                            })
+                    }
+                    Err(russh::keys::Error::KeyChanged { line }) => Err(format!(
+                        "the host key of {host} changed (it differs from line {line} of {}); \
+                         if the instance was recreated, remove that line",
+                        file.display()
+                    )),
+                    Err(e) => Err(format!("cannot read {}: {e}", file.display())),
+                }
+            }
+        };
+        match verdict {
+            Ok(()) => Ok(true),
+            Err(reason) => {
+                *self.rejected.lock().expect("lock") = Some(reason);
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// Bytes for the remote side, `None` once the input has ended.
+type Input = mpsc::Receiver<Vec<u8>>;
+
+fn reader_input(mut reader: impl AsyncRead + Send + Unpin + 'static) -> Input {
+    let (tx, rx) = mpsc::channel(8);
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        while let Ok(n @ 1..) = reader.read(&mut buf).await {
+            if tx.send(buf[..n].to_vec()).await.is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The terminal's input, read on a thread of its own: a read blocked on the
+/// keyboard must not keep the runtime from shutting down when the shell ends.
+fn terminal_input() -> Input {
+    let (tx, rx) = mpsc::channel(8);
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0u8; 4096];
+        while let Ok(n @ 1..) = stdin.read(&mut buf) {
+            if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Relays one session channel until it closes; returns the exit status.
+async fn drive(
+    channel: russh::Channel<client::Msg>,
+    mut input: Input,
+    mut stdout: impl AsyncWrite + Unpin,
+    mut stderr: impl AsyncWrite + Unpin,
+    mut resizes: Option<tokio::signal::unix::Signal>,
+) -> anyhow::Result<u32> {
+    let (mut reader, writer) = channel.split();
+    let mut input_open = true;
+    let mut status = None;
+    loop {
+        tokio::select! {
+            message = reader.wait() => match message {
+                Some(ChannelMsg::Data { data }) => {
+                    stdout.write_all(&data).await?;
+                    stdout.flush().await?;
+                }
+                Some(ChannelMsg::ExtendedData { data, .. }) => {
+                    stderr.write_all(&data).await?;
+                    stderr.flush().await?;
+                }
+                Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status),
+                Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
+                    stderr
+                        .write_all(format!("remote command killed by signal {signal_name:?}\n").as_bytes())
+                        .await?;
+                    status = Some(255);
+                }
+                Some(ChannelMsg::Close) | None => break,
+                Some(_) => {}
+            },
+            chunk = input.recv(), if input_open => match chunk {
+                Some(bytes) => writer.data_bytes(bytes).await?,
+                None => {
+                    input_open = false;
+                    writer.eof().await?;
+                }
+            },
+            Some(()) = async { resizes.as_mut()?.recv().await }, if resizes.is_some() => {
+                let (cols, rows) = terminal_size();
+                writer.window_change(cols, rows, 0, 0).await?;
+            }
+        }
+    }
+    status.ok_or_else(|| {
+        anyhow!("the connection closed before the remote command reported its exit status")
+    })
+}
+
+fn terminal_size() -> (u32, u32) {
+    match rustix::termios::tcgetwinsize(std::io::stdout()) {
+        Ok(size) if size.ws_col > 0 && size.ws_row > 0 => (size.ws_col.into(), size.ws_row.into()),
+        _ => (80, 24),
+    }
+}
+
+/// The terminal in raw mode for as long as this lives.
+struct RawMode {
+    saved: rustix::termios::Termios,
+}
+
+impl RawMode {
+    fn enable() -> anyhow::Result<RawMode> {
+        let stdin = std::io::stdin();
+        let saved = rustix::termios::tcgetattr(&stdin).context("stdin is not a terminal")?;
+        let mut raw = saved.clone();
+        raw.make_raw();
+        rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &raw)
+            .context("cannot put the terminal in raw mode")?;
+        Ok(RawMode { saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = rustix::termios::tcsetattr(
+            std::io::stdin(),
+            rustix::termios::OptionalActions::Now,
+            &self.saved,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use russh::keys::Algorithm;
+    use sm_ssh_integration::sshd::{EmbeddedSshServer, SshdConfig};
+
+    fn new_key() -> Arc<PrivateKey> {
+        Arc::new(
+            PrivateKey::random(&mut russh::keys::key::safe_rng(), Algorithm::Ed25519).expect("key"),
+        )
+    }
+
+    /// A server whose `authorized_keys` holds `key`.
+    async fn server_for(dir: &std::path::Path, key: &PrivateKey) -> EmbeddedSshServer {
+        let keys = dir.join("authorized_keys");
+        std::fs::write(&keys, key.public_key().to_openssh().expect("encode")).expect("write");
+        EmbeddedSshServer::start(SshdConfig::new(vec![keys], dir))
+            .await
+            .expect("start sshd")
+    }
+
+    fn login(key: &Arc<PrivateKey>, server: &EmbeddedSshServer) -> Login {
+        Login {
+            user: "sagemaker-user".into(),
+            key: key.clone(),
+            host_key: HostKey::Pinned(server.host_public_key().clone()),
+        }
+    }
+
+    async fn exec(
+        connection: &Connection,
+        command: &str,
+        stdin: &'static [u8],
+    ) -> (u32, String, String) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let status = connection
+            .exec(command, stdin, &mut out, &mut err)
+            .await
+            .expect("exec");
+        (
+            status,
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn runs_a_command_over_a_proxy_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = new_key();
+        let server = server_for(dir.path(), &key).await;
+        // A ProxyCommand in its simplest form: bash bridging stdio to the port.
+        let mut proxy = Command::new("bash");
+        proxy.arg("-c").arg(format!(
+            "exec 3<>/dev/tcp/127.0.0.1/{}; cat <&3 & cat >&3",
+            server.port()
+        ));
+        let connection = Connection::over_proxy(proxy, &login(&key, &server))
+            .await
+            .expect("login");
+
+        let (status, out, err) =
+            exec(&connection, "cat; echo done >&2; exit 4", b"from stdin").await;
+        assert_eq!(
+            (status, out.as_str(), err.as_str()),
+            (4, "from stdin", "done\n")
+        );
+        assert_eq!(server.authenticated_users(), ["sagemaker-user"]);
+        connection.close().await.expect("close");
+    }
+
+    #[tokio::test]
+    async fn a_different_host_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = new_key();
+        let server = server_for(dir.path(), &key).await;
+        let mut wrong = login(&key, &server);
+        wrong.host_key = HostKey::Pinned(new_key().public_key().clone());
+        let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+
+        let error = Connection::over_stream(tcp, &wrong)
+            .await
+            .err()
+            .expect("refused");
+        assert!(error.to_string().contains("host key mismatch"), "{error:#}");
+        assert!(server.authenticated_users().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_key_the_server_does_not_know_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = server_for(dir.path(), &new_key()).await;
+        let stranger = new_key();
+        let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+
+        let error = Connection::over_stream(tcp, &login(&stranger, &server))
+            .await
+            .err()
+            .expect("refused");
+        assert!(error.to_string().contains("refused the key"), "{error:#}");
+    }
+
+    #[tokio::test]
+    async fn known_hosts_records_a_new_host_then_holds_it_to_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = new_key();
+        let server = server_for(dir.path(), &key).await;
+        let file = dir.path().join("known_hosts");
+        let mut tofu = login(&key, &server);
+        tofu.host_key = HostKey::KnownHosts {
+            file: file.clone(),
+            host: "demo.training.sagemaker".into(),
+        };
+
+        let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+        let connection = Connection::over_stream(tcp, &tofu)
+            .await
+            .expect("first use");
+        assert_eq!(exec(&connection, "echo ok", b"").await.1, "ok\n");
+        assert!(std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("demo.training.sagemaker ssh-ed25519 "));
+
+        // Another server under the same name: its key differs from the recorded one.
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = server_for(other_dir.path(), &key).await;
+        let tcp = tokio::net::TcpStream::connect(other.addr()).await.unwrap();
+        let error = Connection::over_stream(tcp, &tofu)
+            .await
+            .err()
+            .expect("changed key");
+        assert!(error.to_string().contains("changed"), "{error:#}");
+    }
+}
