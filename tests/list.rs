@@ -139,3 +139,26 @@ fn many_instances_are_paged_and_tagged_once_each() {
     assert_eq!(count("ssm:DescribeInstanceInformation"), 3);
     assert_eq!(count("ssm:ListTagsForResource"), 120);
 }
+
+#[test]
+fn sm_ssh_log_sends_diagnostics_to_a_file_and_never_to_stdout() {
+    let env = seeded();
+    let log = env.home().join("sm-ssh.log");
+    let output = env
+        .sm_ssh(["-v", "list", "--json"])
+        .env("SM_SSH_LOG", &log)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = assert_exit(&output, 0);
+    serde_json::from_str::<serde_json::Value>(&stdout).expect("stdout is only the JSON");
+    assert!(stderr.is_empty(), "{stderr}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("listed SSH-enabled instances"), "{logged}");
+    assert!(!logged.contains("testing"), "credentials leaked: {logged}");
+
+    // Without the variable, -v goes to stderr, and stdout stays clean.
+    let output = env.run(["-v", "list", "a-job.training.sagemaker", "--json"]);
+    let (stdout, stderr) = assert_exit(&output, 0);
+    serde_json::from_str::<serde_json::Value>(&stdout).expect("stdout is only the JSON");
+    assert!(stderr.contains("resolution candidates"), "{stderr}");
+}

@@ -131,6 +131,7 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     };
     let instances = ssm::describe(&client, vec![filter]).await?;
     let instances = ssm::fetch_tags(&client, instances).await?;
+    tracing::debug!(count = instances.len(), owner = ?owner_id, "listed SSH-enabled instances");
     let mut rows: Vec<Row> = instances
         .into_iter()
         .map(Row::new)

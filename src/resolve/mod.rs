@@ -314,6 +314,11 @@ impl Lookup<'_> {
             });
         }
         candidate::order(&mut candidates);
+        tracing::debug!(
+            target = %self.target,
+            candidates = ?candidates.iter().map(|c| (&c.instance_id, &c.ping_status)).collect::<Vec<_>>(),
+            "resolution candidates, best first"
+        );
         match self.node {
             None => Ok(candidates.swap_remove(0)),
             Some(node) => {
