@@ -113,12 +113,27 @@ fn create(path: &Path) -> anyhow::Result<()> {
     let pem = key
         .to_openssh(LineEnding::LF)
         .context("encoding the new key")?;
-    let temp = path.with_extension(format!("tmp{}", std::process::id()));
+    let temp = path.with_extension(format!(
+        "tmp{}-{:x}",
+        std::process::id(),
+        rand::rng().next_u64()
+    ));
     {
         let mut file =
             private_file(&temp).with_context(|| format!("creating {}", temp.display()))?;
         file.write_all(pem.as_bytes())?;
         file.sync_all()?;
+    }
+    // A link fails if the key exists: when several sm-ssh processes start
+    // at once (an IDE opening connections), one key wins and all use it.
+    let linked = fs::hard_link(&temp, path);
+    let _ = fs::remove_file(&temp);
+    match linked {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(error) => {
+            return Err(error).with_context(|| format!("storing the new key as {}", path.display()))
+        }
     }
     let public = key
         .public_key()
@@ -127,7 +142,6 @@ fn create(path: &Path) -> anyhow::Result<()> {
         + "\n";
     fs::write(path.with_extension("pub"), public)
         .with_context(|| format!("writing {}.pub", path.display()))?;
-    fs::rename(&temp, path).with_context(|| format!("moving the new key to {}", path.display()))?;
     tracing::info!(path = %path.display(), "created sm-ssh's ed25519 key");
     Ok(())
 }
@@ -181,6 +195,21 @@ mod tests {
         }
         let other = Identity::ensure_at(&dir.path().join("other")).unwrap();
         assert_ne!(other.fingerprint(), first.fingerprint());
+    }
+
+    #[test]
+    fn concurrent_first_uses_agree_on_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("id_ed25519");
+        let fingerprints: Vec<String> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| Identity::ensure_at(&path).unwrap().fingerprint()))
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        assert!(fingerprints.iter().all(|f| *f == fingerprints[0]));
+        let leftovers = fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(leftovers, 2, "only the key and its .pub remain");
     }
 
     #[test]
