@@ -110,6 +110,24 @@ impl AwsError {
         }
     }
 
+    /// Whether trying again later may help: throttling, server trouble, an
+    /// unreachable endpoint.
+    pub fn is_transient(&self) -> bool {
+        const CODES: [&str; 6] = [
+            "Throttling",
+            "ThrottlingException",
+            "TooManyRequestsException",
+            "RequestLimitExceeded",
+            "InternalServerError",
+            "ServiceUnavailable",
+        ];
+        self.problem == AwsProblem::Unreachable
+            || (self.problem == AwsProblem::Other
+                && CODES
+                    .iter()
+                    .any(|code| self.detail.starts_with(&format!("{code}:"))))
+    }
+
     pub fn exit_code(&self) -> u8 {
         match self.problem {
             AwsProblem::AccessDenied { .. } => exit::ACCESS_DENIED,
@@ -385,6 +403,19 @@ mod tests {
             .message(Some("dev"))
             .contains("aws sso login --profile dev"));
         assert_eq!(credentials.exit_code(), exit::CREDENTIALS);
+    }
+
+    #[test]
+    fn throttling_and_unreachable_are_transient() {
+        let error = |problem, detail: &str| AwsError {
+            action: "ssm:DescribeInstanceInformation",
+            problem,
+            detail: detail.into(),
+        };
+        assert!(error(AwsProblem::Other, "ThrottlingException: Rate exceeded").is_transient());
+        assert!(error(AwsProblem::Unreachable, "connect refused").is_transient());
+        assert!(!error(AwsProblem::Other, "ValidationException: bad").is_transient());
+        assert!(!error(AwsProblem::Credentials, "ThrottlingException: x").is_transient());
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub(super) async fn until_online(
         let last = match lookup.once().await {
             Ok(resolved) => break Ok(resolved),
             Err(error @ (ResolveError::NotFound { .. } | ResolveError::Offline { .. })) => error,
+            // Waiting long makes a throttled or dropped call likely; retry it.
+            Err(ResolveError::Aws(error)) if error.is_transient() => ResolveError::Aws(error),
             Err(error) => break Err(error),
         };
         if started.elapsed() >= limit {
@@ -38,6 +40,7 @@ pub(super) async fn until_online(
                 ping_status,
                 ..
             } => format!("{instance_id} is {ping_status}"),
+            ResolveError::Aws(error) => format!("retrying after {}", error.detail),
             _ => "not registered yet".to_string(),
         };
         tracing::info!(target = %lookup.target, %state, "waiting");
