@@ -22,7 +22,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    // Installed as `session-manager-plugin`, the binary speaks the AWS CLI's plugin convention.
+    let cli = cli::Cli::parse_from(cmd::plugin::argv());
     logging::init(cli.global.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,7 +1,6 @@
 //! `sm-ssh connect`: run the system `ssh` through `sm-ssh proxy`, with the
 //! right user, our key and host keys pinned per instance id.
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -10,6 +9,7 @@ use super::proxy::push_key;
 use crate::cli::Global;
 use crate::keypush::PushKey;
 use crate::resolve::{self, ResolveArgs};
+use crate::sshconfig::{self, Paths};
 use crate::target::Target;
 use crate::{aws, keys};
 
@@ -44,18 +44,16 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let user = args.user.as_deref().unwrap_or(resolved.default_user);
     // Pushed here rather than in the ProxyCommand so its errors keep their exit codes.
     push_key(&ssm, &target, &resolved, user, args.push_key).await?;
-    let identity = keys::Identity::ensure()?;
-    let known_hosts = keys::known_hosts_path()?;
-    let exe = current_exe()?;
+    // ssh reads the key as it starts: it must exist before.
+    keys::Identity::ensure()?;
+    let paths = Paths::current()?;
     let plan = SshPlan {
-        exe: &exe,
+        paths: &paths,
         global,
         label: &args.target,
         instance_id: &resolved.instance_id,
         user,
         port: args.port,
-        identity: identity.path(),
-        known_hosts: &known_hosts,
         ssh_args: &args.ssh_args,
     };
     let ssh = std::env::var_os(SSH_ENV).unwrap_or_else(|| "ssh".into());
@@ -82,16 +80,14 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
 
 /// Everything that goes into the ssh command line.
 pub struct SshPlan<'a> {
-    /// This binary, for ProxyCommand.
-    pub exe: &'a Path,
+    /// This binary (for ProxyCommand), our key and known-hosts file.
+    pub paths: &'a Paths,
     pub global: &'a Global,
     /// What the user typed: the host name ssh shows.
     pub label: &'a str,
     pub instance_id: &'a str,
     pub user: &'a str,
     pub port: u16,
-    pub identity: &'a Path,
-    pub known_hosts: &'a Path,
     pub ssh_args: &'a [String],
 }
 
@@ -101,7 +97,7 @@ impl SshPlan<'_> {
     pub fn argv(&self) -> Vec<String> {
         let (options, command) = split_ssh_args(self.ssh_args);
         let mut argv = options;
-        let mut proxy = vec![self.exe.display().to_string()];
+        let mut proxy = vec![self.paths.exe.display().to_string()];
         if let Some(profile) = &self.global.profile {
             proxy.extend(["--profile".into(), profile.clone()]);
         }
@@ -133,19 +129,13 @@ impl SshPlan<'_> {
             })
             .collect::<Vec<_>>()
             .join(" ");
-        let mut option = |text: String| argv.extend(["-o".to_owned(), text]);
-        option(format!("ProxyCommand={proxy_command}"));
-        option(format!("User={}", self.user));
-        option(format!("Port={}", self.port));
-        option(format!("IdentityFile={}", self.identity.display()));
-        option("IdentitiesOnly=yes".into());
-        option("PasswordAuthentication=no".into());
-        option("ServerAliveInterval=15".into());
-        option("ServerAliveCountMax=8".into());
-        option("ConnectTimeout=120".into());
-        option(format!("HostKeyAlias={}", self.instance_id));
-        option(format!("UserKnownHostsFile={}", self.known_hosts.display()));
-        option("StrictHostKeyChecking=accept-new".into());
+        argv.extend(["-o".to_owned(), format!("ProxyCommand={proxy_command}")]);
+        argv.extend(["-o".to_owned(), format!("Port={}", self.port)]);
+        argv.extend(sshconfig::ssh_options(
+            self.paths,
+            self.user,
+            Some(self.instance_id),
+        ));
         argv.push("--".into());
         argv.push(self.label.into());
         argv.extend(command);
@@ -199,14 +189,10 @@ pub fn shell_quote(word: &str) -> String {
     }
 }
 
-/// This binary's absolute path, for ProxyCommand.
-pub fn current_exe() -> anyhow::Result<PathBuf> {
-    std::env::current_exe().context("finding the path of the sm-ssh binary for ProxyCommand")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn strings(words: &[&str]) -> Vec<String> {
         words.iter().map(|w| w.to_string()).collect()
@@ -233,15 +219,18 @@ mod tests {
             verbose: 0,
         };
         let args = strings(&["-L", "8080:localhost:80", "echo", "hi"]);
+        let paths = Paths {
+            exe: PathBuf::from("/opt/sm ssh/100%/sm-ssh"),
+            identity: PathBuf::from("/home/u/.local/share/sm-ssh/id_ed25519"),
+            known_hosts: PathBuf::from("/home/u/.local/share/sm-ssh/known_hosts"),
+        };
         let plan = SshPlan {
-            exe: Path::new("/opt/sm ssh/100%/sm-ssh"),
+            paths: &paths,
             global: &global,
             label: "job.training.sagemaker",
             instance_id: "mi-0123456789abcdef0",
             user: "root",
             port: 22,
-            identity: Path::new("/home/u/.ssh/sm-ssh"),
-            known_hosts: Path::new("/home/u/.local/share/sm-ssh/known_hosts"),
             ssh_args: &args,
         };
         let argv = plan.argv();

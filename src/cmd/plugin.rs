@@ -4,10 +4,18 @@
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
-use serde::Deserialize;
+use std::sync::Arc;
 
+use anyhow::{bail, Context};
+use aws_config::{BehaviorVersion, Region};
+use serde::Deserialize;
+use sm_ssh_proxy::{bridge, MuxSession, Options, SessionControl, StreamTarget, CLIENT_VERSION};
+use tokio::net::TcpListener;
+
+use super::proxy;
 use crate::cli::Global;
+use crate::error::{exit, Failure};
+use crate::session::Sessions;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -17,8 +25,165 @@ pub struct Args {
     pub args: Vec<String>,
 }
 
-pub async fn run(_args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`sm-ssh plugin` is not implemented yet")
+pub async fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
+    let invocation = parse(&args.args, |name| std::env::var(name).ok())
+        .map_err(|e| Failure::new(exit::USAGE, format!("{e:#}")))?;
+    let start = match invocation {
+        Invocation::Version => {
+            println!("{CLIENT_VERSION}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Invocation::Installed => {
+            println!(
+                "sm-ssh is installed as session-manager-plugin. Use the AWS CLI to start a session \
+                 (aws ssm start-session --target <id> --document-name AWS-StartSSHSession)."
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Invocation::Start(start) => start,
+    };
+    let sessions = Arc::new(Sessions::new(ssm_client(&start).await));
+    let target = StreamTarget {
+        session_id: start.response.session_id.clone(),
+        stream_url: start.response.stream_url.clone(),
+        token: start.response.token_value.clone(),
+    };
+    let document = start
+        .request
+        .document_name
+        .as_deref()
+        .unwrap_or("SSM-SessionManagerRunShell");
+    match document {
+        proxy::SSH_DOCUMENT => {
+            eprintln!("Starting session with SessionId: {}", target.session_id);
+            let end = bridge(
+                target,
+                sessions,
+                Options::default(),
+                tokio::io::stdin(),
+                tokio::io::stdout(),
+            )
+            .await?;
+            if !end.output.trim().is_empty() {
+                eprintln!("{}", end.output.trim());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        "AWS-StartPortForwardingSession" | "AWS-StartPortForwardingSessionToRemoteHost" => {
+            forward_port(&start, target, sessions).await
+        }
+        other => {
+            // The session exists already: end it rather than leave it open.
+            let _ = sessions.terminate(&target.session_id).await;
+            Err(Failure::new(
+                exit::USAGE,
+                format!(
+                    "sm-ssh's session-manager-plugin supports AWS-StartSSHSession, \
+                     AWS-StartPortForwardingSession and AWS-StartPortForwardingSessionToRemoteHost, \
+                     not {other} (shell sessions need Amazon's session-manager-plugin)"
+                ),
+            )
+            .into())
+        }
+    }
+}
+
+/// The SSM client for ResumeSession and TerminateSession: the CLI's region,
+/// profile and endpoint.
+async fn ssm_client(start: &Start) -> aws_sdk_ssm::Client {
+    let mut loader =
+        aws_config::defaults(BehaviorVersion::latest()).region(Region::new(start.region.clone()));
+    if let Some(profile) = &start.profile {
+        loader = loader.profile_name(profile);
+    }
+    let sdk = loader.load().await;
+    let mut config = aws_sdk_ssm::config::Builder::from(&sdk);
+    if let Some(endpoint) = &start.endpoint {
+        config = config.endpoint_url(endpoint);
+    }
+    aws_sdk_ssm::Client::from_conf(config.build())
+}
+
+/// Port forwarding as the AWS CLI user expects it: listen on
+/// `localPortNumber` (0: any) and carry every connection over the session.
+async fn forward_port(
+    start: &Start,
+    target: StreamTarget,
+    sessions: Arc<Sessions>,
+) -> anyhow::Result<ExitCode> {
+    let port: u16 = match start.request.parameter("localPortNumber") {
+        None | Some("") => 0,
+        Some(text) => text.parse().map_err(|_| {
+            Failure::new(
+                exit::USAGE,
+                format!("localPortNumber `{text}` is not a port number"),
+            )
+        })?,
+    };
+    let session_id = target.session_id.clone();
+    let session = MuxSession::connect(target, sessions.clone(), Options::default()).await?;
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| {
+        Failure::new(
+            exit::USAGE,
+            format!("cannot listen on 127.0.0.1:{port}: {e}"),
+        )
+    })?;
+    let local = listener.local_addr()?;
+    println!("Starting session with SessionId: {session_id}");
+    println!("Port {} opened for sessionId {session_id}.", local.port());
+    println!("Waiting for connections...");
+    let session = Arc::new(session);
+    let serving = async {
+        loop {
+            let (mut socket, peer) = listener.accept().await?;
+            let session = session.clone();
+            tokio::spawn(async move {
+                let result = async {
+                    let mut stream = session.open_stream().await?;
+                    tokio::io::copy_bidirectional(&mut socket, &mut stream).await?;
+                    anyhow::Ok(())
+                }
+                .await;
+                if let Err(error) = result {
+                    eprintln!("sm-ssh: connection from {peer}: {error:#}");
+                }
+            });
+        }
+        #[allow(unreachable_code)]
+        anyhow::Ok(())
+    };
+    let outcome = tokio::select! {
+        result = serving => result,
+        signal = tokio::signal::ctrl_c() => signal.map_err(Into::into),
+    };
+    if let Some(session) = Arc::into_inner(session) {
+        session.close().await?;
+    } else {
+        sessions.terminate(&session_id).await?;
+    }
+    outcome?;
+    println!("\nExiting session with sessionId: {session_id}.");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The name the AWS CLI runs.
+const PLUGIN_NAME: &str = "session-manager-plugin";
+
+/// The command line to parse: when this binary runs as
+/// `session-manager-plugin`, its arguments become `sm-ssh plugin -- …`.
+pub fn argv() -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let invoked_as = args
+        .first()
+        .map(std::path::Path::new)
+        .and_then(|path| path.file_name())
+        .map(|name| name.to_string_lossy().into_owned());
+    if invoked_as.as_deref() == Some(PLUGIN_NAME) {
+        let rest = args.split_off(1);
+        args = ["sm-ssh", "plugin", "--"].map(Into::into).into();
+        args.extend(rest);
+    }
+    args
 }
 
 /// The StartSession response the CLI hands over.
@@ -34,7 +199,6 @@ pub struct Response {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Request {
-    pub target: String,
     #[serde(default)]
     pub document_name: Option<String>,
     #[serde(default)]
@@ -160,7 +324,7 @@ mod tests {
         assert_eq!(inline.response.session_id, "alice-0123");
         assert_eq!(inline.region, "eu-west-1");
         assert_eq!(inline.profile, None);
-        assert_eq!(inline.request.target, "mi-0123");
+        assert_eq!(inline.request.document_name.as_deref(), Some("AWS-StartPortForwardingSession"));
         assert_eq!(inline.request.parameter("portNumber"), Some("80"));
         assert_eq!(
             inline.endpoint.as_deref(),
@@ -190,7 +354,7 @@ mod tests {
             )
             .unwrap(),
         );
-        assert_eq!(legacy.request.target, "");
+        assert_eq!(legacy.request.document_name, None);
     }
 
     #[test]
