@@ -910,3 +910,151 @@ fn a_notebook_without_direct_internet_warns_naming_the_vpc_endpoints() {
     assert!(text_of(&check(&report, "role-policy")["detail"])
         .contains("(from notebook instance notebook-private)"));
 }
+
+#[test]
+fn a_missing_job_or_role_fails_with_how_to_find_or_create_it() {
+    let account = Account::well_configured("missing");
+    let report = account.doctor_json(&["--job", "missing-no-such-job"], 1);
+    assert_statuses(
+        &report,
+        &[
+            ("role-trust", "fail"),
+            ("role-policy", "skip"),
+            ("network", "skip"),
+        ],
+    );
+    let trust = check(&report, "role-trust");
+    assert!(
+        text_of(&trust["detail"])
+            .starts_with("training job missing-no-such-job does not exist in eu-west-1"),
+        "{trust}"
+    );
+    assert_eq!(
+        trust["fix"],
+        "check the name and region (--region): aws sagemaker list-training-jobs --region eu-west-1 --name-contains missing-no-such-job"
+    );
+
+    let report = account.doctor_json(&["--notebook", "missing-no-such-notebook"], 1);
+    assert!(text_of(&check(&report, "role-trust")["fix"])
+        .ends_with("aws sagemaker list-notebook-instances --region eu-west-1 --name-contains missing-no-such-notebook"));
+
+    let role = format!("arn:aws:iam::{ACCOUNT}:role/service-role/missing-NoSuchRole");
+    let report = account.doctor_json(&["--role", &role], 1);
+    assert_statuses(&report, &[("role-trust", "fail"), ("role-policy", "fail")]);
+    assert_eq!(
+        check(&report, "role-trust")["detail"],
+        format!("{role} (from --role) does not exist")
+    );
+    assert_eq!(
+        check(&report, "role-trust")["fix"],
+        "aws iam create-role --role-name missing-NoSuchRole --path /service-role/ \
+         --assume-role-policy-document \"$(sm-ssh policy trust)\""
+    );
+    assert_eq!(
+        check(&report, "role-policy")["fix"],
+        format!(
+            "aws iam put-role-policy --role-name missing-NoSuchRole --policy-name SSHSageMakerServerPolicy \
+             --policy-document \"$(sm-ssh policy server --role {role})\""
+        )
+    );
+}
+
+#[test]
+fn sm_ssh_config_install_satisfies_the_local_checks() {
+    let account = Account::well_configured("configinstall");
+    let output = account.env.run(["config", "install"]);
+    assert_exit(&output, 0);
+    let report = account.doctor_json(&["--role", &account.exec_role_arn()], 0);
+    assert_statuses(&report, &[("ssh-config", "pass")]);
+    // sm-ssh's own key, in its data directory, is among the keys checked.
+    assert_eq!(
+        check(&report, "ssh-keys")["detail"],
+        "1 private key files, none readable by others"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_private_key_readable_by_others_fails_with_the_chmod() {
+    use std::os::unix::fs::PermissionsExt;
+    let account = Account::well_configured("keymode");
+    let ssh = account.env.home().join(".ssh");
+    std::fs::create_dir_all(&ssh).unwrap();
+    let key = ssh.join("id_rsa");
+    std::fs::write(
+        &key,
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let report = account.doctor_json(&["--role", &account.exec_role_arn()], 1);
+    assert_statuses(&report, &[("ssh-keys", "fail")]);
+    assert_eq!(
+        check(&report, "ssh-keys")["fix"],
+        format!("chmod 600 {}", key.display())
+    );
+}
+
+#[test]
+fn team_policies_pass_with_team_tags_and_fail_without_them() {
+    let account = Account::empty("team", "advanced");
+    let role = account.exec_role_arn();
+    account.create_role(
+        &account.exec_role_name(),
+        "/service-role/",
+        &account.policy(&["trust"]),
+    );
+    account.put_role_policy(
+        &account.exec_role_name(),
+        "SSHSageMakerServerPolicy",
+        &account.policy(&["server", "--role", &role, "--team-tag", "team"]),
+    );
+    account.create_role(&account.caller_role_name(), "/", &caller_trust());
+    account.put_role_policy(
+        &account.caller_role_name(),
+        "SSHSageMakerClientPolicy",
+        &account.policy(&["client", "--account", ACCOUNT, "--team-tag", "team"]),
+    );
+    let tag = |role: String| {
+        account
+            .block_on(
+                account
+                    .iam
+                    .tag_role()
+                    .role_name(role)
+                    .tags(
+                        aws_sdk_iam::types::Tag::builder()
+                            .key("team")
+                            .value("red")
+                            .build()
+                            .unwrap(),
+                    )
+                    .send(),
+            )
+            .unwrap();
+    };
+
+    // Untagged, the team conditions grant nothing.
+    let report = account.doctor_json(&["--role", &role, "--team-tag", "team"], 1);
+    assert_statuses(
+        &report,
+        &[("role-policy", "fail"), ("client-policy", "fail")],
+    );
+    assert!(
+        text_of(&check(&report, "role-policy")["fix"]).ends_with(&format!(
+            "\"$(sm-ssh policy server --role {role} --team-tag team)\""
+        ))
+    );
+
+    tag(account.exec_role_name());
+    tag(account.caller_role_name());
+    let report = account.doctor_json(&["--role", &role, "--team-tag", "team"], 0);
+    assert_statuses(&report, &[]);
+
+    // Judged by per-user ownership, the team client policy misses it.
+    let report = account.doctor_json(&["--role", &role], 1);
+    let client = check(&report, "client-policy");
+    assert_eq!(client["status"], "fail", "{client}");
+    assert!(text_of(&client["detail"])
+        .contains("ssm:StartSession on arn:aws:ssm:eu-west-1:123456789012:managed-instance/"));
+}

@@ -5,27 +5,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::report::Check;
-
-/// The marker opening sm-ssh's block in `~/.ssh/config` (what
-/// `sm-ssh config install` writes).
-const CONFIG_MARKER: &str = "# >>> sm-ssh >>>";
+use crate::sshconfig::BEGIN as CONFIG_MARKER;
 
 pub fn checks() -> Vec<Check> {
     let home = dirs::home_dir();
     vec![
         ssh_client(),
         ssh_config(home.as_deref()),
-        keys(home.as_deref(), &data_dir()),
+        // sm-ssh's own key lives in its data directory.
+        keys(home.as_deref(), &crate::keys::data_dir().ok()),
     ]
-}
-
-/// sm-ssh's data directory (its key lives there): `$SM_SSH_HOME`, else the
-/// platform data directory + `sm-ssh`, as the key store defines it.
-fn data_dir() -> Option<PathBuf> {
-    match std::env::var_os("SM_SSH_HOME").filter(|h| !h.is_empty()) {
-        Some(home) => Some(PathBuf::from(home)),
-        None => dirs::data_dir().map(|d| d.join("sm-ssh")),
-    }
 }
 
 fn ssh_client() -> Check {

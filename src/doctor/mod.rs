@@ -43,6 +43,8 @@ pub use role::Source;
 pub enum Failure {
     /// The caller may not call it: the named permission is missing.
     Denied(&'static str),
+    /// What was asked about does not exist (AWS's message).
+    NotFound(String),
     Other(String),
 }
 
@@ -51,8 +53,10 @@ impl Failure {
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
+        let message = error.message().unwrap_or_default();
         match error.code() {
             Some(code) if is_denied(code) => Failure::Denied(permission),
+            Some(code) if is_not_found(code, message) => Failure::NotFound(message.to_owned()),
             _ => Failure::Other(format!("{permission}: {}", DisplayErrorContext(&error))),
         }
     }
@@ -61,7 +65,9 @@ impl Failure {
     fn skip(self, id: &'static str) -> Check {
         match self {
             Failure::Denied(permission) => Check::denied(id, permission),
-            Failure::Other(message) => Check::skip(id, format!("could not run: {message}")),
+            Failure::NotFound(message) | Failure::Other(message) => {
+                Check::skip(id, format!("could not run: {message}"))
+            }
         }
     }
 }
@@ -71,6 +77,24 @@ fn is_denied(code: &str) -> bool {
         || code == "UnauthorizedOperation"
         || code == "UnauthorizedAccess"
         || code == "NotAuthorized"
+}
+
+/// IAM's and SageMaker's ways of saying "no such thing". SageMaker answers a
+/// missing training job or notebook with a ValidationException.
+fn is_not_found(code: &str, message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    matches!(
+        code,
+        "NoSuchEntity" | "ResourceNotFound" | "ResourceNotFoundException"
+    ) || (code == "ValidationException"
+        && [
+            "not found",
+            "could not find",
+            "recordnotfound",
+            "does not exist",
+        ]
+        .iter()
+        .any(|phrase| message.contains(phrase)))
 }
 
 /// Runs every check and returns the report.

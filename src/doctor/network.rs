@@ -18,7 +18,7 @@ pub fn check(target: &Target, region: &str) -> Check {
         Target::Unknown(_) => {
             return Check::skip(
                 "network",
-                "the target could not be described (see role-source)",
+                "the target could not be described (see role-trust)",
             )
         }
         _ => {

@@ -60,7 +60,7 @@ pub async fn resolve(sdk: &SdkConfig, source: Option<&Source>) -> Target {
     };
     let sagemaker = aws_sdk_sagemaker::Client::new(sdk);
     let found = match source {
-        Source::Role(arn) => Ok((format!("role {arn}"), arn.clone(), None)),
+        Source::Role(arn) => Ok(("--role".to_owned(), arn.clone(), None)),
         Source::TrainingJob(name) => training_job(&sagemaker, name).await,
         Source::Notebook(name) => notebook(&sagemaker, name).await,
         Source::UserProfile { domain, profile } => user_profile(&sagemaker, domain, profile).await,
@@ -71,8 +71,41 @@ pub async fn resolve(sdk: &SdkConfig, source: Option<&Source>) -> Target {
             role_arn,
             network,
         },
-        Err(failure) => Target::Unknown(failure.skip("role-source")),
+        Err(Failure::NotFound(message)) => {
+            let region = sdk.region().map(|r| r.to_string()).unwrap_or_default();
+            Target::Unknown(missing_source(source, &region, &message))
+        }
+        Err(failure) => Target::Unknown(failure.skip("role-trust")),
     }
+}
+
+/// A job, notebook or profile named on the command line that SageMaker does
+/// not know: most often a typo or the wrong region.
+fn missing_source(source: &Source, region: &str, message: &str) -> Check {
+    let (what, find) = match source {
+        Source::Role(_) => unreachable!("a role ARN is not looked up in SageMaker"),
+        Source::TrainingJob(name) => (
+            format!("training job {name}"),
+            format!("aws sagemaker list-training-jobs --region {region} --name-contains {name}"),
+        ),
+        Source::Notebook(name) => (
+            format!("notebook instance {name}"),
+            format!(
+                "aws sagemaker list-notebook-instances --region {region} --name-contains {name}"
+            ),
+        ),
+        Source::UserProfile { domain, profile } => (
+            format!("Studio user profile {profile} in domain {domain}"),
+            format!(
+                "aws sagemaker list-user-profiles --region {region} --domain-id-equals {domain}"
+            ),
+        ),
+    };
+    Check::fail(
+        "role-trust",
+        format!("{what} does not exist in {region} ({message}), so its execution role is unknown"),
+        format!("check the name and region (--region): {find}"),
+    )
 }
 
 type Found = Result<(String, String, Option<Network>), Failure>;
@@ -195,9 +228,14 @@ pub async fn checks(
         Target::Unknown(check) => {
             let mut policy = check.clone();
             policy.id = "role-policy";
-            let mut trust = check.clone();
-            trust.id = "role-trust";
-            return vec![trust, policy];
+            if policy.fix.is_some() {
+                // One fix is enough: role-trust has it.
+                policy = Check::skip(
+                    "role-policy",
+                    "the execution role is unknown (see role-trust)",
+                );
+            }
+            return vec![check.clone(), policy];
         }
         Target::Found { what, role_arn, .. } => (what, role_arn),
     };
@@ -205,6 +243,7 @@ pub async fn checks(
     let name = iam::name_from_arn(role_arn);
     let role = match iam::role(&client, name).await {
         Ok(role) => role,
+        Err(Failure::NotFound(_)) => return missing_role(role_arn, what, options),
         Err(failure) => {
             return vec![
                 failure.clone().skip("role-trust"),
@@ -218,6 +257,50 @@ pub async fn checks(
         Err(failure) => failure.skip("role-policy"),
     };
     vec![trust, policy]
+}
+
+/// A role named (or used by a job) that does not exist: it must be created
+/// with the trust policy, then given the server policy.
+fn missing_role(role_arn: &str, what: &str, options: &Options) -> Vec<Check> {
+    let name = iam::name_from_arn(role_arn);
+    let path = role_path(role_arn)
+        .map(|path| format!(" --path {path}"))
+        .unwrap_or_default();
+    let detail = format!("{role_arn} (from {what}) does not exist");
+    vec![
+        Check::fail(
+            "role-trust",
+            detail.clone(),
+            format!(
+                "aws iam create-role --role-name {name}{path} \
+                 --assume-role-policy-document \"$(sm-ssh policy trust)\""
+            ),
+        ),
+        Check::fail("role-policy", detail, server_policy_fix(role_arn, options)),
+    ]
+}
+
+/// The path of a role ARN (`…:role/service-role/X` → `/service-role/`), when
+/// it has one.
+fn role_path(arn: &str) -> Option<String> {
+    let resource = arn.splitn(6, ':').nth(5)?.strip_prefix("role/")?;
+    let (path, _) = resource.rsplit_once('/')?;
+    Some(format!("/{path}/"))
+}
+
+/// The command giving the role the server policy.
+fn server_policy_fix(role_arn: &str, options: &Options) -> String {
+    let team = options
+        .team_tag
+        .as_ref()
+        .map(|key| format!(" --team-tag {key}"))
+        .unwrap_or_default();
+    format!(
+        "aws iam put-role-policy --role-name {} --policy-name {} \
+         --policy-document \"$(sm-ssh policy server --role {role_arn}{team})\"",
+        iam::name_from_arn(role_arn),
+        documents::SERVER_POLICY_NAME
+    )
 }
 
 fn trust_check(role: &iam::Role, role_arn: &str, what: &str) -> Check {
@@ -299,17 +382,7 @@ fn policy_check(
     };
     let requirements = documents::server_requirements(&scope, region, role_arn, &owner);
     let outcome = Evaluation::of(policies, &requirements);
-    let name = iam::name_from_arn(role_arn);
-    let team = options
-        .team_tag
-        .as_ref()
-        .map(|key| format!(" --team-tag {key}"))
-        .unwrap_or_default();
-    let fix = format!(
-        "aws iam put-role-policy --role-name {name} --policy-name {} \
-         --policy-document \"$(sm-ssh policy server --role {role_arn}{team})\"",
-        documents::SERVER_POLICY_NAME
-    );
+    let fix = server_policy_fix(role_arn, options);
     outcome.into_check("role-policy", &format!("{role_arn} (from {what})"), fix)
 }
 
@@ -377,6 +450,19 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn role_paths() {
+        assert_eq!(
+            role_path("arn:aws:iam::1:role/service-role/Exec").as_deref(),
+            Some("/service-role/")
+        );
+        assert_eq!(
+            role_path("arn:aws:iam::1:role/a/b/Exec").as_deref(),
+            Some("/a/b/")
+        );
+        assert_eq!(role_path("arn:aws:iam::1:role/Exec"), None);
+    }
 
     #[test]
     fn trust_statements() {

@@ -65,7 +65,7 @@ pub async fn check(sdk: &SdkConfig, me: &Me, region: &str, options: &Options) ->
     if let Err(failure) = update {
         let reason = match failure {
             Failure::Denied(permission) => format!("not allowed to call {permission}"),
-            Failure::Other(message) => message,
+            Failure::NotFound(message) | Failure::Other(message) => message,
         };
         return Check::fail(
             "ssm-tier",
