@@ -120,6 +120,8 @@ fn endpoints_and_untagged_jobs_resolve_from_the_agents_registration_line() {
                 ("AllTraffic/i-0aaa", "unrelated line".to_string()),
                 ("Canary/i-0bbb", registration("mi-000000000000000e2")),
                 ("AllTraffic/i-0ccc", registration("mi-000000000000000e3")),
+                // Newest, but deregistered since: SSM no longer knows it.
+                ("AllTraffic/i-0ddd", registration("mi-000000000000000dd")),
             ],
         )
         .await;

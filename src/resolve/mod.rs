@@ -403,12 +403,14 @@ impl Lookup<'_> {
         if found.instance_ids.is_empty() {
             return Ok((Vec::new(), searched));
         }
-        let ids: Vec<&str> = found.instance_ids.iter().map(String::as_str).collect();
-        let mut filters = vec![ssm::filter("InstanceIds", &ids)];
-        if let Some(id) = &self.owner_id {
-            filters.push(ssm::filter("tag:SSHOwner", &[id]));
+        let mut candidates = ssm::describe_ids(&self.ssm, &found.instance_ids).await?;
+        if let Some(owner) = &self.owner_id {
+            let tagged = ssm::fetch_tags(&self.ssm, candidates).await?;
+            candidates = tagged
+                .into_iter()
+                .filter(|c| c.tags.get("SSHOwner") == Some(owner))
+                .collect();
         }
-        let mut candidates = ssm::describe(&self.ssm, filters).await?;
         // Newest log line first: give registrations the log's order where SSM
         // has no registration date.
         for candidate in &mut candidates {

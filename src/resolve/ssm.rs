@@ -67,6 +67,21 @@ pub async fn describe(
     }
 }
 
+/// The given instances, each described on its own: AWS refuses a whole
+/// InstanceIds filter when one id is gone (deregistered), and tag filters
+/// cannot be combined with it.
+pub async fn describe_ids(
+    ssm: &aws_sdk_ssm::Client,
+    ids: &[String],
+) -> Result<Vec<Candidate>, AwsError> {
+    let found: Vec<Vec<Candidate>> = stream::iter(ids)
+        .map(|id| describe(ssm, vec![filter("InstanceIds", &[id.as_str()])]))
+        .buffered(TAG_CONCURRENCY)
+        .try_collect()
+        .await?;
+    Ok(found.into_iter().flatten().collect())
+}
+
 fn service_code<E, R>(error: &aws_sdk_ssm::error::SdkError<E, R>) -> Option<&str>
 where
     E: aws_sdk_ssm::error::ProvideErrorMetadata,
