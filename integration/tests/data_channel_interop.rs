@@ -118,7 +118,9 @@ impl SessionControl for Control {
 }
 
 /// Echoes `size` bytes through a bridged session and checks every byte.
+/// The client paces itself as sm-ssh does unless the fake is unconstrained.
 async fn echo_through(fake: &Fake, size: usize) {
+    let unconstrained = fake.world.lock().unwrap().pacing == Pacing::Unconstrained;
     let url = format!(
         "ws://{}/v1/data-channel/{SESSION}?role=publish_subscribe",
         fake.addr
@@ -133,10 +135,10 @@ async fn echo_through(fake: &Fake, size: usize) {
         stream_url: url,
         token: "token-0".into(),
     };
-    let options = Options {
-        pacing: None,
-        ..Options::default()
-    };
+    let mut options = Options::default();
+    if unconstrained {
+        options.pacing = None;
+    }
     let (app, session_side) = tokio::io::duplex(64 * 1024);
     let (bridge_read, bridge_write) = tokio::io::split(session_side);
     let session = tokio::spawn(bridge(target, control, options, bridge_read, bridge_write));
@@ -153,7 +155,10 @@ async fn echo_through(fake: &Fake, size: usize) {
     // EOF on the session's input ends it.
     drop(writer.await.unwrap());
     drop(app_read);
-    session.await.unwrap().expect("session ends cleanly");
+    let end = session.await.unwrap().expect("session ends cleanly");
+    if std::env::var_os("DATA_CHANNEL_VERBOSE").is_some() {
+        eprintln!("client: {:?}", end.stats);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,4 +193,23 @@ async fn proxy_engine_survives_every_relay_fault() {
         stats.duplicated > 0 && stats.reordered > 0 && stats.corrupted > 0,
         "{stats:?}"
     );
+}
+
+/// Prints the echo throughput of the proxy engine through the fake for each
+/// pacing (`-- --ignored --nocapture`). Measured, never asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement"]
+async fn measure_proxy_engine_echo_throughput() {
+    for pacing in [Pacing::Unconstrained, Pacing::Realistic] {
+        let fake = start(pacing, Faults::default()).await;
+        let size = 2 * 1024 * 1024;
+        let begun = std::time::Instant::now();
+        echo_through(&fake, size).await;
+        let secs = begun.elapsed().as_secs_f64();
+        let stats = fake.world.lock().unwrap().data_plane.stats();
+        println!(
+            "{pacing:?}: {:.2} MB/s each direction; fake: {stats:?}",
+            size as f64 / secs / 1e6,
+        );
+    }
 }
