@@ -5,7 +5,6 @@
 //! It does only what sm-ssh needs: public-key authentication with one key,
 //! a pinned (or known_hosts) host key, one session channel.
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
@@ -17,28 +16,20 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-/// Which host key the server must present.
-#[derive(Clone, Debug)]
-pub enum HostKey {
-    /// Exactly this key (the playground knows its server's key).
-    Pinned(PublicKey),
-    /// The key recorded for `host` in `file`; an unknown host is recorded on
-    /// first use, as OpenSSH's `StrictHostKeyChecking=accept-new` does.
-    KnownHosts { file: PathBuf, host: String },
-}
-
 /// Who to log in as and what to trust.
 pub struct Login {
     pub user: String,
     pub key: Arc<PrivateKey>,
-    pub host_key: HostKey,
+    /// The host key the server must present (pinned: the playground and
+    /// sm-ssh's own known hosts know it).
+    pub host_key: PublicKey,
 }
 
 /// An authenticated SSH connection over a proxy process.
 pub struct Connection {
     handle: Handle<Verifier>,
-    /// The proxy process carrying the stream, when there is one.
-    proxy: Option<Child>,
+    /// The proxy process carrying the stream.
+    proxy: Child,
 }
 
 impl Connection {
@@ -56,7 +47,7 @@ impl Connection {
         match login_over(tokio::io::join(stdout, stdin), login).await {
             Ok(handle) => Ok(Connection {
                 handle,
-                proxy: Some(child),
+                proxy: child,
             }),
             Err(error) => {
                 // The usual cause is the proxy giving up; say so with its status.
@@ -72,18 +63,6 @@ impl Connection {
                 }
             }
         }
-    }
-
-    /// Logs in over an already open stream (a TCP socket, a tunnel).
-    pub async fn over_stream<S>(stream: S, login: &Login) -> anyhow::Result<Connection>
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let handle = login_over(stream, login).await?;
-        Ok(Connection {
-            handle,
-            proxy: None,
-        })
     }
 
     /// Runs `command`, feeding it `stdin` and copying its output; returns its
@@ -130,11 +109,9 @@ impl Connection {
             .disconnect(Disconnect::ByApplication, "", "en")
             .await;
         drop(self.handle);
-        if let Some(mut proxy) = self.proxy.take() {
-            let status = proxy.wait().await?;
-            if !status.success() {
-                tracing::debug!("proxy command exited with {status}");
-            }
+        let status = self.proxy.wait().await?;
+        if !status.success() {
+            tracing::debug!("proxy command exited with {status}");
         }
         Ok(())
     }
@@ -180,7 +157,7 @@ where
 
 /// Checks the server's host key against the login's policy.
 struct Verifier {
-    host_key: HostKey,
+    host_key: PublicKey,
     /// Why the key was refused, for a clearer error than russh's.
     rejected: Arc<Mutex<Option<String>>>,
 }
@@ -198,30 +175,14 @@ impl client::Handler for Verifier {
             );
             return Ok(false);
         };
-        let verdict = match &self.host_key {
-            HostKey::Pinned(pinned) if pinned.key_data() == key.key_data() => Ok(()),
-            HostKey::Pinned(pinned) => Err(format!(
+        let verdict = if self.host_key.key_data() == key.key_data() {
+            Ok(())
+        } else {
+            Err(format!(
                 "host key mismatch: the server presented {}, expected {}",
                 key.fingerprint(HashAlg::Sha256),
-                pinned.fingerprint(HashAlg::Sha256)
-            )),
-            HostKey::KnownHosts { file, host } => {
-                match russh::keys::check_known_hosts_path(host, 22, key, file) {
-                    Ok(true) => Ok(()),
-                    Ok(false) => {
-                        russh::keys::known_hosts::learn_known_hosts_path(host, 22, key, file)
-                            .map_err(|e| {
-                                format!("cannot record the host key in {}: {e}", file.display())
-                            })
-                    }
-                    Err(russh::keys::Error::KeyChanged { line }) => Err(format!(
-                        "the host key of {host} changed (it differs from line {line} of {}); \
-                         if the instance was recreated, remove that line",
-                        file.display()
-                    )),
-                    Err(e) => Err(format!("cannot read {}: {e}", file.display())),
-                }
-            }
+                self.host_key.fingerprint(HashAlg::Sha256)
+            ))
         };
         match verdict {
             Ok(()) => Ok(true),
@@ -375,25 +336,18 @@ mod tests {
         Login {
             user: "sagemaker-user".into(),
             key: key.clone(),
-            host_key: HostKey::Pinned(server.host_public_key().clone()),
+            host_key: server.host_public_key().clone(),
         }
     }
 
-    async fn exec(
-        connection: &Connection,
-        command: &str,
-        stdin: &'static [u8],
-    ) -> (u32, String, String) {
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let status = connection
-            .exec(command, stdin, &mut out, &mut err)
-            .await
-            .expect("exec");
-        (
-            status,
-            String::from_utf8(out).unwrap(),
-            String::from_utf8(err).unwrap(),
-        )
+    /// A ProxyCommand in its simplest form: bash bridging stdio to the port.
+    fn proxy_to(server: &EmbeddedSshServer) -> Command {
+        let mut proxy = Command::new("bash");
+        proxy.arg("-c").arg(format!(
+            "exec 3<>/dev/tcp/127.0.0.1/{}; cat <&3 & cat >&3",
+            server.port()
+        ));
+        proxy
     }
 
     #[tokio::test]
@@ -401,22 +355,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = new_key();
         let server = server_for(dir.path(), &key).await;
-        // A ProxyCommand in its simplest form: bash bridging stdio to the port.
-        let mut proxy = Command::new("bash");
-        proxy.arg("-c").arg(format!(
-            "exec 3<>/dev/tcp/127.0.0.1/{}; cat <&3 & cat >&3",
-            server.port()
-        ));
-        let connection = Connection::over_proxy(proxy, &login(&key, &server))
+        let connection = Connection::over_proxy(proxy_to(&server), &login(&key, &server))
             .await
             .expect("login");
 
-        let (status, out, err) =
-            exec(&connection, "cat; echo done >&2; exit 4", b"from stdin").await;
-        assert_eq!(
-            (status, out.as_str(), err.as_str()),
-            (4, "from stdin", "done\n")
-        );
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let status = connection
+            .exec(
+                "cat; echo done >&2; exit 4",
+                &b"from stdin"[..],
+                &mut out,
+                &mut err,
+            )
+            .await
+            .expect("exec");
+        assert_eq!(status, 4);
+        assert_eq!(out, b"from stdin");
+        assert_eq!(err, b"done\n");
         assert_eq!(server.authenticated_users(), ["sagemaker-user"]);
         connection.close().await.expect("close");
     }
@@ -427,10 +382,9 @@ mod tests {
         let key = new_key();
         let server = server_for(dir.path(), &key).await;
         let mut wrong = login(&key, &server);
-        wrong.host_key = HostKey::Pinned(new_key().public_key().clone());
-        let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+        wrong.host_key = new_key().public_key().clone();
 
-        let error = Connection::over_stream(tcp, &wrong)
+        let error = Connection::over_proxy(proxy_to(&server), &wrong)
             .await
             .err()
             .expect("refused");
@@ -443,9 +397,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let server = server_for(dir.path(), &new_key()).await;
         let stranger = new_key();
-        let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
 
-        let error = Connection::over_stream(tcp, &login(&stranger, &server))
+        let error = Connection::over_proxy(proxy_to(&server), &login(&stranger, &server))
             .await
             .err()
             .expect("refused");
@@ -453,34 +406,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn known_hosts_records_a_new_host_then_holds_it_to_its_key() {
-        let dir = tempfile::tempdir().unwrap();
+    async fn a_proxy_that_fails_is_named_in_the_error() {
+        let mut proxy = Command::new("sh");
+        proxy.args(["-c", "exit 3"]);
         let key = new_key();
-        let server = server_for(dir.path(), &key).await;
-        let file = dir.path().join("known_hosts");
-        let mut tofu = login(&key, &server);
-        tofu.host_key = HostKey::KnownHosts {
-            file: file.clone(),
-            host: "demo.training.sagemaker".into(),
+        let login = Login {
+            user: "root".into(),
+            key: key.clone(),
+            host_key: key.public_key().clone(),
         };
-
-        let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
-        let connection = Connection::over_stream(tcp, &tofu)
-            .await
-            .expect("first use");
-        assert_eq!(exec(&connection, "echo ok", b"").await.1, "ok\n");
-        assert!(std::fs::read_to_string(&file)
-            .unwrap()
-            .contains("demo.training.sagemaker ssh-ed25519 "));
-
-        // Another server under the same name: its key differs from the recorded one.
-        let other_dir = tempfile::tempdir().unwrap();
-        let other = server_for(other_dir.path(), &key).await;
-        let tcp = tokio::net::TcpStream::connect(other.addr()).await.unwrap();
-        let error = Connection::over_stream(tcp, &tofu)
+        let error = Connection::over_proxy(proxy, &login)
             .await
             .err()
-            .expect("changed key");
-        assert!(error.to_string().contains("changed"), "{error:#}");
+            .expect("fails");
+        assert!(
+            format!("{error:#}").contains("the proxy command failed"),
+            "{error:#}"
+        );
     }
 }

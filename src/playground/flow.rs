@@ -1,7 +1,6 @@
 //! The scripted run: resolve, push the key, ssh through `sm-ssh proxy`, run
 //! a command; one stderr line per step with the time since the start.
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
@@ -14,7 +13,7 @@ use super::{Demo, DEMO_HOST};
 use crate::keypush::{self, PushKey};
 use crate::keys::Identity;
 use crate::resolve::{self, ResolveOptions};
-use crate::ssh_client::{self, HostKey, Login};
+use crate::ssh_client::{self, Login};
 use crate::target::Target;
 
 /// Which SSH client carries the session.
@@ -121,7 +120,7 @@ pub async fn run_flow(options: FlowOptions) -> anyhow::Result<ExitCode> {
             let login = Login {
                 user: user.to_string(),
                 key: Arc::new(identity.private_key().clone()),
-                host_key: HostKey::Pinned(demo.sshd.host_public_key().clone()),
+                host_key: demo.sshd.host_public_key().clone(),
             };
             let connection = ssh_client::Connection::over_proxy(proxy.command(), &login)
                 .await
@@ -276,7 +275,7 @@ async fn openssh(
 /// The first `name` on PATH that is an executable file.
 fn find_on_path(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH").unwrap_or_else(OsString::new);
+    let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
         .find(|candidate| {

@@ -19,7 +19,9 @@ pub async fn serve() -> anyhow::Result<ExitCode> {
     std::fs::write(&known_hosts, demo.known_hosts_line() + "\n")
         .context("cannot write the playground's known_hosts")?;
     let exe = std::env::current_exe().context("cannot tell where the sm-ssh binary is")?;
-    let identity = crate::keys::identity_path()?;
+    // ssh reads its IdentityFile before the ProxyCommand runs: make the key now.
+    let identity = crate::keys::Identity::ensure()?;
+    let identity = identity.path().to_path_buf();
     let config = ssh_config(
         &exe.display().to_string(),
         &known_hosts.display().to_string(),
@@ -73,9 +75,9 @@ fn ssh_config(exe: &str, known_hosts: &str, identity: &str) -> String {
         "Host *.sagemaker\n\
          \x20 User root\n\
          \x20 ProxyCommand '{exe}' proxy %h\n\
-         \x20 IdentityFile {identity}\n\
+         \x20 IdentityFile \"{identity}\"\n\
          \x20 IdentitiesOnly yes\n\
-         \x20 UserKnownHostsFile {known_hosts}\n\
+         \x20 UserKnownHostsFile \"{known_hosts}\"\n\
          \x20 StrictHostKeyChecking yes\n"
     )
 }
