@@ -1058,3 +1058,40 @@ fn team_policies_pass_with_team_tags_and_fail_without_them() {
     assert!(text_of(&client["detail"])
         .contains("ssm:StartSession on arn:aws:ssm:eu-west-1:123456789012:managed-instance/"));
 }
+
+#[test]
+fn offline_registrations_warn_with_the_deregister_commands() {
+    let account = Account::well_configured("offline");
+    account.env.add_instance(training_instance(
+        "mi-0aaaaaaaaaaaaaaa1",
+        "offline-live",
+        1_700_000_000,
+    ));
+    let mut lost = training_instance("mi-0aaaaaaaaaaaaaaa2", "offline-old", 1_690_000_000);
+    lost.ping_status = sm_ssh_integration::world::PingStatus::ConnectionLost;
+    account.env.add_instance(lost);
+    // Someone else's instance is not ours to clean up.
+    let mut others = sagemaker_instance(
+        "mi-0aaaaaaaaaaaaaaa3",
+        "AROAEXAMPLEOTHER:bob",
+        "bobs-job",
+        "training-job/bobs-job",
+        1_690_000_000,
+    );
+    others.ping_status = sm_ssh_integration::world::PingStatus::ConnectionLost;
+    account.env.add_instance(others);
+
+    let report = account.doctor_json(&["--role", &account.exec_role_arn()], 0);
+    assert_statuses(&report, &[("managed-instances", "warn")]);
+    let instances = check(&report, "managed-instances");
+    assert!(
+        text_of(&instances["detail"]).starts_with(&format!(
+            "2 of your managed instances (SSHOwner={USER_ID}): 1 online, 1 offline"
+        )),
+        "{instances}"
+    );
+    assert_eq!(
+        instances["fix"],
+        "aws ssm deregister-managed-instance --region eu-west-1 --instance-id mi-0aaaaaaaaaaaaaaa2"
+    );
+}
