@@ -76,12 +76,12 @@ pub(crate) enum Direction {
 }
 
 pub(crate) struct Lane {
-    pub faults: DirectionFaults,
-    pub rng: StdRng,
-    pub delay: Duration,
-    pub ceiling: Option<RateLimiter>,
-    pub direction: Direction,
-    pub stats: Arc<Stats>,
+    faults: DirectionFaults,
+    rng: StdRng,
+    delay: Duration,
+    ceiling: Option<RateLimiter>,
+    direction: Direction,
+    stats: Arc<Stats>,
 }
 
 impl Lane {
