@@ -147,4 +147,38 @@ mod tests {
         }
         assert_eq!(check(&Target::None, "r").status, Status::Skip);
     }
+
+    #[test]
+    fn studio_and_vpc_jobs() {
+        let studio = |vpc_only| {
+            found(Network::Studio {
+                subnets: vec!["subnet-1".into(), "subnet-2".into()],
+                security_groups: vec!["sg-1".into()],
+                vpc_only,
+            })
+        };
+        assert_eq!(check(&studio(false), "r").status, Status::Pass);
+        let vpc_only = check(&studio(true), "eu-west-1");
+        assert_eq!(vpc_only.status, Status::Warn);
+        assert!(vpc_only
+            .detail
+            .contains("VPC-only (subnets subnet-1, subnet-2)"));
+        assert!(vpc_only.fix.unwrap().contains(
+            "com.amazonaws.eu-west-1.ssm --subnet-ids subnet-1 subnet-2 --security-group-ids sg-1"
+        ));
+        let job = check(
+            &found(Network::Job {
+                subnets: vec!["subnet-9".into()],
+                security_groups: vec![],
+                isolated: false,
+            }),
+            "eu-west-1",
+        );
+        assert_eq!(job.status, Status::Warn);
+        // No security group known: the fix says what kind to pass.
+        assert!(job
+            .fix
+            .unwrap()
+            .contains("--security-group-ids <security-group-allowing-https-from-the-subnets>"));
+    }
 }
