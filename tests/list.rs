@@ -94,6 +94,7 @@ fn owner_any_and_patterns() {
     assert!(stdout.is_empty(), "{stdout}");
     assert!(stderr.contains("No SSH-enabled instances"), "{stderr}");
     assert!(stderr.contains("nothing-like-this"), "{stderr}");
+    assert!(stderr.contains(REGION), "{stderr}");
 }
 
 #[test]

@@ -201,7 +201,10 @@ fn nothing_found_says_what_was_searched_and_what_to_check() {
     )]));
     let output = env.run(["list", "theirs.training.sagemaker"]);
     let (_, stderr) = assert_exit(&output, 3);
-    assert!(stderr.contains("theirs.training.sagemaker"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("theirs.training.sagemaker in {REGION}")),
+        "{stderr}"
+    );
     assert!(stderr.contains(&caller().user_id), "{stderr}");
     assert!(stderr.contains("SSHResourceName = theirs"), "{stderr}");
     // The fake serves no CloudWatch Logs: the fallback says why it did not help.

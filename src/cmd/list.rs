@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::cli::Global;
 use crate::error::{exit, Failure};
 use crate::resolve::candidate::{tagged_resource, Candidate};
-use crate::resolve::{format_epoch, resolve, ssm, Owner, ResolveArgs};
+use crate::resolve::{format_epoch, region_name, resolve, ssm, Owner, ResolveArgs};
 use crate::target::{Kind, Target, TargetError};
 
 #[derive(Debug, clap::Args)]
@@ -149,8 +149,10 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             .map(|p| format!(" matching `{p}`"))
             .unwrap_or_default();
         eprintln!(
-            "No SSH-enabled instances {whose}{matching}. Instances appear once a job or app \
-             running sagemaker-ssh-helper registers with SSM; `--owner any` lists everyone's."
+            "No SSH-enabled instances {whose}{matching} in {}. Instances appear once a job or app \
+             running sagemaker-ssh-helper registers with SSM; `--owner any` lists everyone's, \
+             --region looks elsewhere.",
+            region_name(&sdk)
         );
     } else {
         print_rows(&rows, args.json)?;

@@ -116,6 +116,7 @@ pub enum ResolveError {
     NotFound {
         target: String,
         owner: String,
+        region: String,
         /// What was searched, for the message.
         searched: Vec<String>,
     },
@@ -158,9 +159,11 @@ impl ResolveError {
             ResolveError::NotFound {
                 target,
                 owner,
+                region,
                 searched,
             } => format!(
-                "no SSM managed instance found for {target} (owner: {owner}).\n  Searched: {}.\n  \
+                "no SSM managed instance found for {target} in {region} (owner: {owner}).\n  \
+                 Searched: {}.\n  \
                  Check that the resource is running and started sagemaker-ssh-helper (it registers \
                  the instance with SSM a minute or two after start), that you are in its region \
                  (--region), and that its SSHOwner tag is yours (--owner any to look at \
@@ -247,6 +250,7 @@ pub async fn resolve(
         target,
         owner_id,
         node: opts.node,
+        region: region_name(sdk),
     };
     match opts.wait {
         None => lookup.once().await,
@@ -261,6 +265,7 @@ struct Lookup<'a> {
     target: &'a Target,
     owner_id: Option<String>,
     node: Option<usize>,
+    region: String,
 }
 
 impl Lookup<'_> {
@@ -310,6 +315,7 @@ impl Lookup<'_> {
             return Err(ResolveError::NotFound {
                 target: self.target.to_string(),
                 owner: self.owner_text(),
+                region: self.region.clone(),
                 searched,
             });
         }
@@ -427,6 +433,13 @@ impl Lookup<'_> {
     }
 }
 
+/// The region calls go to, for messages.
+pub fn region_name(sdk: &SdkConfig) -> String {
+    sdk.region()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| "no region".into())
+}
+
 fn keep_matching(candidates: Vec<Candidate>, target: &SageMakerTarget) -> Vec<Candidate> {
     candidates
         .into_iter()
@@ -474,10 +487,11 @@ mod tests {
         let error = ResolveError::NotFound {
             target: "x.training.sagemaker".into(),
             owner: "SSHOwner = AROA:me".into(),
+            region: "eu-west-1".into(),
             searched: vec!["a".into(), "b".into()],
         };
         let text = error.message(None);
-        assert!(text.contains("x.training.sagemaker"));
+        assert!(text.contains("x.training.sagemaker in eu-west-1"));
         assert!(text.contains("SSHOwner = AROA:me"));
         assert!(text.contains("Searched: a; b"));
         assert!(text.contains("--owner any"));
