@@ -64,3 +64,15 @@ fn bad_names_exit_2_with_the_accepted_forms() {
     // No AWS call is made for a bad name.
     assert!(env.fake.events().is_empty());
 }
+
+#[test]
+fn proxy_and_connect_refuse_bad_names_the_same_way() {
+    let env = Env::start(seed_with(Vec::new()));
+    for command in ["proxy", "connect"] {
+        let output = env.run([command, "job.lambda.sagemaker"]);
+        let (stdout, stderr) = assert_exit(&output, 2);
+        assert!(stdout.is_empty(), "{command}: {stdout}");
+        assert!(stderr.contains("accepted targets:"), "{command}: {stderr}");
+    }
+    assert!(env.fake.events().is_empty());
+}
