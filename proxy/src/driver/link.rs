@@ -32,6 +32,9 @@ pub(crate) struct Link<C> {
     next_ping: Instant,
     pong_deadline: Option<Instant>,
     reconnects: u64,
+    /// Reconnect attempts used in the current outage: a new socket only counts as
+    /// a recovery once something (a frame or a pong) arrives on it.
+    failed_attempts: u32,
 }
 
 enum Wake {
@@ -75,6 +78,7 @@ impl<C: SessionControl> Link<C> {
             next_ping: now,
             pong_deadline: None,
             reconnects: 0,
+            failed_attempts: 0,
             options,
         };
         loop {
@@ -193,15 +197,13 @@ impl<C: SessionControl> Link<C> {
         message: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
     ) -> Result<(), SessionError> {
         let now = Instant::now().into_std();
+        if let Some(Ok(Message::Binary(_) | Message::Text(_) | Message::Pong(_))) = &message {
+            self.heard = true;
+            self.failed_attempts = 0;
+        }
         match message {
-            Some(Ok(Message::Binary(bytes))) => {
-                self.heard = true;
-                self.conn.handle_frame(now, &bytes);
-            }
-            Some(Ok(Message::Text(text))) => {
-                self.heard = true;
-                self.conn.handle_frame(now, text.as_bytes());
-            }
+            Some(Ok(Message::Binary(bytes))) => self.conn.handle_frame(now, &bytes),
+            Some(Ok(Message::Text(text))) => self.conn.handle_frame(now, text.as_bytes()),
             Some(Ok(Message::Pong(_))) => self.pong_deadline = None,
             Some(Ok(Message::Ping(_) | Message::Frame(_))) => {}
             Some(Ok(Message::Close(frame))) => {
@@ -234,7 +236,8 @@ impl<C: SessionControl> Link<C> {
         tracing::debug!(session = %self.session_id, reason = %why, "data channel lost; reconnecting");
         let mut last = why;
         let attempts = self.options.max_reconnects;
-        for attempt in 1..=attempts {
+        for attempt in self.failed_attempts + 1..=attempts {
+            self.failed_attempts = attempt;
             sleep(self.backoff(attempt)).await;
             let target = match self.control.resume(&self.session_id).await {
                 Ok(target) => target,

@@ -22,14 +22,23 @@ pub struct AgentPeer {
 
 impl AgentPeer {
     pub fn new(now: Instant, config: ChannelConfig, properties: Value) -> AgentPeer {
+        AgentPeer::with_extra_action(now, config, properties, None)
+    }
+
+    /// An agent whose HandshakeRequest also asks for `extra` (e.g. KMSEncryption).
+    pub fn with_extra_action(
+        now: Instant,
+        config: ChannelConfig,
+        properties: Value,
+        extra: Option<Value>,
+    ) -> AgentPeer {
         let mut channel = Channel::new(config, message_type::OUTPUT_STREAM_DATA, now);
-        let request = json!({
-            "AgentVersion": "3.3.1802.0",
-            "RequestedClientActions": [{
-                "ActionType": "SessionType",
-                "ActionParameters": {"SessionType": "Port", "Properties": properties}
-            }]
-        });
+        let mut actions = vec![json!({
+            "ActionType": "SessionType",
+            "ActionParameters": {"SessionType": "Port", "Properties": properties}
+        })];
+        actions.extend(extra);
+        let request = json!({"AgentVersion": "3.3.1802.0", "RequestedClientActions": actions});
         channel.send_message(
             payload_type::HANDSHAKE_REQUEST,
             &serde_json::to_vec(&request).unwrap(),
