@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use common::{assert_exit, seed_with, training_instance, Env};
 use sha2::{Digest, Sha256};
 use sm_ssh_integration::openssh::OpenSshServer;
-use sm_ssh_integration::world::Pacing;
+use sm_ssh_integration::world::{Faults, Pacing};
 
 pub const INSTANCE: &str = "mi-0a1b2c3d4e5f60718";
 pub const HOST: &str = "my-job.training.sagemaker";
@@ -215,4 +215,31 @@ fn scp_copies_20_mb_both_ways_intact() {
     let expected = sha256(&local);
     assert_eq!(sha256(&remote), expected);
     assert_eq!(sha256(&back), expected);
+}
+
+#[test]
+fn websocket_cuts_are_invisible_to_ssh() {
+    let world = SshWorld::start(Pacing::Unconstrained);
+    world.ensure_identity();
+    // Push the key on a quiet channel first; then cut every websocket often.
+    assert_exit(&world.ssh("true"), 0);
+    world.env.fake.set_faults(Faults {
+        cut_every_ms: Some(300),
+        ..Faults::default()
+    });
+    let output = world.ssh("head -c 3000000 /dev/zero | tr '\\0' x | sha256sum");
+    let (stdout, _) = assert_exit(&output, 0);
+    let expected: String = Sha256::digest(vec![b'x'; 3_000_000])
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(stdout.starts_with(&expected), "{stdout}");
+    let resumes = world
+        .env
+        .fake
+        .events()
+        .iter()
+        .filter(|e| e.action == "ssm:ResumeSession" && e.error.is_none())
+        .count();
+    assert!(resumes > 0, "the websocket was never cut");
 }
