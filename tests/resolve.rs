@@ -345,3 +345,34 @@ fn a_changed_caller_identity_changes_the_default_owner() {
         "mi-00000000000000005"
     );
 }
+
+#[test]
+fn wait_shows_a_spinner_only_on_a_terminal() {
+    let mut instance = training_instance("mi-00000000000000079", "slow", 1_700_000_000);
+    instance.ping_status = PingStatus::ConnectionLost;
+    let env = Env::start(seed_with(vec![instance]));
+    // util-linux `script` (Debian's essential bsdutils) runs the binary on a
+    // pseudo-terminal and copies what it writes.
+    let mut command = std::process::Command::new("script");
+    command.args(["-qec"]).arg(format!(
+        "{} list slow.training.sagemaker --wait 1",
+        env!("CARGO_BIN_EXE_sm-ssh")
+    ));
+    command.arg("/dev/null");
+    let configured = env.sm_ssh(Vec::<&str>::new());
+    for (key, value) in configured.get_envs() {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
+    let output = command.stdin(std::process::Stdio::null()).output().unwrap();
+    let terminal = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        terminal.contains(
+            "waiting for slow.training.sagemaker (mi-00000000000000079 is ConnectionLost)"
+        ),
+        "{terminal}"
+    );
+    assert!(terminal.contains("gave up waiting after 1s"), "{terminal}");
+}
