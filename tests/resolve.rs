@@ -376,3 +376,27 @@ fn wait_shows_a_spinner_only_on_a_terminal() {
     );
     assert!(terminal.contains("gave up waiting after 1s"), "{terminal}");
 }
+
+#[test]
+fn wait_finds_an_instance_that_registers_while_waiting() {
+    let env = Env::start(seed_with(Vec::new()));
+    let child = env
+        .sm_ssh(["list", "late.training.sagemaker", "--json", "--wait", "120"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Register only once the binary has searched and found nothing.
+    while calls(&env.fake.events(), "ssm:DescribeInstanceInformation") < 2 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    env.add_instance(training_instance(
+        "mi-00000000000000088",
+        "late",
+        1_700_000_000,
+    ));
+    let output = child.wait_with_output().unwrap();
+    let (stdout, _) = assert_exit(&output, 0);
+    assert!(stdout.contains("mi-00000000000000088"), "{stdout}");
+}

@@ -83,18 +83,22 @@ pub struct Found {
 }
 
 /// Runs the query over the target's log group and waits for its results.
+/// `since` (epoch seconds) narrows the window: Logs Insights bills by the
+/// data scanned, and `--wait` only needs lines logged while it waits.
 pub async fn search(
     logs: &aws_sdk_cloudwatchlogs::Client,
     target: &SageMakerTarget,
+    since: Option<u64>,
 ) -> Result<Found, AwsError> {
     let (group, stream) = location(target);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
+    let start = (now - LOOKBACK).as_secs().max(since.unwrap_or(0));
     let started = logs
         .start_query()
         .log_group_name(&group)
-        .start_time((now - LOOKBACK).as_secs() as i64)
+        .start_time(start as i64)
         .end_time(now.as_secs() as i64 + 60)
         .query_string(query(stream.as_deref()))
         .limit(20)

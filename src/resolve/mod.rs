@@ -14,6 +14,7 @@ pub mod ssm;
 mod wait;
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_config::SdkConfig;
@@ -251,6 +252,7 @@ pub async fn resolve(
         owner_id,
         node: opts.node,
         region: region_name(sdk),
+        logs_since: AtomicU64::new(0),
     };
     match opts.wait {
         None => lookup.once().await,
@@ -266,6 +268,9 @@ struct Lookup<'a> {
     owner_id: Option<String>,
     node: Option<usize>,
     region: String,
+    /// Epoch seconds from which later Logs Insights queries search (0: the
+    /// whole look-back); set by `--wait` after its first attempt.
+    logs_since: AtomicU64,
 }
 
 impl Lookup<'_> {
@@ -390,7 +395,11 @@ impl Lookup<'_> {
             }
         }
         let (group, _) = logs::location(target);
-        let found = match logs::search(&self.logs, target).await {
+        let since = match self.logs_since.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(since),
+        };
+        let found = match logs::search(&self.logs, target, since).await {
             Ok(found) => found,
             // Only a fallback for these kinds: say why it did not help.
             Err(error) if target.kind != Kind::Inference => logs::Found {

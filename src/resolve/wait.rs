@@ -2,15 +2,22 @@
 //! stderr when stderr is a terminal (never on stdout, which may be the tunnel).
 
 use std::io::{IsTerminal, Write};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::{sleep, Instant};
 
 use super::{Lookup, ResolveError, Resolved};
 
-/// Between attempts: each one is a few API calls, so this stays well under
-/// SSM's rate limits.
-const INTERVAL: Duration = Duration::from_secs(2);
+/// Between attempts while the instance is registered but not Online: a few
+/// cheap calls each.
+const OFFLINE_INTERVAL: Duration = Duration::from_secs(2);
+/// Between attempts while nothing is registered: each may read every owned
+/// instance's tags and run a Logs Insights query.
+const MISSING_INTERVAL: Duration = Duration::from_secs(5);
+/// How far before the wait began later log searches look, for clock skew
+/// and CloudWatch's ingestion delay.
+const LOG_MARGIN: Duration = Duration::from_secs(600);
 const FRAMES: [char; 4] = ['|', '/', '-', '\\'];
 
 pub(super) async fn until_online(
@@ -18,6 +25,11 @@ pub(super) async fn until_online(
     limit: Duration,
 ) -> Result<Resolved, ResolveError> {
     let started = Instant::now();
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_sub(LOG_MARGIN)
+        .as_secs();
     let spinner = std::io::stderr().is_terminal();
     let mut frame = 0;
     let outcome = loop {
@@ -28,6 +40,12 @@ pub(super) async fn until_online(
             Err(ResolveError::Aws(error)) if error.is_transient() => ResolveError::Aws(error),
             Err(error) => break Err(error),
         };
+        // Once nothing is registered, a registration can only be logged
+        // from now on; an instance found offline keeps the whole window.
+        let narrow = matches!(last, ResolveError::NotFound { .. });
+        lookup
+            .logs_since
+            .store(if narrow { since } else { 0 }, Ordering::Relaxed);
         if started.elapsed() >= limit {
             break Err(ResolveError::WaitTimedOut {
                 seconds: limit.as_secs(),
@@ -44,7 +62,11 @@ pub(super) async fn until_online(
             _ => "not registered yet".to_string(),
         };
         tracing::info!(target = %lookup.target, %state, "waiting");
-        let until = (Instant::now() + INTERVAL).min(started + limit);
+        let interval = match last {
+            ResolveError::Offline { .. } => OFFLINE_INTERVAL,
+            _ => MISSING_INTERVAL,
+        };
+        let until = (Instant::now() + interval).min(started + limit);
         while Instant::now() < until {
             if spinner {
                 eprint!(
