@@ -126,7 +126,12 @@ fn create(path: &Path) -> anyhow::Result<()> {
     }
     // A link fails if the key exists: when several sm-ssh processes start
     // at once (an IDE opening connections), one key wins and all use it.
-    let linked = fs::hard_link(&temp, path);
+    let linked = match fs::hard_link(&temp, path) {
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Err(error),
+        // File systems without hard links: a plain rename, racy but working.
+        Err(_) if !path.exists() => fs::rename(&temp, path),
+        other => other,
+    };
     let _ = fs::remove_file(&temp);
     match linked {
         Ok(()) => {}
