@@ -109,9 +109,11 @@ pub struct ProcessedClientAction {
     pub action_type: String,
     #[serde(rename = "ActionStatus")]
     pub action_status: i64,
-    #[serde(rename = "ActionResult")]
+    // Go's decoder (the agent's) leaves absent fields at their zero value;
+    // some clients omit these two when they are empty.
+    #[serde(rename = "ActionResult", default)]
     pub action_result: Value,
-    #[serde(rename = "Error")]
+    #[serde(rename = "Error", default)]
     pub error: String,
 }
 
@@ -178,6 +180,14 @@ mod tests {
             serde_json::to_string(&response).unwrap(),
             r#"{"ClientVersion":"1.2.677.0","ProcessedClientActions":[{"ActionType":"SessionType","ActionStatus":1,"ActionResult":null,"Error":""}],"Errors":null}"#
         );
+    }
+
+    #[test]
+    fn handshake_response_without_result_or_error_parses() {
+        let text = r#"{"ClientVersion":"1.2.0","ProcessedClientActions":[{"ActionType":"SessionType","ActionStatus":1}],"Errors":[]}"#;
+        let response: HandshakeResponse = serde_json::from_str(text).unwrap();
+        assert_eq!(response.processed_client_actions[0].action_result, Value::Null);
+        assert_eq!(response.processed_client_actions[0].error, "");
     }
 
     #[test]
