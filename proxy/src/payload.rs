@@ -186,7 +186,10 @@ mod tests {
     fn handshake_response_without_result_or_error_parses() {
         let text = r#"{"ClientVersion":"1.2.0","ProcessedClientActions":[{"ActionType":"SessionType","ActionStatus":1}],"Errors":[]}"#;
         let response: HandshakeResponse = serde_json::from_str(text).unwrap();
-        assert_eq!(response.processed_client_actions[0].action_result, Value::Null);
+        assert_eq!(
+            response.processed_client_actions[0].action_result,
+            Value::Null
+        );
         assert_eq!(response.processed_client_actions[0].error, "");
     }
 
