@@ -24,7 +24,8 @@ pub struct Timed {
 }
 
 /// Runs `command` with stdin held open and stops the clock at the first byte
-/// it writes to stdout; then closes stdin and lets it exit.
+/// it writes to stdout, which must begin an SSH banner; then closes stdin and
+/// lets it exit.
 pub async fn time_to_first_byte(mut command: Command) -> anyhow::Result<Timed> {
     command
         .stdin(Stdio::piped())
@@ -40,7 +41,18 @@ pub async fn time_to_first_byte(mut command: Command) -> anyhow::Result<Timed> {
     let wall = start.elapsed();
     let cpu = pid.and_then(procfs::cpu_seconds);
     match read {
-        Ok(Ok(1)) => {}
+        Ok(Ok(1)) => {
+            // Check that it is the banner, not a message on the wrong stream.
+            let mut rest = [0u8; 3];
+            let _ = tokio::time::timeout(STEP_TIMEOUT, stdout.read_exact(&mut rest)).await;
+            if [first[0], rest[0], rest[1], rest[2]] != *b"SSH-" {
+                let _ = child.start_kill();
+                bail!(
+                    "stdout began with {:?}, not an SSH banner",
+                    String::from_utf8_lossy(&[first[0], rest[0], rest[1], rest[2]])
+                );
+            }
+        }
         Ok(Ok(_)) | Ok(Err(_)) => {
             let _ = child.wait().await;
             bail!(
@@ -106,10 +118,17 @@ fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
     })
 }
 
-/// The last lines of a diagnostic, kept short for the report.
+/// The telling lines of a diagnostic, kept short for the report: the first
+/// error or panic line when there is one, else the last lines.
 pub fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(3)..].join(" / ")
+    let telling = lines
+        .iter()
+        .position(|l| l.contains("panicked") || l.contains("Error") || l.contains("error:"));
+    match telling {
+        Some(i) => lines[i..lines.len().min(i + 3)].join(" / "),
+        None => lines[lines.len().saturating_sub(3)..].join(" / "),
+    }
 }
 
 /// A long-running forwarder: a local TCP port that reaches the bench target.
