@@ -303,3 +303,53 @@ fn a_remote_host_needs_a_port_forwarding_document() {
     let (_, stderr) = assert_exit(&output, 2);
     assert!(stderr.contains("web.internal"), "{stderr}");
 }
+
+#[test]
+fn ended_sessions_are_replaced_on_the_next_connection() {
+    let (env, _) = env_with_http(|_| {});
+    let forward = start_forward(
+        &env,
+        &[
+            INSTANCE,
+            "-L",
+            "0:localhost:8080",
+            "--document",
+            "AWS-StartPortForwardingSession",
+        ],
+        1,
+    );
+    hammer(&env, forward.ports[0]);
+    // The service ends the session (as its idle timeout would).
+    {
+        let world = env.fake.world();
+        let world = world.lock().unwrap();
+        for session in world.sessions.values() {
+            session.terminated.send_replace(true);
+        }
+    }
+    // Until the forward notices, a connection may fail; after that, new sessions serve.
+    let mut recovered = false;
+    for _ in 0..50 {
+        let sessions = session_calls(&env, "AWS-StartPortForwardingSession").0;
+        if sessions == 2 {
+            recovered = true;
+            break;
+        }
+        // A probe that gives up rather than hang on a half-dead session.
+        if let Ok(mut probe) = std::net::TcpStream::connect(("127.0.0.1", forward.ports[0])) {
+            let _ = probe.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+            let _ = std::io::Write::write_all(&mut probe, b"GET /probe HTTP/1.1\r\n\r\n");
+            let _ = std::io::Read::read_to_end(&mut probe, &mut Vec::new());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        recovered,
+        "no new session was started:\n{}",
+        forward.stderr()
+    );
+    hammer(&env, forward.ports[0]);
+    let (status, stderr) = forward.interrupt();
+    assert!(status.success(), "{status}\n{stderr}");
+    assert!(stderr.contains("starting new ones"), "{stderr}");
+}

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
-use sm_ssh_proxy::{bridge, MuxPool, Options, SessionControl, StreamTarget};
+use sm_ssh_proxy::{bridge, MuxPool, MuxSession, MuxStream, Options, SessionControl, StreamTarget};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::RwLock;
 
@@ -153,6 +153,38 @@ impl Context {
             .await
     }
 
+    /// `n` sessions with `document`; on a failure, ends those already started.
+    async fn start_many(
+        &self,
+        document: Document,
+        spec: &Spec,
+        n: u16,
+    ) -> Result<Vec<StreamTarget>, crate::error::AwsError> {
+        let mut targets = Vec::new();
+        for _ in 0..n {
+            match self.start(document, spec).await {
+                Ok(target) => targets.push(target),
+                Err(error) => {
+                    for target in &targets {
+                        let _ = self.sessions.terminate(&target.session_id).await;
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok(targets)
+    }
+
+    async fn connect_pool(
+        &self,
+        document: Document,
+        targets: Vec<StreamTarget>,
+    ) -> anyhow::Result<MuxPool> {
+        MuxPool::connect(targets, self.sessions.clone(), Options::default())
+            .await
+            .with_context(|| format!("opening {} to {}", document.name(), self.instance_id))
+    }
+
     async fn terminate_live(&self) {
         let ids: Vec<String> = self.live.lock().expect("live sessions").drain().collect();
         let calls = ids.iter().map(|id| self.sessions.terminate(id));
@@ -169,6 +201,8 @@ enum Backend {
     /// Shared smux sessions (a port-forwarding document); taken out on close.
     Mux {
         document: Document,
+        spec: Spec,
+        sessions: u16,
         pool: RwLock<Option<MuxPool>>,
     },
     /// One AWS-StartSSHSession per connection.
@@ -200,23 +234,9 @@ impl Backend {
                 }
                 return Ok(Backend::PerConnection { spec: spec.clone() });
             }
-            let mut targets = Vec::new();
-            let mut refusal = None;
-            for _ in 0..sessions {
-                match context.start(document, spec).await {
-                    Ok(target) => targets.push(target),
-                    Err(error) => {
-                        refusal = Some(error);
-                        break;
-                    }
-                }
-            }
-            match refusal {
-                None => {}
-                Some(error) if Sessions::is_denied(&error) && forced.is_none() => {
-                    for target in &targets {
-                        let _ = context.sessions.terminate(&target.session_id).await;
-                    }
+            let targets = match context.start_many(document, spec, sessions).await {
+                Ok(targets) => targets,
+                Err(error) if Sessions::is_denied(&error) && forced.is_none() => {
                     tracing::info!(
                         document = document.name(),
                         "document denied; trying the next one"
@@ -224,13 +244,8 @@ impl Backend {
                     denied.push(document.name());
                     continue;
                 }
-                Some(error) => {
-                    for target in &targets {
-                        let _ = context.sessions.terminate(&target.session_id).await;
-                    }
-                    return Err(error.into());
-                }
-            }
+                Err(error) => return Err(error.into()),
+            };
             if !denied.is_empty() {
                 eprintln!(
                     "sm-ssh: {} denied; using {}",
@@ -238,13 +253,11 @@ impl Backend {
                     document.name()
                 );
             }
-            let pool = MuxPool::connect(targets, context.sessions.clone(), Options::default())
-                .await
-                .with_context(|| {
-                    format!("opening {} to {}", document.name(), context.instance_id)
-                })?;
+            let pool = context.connect_pool(document, targets).await?;
             return Ok(Backend::Mux {
                 document,
+                spec: spec.clone(),
+                sessions,
                 pool: RwLock::new(Some(pool)),
             });
         }
@@ -263,7 +276,7 @@ impl Backend {
 
     fn describe(&self) -> String {
         match self {
-            Backend::Mux { document, pool } => {
+            Backend::Mux { document, pool, .. } => {
                 let n = pool
                     .try_read()
                     .ok()
@@ -295,15 +308,48 @@ impl Backend {
         }
     }
 
+    /// A stream on the pool; when every session of the pool has ended (idle
+    /// timeout, closed by the service), starts a new pool first.
+    async fn open_mux_stream(&self, context: &Context) -> anyhow::Result<MuxStream> {
+        let Backend::Mux {
+            document,
+            spec,
+            sessions,
+            pool,
+        } = self
+        else {
+            unreachable!("only called for smux backends");
+        };
+        let alive = |pool: &MuxPool| pool.sessions().iter().any(MuxSession::is_alive);
+        {
+            let guard = pool.read().await;
+            let current = guard.as_ref().context("the forward is closing")?;
+            if alive(current) {
+                return Ok(current.open_stream().await?);
+            }
+        }
+        let mut guard = pool.write().await;
+        let current = guard.as_ref().context("the forward is closing")?;
+        if !alive(current) {
+            eprintln!(
+                "sm-ssh: the sessions to {} ended; starting new ones",
+                spec.destination()
+            );
+            let targets = context.start_many(*document, spec, *sessions).await?;
+            let fresh = context.connect_pool(*document, targets).await?;
+            if let Some(old) = guard.replace(fresh) {
+                old.close().await;
+            }
+        }
+        let current = guard.as_ref().context("the forward is closing")?;
+        Ok(current.open_stream().await?)
+    }
+
     /// Carries one accepted connection to the destination.
     async fn serve(&self, context: &Context, mut socket: TcpStream) -> anyhow::Result<()> {
         match self {
-            Backend::Mux { pool, .. } => {
-                let mut stream = {
-                    let pool = pool.read().await;
-                    let pool = pool.as_ref().context("the forward is closing")?;
-                    pool.open_stream().await?
-                };
+            Backend::Mux { .. } => {
+                let mut stream = self.open_mux_stream(context).await?;
                 tokio::io::copy_bidirectional(&mut socket, &mut stream).await?;
                 Ok(())
             }
