@@ -324,7 +324,10 @@ mod tests {
         assert_eq!(inline.response.session_id, "alice-0123");
         assert_eq!(inline.region, "eu-west-1");
         assert_eq!(inline.profile, None);
-        assert_eq!(inline.request.document_name.as_deref(), Some("AWS-StartPortForwardingSession"));
+        assert_eq!(
+            inline.request.document_name.as_deref(),
+            Some("AWS-StartPortForwardingSession")
+        );
         assert_eq!(inline.request.parameter("portNumber"), Some("80"));
         assert_eq!(
             inline.endpoint.as_deref(),
