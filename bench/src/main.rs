@@ -100,10 +100,10 @@ async fn main() -> anyhow::Result<()> {
         Plan {
             setup_runs: 7,
             transfer_runs: 3,
-            realistic_bytes: 4 << 20,
+            realistic_bytes: 2 << 20,
             unconstrained_bytes: 128 << 20,
             parallel_bytes: 2 << 20,
-            reconnect_bytes: 6 << 20,
+            reconnect_bytes: 4 << 20,
             cut_every_ms: 1000,
         }
     };

@@ -160,13 +160,17 @@ async fn start_forwarder(
 /// What one forwarder did over a series of transfers.
 struct Series {
     mb_s: Vec<(Direction, f64)>,
+    /// Bytes per transfer in each direction.
+    bytes: Vec<(Direction, u64)>,
     cpu_s_per_gb: Vec<f64>,
     core_fraction: Vec<f64>,
     peak_rss_mib: f64,
 }
 
-/// Starts a forwarder under `pacing`/`faults` and runs `runs` transfers of
-/// `len` bytes in each direction through it.
+/// Starts a forwarder under `pacing`/`faults` and runs `runs` transfers in
+/// each direction through it: `len` bytes each, or with unconstrained pacing
+/// about [`UNCONSTRAINED_SECONDS`] worth (at most `len`), sized by an
+/// uncounted probe transfer, so that a slow direction still finishes.
 async fn series(
     fx: &Fixture,
     tools: &Tools,
@@ -179,61 +183,81 @@ async fn series(
     let mut fwd = start_forwarder(fx, tools, tool, 1).await?;
     let mut out = Series {
         mb_s: Vec::new(),
+        bytes: Vec::new(),
         cpu_s_per_gb: Vec::new(),
         core_fraction: Vec::new(),
         peak_rss_mib: f64::NAN,
     };
-    let mut failure = None;
-    'runs: for _ in 0..runs {
-        for d in DIRECTIONS {
-            let cpu_before = fwd.cpu_seconds();
-            match tokio::time::timeout(
-                transfer_budget(len, pacing),
-                tcp::transfer(fwd.addr, d, len),
-            )
-            .await
-            {
-                Ok(Ok(t)) => {
-                    let cpu = fwd.cpu_seconds() - cpu_before;
-                    out.mb_s.push((d, t.mb_per_s()));
-                    out.cpu_s_per_gb.push(cpu / (len as f64 / 1e9));
-                    out.core_fraction.push(cpu / t.elapsed.as_secs_f64());
-                }
-                Ok(Err(e)) => {
-                    failure = Some(e);
-                    break 'runs;
-                }
-                Err(_) => {
-                    failure = Some(anyhow::anyhow!(
-                        "a {} of {len} bytes did not finish in time",
-                        d.name()
-                    ));
-                    break 'runs;
-                }
-            }
-        }
-    }
+    let result = run_series(&mut fwd, pacing, len, runs, &mut out).await;
     out.peak_rss_mib = fwd.peak_rss_mib();
     let alive = fwd.check_alive();
     let stderr = fwd.stop().await;
-    if let Some(e) = failure {
-        let why = if alive.is_err() {
-            format!("{e:#}; the forwarder had exited: {stderr}")
-        } else {
-            format!("{e:#}")
-        };
-        anyhow::bail!(why);
+    match result {
+        Ok(()) => Ok(out),
+        Err(e) if alive.is_err() => {
+            Err(anyhow::anyhow!("{e:#}; the forwarder had exited: {stderr}"))
+        }
+        Err(e) => Err(e),
     }
-    Ok(out)
+}
+
+const UNCONSTRAINED_SECONDS: f64 = 3.0;
+const PROBE_BYTES: u64 = 2 << 20;
+
+async fn run_series(
+    fwd: &mut Forwarder,
+    pacing: Pacing,
+    len: u64,
+    runs: usize,
+    out: &mut Series,
+) -> anyhow::Result<()> {
+    let mut sizes = Vec::new();
+    for d in DIRECTIONS {
+        let size = if pacing == Pacing::Unconstrained {
+            let probe = timed_transfer(fwd, d, PROBE_BYTES, PROBE_BYTES as f64 / 0.25e6).await?;
+            let rate = PROBE_BYTES as f64 / probe.elapsed.as_secs_f64();
+            ((rate * UNCONSTRAINED_SECONDS) as u64).clamp(PROBE_BYTES, len)
+        } else {
+            len
+        };
+        sizes.push((d, size));
+        out.bytes.push((d, size));
+    }
+    for _ in 0..runs {
+        for &(d, size) in &sizes {
+            let cpu_before = fwd.cpu_seconds();
+            let slowest = match pacing {
+                Pacing::Unconstrained => size as f64 / (UNCONSTRAINED_SECONDS * 0.25),
+                _ => 0.25e6,
+            };
+            let t = timed_transfer(fwd, d, size, size as f64 / slowest).await?;
+            let cpu = fwd.cpu_seconds() - cpu_before;
+            out.mb_s.push((d, t.mb_per_s()));
+            out.cpu_s_per_gb.push(cpu / (size as f64 / 1e9));
+            out.core_fraction.push(cpu / t.elapsed.as_secs_f64());
+        }
+    }
+    Ok(())
+}
+
+/// One checked transfer that must finish within `seconds` plus start-up slack.
+async fn timed_transfer(
+    fwd: &Forwarder,
+    d: Direction,
+    len: u64,
+    seconds: f64,
+) -> anyhow::Result<tcp::Transfer> {
+    let budget = Duration::from_secs_f64(seconds + 30.0);
+    tokio::time::timeout(budget, tcp::transfer(fwd.addr, d, len))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("a {} of {len} bytes did not finish in {budget:?}", d.name())
+        })?
 }
 
 /// Generous: four times the realistic ceiling's time, plus start-up.
-fn transfer_budget(len: u64, pacing: Pacing) -> Duration {
-    let secs = match pacing {
-        Pacing::Unconstrained => len as f64 / 5e6,
-        _ => len as f64 / 0.25e6,
-    };
-    Duration::from_secs_f64(secs + 30.0)
+fn transfer_budget(len: u64) -> Duration {
+    Duration::from_secs_f64(len as f64 / 0.25e6 + 30.0)
 }
 
 fn per_direction(s: &Series, d: Direction) -> Vec<f64> {
@@ -283,7 +307,7 @@ pub async fn throughput_and_loss(
                         tool: tool.into(),
                         pacing: name.into(),
                         direction: d,
-                        bytes: len,
+                        bytes: s.bytes.iter().find(|b| b.0 == d).map_or(len, |b| b.1),
                         mb_s,
                     });
                     if name == "realistic" {
@@ -297,11 +321,7 @@ pub async fn throughput_and_loss(
                 }
                 results.cost.push(CostRow {
                     tool: tool.into(),
-                    scenario: format!(
-                        "{name}, {} MiB each way × {}",
-                        len >> 20,
-                        plan.transfer_runs
-                    ),
+                    scenario: format!("{name}, {} transfers each way", plan.transfer_runs),
                     peak_rss_mib: Summary::of(&[s.peak_rss_mib]).expect("one"),
                     cpu_s_per_gb: Summary::of(&s.cpu_s_per_gb).expect("runs > 0"),
                     core_fraction: Summary::of(&s.core_fraction).expect("runs > 0"),
@@ -389,9 +409,7 @@ async fn parallel_once(
             .collect();
         let mut ok = true;
         for job in jobs {
-            match tokio::time::timeout(transfer_budget(plan.parallel_bytes, Pacing::Realistic), job)
-                .await
-            {
+            match tokio::time::timeout(transfer_budget(plan.parallel_bytes), job).await {
                 Ok(Ok(Ok(_))) => {}
                 Ok(Ok(Err(e))) => {
                     failure = Some(e);
@@ -449,7 +467,7 @@ async fn reconnect_once(
         let cuts_before = fx.cuts();
         let mut arrivals = Vec::new();
         let outcome = tokio::time::timeout(
-            transfer_budget(plan.reconnect_bytes, Pacing::Realistic),
+            transfer_budget(plan.reconnect_bytes),
             tcp::transfer_noting(
                 fwd.addr,
                 Direction::Download,

@@ -237,11 +237,10 @@ fn setup(o: &mut String, r: &Results) {
             row.scenario,
             zero.map_or("–".into(), |s| s.show(1)),
             twenty.map_or("–".into(), |s| s.show(1)),
+            calls.map_or("–".into(), |c| format!("{c:.0}")),
             trips,
             base.and_then(|b| b.cpu_ms)
                 .map_or("–".into(), |s| s.show(1)),
-            base.and_then(|b| b.api_calls)
-                .map_or("–".into(), |c| format!("{c:.0}")),
         );
     }
     let _ = writeln!(o);
@@ -412,8 +411,12 @@ fn unmeasured(o: &mut String, r: &Results) {
     let _ = writeln!(o);
 }
 
-fn mib(bytes: u64) -> String {
-    format!("{:.0} MiB", bytes as f64 / 1024.0 / 1024.0)
+pub fn mib(bytes: u64) -> String {
+    if bytes < 1 << 20 {
+        format!("{} KiB", bytes >> 10)
+    } else {
+        format!("{} MiB", bytes >> 20)
+    }
 }
 
 #[cfg(test)]
