@@ -61,7 +61,7 @@ pub fn block(paths: &Paths, proxy_flags: &[String]) -> String {
         "    User sagemaker-user".to_string(),
         "Host *.sagemaker".to_string(),
         "    User root".to_string(),
-        format!("    ProxyCommand {} proxy %h", percent_escape(&proxy)),
+        format!("    ProxyCommand {} proxy --user %r %h", percent_escape(&proxy)),
     ];
     for (key, value) in common_options(paths) {
         lines.push(format!("    {key} {value}"));
@@ -248,7 +248,7 @@ mod tests {
         let all = block.find("Host *.sagemaker\n").unwrap();
         assert!(studio < all);
         assert!(
-            block.contains("    ProxyCommand '/opt/sm ssh/bin/sm-ssh' --profile dev proxy %h\n")
+            block.contains("    ProxyCommand '/opt/sm ssh/bin/sm-ssh' --profile dev proxy --user %r %h\n")
         );
         assert!(block.contains("    IdentityFile /home/u/.local/share/sm-ssh/id_ed25519\n"));
         assert!(block.contains("    StrictHostKeyChecking accept-new\n"));

@@ -82,7 +82,7 @@ fn install_twice_leaves_one_block_and_the_rest_of_the_file() {
     assert_eq!(option(&job, "user"), "root");
     assert_eq!(
         option(&job, "proxycommand"),
-        format!("{} proxy %h", env!("CARGO_BIN_EXE_sm-ssh"))
+        format!("{} proxy --user %r %h", env!("CARGO_BIN_EXE_sm-ssh"))
     );
     assert_eq!(option(&job, "identityfile"), key.to_string_lossy());
     assert_eq!(option(&job, "identitiesonly"), "yes");
@@ -112,7 +112,7 @@ fn install_creates_the_file_and_print_writes_only_the_block() {
     assert_eq!(written, printed);
     let (with_profile, _) = assert_exit(&env.run(["--profile", "dev", "config", "print"]), 0);
     assert!(
-        with_profile.contains("--profile dev proxy %h"),
+        with_profile.contains("--profile dev proxy --user %r %h"),
         "{with_profile}"
     );
 }

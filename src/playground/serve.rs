@@ -74,7 +74,7 @@ fn ssh_config(exe: &str, known_hosts: &str, identity: &str) -> String {
     format!(
         "Host *.sagemaker\n\
          \x20 User root\n\
-         \x20 ProxyCommand '{exe}' proxy %h\n\
+         \x20 ProxyCommand '{exe}' proxy --user %r %h\n\
          \x20 IdentityFile \"{identity}\"\n\
          \x20 IdentitiesOnly yes\n\
          \x20 UserKnownHostsFile \"{known_hosts}\"\n\
