@@ -382,3 +382,24 @@ async fn a_pool_spreads_streams_over_its_sessions() {
     }
     assert!(pool.close().await.into_iter().all(|r| r.is_ok()));
 }
+
+#[tokio::test]
+async fn dropping_a_mux_session_ends_it_once_its_streams_are_done() {
+    let fake = FakeAgent::start(forwarding()).await;
+    let control = FakeControl::new(&fake);
+    let session = MuxSession::connect(fake.start_session(), control.clone(), options())
+        .await
+        .unwrap();
+    let mut stream = session.open_stream().await.unwrap();
+    drop(session);
+    assert_eq!(echo_stream(&mut stream, b"last one").await, b"last one");
+    drop(stream);
+    // The session task sends TerminateSession and calls the API by itself.
+    while control.terminated.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        fake.record.lock().unwrap().flags,
+        vec![flag::TERMINATE_SESSION]
+    );
+}

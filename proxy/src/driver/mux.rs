@@ -25,6 +25,8 @@ const STREAM_BUFFER: usize = 64 * 1024;
 /// smux bytes waiting for the engine's window before local reads pause.
 const MUX_BACKLOG: usize = 256 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
+/// Closed streams remembered for a late ConnectToPortError, at most.
+const MAX_AWAITING: usize = 256;
 
 type ErrorSlot = Arc<Mutex<Option<String>>>;
 
@@ -120,7 +122,7 @@ impl MuxSession {
         }
         let (commands, rx) = mpsc::channel(64);
         let stats = Arc::new(Mutex::new(link.stats()));
-        let task = tokio::spawn(run(link, rx, commands.clone(), pending, stats.clone()));
+        let task = tokio::spawn(run(link, rx, commands.downgrade(), pending, stats.clone()));
         Ok(MuxSession {
             commands,
             task,
@@ -175,7 +177,8 @@ impl MuxSession {
 async fn run<C: SessionControl>(
     mut link: Link<C>,
     mut rx: mpsc::Receiver<Command>,
-    commands: mpsc::Sender<Command>,
+    // Weak, so that the session ends once the MuxSession and all streams are gone.
+    commands: mpsc::WeakSender<Command>,
     mut events: Vec<Event>,
     stats: Arc<Mutex<SessionStats>>,
 ) -> Result<SessionEnd, SessionError> {
@@ -185,6 +188,7 @@ async fn run<C: SessionControl>(
     // reports a failed dial with a bare ConnectToPortError flag, which we pin on
     // the oldest of them.
     let mut awaiting: VecDeque<u32> = VecDeque::new();
+    let mut detached = false;
     let result = loop {
         events.extend(std::iter::from_fn(|| link.conn.poll_event()));
         let mut outcome = None;
@@ -197,17 +201,24 @@ async fn run<C: SessionControl>(
                     }
                     dispatch(&mut mux, &mut streams, &mut awaiting);
                 }
-                Event::ConnectToPortError => {
-                    while let Some(id) = awaiting.pop_front() {
-                        if let Some(handle) = streams.remove(&id) {
+                Event::ConnectToPortError => match awaiting.pop_front() {
+                    Some(id) => match streams.remove(&id) {
+                        Some(handle) => {
                             let why = "the agent could not connect to the destination port (see the SSM agent logs)";
                             *handle.error.lock().expect("error slot") = Some(why.to_owned());
                             let _ = handle.tx.send(Inbound::Fail);
                             mux.forget(id);
-                            break;
                         }
+                        // The agent closed that stream before reporting it.
+                        None => tracing::debug!(
+                            stream = id,
+                            "the agent could not connect for a closed stream"
+                        ),
+                    },
+                    None => {
+                        tracing::debug!("ConnectToPortError with no stream awaiting its target")
                     }
-                }
+                },
                 Event::Closed { output } => {
                     outcome = Some(Ok(output));
                     break;
@@ -232,7 +243,10 @@ async fn run<C: SessionControl>(
             }
         }
         *stats.lock().expect("stats") = link.stats();
-        let accept = mux.pending_output() < MUX_BACKLOG;
+        if detached && streams.is_empty() {
+            break terminate(&mut link).await;
+        }
+        let accept = !detached && mux.pending_output() < MUX_BACKLOG;
         let app = async {
             if accept {
                 rx.recv().await
@@ -243,12 +257,17 @@ async fn run<C: SessionControl>(
         match link.turn(true, app).await {
             Err(error) => break Err(error),
             Ok(Turn::Engine) => {}
-            Ok(Turn::App(None | Some(Command::Close))) => {
-                break terminate(&mut link).await;
-            }
+            Ok(Turn::App(Some(Command::Close))) => break terminate(&mut link).await,
+            // The MuxSession and every stream's writer are gone: finish once the
+            // agent has closed the remaining streams.
+            Ok(Turn::App(None)) => detached = true,
             Ok(Turn::App(Some(Command::Open(reply)))) => {
+                // The requester holds a sender, so the upgrade succeeds.
+                let Some(commands) = commands.upgrade() else {
+                    continue;
+                };
                 let id = mux.open();
-                let (stream, handle) = spawn_stream(id, commands.clone());
+                let (stream, handle) = spawn_stream(id, commands);
                 streams.insert(id, handle);
                 awaiting.push_back(id);
                 let _ = reply.send(stream);
@@ -282,9 +301,12 @@ fn dispatch(mux: &mut Mux, streams: &mut HashMap<u32, StreamHandle>, awaiting: &
                 }
             }
             MuxEvent::Fin(id) => {
-                awaiting.retain(|&a| a != id);
+                // Stays in `awaiting`: a ConnectToPortError may follow the FIN.
                 // Dropping the sender ends the pipe: the application reads EOF.
                 streams.remove(&id);
+                if awaiting.len() > MAX_AWAITING {
+                    awaiting.retain(|a| streams.contains_key(a));
+                }
             }
         }
     }
