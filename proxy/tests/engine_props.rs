@@ -263,8 +263,16 @@ fn arbitrary_frame() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
+/// Fuzz cases per run: 256 in `cargo test`; set `SM_SSH_FUZZ_CASES` for a long run.
+fn fuzz_cases() -> u32 {
+    std::env::var("SM_SSH_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig::with_cases(fuzz_cases()))]
 
     /// The engine never panics and keeps its invariants on arbitrary input.
     #[test]
