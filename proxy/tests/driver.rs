@@ -403,3 +403,34 @@ async fn dropping_a_mux_session_ends_it_once_its_streams_are_done() {
         vec![flag::TERMINATE_SESSION]
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_stream_url_is_a_dial_error_naming_the_host_only() {
+    // A port that was just free: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let fake = FakeAgent::start(Behaviour::default()).await;
+    let mut target = fake.start_session();
+    target.stream_url = format!("ws://127.0.0.1:{port}/v1/data-channel/s?role=publish_subscribe");
+    let error = bridge(
+        target,
+        FakeControl::new(&fake),
+        options(),
+        tokio::io::empty(),
+        tokio::io::sink(),
+    )
+    .await
+    .unwrap_err();
+    match &error {
+        SessionError::Dial { host, .. } => assert_eq!(host, &format!("127.0.0.1:{port}")),
+        other => panic!("{other:?}"),
+    }
+    let text = error.to_string();
+    assert!(
+        !text.contains("secret") && !text.contains("role="),
+        "{text}"
+    );
+}

@@ -20,6 +20,8 @@ use crate::connection::{Connection, EngineConfig, EngineError, Event};
 use crate::handshake::SessionMode;
 
 const PING_PAYLOAD: &[u8] = b"keepalive";
+/// Dials of the first websocket before giving up (the token is still unused).
+const INITIAL_DIAL_ATTEMPTS: u32 = 3;
 
 pub(crate) struct Link<C> {
     pub conn: Connection,
@@ -57,8 +59,19 @@ impl<C: SessionControl> Link<C> {
         options: Options,
         pending: &mut Vec<Event>,
     ) -> Result<(Link<C>, SessionMode), SessionError> {
-        let socket =
-            socket::open(&target, &options.client_version, options.connect_timeout).await?;
+        // A failed dial has not used the token: retry it a few times, as the plugin does.
+        let mut attempt = 1;
+        let socket = loop {
+            match socket::open(&target, &options.client_version, options.connect_timeout).await {
+                Ok(socket) => break socket,
+                Err(error) if attempt < INITIAL_DIAL_ATTEMPTS => {
+                    tracing::debug!(attempt, %error, "opening the data channel failed; retrying");
+                    sleep(backoff(&options, attempt)).await;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        };
         let config = EngineConfig {
             channel: ChannelConfig {
                 pacing: options.pacing,
@@ -238,7 +251,7 @@ impl<C: SessionControl> Link<C> {
         let attempts = self.options.max_reconnects;
         for attempt in self.failed_attempts + 1..=attempts {
             self.failed_attempts = attempt;
-            sleep(self.backoff(attempt)).await;
+            sleep(backoff(&self.options, attempt)).await;
             let target = match self.control.resume(&self.session_id).await {
                 Ok(target) => target,
                 Err(error) if !error.retryable => return Err(SessionError::Resume(error.message)),
@@ -273,17 +286,6 @@ impl<C: SessionControl> Link<C> {
         Err(SessionError::Disconnected { attempts, last })
     }
 
-    /// Exponential backoff from `reconnect_initial_delay`, capped, with jitter in
-    /// [50 %, 100 %] so that many sessions do not redial in lockstep.
-    fn backoff(&self, attempt: u32) -> Duration {
-        let base = self
-            .options
-            .reconnect_initial_delay
-            .saturating_mul(1u32 << (attempt - 1).min(16))
-            .min(self.options.reconnect_max_delay);
-        base.mul_f64(rand::rng().random_range(0.5..=1.0))
-    }
-
     /// Gives queued frames (a refusal, a TerminateSession flag) a moment to leave.
     pub async fn flush_briefly(&mut self) {
         let _ = tokio::time::timeout(Duration::from_millis(500), async {
@@ -314,6 +316,16 @@ impl<C: SessionControl> Link<C> {
         }
         Ok(())
     }
+}
+
+/// Exponential backoff from `reconnect_initial_delay`, capped, with jitter in
+/// [50 %, 100 %] so that many sessions do not redial in lockstep.
+fn backoff(options: &Options, attempt: u32) -> Duration {
+    let base = options
+        .reconnect_initial_delay
+        .saturating_mul(1u32 << (attempt - 1).min(16))
+        .min(options.reconnect_max_delay);
+    base.mul_f64(rand::rng().random_range(0.5..=1.0))
 }
 
 /// The error an engine event means, if it is fatal.
