@@ -9,7 +9,8 @@
 //!   and delivered in order;
 //! * every unacknowledged message whose RTO has passed is resent with its
 //!   original bytes, and its resend time is recorded; RTT samples come only
-//!   from messages sent once (Karn);
+//!   from messages sent once, and each resend doubles that message's timeout
+//!   (Karn);
 //! * the number of unacknowledged messages is bounded (backpressure, never
 //!   eviction); `pause_publication` stops stream transmission.
 
@@ -25,6 +26,8 @@ use crate::rto::RtoEstimator;
 
 /// The most bytes put in one stream message, as every official producer does.
 pub const MAX_PAYLOAD: usize = 1024;
+/// Resends of one message that double its timeout; later ones keep the last value.
+const MAX_BACKOFF_EXPONENT: usize = 5;
 
 /// Tunables of a [`Channel`].
 #[derive(Clone, Debug)]
@@ -95,8 +98,11 @@ pub struct Channel {
     outgoing: VecDeque<Slot>,
     base_seq: i64,
     next_unsent: i64,
-    /// (last transmission, seq), in transmission order; stale entries are skipped.
-    resend_queue: VecDeque<(Instant, i64)>,
+    /// (last transmission, seq) in transmission order, one queue per backoff
+    /// exponent (the message's resend count, capped), so that each queue's
+    /// front is its earliest deadline under the current RTO. Stale entries
+    /// are skipped.
+    resend_queues: [VecDeque<(Instant, i64)>; MAX_BACKOFF_EXPONENT + 1],
     /// Sent messages to retransmit as soon as possible (after a reconnect).
     urgent: VecDeque<i64>,
     control: VecDeque<Bytes>,
@@ -124,7 +130,7 @@ impl Channel {
             outgoing: VecDeque::new(),
             base_seq: 0,
             next_unsent: 0,
-            resend_queue: VecDeque::new(),
+            resend_queues: Default::default(),
             urgent: VecDeque::new(),
             control: VecDeque::new(),
             rto: RtoEstimator::default(),
@@ -383,24 +389,38 @@ impl Channel {
         self.outgoing.get(index)
     }
 
-    /// The oldest transmission whose RTO has passed, dropping stale queue entries.
+    /// The message whose timeout passed first, if it has passed.
     fn next_resend(&mut self, now: Instant) -> Option<i64> {
-        let deadline = self.earliest_resend()?;
-        (deadline <= now).then(|| self.resend_queue.front().expect("non-empty").1)
+        let (deadline, seq) = self.earliest_resend()?;
+        (deadline <= now).then_some(seq)
     }
 
-    fn earliest_resend(&mut self) -> Option<Instant> {
-        while let Some(&(at, seq)) = self.resend_queue.front() {
-            match self.slot(seq) {
-                Some(Slot::Sent { last_sent, .. }) if *last_sent == at => {
-                    return Some(at + self.rto.rto());
-                }
-                _ => {
-                    self.resend_queue.pop_front();
+    /// The earliest (deadline, seq) over the queues, dropping stale entries.
+    /// A message's timeout is the current RTO doubled per resend (Karn's
+    /// backoff): without it, acks delayed by queueing at the service turn the
+    /// whole window into resends that deepen the queue.
+    fn earliest_resend(&mut self) -> Option<(Instant, i64)> {
+        let rto = self.rto.rto();
+        let mut earliest: Option<(Instant, i64)> = None;
+        for exponent in 0..self.resend_queues.len() {
+            while let Some(&(at, seq)) = self.resend_queues[exponent].front() {
+                match self.slot(seq) {
+                    Some(Slot::Sent {
+                        last_sent, resends, ..
+                    }) if *last_sent == at && backoff_exponent(*resends) == exponent => {
+                        let deadline = at + rto * (1 << exponent);
+                        if earliest.is_none_or(|(e, _)| deadline < e) {
+                            earliest = Some((deadline, seq));
+                        }
+                        break;
+                    }
+                    _ => {
+                        self.resend_queues[exponent].pop_front();
+                    }
                 }
             }
         }
-        None
+        earliest
     }
 
     fn transmit(&mut self, now: Instant, seq: i64) -> Bytes {
@@ -448,7 +468,10 @@ impl Channel {
             }
             Slot::Acked => unreachable!("acked messages are never candidates"),
         };
-        self.resend_queue.push_back((now, seq));
+        let Slot::Sent { resends, .. } = self.outgoing[index] else {
+            unreachable!("just transmitted")
+        };
+        self.resend_queues[backoff_exponent(resends)].push_back((now, seq));
         bytes
     }
 
@@ -458,7 +481,7 @@ impl Channel {
             return None;
         }
         let pending = !self.urgent.is_empty() || self.next_unsent < self.next_seq();
-        let resend = self.earliest_resend();
+        let resend = self.earliest_resend().map(|(deadline, _)| deadline);
         let wanted = if pending { Some(now) } else { resend };
         wanted.map(|at| at.max(self.pacer.next_token(now)))
     }
@@ -467,4 +490,8 @@ impl Channel {
     pub fn current_rto(&self) -> Duration {
         self.rto.rto()
     }
+}
+
+fn backoff_exponent(resends: u32) -> usize {
+    (resends as usize).min(MAX_BACKOFF_EXPONENT)
 }

@@ -229,8 +229,17 @@ fn every_unacked_message_is_resent_identically_after_the_rto() {
         "all three, same bytes, same seq and MessageId"
     );
     assert_eq!(c.stats().resends, 3);
-    // The resend time is recorded: the next resend is one RTO after it.
-    assert_eq!(c.poll_timeout(now + rto), Some(now + rto + rto));
+    // The resend time is recorded and the timeout doubles: the next resend is
+    // two RTOs after it, the one after that four.
+    let second = now + rto + 2 * rto;
+    assert_eq!(c.poll_timeout(now + rto), Some(second));
+    assert!(c.poll_transmit(second - Duration::from_millis(1)).is_none());
+    assert_eq!(
+        std::iter::from_fn(|| c.poll_transmit(second)).count(),
+        3,
+        "all three again"
+    );
+    assert_eq!(c.poll_timeout(second), Some(second + 4 * rto));
 }
 
 #[test]
