@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use anyhow::anyhow;
+use plotters::coord::ranged1d::ValueFormatter;
 use plotters::prelude::*;
 
 /// One line of a chart: its label and (x, y) points.
@@ -20,28 +21,57 @@ const COLOURS: [RGBColor; 6] = [
     RGBColor(140, 86, 75),
 ];
 
-/// A line chart with points, one colour per series, y from zero.
+/// A line chart with points, one colour per series: y from zero, or on a
+/// log scale when the series span orders of magnitude.
 pub fn line_chart(
     path: &Path,
     title: &str,
-    x_label: &str,
-    y_label: &str,
+    (x_label, y_label): (&str, &str),
     series: &[Series],
+    log_y: bool,
 ) -> anyhow::Result<()> {
     let points = || series.iter().flat_map(|s| s.points.iter().copied());
-    let x_max = points().map(|p| p.0).fold(0.0, f64::max).max(1.0);
+    let x_max = points().map(|p| p.0).fold(0.0, f64::max).max(1.0) * 1.05;
     let x_min = points().map(|p| p.0).fold(f64::INFINITY, f64::min).min(0.0);
     let y_max = points().map(|p| p.1).fold(0.0, f64::max).max(1e-9) * 1.15;
+    let y_min = points()
+        .map(|p| p.1)
+        .fold(f64::INFINITY, f64::min)
+        .max(1e-9)
+        / 1.5;
 
     let root = SVGBackend::new(path, (760, 440)).into_drawing_area();
     root.fill(&WHITE).map_err(draw_error)?;
-    let mut chart = ChartBuilder::on(&root)
+    let mut builder = ChartBuilder::on(&root);
+    builder
         .caption(title, ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(40)
-        .y_label_area_size(64)
-        .build_cartesian_2d(x_min..x_max * 1.05, 0.0..y_max)
-        .map_err(draw_error)?;
+        .y_label_area_size(64);
+    if log_y {
+        let chart = builder
+            .build_cartesian_2d(x_min..x_max, (y_min..y_max).log_scale())
+            .map_err(draw_error)?;
+        draw(chart, (x_label, y_label), series)?;
+    } else {
+        let chart = builder
+            .build_cartesian_2d(x_min..x_max, 0.0..y_max)
+            .map_err(draw_error)?;
+        draw(chart, (x_label, y_label), series)?;
+    }
+    root.present().map_err(draw_error)?;
+    Ok(())
+}
+
+fn draw<'a, X, Y>(
+    mut chart: ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+    (x_label, y_label): (&str, &str),
+    series: &[Series],
+) -> anyhow::Result<()>
+where
+    X: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
     chart
         .configure_mesh()
         .x_desc(x_label)
@@ -71,7 +101,6 @@ pub fn line_chart(
         .position(SeriesLabelPosition::UpperRight)
         .draw()
         .map_err(draw_error)?;
-    root.present().map_err(draw_error)?;
     Ok(())
 }
 
@@ -91,7 +120,15 @@ mod tests {
             label: "sm-ssh download".into(),
             points: vec![(0.0, 1.0), (2.0, 0.9), (5.0, 0.8)],
         }];
-        line_chart(&path, "Throughput vs loss", "loss %", "MB/s", &series).unwrap();
+        line_chart(
+            &path,
+            "Throughput vs loss",
+            ("loss %", "MB/s"),
+            &series,
+            false,
+        )
+        .unwrap();
+        line_chart(&path, "Setup", ("added ms", "ms"), &series, true).unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
         assert!(svg.starts_with("<svg"));
         assert!(svg.contains("sm-ssh download"));

@@ -382,9 +382,9 @@ fn draw_charts(dir: &Path, r: &Results) -> anyhow::Result<()> {
         charts::line_chart(
             &dir.join("throughput-vs-loss.svg"),
             "Throughput vs frame loss (realistic pacing)",
-            "frames dropped per direction (%)",
-            "MB/s (median)",
+            ("frames dropped per direction (%)", "MB/s (median)"),
             &loss,
+            false,
         )?;
     }
     let mut setup: Vec<Series> = Vec::new();
@@ -403,9 +403,9 @@ fn draw_charts(dir: &Path, r: &Results) -> anyhow::Result<()> {
         charts::line_chart(
             &dir.join("setup-latency.svg"),
             "Setup latency vs latency added per API call and websocket frame",
-            "added latency (ms)",
-            "ms to first banner byte / to exit (median)",
+            ("added latency (ms)", "ms to banner / to exit (median, log)"),
             &setup,
+            true,
         )?;
     }
     Ok(())

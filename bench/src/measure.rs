@@ -251,7 +251,10 @@ async fn timed_transfer(
     tokio::time::timeout(budget, tcp::transfer(fwd.addr, d, len))
         .await
         .map_err(|_| {
-            anyhow::anyhow!("a {} of {len} bytes did not finish in {budget:?}", d.name())
+            anyhow::anyhow!(
+                "the {} of {len} bytes did not finish in {budget:.0?}",
+                d.name()
+            )
         })?
 }
 

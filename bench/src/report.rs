@@ -239,8 +239,7 @@ fn setup(o: &mut String, r: &Results) {
             twenty.map_or("–".into(), |s| s.show(1)),
             calls.map_or("–".into(), |c| format!("{c:.0}")),
             trips,
-            base.and_then(|b| b.cpu_ms)
-                .map_or("–".into(), |s| s.show(1)),
+            base.and_then(|b| b.cpu_ms).map_or("–".into(), cpu_ms),
         );
     }
     let _ = writeln!(o);
@@ -409,6 +408,15 @@ fn unmeasured(o: &mut String, r: &Results) {
         );
     }
     let _ = writeln!(o);
+}
+
+/// /proc counts CPU time in 10 ms ticks: below one tick it reads as zero.
+fn cpu_ms(s: Summary) -> String {
+    if s.max == 0.0 {
+        "< 10 (one tick)".into()
+    } else {
+        s.show(0)
+    }
 }
 
 pub fn mib(bytes: u64) -> String {
