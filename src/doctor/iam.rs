@@ -80,42 +80,123 @@ pub async fn role(iam: &Client, name: &str) -> Result<Role, Failure> {
     })
 }
 
+/// Every item of a paginated IAM listing, or the failure naming its permission.
+macro_rules! all_items {
+    ($request:expr, $permission:literal) => {
+        $request
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| Failure::from_sdk($permission, e))
+    };
+}
+
+/// An IAM identity that holds inline and attached policies.
+#[derive(Clone, Copy)]
+enum Principal<'a> {
+    Role(&'a str),
+    User(&'a str),
+    Group(&'a str),
+}
+
+impl Principal<'_> {
+    /// How an inline policy of this principal is named in doctor's findings.
+    fn inline_label(self, policy: &str) -> String {
+        match self {
+            Principal::Role(_) | Principal::User(_) => format!("inline:{policy}"),
+            Principal::Group(group) => format!("group:{group}:{policy}"),
+        }
+    }
+
+    async fn inline_names(self, iam: &Client) -> Result<Vec<String>, Failure> {
+        match self {
+            Principal::Role(name) => all_items!(
+                iam.list_role_policies().role_name(name),
+                "iam:ListRolePolicies"
+            ),
+            Principal::User(name) => all_items!(
+                iam.list_user_policies().user_name(name),
+                "iam:ListUserPolicies"
+            ),
+            Principal::Group(name) => all_items!(
+                iam.list_group_policies().group_name(name),
+                "iam:ListGroupPolicies"
+            ),
+        }
+    }
+
+    async fn inline_document(self, iam: &Client, policy: &str) -> Result<String, Failure> {
+        Ok(match self {
+            Principal::Role(name) => {
+                iam.get_role_policy()
+                    .role_name(name)
+                    .policy_name(policy)
+                    .send()
+                    .await
+                    .map_err(|e| Failure::from_sdk("iam:GetRolePolicy", e))?
+                    .policy_document
+            }
+            Principal::User(name) => {
+                iam.get_user_policy()
+                    .user_name(name)
+                    .policy_name(policy)
+                    .send()
+                    .await
+                    .map_err(|e| Failure::from_sdk("iam:GetUserPolicy", e))?
+                    .policy_document
+            }
+            Principal::Group(name) => {
+                iam.get_group_policy()
+                    .group_name(name)
+                    .policy_name(policy)
+                    .send()
+                    .await
+                    .map_err(|e| Failure::from_sdk("iam:GetGroupPolicy", e))?
+                    .policy_document
+            }
+        })
+    }
+
+    async fn attached_arns(self, iam: &Client) -> Result<Vec<Option<String>>, Failure> {
+        let attached = match self {
+            Principal::Role(name) => all_items!(
+                iam.list_attached_role_policies().role_name(name),
+                "iam:ListAttachedRolePolicies"
+            ),
+            Principal::User(name) => all_items!(
+                iam.list_attached_user_policies().user_name(name),
+                "iam:ListAttachedUserPolicies"
+            ),
+            Principal::Group(name) => all_items!(
+                iam.list_attached_group_policies().group_name(name),
+                "iam:ListAttachedGroupPolicies"
+            ),
+        }?;
+        Ok(attached
+            .into_iter()
+            .map(|policy| policy.policy_arn)
+            .collect())
+    }
+
+    /// The inline policies, then the attached ones, in the order IAM lists them.
+    async fn policies(self, iam: &Client, out: &mut Vec<Policy>) -> Result<(), Failure> {
+        for name in self.inline_names(iam).await? {
+            let document = self.inline_document(iam, &name).await?;
+            out.push(parse(self.inline_label(&name), &document)?);
+        }
+        for arn in self.attached_arns(iam).await?.into_iter().flatten() {
+            out.push(managed_policy(iam, &arn).await?);
+        }
+        Ok(())
+    }
+}
+
 /// The inline and attached policies of a role.
 pub async fn role_policies(iam: &Client, role: &str) -> Result<Vec<Policy>, Failure> {
     let mut out = Vec::new();
-    let names = iam
-        .list_role_policies()
-        .role_name(role)
-        .into_paginator()
-        .items()
-        .send()
-        .collect::<Result<Vec<_>, _>>()
-        .await
-        .map_err(|e| Failure::from_sdk("iam:ListRolePolicies", e))?;
-    for name in names {
-        let policy = iam
-            .get_role_policy()
-            .role_name(role)
-            .policy_name(&name)
-            .send()
-            .await
-            .map_err(|e| Failure::from_sdk("iam:GetRolePolicy", e))?;
-        out.push(parse(format!("inline:{name}"), &policy.policy_document)?);
-    }
-    let attached = iam
-        .list_attached_role_policies()
-        .role_name(role)
-        .into_paginator()
-        .items()
-        .send()
-        .collect::<Result<Vec<_>, _>>()
-        .await
-        .map_err(|e| Failure::from_sdk("iam:ListAttachedRolePolicies", e))?;
-    for policy in attached {
-        if let Some(arn) = policy.policy_arn {
-            out.push(managed_policy(iam, &arn).await?);
-        }
-    }
+    Principal::Role(role).policies(iam, &mut out).await?;
     Ok(out)
 }
 
@@ -125,86 +206,15 @@ pub async fn user_policies(
     user: &str,
 ) -> Result<(Vec<Policy>, Vec<(String, String)>), Failure> {
     let mut out = Vec::new();
-    let names = iam
-        .list_user_policies()
-        .user_name(user)
-        .into_paginator()
-        .items()
-        .send()
-        .collect::<Result<Vec<_>, _>>()
-        .await
-        .map_err(|e| Failure::from_sdk("iam:ListUserPolicies", e))?;
-    for name in names {
-        let policy = iam
-            .get_user_policy()
-            .user_name(user)
-            .policy_name(&name)
-            .send()
-            .await
-            .map_err(|e| Failure::from_sdk("iam:GetUserPolicy", e))?;
-        out.push(parse(format!("inline:{name}"), &policy.policy_document)?);
-    }
-    let attached = iam
-        .list_attached_user_policies()
-        .user_name(user)
-        .into_paginator()
-        .items()
-        .send()
-        .collect::<Result<Vec<_>, _>>()
-        .await
-        .map_err(|e| Failure::from_sdk("iam:ListAttachedUserPolicies", e))?;
-    for policy in attached {
-        if let Some(arn) = policy.policy_arn {
-            out.push(managed_policy(iam, &arn).await?);
-        }
-    }
-    let groups = iam
-        .list_groups_for_user()
-        .user_name(user)
-        .into_paginator()
-        .items()
-        .send()
-        .collect::<Result<Vec<_>, _>>()
-        .await
-        .map_err(|e| Failure::from_sdk("iam:ListGroupsForUser", e))?;
+    Principal::User(user).policies(iam, &mut out).await?;
+    let groups = all_items!(
+        iam.list_groups_for_user().user_name(user),
+        "iam:ListGroupsForUser"
+    )?;
     for group in groups {
-        let group = group.group_name;
-        let names = iam
-            .list_group_policies()
-            .group_name(&group)
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Result<Vec<_>, _>>()
-            .await
-            .map_err(|e| Failure::from_sdk("iam:ListGroupPolicies", e))?;
-        for name in names {
-            let policy = iam
-                .get_group_policy()
-                .group_name(&group)
-                .policy_name(&name)
-                .send()
-                .await
-                .map_err(|e| Failure::from_sdk("iam:GetGroupPolicy", e))?;
-            out.push(parse(
-                format!("group:{group}:{name}"),
-                &policy.policy_document,
-            )?);
-        }
-        let attached = iam
-            .list_attached_group_policies()
-            .group_name(&group)
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Result<Vec<_>, _>>()
-            .await
-            .map_err(|e| Failure::from_sdk("iam:ListAttachedGroupPolicies", e))?;
-        for policy in attached {
-            if let Some(arn) = policy.policy_arn {
-                out.push(managed_policy(iam, &arn).await?);
-            }
-        }
+        Principal::Group(&group.group_name)
+            .policies(iam, &mut out)
+            .await?;
     }
     let tags = iam
         .list_user_tags()
