@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{check_run_on, input, now, record, ApiError, ApiResult, Event};
+use super::{check_run_on, input, now, recorded, ApiError, ApiResult, Event};
 use crate::sandbox::{self, Sandboxes};
 use crate::server::AppState;
 use crate::world::{Command, CommandStatus, Invocation, PingStatus, World};
@@ -65,17 +65,12 @@ pub(super) fn send(state: &AppState, body: &[u8]) -> ApiResult {
         }
     }
     let result = send_in(&mut world, &state.sandboxes, &req, &ids);
-    record(
-        &mut world,
-        "ssm:SendCommand",
-        Event {
-            resource: ids.first().map(String::as_str),
-            document: Some(&req.document_name),
-            error: result.as_ref().err(),
-            ..Event::default()
-        },
-    );
-    let (reply, jobs) = result?;
+    let event = Event {
+        resource: ids.first().map(String::as_str),
+        document: Some(&req.document_name),
+        ..Event::default()
+    };
+    let (reply, jobs) = recorded(&mut world, "ssm:SendCommand", event, result)?;
     drop(world);
     for job in jobs {
         tokio::spawn(execute(state.clone(), job));
@@ -307,16 +302,12 @@ pub(super) fn get_invocation(state: &AppState, body: &[u8]) -> ApiResult {
     let req: InvocationInput = input(body)?;
     let mut world = state.world.lock().unwrap();
     let result = get_in(&mut world, &req);
-    record(
+    recorded(
         &mut world,
         "ssm:GetCommandInvocation",
-        Event {
-            resource: Some(&req.instance_id),
-            error: result.as_ref().err(),
-            ..Event::default()
-        },
-    );
-    result
+        Event::on(&req.instance_id),
+        result,
+    )
 }
 
 fn get_in(world: &mut World, req: &InvocationInput) -> ApiResult {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{check_action, input, record, target_arn, ApiError, ApiResult, Event};
+use super::{check_action, input, recorded, target_arn, ApiError, ApiResult, Event};
 use crate::server::AppState;
 use crate::world::{Instance, World};
 
@@ -41,16 +41,12 @@ pub(super) fn describe(state: &AppState, body: &[u8]) -> ApiResult {
     let req: DescribeInput = input(body)?;
     let mut world = state.world.lock().unwrap();
     let result = describe_in(&world, req);
-    let error = result.as_ref().err();
-    record(
+    recorded(
         &mut world,
         "ssm:DescribeInstanceInformation",
-        Event {
-            error,
-            ..Event::default()
-        },
-    );
-    result
+        Event::default(),
+        result,
+    )
 }
 
 fn describe_in(world: &World, req: DescribeInput) -> ApiResult {
@@ -219,16 +215,7 @@ fn with_tags(
         })?;
         op(&mut instance.tags, req)
     })();
-    record(
-        &mut world,
-        action,
-        Event {
-            resource: Some(&id),
-            error: result.as_ref().err(),
-            ..Event::default()
-        },
-    );
-    result
+    recorded(&mut world, action, Event::on(&id), result)
 }
 
 pub(super) fn list_tags(state: &AppState, body: &[u8]) -> ApiResult {

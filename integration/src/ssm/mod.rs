@@ -168,12 +168,34 @@ pub(crate) fn record(world: &mut World, action: &str, event: Event<'_>) {
     });
 }
 
+/// Records the call `action` with its outcome, and hands the outcome back.
+pub(crate) fn recorded<T>(
+    world: &mut World,
+    action: &str,
+    event: Event<'_>,
+    result: Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let error = result.as_ref().err();
+    record(world, action, Event { error, ..event });
+    result
+}
+
 #[derive(Default)]
 pub(crate) struct Event<'a> {
     pub resource: Option<&'a str>,
     pub document: Option<&'a str>,
     pub reason: Option<&'a str>,
     pub error: Option<&'a ApiError>,
+}
+
+impl<'a> Event<'a> {
+    /// A call on one resource, with no document or reason.
+    pub(crate) fn on(resource: &'a str) -> Self {
+        Event {
+            resource: Some(resource),
+            ..Event::default()
+        }
+    }
 }
 
 /// Epoch seconds now.

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use super::{check_action, check_run_on, input, record, ApiError, ApiResult, Event};
+use super::{check_action, check_run_on, input, recorded, ApiError, ApiResult, Event};
 use crate::server::AppState;
 use crate::world::{PingStatus, Session, World};
 
@@ -40,17 +40,13 @@ pub(super) fn start(state: &AppState, body: &[u8]) -> ApiResult {
         .unwrap_or_else(|| DEFAULT_DOCUMENT.to_string());
     let mut world = state.world.lock().unwrap();
     let result = start_in(&mut world, state.port, &req, &document);
-    record(
-        &mut world,
-        "ssm:StartSession",
-        Event {
-            resource: Some(&req.target),
-            document: Some(&document),
-            reason: req.reason.as_deref(),
-            error: result.as_ref().err(),
-        },
-    );
-    result
+    let event = Event {
+        resource: Some(&req.target),
+        document: Some(&document),
+        reason: req.reason.as_deref(),
+        error: None,
+    };
+    recorded(&mut world, "ssm:StartSession", event, result)
 }
 
 fn start_in(world: &mut World, port: u16, req: &StartInput, document: &str) -> ApiResult {
@@ -95,15 +91,7 @@ pub(super) fn resume(state: &AppState, body: &[u8]) -> ApiResult {
     let req: SessionInput = input(body)?;
     let mut world = state.world.lock().unwrap();
     let result = (|| {
-        check_action(
-            &world,
-            "ssm:ResumeSession",
-            &session_arn(&world, &req.session_id),
-        )?;
-        let session = world
-            .sessions
-            .get_mut(&req.session_id)
-            .ok_or_else(|| no_session(&req.session_id))?;
+        let session = session_for(&mut world, "ssm:ResumeSession", &req.session_id)?;
         if *session.terminated.borrow() {
             // No token: the plugin reads this as "the session timed out".
             return Ok(json!({ "SessionId": req.session_id }));
@@ -112,52 +100,44 @@ pub(super) fn resume(state: &AppState, body: &[u8]) -> ApiResult {
         session.unused_tokens.insert(token.clone());
         Ok(session_reply(&req.session_id, &token, state.port))
     })();
-    record(
+    recorded(
         &mut world,
         "ssm:ResumeSession",
-        Event {
-            resource: Some(&req.session_id),
-            error: result.as_ref().err(),
-            ..Event::default()
-        },
-    );
-    result
+        Event::on(&req.session_id),
+        result,
+    )
 }
 
 pub(super) fn terminate(state: &AppState, body: &[u8]) -> ApiResult {
     let req: SessionInput = input(body)?;
     let mut world = state.world.lock().unwrap();
     let result = (|| {
-        check_action(
-            &world,
-            "ssm:TerminateSession",
-            &session_arn(&world, &req.session_id),
-        )?;
-        let session = world
-            .sessions
-            .get_mut(&req.session_id)
-            .ok_or_else(|| no_session(&req.session_id))?;
+        let session = session_for(&mut world, "ssm:TerminateSession", &req.session_id)?;
         session.unused_tokens.clear();
         session.terminated.send_replace(true);
         Ok(json!({ "SessionId": req.session_id }))
     })();
-    record(
+    recorded(
         &mut world,
         "ssm:TerminateSession",
-        Event {
-            resource: Some(&req.session_id),
-            error: result.as_ref().err(),
-            ..Event::default()
-        },
-    );
-    result
+        Event::on(&req.session_id),
+        result,
+    )
 }
 
-fn no_session(id: &str) -> ApiError {
-    ApiError::new(
-        "DoesNotExistException",
-        format!("Session {id} does not exist."),
-    )
+/// The session `id`, once the caller may run `action` on it.
+fn session_for<'w>(
+    world: &'w mut World,
+    action: &str,
+    id: &str,
+) -> Result<&'w mut Session, ApiError> {
+    check_action(world, action, &session_arn(world, id))?;
+    world.sessions.get_mut(id).ok_or_else(|| {
+        ApiError::new(
+            "DoesNotExistException",
+            format!("Session {id} does not exist."),
+        )
+    })
 }
 
 fn session_arn(world: &World, id: &str) -> String {

@@ -7,7 +7,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{check_action, input, now, record, ApiError, ApiResult, Event};
+use super::{check_action, input, now, recorded, ApiError, ApiResult, Event};
 use crate::server::AppState;
 use crate::world::{Activation, World};
 
@@ -67,16 +67,12 @@ pub(super) fn get(state: &AppState, body: &[u8]) -> ApiResult {
             "Status": status,
         }}))
     })();
-    record(
+    recorded(
         &mut world,
         "ssm:GetServiceSetting",
-        Event {
-            resource: Some(&req.setting_id),
-            error: result.as_ref().err(),
-            ..Event::default()
-        },
-    );
-    result
+        Event::on(&req.setting_id),
+        result,
+    )
 }
 
 pub(super) fn update(state: &AppState, body: &[u8]) -> ApiResult {
@@ -96,16 +92,12 @@ pub(super) fn update(state: &AppState, body: &[u8]) -> ApiResult {
             ))),
         }
     })();
-    record(
+    recorded(
         &mut world,
         "ssm:UpdateServiceSetting",
-        Event {
-            resource: Some(&req.setting_id),
-            error: result.as_ref().err(),
-            ..Event::default()
-        },
-    );
-    result
+        Event::on(&req.setting_id),
+        result,
+    )
 }
 
 #[derive(Deserialize)]
@@ -161,14 +153,10 @@ pub(super) fn create_activation(state: &AppState, body: &[u8]) -> ApiResult {
         world.activations.insert(activation.id.clone(), activation);
         Ok(reply)
     })();
-    record(
+    recorded(
         &mut world,
         "ssm:CreateActivation",
-        Event {
-            resource: Some(&req.iam_role),
-            error: result.as_ref().err(),
-            ..Event::default()
-        },
-    );
-    result
+        Event::on(&req.iam_role),
+        result,
+    )
 }
