@@ -12,14 +12,25 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-const COLOURS: [RGBColor; 6] = [
+const COLOURS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
+
+/// Where the legend goes and how much room the x axis leaves for it.
+pub struct Layout {
+    pub legend: SeriesLabelPosition,
+    /// The x axis runs to the largest x times this.
+    pub x_room: f64,
+}
 
 /// A line chart with points, one colour per series: y from zero, or on a
 /// log scale when the series span orders of magnitude.
@@ -29,9 +40,10 @@ pub fn line_chart(
     (x_label, y_label): (&str, &str),
     series: &[Series],
     log_y: bool,
+    layout: Layout,
 ) -> anyhow::Result<()> {
     let points = || series.iter().flat_map(|s| s.points.iter().copied());
-    let x_max = points().map(|p| p.0).fold(0.0, f64::max).max(1.0) * 1.05;
+    let x_max = points().map(|p| p.0).fold(0.0, f64::max).max(1.0) * layout.x_room;
     let x_min = points().map(|p| p.0).fold(f64::INFINITY, f64::min).min(0.0);
     let y_max = points().map(|p| p.1).fold(0.0, f64::max).max(1e-9) * 1.15;
     let y_min = points()
@@ -52,12 +64,12 @@ pub fn line_chart(
         let chart = builder
             .build_cartesian_2d(x_min..x_max, (y_min..y_max).log_scale())
             .map_err(draw_error)?;
-        draw(chart, (x_label, y_label), series)?;
+        draw(chart, (x_label, y_label), series, layout.legend)?;
     } else {
         let chart = builder
             .build_cartesian_2d(x_min..x_max, 0.0..y_max)
             .map_err(draw_error)?;
-        draw(chart, (x_label, y_label), series)?;
+        draw(chart, (x_label, y_label), series, layout.legend)?;
     }
     root.present().map_err(draw_error)?;
     Ok(())
@@ -67,6 +79,7 @@ fn draw<'a, X, Y>(
     mut chart: ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
     (x_label, y_label): (&str, &str),
     series: &[Series],
+    legend: SeriesLabelPosition,
 ) -> anyhow::Result<()>
 where
     X: Ranged<ValueType = f64> + ValueFormatter<f64>,
@@ -98,7 +111,7 @@ where
         .configure_series_labels()
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
+        .position(legend)
         .draw()
         .map_err(draw_error)?;
     Ok(())
@@ -120,15 +133,13 @@ mod tests {
             label: "sm-ssh download".into(),
             points: vec![(0.0, 1.0), (2.0, 0.9), (5.0, 0.8)],
         }];
-        line_chart(
-            &path,
-            "Throughput vs loss",
-            ("loss %", "MB/s"),
-            &series,
-            false,
-        )
-        .unwrap();
-        line_chart(&path, "Setup", ("added ms", "ms"), &series, true).unwrap();
+        let layout = || Layout {
+            legend: SeriesLabelPosition::MiddleRight,
+            x_room: 1.05,
+        };
+        let labels = ("loss %", "MB/s");
+        line_chart(&path, "Setup", labels, &series, true, layout()).unwrap();
+        line_chart(&path, "Loss", labels, &series, false, layout()).unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
         assert!(svg.starts_with("<svg"));
         assert!(svg.contains("sm-ssh download"));

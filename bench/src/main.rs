@@ -1,7 +1,7 @@
 //! `sm-ssh-bench`: measures sm-ssh and its peers against the fake AWS and
 //! writes docs/benchmarks.md and its charts. Not part of the test suite.
 //!
-//! Run everything (about ten minutes on two cores):
+//! Run everything (about 12 minutes on two cores once built):
 //!     cargo run --release -p sm-ssh-bench -- --all
 
 mod charts;
@@ -385,6 +385,10 @@ fn draw_charts(dir: &Path, r: &Results) -> anyhow::Result<()> {
             ("frames dropped per direction (%)", "MB/s (median)"),
             &loss,
             false,
+            charts::Layout {
+                legend: plotters::chart::SeriesLabelPosition::MiddleRight,
+                x_room: 1.05,
+            },
         )?;
     }
     let mut setup: Vec<Series> = Vec::new();
@@ -406,6 +410,11 @@ fn draw_charts(dir: &Path, r: &Results) -> anyhow::Result<()> {
             ("added latency (ms)", "ms to banner / to exit (median, log)"),
             &setup,
             true,
+            // Two x values (0 and 20 ms): the legend takes the right half.
+            charts::Layout {
+                legend: plotters::chart::SeriesLabelPosition::LowerRight,
+                x_room: 3.0,
+            },
         )?;
     }
     Ok(())
