@@ -177,3 +177,64 @@ fn studio_logs_in_as_sagemaker_user_with_pinned_host_keys() {
         "{proxy}"
     );
 }
+
+/// A real login for Studio: the embedded SSH server (which, unlike the test's
+/// sshd, accepts any user name whose key is authorized) sees `sagemaker-user`.
+/// The key is put in place by hand: the key push rightly refuses a login user
+/// that does not exist on the instance, and no `sagemaker-user` exists here.
+#[test]
+fn studio_really_logs_in_as_sagemaker_user() {
+    use sm_ssh_integration::sshd::{EmbeddedSshServer, SshdConfig};
+
+    let env = Env::start(seed_with(vec![]));
+    let sandbox = env
+        .fake
+        .add_instance(sagemaker_instance(
+            "mi-0000000000000beef",
+            &caller().user_id,
+            "default",
+            "app/d-abc123/my-space/jupyterlab/default",
+            1_700_000_000,
+        ))
+        .unwrap();
+    let authorized_keys = sandbox.join("etc/ssh/authorized_keys");
+    let sshd = env
+        .runtime()
+        .block_on(EmbeddedSshServer::start(SshdConfig::new(
+            vec![authorized_keys.clone()],
+            sandbox.join("home"),
+        )))
+        .unwrap();
+    env.fake.map_port("mi-0000000000000beef", 22, sshd.addr());
+    let host = "default.my-space.d-abc123.studio.sagemaker";
+
+    // The first connect makes sm-ssh's key; the server does not know it yet.
+    let refused = env
+        .sm_ssh(["connect", "--push-key", "never", host, "true"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_ne!(refused.status.code(), Some(0));
+    let public_key = std::fs::read_to_string(env.data_dir().join("id_ed25519.pub")).unwrap();
+    std::fs::create_dir_all(authorized_keys.parent().unwrap()).unwrap();
+    std::fs::write(&authorized_keys, public_key).unwrap();
+
+    let output = env
+        .sm_ssh([
+            "connect",
+            "--push-key",
+            "never",
+            host,
+            "echo",
+            "studio-$((6*7))",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (stdout, _) = assert_exit(&output, 0);
+    assert_eq!(stdout, "studio-42\n");
+    assert_eq!(
+        sshd.authenticated_users(),
+        vec!["sagemaker-user".to_string()]
+    );
+}
