@@ -15,6 +15,8 @@ pub const CLIENT_VERSION: &str = "1.2.707.0";
 
 /// Agents newer than this accept smux for port forwarding.
 const MUX_AGENT_VERSION: &str = "3.0.196.0";
+/// Agents run smux only for clients reporting at least this version.
+const MUX_CLIENT_VERSION: &str = "1.1.70";
 
 /// How the byte stream of the session is to be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,7 +48,11 @@ pub fn answer(request: &HandshakeRequest, client_version: &str) -> HandshakeOutc
     let mut mode = None;
     for action in &request.requested_client_actions {
         let verdict = if action.action_type == action_type::SESSION_TYPE {
-            session_type(&action.action_parameters, &request.agent_version)
+            session_type(
+                &action.action_parameters,
+                &request.agent_version,
+                client_version,
+            )
         } else if action.action_type == action_type::KMS_ENCRYPTION {
             Err("KMS encryption is not supported for port and SSH sessions".to_owned())
         } else {
@@ -89,7 +95,11 @@ pub fn answer(request: &HandshakeRequest, client_version: &str) -> HandshakeOutc
     }
 }
 
-fn session_type(parameters: &Value, agent_version: &str) -> Result<SessionMode, String> {
+fn session_type(
+    parameters: &Value,
+    agent_version: &str,
+    client_version: &str,
+) -> Result<SessionMode, String> {
     let parameters: SessionTypeParameters = serde_json::from_value(parameters.clone())
         .map_err(|e| format!("malformed SessionType parameters: {e}"))?;
     if parameters.session_type != "Port" {
@@ -102,7 +112,10 @@ fn session_type(parameters: &Value, agent_version: &str) -> Result<SessionMode, 
         parameters.properties.get("type").and_then(Value::as_str) == Some("LocalPortForwarding");
     Ok(if !forwarding {
         SessionMode::Stream
-    } else if version_greater(agent_version, MUX_AGENT_VERSION) {
+    } else if version_greater(agent_version, MUX_AGENT_VERSION)
+        && !version_greater(MUX_CLIENT_VERSION, client_version)
+    {
+        // The agent also decides by the ClientVersion we report: below 1.1.70 it runs basic.
         SessionMode::MuxPort
     } else {
         SessionMode::BasicPort
@@ -160,8 +173,12 @@ mod tests {
         let actions = json!([{"ActionType":"SessionType","ActionParameters":{"SessionType":"Port","Properties":{"localPortNumber":"0","portNumber":"8888","type":"LocalPortForwarding"}}}]);
         let modern = answer(&request("3.3.1802.0", actions.clone()), CLIENT_VERSION);
         assert_eq!(modern.result, Ok(SessionMode::MuxPort));
-        let old = answer(&request("3.0.196.0", actions), CLIENT_VERSION);
+        let old = answer(&request("3.0.196.0", actions.clone()), CLIENT_VERSION);
         assert_eq!(old.result, Ok(SessionMode::BasicPort));
+        let old_client = answer(&request("3.3.1802.0", actions.clone()), "1.0.0.0");
+        assert_eq!(old_client.result, Ok(SessionMode::BasicPort));
+        let threshold = answer(&request("3.3.1802.0", actions), "1.1.70.0");
+        assert_eq!(threshold.result, Ok(SessionMode::MuxPort));
     }
 
     #[test]

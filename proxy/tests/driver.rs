@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use sm_ssh_proxy::payload::flag;
-use sm_ssh_proxy::{bridge, MuxPool, MuxSession, Options, SessionError};
+use sm_ssh_proxy::{bridge, forward_basic, MuxPool, MuxSession, Options, SessionError};
 use support::ws_agent::{Behaviour, FakeAgent, FakeControl};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -432,5 +432,137 @@ async fn an_unreachable_stream_url_is_a_dial_error_naming_the_host_only() {
     assert!(
         !text.contains("secret") && !text.contains("role="),
         "{text}"
+    );
+}
+
+/// Options that make the agent choose basic port forwarding (§6.1).
+fn basic_options() -> Options {
+    Options {
+        client_version: "1.0.0.0".into(),
+        ..options()
+    }
+}
+
+async fn wait_for_flags(fake: &FakeAgent, count: usize) {
+    while fake.record.lock().unwrap().flags.len() < count {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// One local connection: sends `data`, reads as many bytes back, closes.
+async fn echo_connection(addr: std::net::SocketAddr, data: &[u8]) -> Vec<u8> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut r, mut w) = stream.into_split();
+    let write = async { w.write_all(data).await.unwrap() };
+    let read = async {
+        let mut out = vec![0u8; data.len()];
+        r.read_exact(&mut out).await.unwrap();
+        out
+    };
+    tokio::join!(write, read).1
+}
+
+#[tokio::test]
+async fn basic_forwarding_serves_connections_one_after_another() {
+    let fake = FakeAgent::start(forwarding()).await;
+    let control = FakeControl::new(&fake);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let session = tokio::spawn(forward_basic(
+        fake.start_session(),
+        control.clone(),
+        basic_options(),
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    for (n, len) in [(1usize, 200_000usize), (2, 3_000)] {
+        let data = pattern(len, n as u8);
+        assert_eq!(echo_connection(addr, &data).await, data, "connection {n}");
+        wait_for_flags(&fake, n).await;
+    }
+    stop.send(()).unwrap();
+    let end = session.await.unwrap().unwrap();
+    assert_eq!(end.stats.reconnects, 0);
+    assert_eq!(
+        fake.record.lock().unwrap().flags,
+        vec![
+            flag::DISCONNECT_TO_PORT,
+            flag::DISCONNECT_TO_PORT,
+            flag::TERMINATE_SESSION
+        ]
+    );
+    assert_eq!(control.terminated.lock().unwrap().len(), 1);
+    assert_eq!(
+        fake.record.lock().unwrap().opens[0]
+            .client_version
+            .as_deref(),
+        Some("1.0.0.0")
+    );
+}
+
+#[tokio::test]
+async fn basic_forwarding_holds_agent_data_for_the_next_connection() {
+    let fake = FakeAgent::start(Behaviour {
+        greeting: b"SSH-2.0-Fake\r\n".to_vec(),
+        ..forwarding()
+    })
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let target = fake.start_session();
+    let session_id = target.session_id.clone();
+    let session = tokio::spawn(forward_basic(
+        target,
+        FakeControl::new(&fake),
+        basic_options(),
+        listener,
+        std::future::pending(),
+    ));
+    // The greeting arrives and is acknowledged before anyone connects.
+    while !fake.all_acked(&session_id) || fake.record.lock().unwrap().opens.is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut greeting = vec![0u8; 14];
+    stream.read_exact(&mut greeting).await.unwrap();
+    assert_eq!(greeting, b"SSH-2.0-Fake\r\n");
+    stream.write_all(b"ping").await.unwrap();
+    let mut echo = [0u8; 4];
+    stream.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"ping");
+    session.abort();
+}
+
+#[tokio::test]
+async fn basic_forwarding_refuses_an_smux_session_and_mux_points_to_basic() {
+    let fake = FakeAgent::start(forwarding()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let error = forward_basic(
+        fake.start_session(),
+        FakeControl::new(&fake),
+        options(),
+        listener,
+        std::future::pending(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&error, SessionError::Unsupported(m) if m.contains("MuxSession")),
+        "{error}"
+    );
+    let error = MuxSession::connect(
+        fake.start_session(),
+        FakeControl::new(&fake),
+        basic_options(),
+    )
+    .await
+    .err()
+    .expect("basic mode is not smux");
+    assert!(
+        matches!(&error, SessionError::Unsupported(m) if m.contains("forward_basic")),
+        "{error}"
     );
 }

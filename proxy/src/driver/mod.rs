@@ -1,21 +1,26 @@
 //! The tokio driver: websockets, timers, reconnects, and the byte streams of
 //! the application, around the I/O-free [`Connection`](crate::connection::Connection).
 //!
-//! * [`bridge`] carries one raw byte stream (SSH ProxyCommand, basic forwarding);
+//! * [`bridge`] carries one raw byte stream (SSH ProxyCommand);
+//! * [`forward_basic`] serves local TCP connections one at a time (basic port
+//!   forwarding, agents without smux);
 //! * [`MuxSession`] carries many TCP connections over smux (port forwarding);
 //! * [`MuxPool`] spreads connections over several sessions for throughput.
 //!
 //! AWS calls (ResumeSession, TerminateSession) are made by the binary through
 //! [`SessionControl`]; this crate never depends on the AWS SDK.
 
+mod basic;
 mod bridge;
 mod link;
 mod mux;
+mod pump;
 mod socket;
 
 use std::future::Future;
 use std::time::Duration;
 
+pub use basic::forward_basic;
 pub use bridge::bridge;
 pub use mux::{MuxPool, MuxSession, MuxStream};
 

@@ -117,7 +117,7 @@ impl MuxSession {
         let (link, mode) = Link::connect(target, control, options, &mut pending).await?;
         if mode != SessionMode::MuxPort {
             return Err(SessionError::Unsupported(format!(
-                "the agent chose {mode:?} mode, not multiplexed port forwarding (agent too old, or not a port-forwarding document)"
+                "the agent chose {mode:?} mode, not multiplexed port forwarding (agent 3.0.196.0 or older, ClientVersion below 1.1.70, or not a port-forwarding document); for BasicPort use forward_basic with a new session"
             )));
         }
         let (commands, rx) = mpsc::channel(64);

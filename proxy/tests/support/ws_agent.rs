@@ -11,6 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use sm_ssh_proxy::channel::ChannelConfig;
 use sm_ssh_proxy::frame::payload_type;
+use sm_ssh_proxy::handshake::version_greater;
 use sm_ssh_proxy::payload::{flag, OpenDataChannel};
 use sm_ssh_proxy::{ControlError, SessionControl, StreamTarget};
 use tokio::net::TcpListener;
@@ -41,6 +42,8 @@ pub struct Behaviour {
     pub close_after: Option<(usize, String)>,
     /// Refuse every reconnect (token check fails).
     pub refuse_reconnects: bool,
+    /// Bytes the target sends first, unasked (like an SSH banner).
+    pub greeting: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -132,7 +135,7 @@ impl FakeAgent {
             session_id.clone(),
             Session {
                 agent,
-                echo: VecDeque::new(),
+                echo: self.behaviour.greeting.iter().copied().collect(),
                 echoed: 0,
                 smux: mux.then(SmuxServer::default),
                 closed: false,
@@ -169,6 +172,11 @@ impl FakeAgent {
             return;
         };
         let session_id = self.tokens.lock().unwrap().remove(&open.token_value);
+        // The agent runs smux only for clients reporting 1.1.70 or later (§6.1).
+        let basic = open
+            .client_version
+            .as_deref()
+            .is_some_and(|v| version_greater("1.1.70", v));
         let reconnect = {
             let mut record = self.record.lock().unwrap();
             record.opens.push(open);
@@ -185,9 +193,11 @@ impl FakeAgent {
                 .await;
             return;
         };
-        if reconnect {
-            if let Some(session) = self.sessions.lock().unwrap().get_mut(&session_id) {
+        if let Some(session) = self.sessions.lock().unwrap().get_mut(&session_id) {
+            if reconnect {
                 session.agent.channel.on_reconnected();
+            } else if basic {
+                session.smux = None;
             }
         }
         let mut received = 0usize;
@@ -235,6 +245,13 @@ impl FakeAgent {
                 std::future::pending::<()>().await;
             }
         }
+    }
+
+    /// True once everything the target sent so far was acknowledged by the client.
+    pub fn all_acked(&self, session_id: &str) -> bool {
+        let sessions = self.sessions.lock().unwrap();
+        let session = &sessions[session_id];
+        session.echo.is_empty() && session.agent.channel.is_flushed()
     }
 
     fn outgoing(&self, session_id: &str) -> Vec<bytes::Bytes> {
