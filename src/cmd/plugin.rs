@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use aws_config::{BehaviorVersion, Region};
 use serde::Deserialize;
-use sm_ssh_proxy::{bridge, MuxSession, Options, SessionControl, StreamTarget, CLIENT_VERSION};
+use sm_ssh_proxy::{MuxSession, Options, SessionControl, StreamTarget, CLIENT_VERSION};
 use tokio::net::TcpListener;
 
 use super::proxy;
@@ -56,17 +56,7 @@ pub async fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
     match document {
         proxy::SSH_DOCUMENT => {
             eprintln!("Starting session with SessionId: {}", target.session_id);
-            let end = bridge(
-                target,
-                sessions,
-                Options::default(),
-                tokio::io::stdin(),
-                tokio::io::stdout(),
-            )
-            .await?;
-            if !end.output.trim().is_empty() {
-                eprintln!("{}", end.output.trim());
-            }
+            proxy::stdio_bridge(target, sessions, "").await?;
             Ok(ExitCode::SUCCESS)
         }
         "AWS-StartPortForwardingSession" | "AWS-StartPortForwardingSessionToRemoteHost" => {

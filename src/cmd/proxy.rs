@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use sm_ssh_proxy::{bridge, Options};
+use sm_ssh_proxy::{bridge, Options, SessionEnd, StreamTarget};
 
 use crate::cli::Global;
 use crate::keypush::{self, PushKey};
@@ -59,8 +59,20 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         )
         .await?;
     tracing::info!(session_id = %stream.session_id, instance_id = %resolved.instance_id, "session started");
+    let end = stdio_bridge(stream, sessions, "sm-ssh: ").await?;
+    tracing::debug!(stats = ?end.stats, "session over");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Bridges this process's stdin/stdout to the session until it ends, then
+/// shows on stderr, after `prefix`, what the agent said at the end.
+pub async fn stdio_bridge(
+    target: StreamTarget,
+    sessions: Arc<Sessions>,
+    prefix: &str,
+) -> anyhow::Result<SessionEnd> {
     let end = bridge(
-        stream,
+        target,
         sessions,
         Options::default(),
         tokio::io::stdin(),
@@ -68,10 +80,9 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     )
     .await?;
     if !end.output.trim().is_empty() {
-        eprintln!("sm-ssh: {}", end.output.trim());
+        eprintln!("{prefix}{}", end.output.trim());
     }
-    tracing::debug!(stats = ?end.stats, "session over");
-    Ok(ExitCode::SUCCESS)
+    Ok(end)
 }
 
 /// Installs our key on the instance unless `mode` or the state file says not
