@@ -194,26 +194,11 @@ impl Hub {
         hubs.insert(grant.session_id.clone(), hub.clone());
         drop(hubs);
 
-        let faults = &grant.faults;
-        let lane = Lane::new(
-            faults.to_agent.clone(),
-            faults.seed,
-            faults.latency_ms,
-            pacing::ceiling(grant.pacing),
-            Direction::ToAgent,
-            plane.stats.clone(),
-        );
+        let lane = lane_for(&grant, Direction::ToAgent, plane.stats.clone());
         tokio::spawn(lane.run(to_agent_rx, move |message| {
             agent_tx.send(AgentEvent::Frame(message.bytes)).is_ok()
         }));
-        let lane = Lane::new(
-            faults.to_client.clone(),
-            faults.seed,
-            faults.latency_ms,
-            pacing::ceiling(grant.pacing),
-            Direction::ToClient,
-            plane.stats.clone(),
-        );
+        let lane = lane_for(&grant, Direction::ToClient, plane.stats.clone());
         let weak: Weak<Hub> = Arc::downgrade(&hub);
         tokio::spawn(lane.run(to_client_rx, move |message| match weak.upgrade() {
             Some(hub) => {
@@ -311,6 +296,24 @@ impl Hub {
     fn lock_client(&self) -> std::sync::MutexGuard<'_, Option<Client>> {
         self.client.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The lane relaying one direction of a session, with that direction's
+/// faults and the session's latency and rate ceiling.
+fn lane_for(grant: &Grant, direction: Direction, stats: Arc<Stats>) -> Lane {
+    let faults = &grant.faults;
+    let one_way = match direction {
+        Direction::ToAgent => &faults.to_agent,
+        Direction::ToClient => &faults.to_client,
+    };
+    Lane::new(
+        one_way.clone(),
+        faults.seed,
+        faults.latency_ms,
+        pacing::ceiling(grant.pacing),
+        direction,
+        stats,
+    )
 }
 
 /// `pause_publication` or `start_publication`, as MGS sends them.
