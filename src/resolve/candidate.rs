@@ -206,8 +206,10 @@ mod tests {
         }
     }
 
-    fn tags(arn: &str) -> BTreeMap<String, String> {
-        [("SSHResourceArn".to_string(), arn.to_string())].into()
+    /// Whether an instance tagged with `arn` is the one `host` names.
+    fn arn_matches(arn: &str, host: &str) -> bool {
+        let tags = [("SSHResourceArn".to_string(), arn.to_string())].into();
+        tags_match(&tags, &sagemaker(host))
     }
 
     fn candidate(id: &str, status: &str, timestamp: i64, computer: &str) -> Candidate {
@@ -223,32 +225,14 @@ mod tests {
     #[test]
     fn job_arns_match_by_kind_and_name() {
         let arn = "arn:aws:sagemaker:eu-west-1:555555555555:training-job/ssh-job";
-        assert!(tags_match(
-            &tags(arn),
-            &sagemaker("ssh-job.training.sagemaker")
-        ));
-        assert!(tags_match(
-            &tags(arn),
-            &sagemaker("SSH-Job.training.sagemaker")
-        ));
-        assert!(!tags_match(
-            &tags(arn),
-            &sagemaker("ssh-job.processing.sagemaker")
-        ));
-        assert!(!tags_match(
-            &tags(arn),
-            &sagemaker("ssh-jo.training.sagemaker")
-        ));
-        assert!(!tags_match(
-            &tags(arn),
-            &sagemaker("sh-job.training.sagemaker")
-        ));
+        assert!(arn_matches(arn, "ssh-job.training.sagemaker"));
+        assert!(arn_matches(arn, "SSH-Job.training.sagemaker"));
+        assert!(!arn_matches(arn, "ssh-job.processing.sagemaker"));
+        assert!(!arn_matches(arn, "ssh-jo.training.sagemaker"));
+        assert!(!arn_matches(arn, "sh-job.training.sagemaker"));
         let nb = "arn:aws-cn:sagemaker:cn-north-1:1:notebook-instance/sagemaker-ssh-helper";
-        assert!(tags_match(
-            &tags(nb),
-            &sagemaker("sagemaker-ssh-helper.notebook.sagemaker")
-        ));
-        assert!(!tags_match(&tags(""), &sagemaker("ep.inference.sagemaker")));
+        assert!(arn_matches(nb, "sagemaker-ssh-helper.notebook.sagemaker"));
+        assert!(!arn_matches("", "ep.inference.sagemaker"));
         assert!(!tags_match(
             &BTreeMap::new(),
             &sagemaker("j.training.sagemaker")
@@ -258,26 +242,20 @@ mod tests {
     #[test]
     fn studio_arns_match_app_space_and_domain() {
         let arn = "arn:aws:sagemaker:eu-west-1:1:app/d-0123456789ab/my-space/JupyterLab/default";
-        assert!(tags_match(
-            &tags(arn),
-            &sagemaker("default.studio.sagemaker")
+        assert!(arn_matches(arn, "default.studio.sagemaker"));
+        assert!(arn_matches(
+            arn,
+            "default.my-space.d-0123456789ab.studio.sagemaker"
         ));
-        assert!(tags_match(
-            &tags(arn),
-            &sagemaker("default.my-space.d-0123456789ab.studio.sagemaker")
+        assert!(!arn_matches(
+            arn,
+            "default.other.d-0123456789ab.studio.sagemaker"
         ));
-        assert!(!tags_match(
-            &tags(arn),
-            &sagemaker("default.other.d-0123456789ab.studio.sagemaker")
+        assert!(!arn_matches(
+            arn,
+            "default.my-space.d-other.studio.sagemaker"
         ));
-        assert!(!tags_match(
-            &tags(arn),
-            &sagemaker("default.my-space.d-other.studio.sagemaker")
-        ));
-        assert!(!tags_match(
-            &tags(arn),
-            &sagemaker("other.studio.sagemaker")
-        ));
+        assert!(!arn_matches(arn, "other.studio.sagemaker"));
         let resource = Resource::from_arn(arn).unwrap();
         assert_eq!(
             resource.host_name(),
