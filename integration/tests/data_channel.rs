@@ -136,6 +136,16 @@ impl Fake {
         (Fake::start(&target, pacing, faults).await, target)
     }
 
+    /// The usual start: an unpaced echo fake with one SSH session (token
+    /// `t1`) and a client that has completed a new client's handshake on it.
+    async fn ssh_session(faults: Faults) -> (Fake, Target, Client) {
+        let (fake, target) = Fake::echo(Pacing::Unconstrained, faults).await;
+        fake.add_session(SSH_PROPERTIES, &["t1"]);
+        let mut client = fake.connect("t1").await;
+        client.handshake(NEW_CLIENT).await;
+        (fake, target, client)
+    }
+
     /// What StartSession would create: a session with these tokens.
     fn add_session(&self, properties: &str, tokens: &[&str]) {
         let (terminated, _) = watch::channel(false);
@@ -269,6 +279,12 @@ impl Client {
             payload_type,
             payload,
         )
+    }
+
+    /// Sends `data` and reads it back from the echoing target.
+    async fn echoes(&mut self, data: Vec<u8>) {
+        self.send_data(&data).await;
+        assert_eq!(self.read_output(data.len()).await, data);
     }
 
     async fn send_data(&mut self, data: &[u8]) {
@@ -555,13 +571,8 @@ async fn handshake_announces_a_port_session_and_completes() {
 
 #[tokio::test]
 async fn ssh_bytes_flow_both_ways_through_a_tcp_echo() {
-    let (fake, target) = Fake::echo(Pacing::Unconstrained, Faults::default()).await;
-    fake.add_session(SSH_PROPERTIES, &["t1"]);
-    let mut client = fake.connect("t1").await;
-    client.handshake(NEW_CLIENT).await;
-    let data = pattern(100_000);
-    client.send_data(&data).await;
-    assert_eq!(client.read_output(data.len()).await, data);
+    let (_fake, target, mut client) = Fake::ssh_session(Faults::default()).await;
+    client.echoes(pattern(100_000)).await;
     client.wait_acked().await;
     assert_eq!(target.accepted.load(Ordering::SeqCst), 1);
     // Every message the client sent was acked exactly once.
@@ -572,10 +583,7 @@ async fn ssh_bytes_flow_both_ways_through_a_tcp_echo() {
 
 #[tokio::test]
 async fn a_duplicate_is_acked_again_and_not_delivered_twice() {
-    let (fake, _target) = Fake::echo(Pacing::Unconstrained, Faults::default()).await;
-    fake.add_session(SSH_PROPERTIES, &["t1"]);
-    let mut client = fake.connect("t1").await;
-    client.handshake(NEW_CLIENT).await;
+    let (_fake, _target, mut client) = Fake::ssh_session(Faults::default()).await;
     let first = client.send(payload_type::OUTPUT, &b"abc"[..]).await;
     client.wait_acked().await;
     client.send_frame(&first).await;
@@ -590,10 +598,7 @@ async fn a_duplicate_is_acked_again_and_not_delivered_twice() {
 
 #[tokio::test]
 async fn out_of_order_messages_are_acked_at_once_and_delivered_in_order() {
-    let (fake, _target) = Fake::echo(Pacing::Unconstrained, Faults::default()).await;
-    fake.add_session(SSH_PROPERTIES, &["t1"]);
-    let mut client = fake.connect("t1").await;
-    client.handshake(NEW_CLIENT).await;
+    let (_fake, _target, mut client) = Fake::ssh_session(Faults::default()).await;
     let second = client.stream_frame(2, payload_type::OUTPUT, &b"world"[..]);
     client.send_frame(&second).await;
     client
@@ -702,10 +707,7 @@ async fn disconnect_to_port_closes_the_target_and_the_next_output_redials() {
 
 #[tokio::test]
 async fn terminate_session_flag_ends_the_session() {
-    let (fake, _target) = Fake::echo(Pacing::Unconstrained, Faults::default()).await;
-    fake.add_session(SSH_PROPERTIES, &["t1"]);
-    let mut client = fake.connect("t1").await;
-    client.handshake(NEW_CLIENT).await;
+    let (fake, _target, mut client) = Fake::ssh_session(Faults::default()).await;
     client.send_flag(flag::TERMINATE_SESSION).await;
     let closed = client.channel_closed().await;
     assert_eq!(closed.output, "");
@@ -780,10 +782,7 @@ async fn mux_dial_failure_sends_connect_to_port_error_and_fin() {
 #[tokio::test]
 async fn basic_dial_failure_closes_the_channel() {
     let failing = faults(|f| f.fail_target_dial = true);
-    let (fake, _target) = Fake::echo(Pacing::Unconstrained, failing).await;
-    fake.add_session(SSH_PROPERTIES, &["t1"]);
-    let mut client = fake.connect("t1").await;
-    client.handshake(NEW_CLIENT).await;
+    let (_fake, _target, mut client) = Fake::ssh_session(failing).await;
     let closed = client.channel_closed().await;
     assert!(
         closed
@@ -809,10 +808,7 @@ async fn target_eof_drains_then_sends_channel_closed() {
 
 #[tokio::test]
 async fn terminate_session_api_sends_channel_closed_with_output() {
-    let (fake, _target) = Fake::echo(Pacing::Unconstrained, Faults::default()).await;
-    fake.add_session(SSH_PROPERTIES, &["t1"]);
-    let mut client = fake.connect("t1").await;
-    client.handshake(NEW_CLIENT).await;
+    let (fake, _target, mut client) = Fake::ssh_session(Faults::default()).await;
     fake.terminate();
     let closed = client.channel_closed().await;
     assert_eq!(closed.output, "Session terminated");
@@ -822,10 +818,7 @@ async fn terminate_session_api_sends_channel_closed_with_output() {
 #[tokio::test]
 async fn short_channel_closed_has_header_length_112_and_nul_padding() {
     let short = faults(|f| f.short_channel_closed = true);
-    let (fake, _target) = Fake::echo(Pacing::Unconstrained, short).await;
-    fake.add_session(SSH_PROPERTIES, &["t1"]);
-    let mut client = fake.connect("t1").await;
-    client.handshake(NEW_CLIENT).await;
+    let (fake, _target, mut client) = Fake::ssh_session(short).await;
     fake.terminate();
     client
         .until("channel_closed", |c| !c.service.is_empty())
@@ -840,10 +833,7 @@ async fn short_channel_closed_has_header_length_112_and_nul_padding() {
 
 #[tokio::test]
 async fn publication_hook_reaches_the_client() {
-    let (fake, _target) = Fake::echo(Pacing::Unconstrained, Faults::default()).await;
-    fake.add_session(SSH_PROPERTIES, &["t1"]);
-    let mut client = fake.connect("t1").await;
-    client.handshake(NEW_CLIENT).await;
+    let (fake, _target, mut client) = Fake::ssh_session(Faults::default()).await;
     assert!(fake.plane().publish_to_client(SESSION, true));
     assert_eq!(
         client.next_service().await.message_type,
@@ -879,13 +869,8 @@ async fn drop_fault_loses_frames_and_retransmission_recovers() {
         f.to_client.drop = 0.2;
         f.to_agent.drop = 0.2;
     });
-    let (fake, _target) = Fake::echo(Pacing::Unconstrained, lossy).await;
-    fake.add_session(SSH_PROPERTIES, &["t1"]);
-    let mut client = fake.connect("t1").await;
-    client.handshake(NEW_CLIENT).await;
-    let data = pattern(20 * 1024);
-    client.send_data(&data).await;
-    assert_eq!(client.read_output(data.len()).await, data);
+    let (fake, _target, mut client) = Fake::ssh_session(lossy).await;
+    client.echoes(pattern(20 * 1024)).await;
     let stats = fake.plane().stats();
     assert!(stats.dropped > 0, "{stats:?}");
     assert!(stats.resends > 0, "{stats:?}");
@@ -894,13 +879,8 @@ async fn drop_fault_loses_frames_and_retransmission_recovers() {
 #[tokio::test]
 async fn duplicate_fault_delivers_agent_messages_twice() {
     let dup = faults(|f| f.to_client.duplicate = 0.5);
-    let (fake, _target) = Fake::echo(Pacing::Unconstrained, dup).await;
-    fake.add_session(SSH_PROPERTIES, &["t1"]);
-    let mut client = fake.connect("t1").await;
-    client.handshake(NEW_CLIENT).await;
-    let data = pattern(10 * 1024);
-    client.send_data(&data).await;
-    assert_eq!(client.read_output(data.len()).await, data);
+    let (fake, _target, mut client) = Fake::ssh_session(dup).await;
+    client.echoes(pattern(10 * 1024)).await;
     let distinct: BTreeSet<i64> = client.seen.iter().copied().collect();
     assert!(
         client.seen.len() > distinct.len(),
@@ -912,13 +892,8 @@ async fn duplicate_fault_delivers_agent_messages_twice() {
 #[tokio::test]
 async fn reorder_fault_delivers_agent_messages_out_of_order() {
     let reorder = faults(|f| f.to_client.reorder = 0.3);
-    let (fake, _target) = Fake::echo(Pacing::Unconstrained, reorder).await;
-    fake.add_session(SSH_PROPERTIES, &["t1"]);
-    let mut client = fake.connect("t1").await;
-    client.handshake(NEW_CLIENT).await;
-    let data = pattern(20 * 1024);
-    client.send_data(&data).await;
-    assert_eq!(client.read_output(data.len()).await, data);
+    let (fake, _target, mut client) = Fake::ssh_session(reorder).await;
+    client.echoes(pattern(20 * 1024)).await;
     assert!(
         client.seen.windows(2).any(|w| w[1] < w[0]),
         "a message arrived after its successor: {:?}",
@@ -930,13 +905,8 @@ async fn reorder_fault_delivers_agent_messages_out_of_order() {
 #[tokio::test]
 async fn corrupt_digest_fault_is_caught_by_the_client_and_resent() {
     let corrupt = faults(|f| f.to_client.corrupt_digest = 0.2);
-    let (fake, _target) = Fake::echo(Pacing::Unconstrained, corrupt).await;
-    fake.add_session(SSH_PROPERTIES, &["t1"]);
-    let mut client = fake.connect("t1").await;
-    client.handshake(NEW_CLIENT).await;
-    let data = pattern(10 * 1024);
-    client.send_data(&data).await;
-    assert_eq!(client.read_output(data.len()).await, data);
+    let (fake, _target, mut client) = Fake::ssh_session(corrupt).await;
+    client.echoes(pattern(10 * 1024)).await;
     assert!(client
         .events
         .iter()
@@ -949,10 +919,7 @@ async fn corrupt_digest_fault_is_caught_by_the_client_and_resent() {
 async fn delay_fault_longer_than_the_rto_makes_the_agent_resend() {
     // Acks reach the agent 300 ms late, after its initial 200 ms RTO.
     let slow = faults(|f| f.to_agent.delay_ms = 300);
-    let (fake, _target) = Fake::echo(Pacing::Unconstrained, slow).await;
-    fake.add_session(SSH_PROPERTIES, &["t1"]);
-    let mut client = fake.connect("t1").await;
-    client.handshake(NEW_CLIENT).await;
+    let (fake, _target, client) = Fake::ssh_session(slow).await;
     assert!(fake.plane().stats().resends > 0);
     let seq0 = client.seen.iter().filter(|s| **s == 0).count();
     assert!(seq0 >= 2, "HandshakeRequest resent: {:?}", client.seen);
