@@ -69,6 +69,20 @@ fn code(e: impl ProvideErrorMetadata) -> (String, String) {
     )
 }
 
+/// The error code SendCommand answers when asked to run `true` with
+/// `document` on `instance`; panics if it accepts.
+async fn refused_true(client: &aws_sdk_ssm::Client, instance: &str, document: &str) -> String {
+    let e = client
+        .send_command()
+        .instance_ids(instance)
+        .document_name(document)
+        .parameters("commands", vec!["true".into()])
+        .send()
+        .await
+        .unwrap_err();
+    code(e).0
+}
+
 fn filter(key: &str, values: &[&str]) -> InstanceInformationStringFilter {
     let mut f = InstanceInformationStringFilter::builder().key(key);
     for v in values {
@@ -472,15 +486,10 @@ async fn denials_switch_at_runtime() {
         code(start("mi-00000000000000002").await.unwrap_err()).0,
         "AccessDeniedException"
     );
-    let e = client
-        .send_command()
-        .instance_ids("mi-00000000000000002")
-        .document_name("AWS-RunShellScript")
-        .parameters("commands", vec!["true".into()])
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(code(e).0, "AccessDeniedException");
+    assert_eq!(
+        refused_true(&client, "mi-00000000000000002", "AWS-RunShellScript").await,
+        "AccessDeniedException"
+    );
     fake.enforce_owner_tag(false);
     start("mi-00000000000000002").await.unwrap();
 
@@ -679,24 +688,14 @@ async fn send_command_runs_in_the_sandbox_and_walks_its_status() {
         .unwrap_err();
     assert_eq!(code(e).0, "InvocationDoesNotExist");
     fake.set_ping_status(MI, PingStatus::ConnectionLost);
-    let e = client
-        .send_command()
-        .instance_ids(MI)
-        .document_name("AWS-RunShellScript")
-        .parameters("commands", vec!["true".into()])
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(code(e).0, "InvalidInstanceId");
-    let e = client
-        .send_command()
-        .instance_ids(MI)
-        .document_name("AWS-RunPowerShellScript")
-        .parameters("commands", vec!["true".into()])
-        .send()
-        .await
-        .unwrap_err();
-    assert_eq!(code(e).0, "InvalidDocument");
+    assert_eq!(
+        refused_true(&client, MI, "AWS-RunShellScript").await,
+        "InvalidInstanceId"
+    );
+    assert_eq!(
+        refused_true(&client, MI, "AWS-RunPowerShellScript").await,
+        "InvalidDocument"
+    );
 }
 
 #[tokio::test]
