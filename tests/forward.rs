@@ -88,6 +88,22 @@ struct Forward {
     stderr: Arc<Mutex<Vec<String>>>,
 }
 
+/// One local port forwarded to the instance's 8080 with the
+/// AWS-StartPortForwardingSession document.
+fn forward_over_port_document(env: &Env) -> Forward {
+    start_forward(
+        env,
+        &[
+            INSTANCE,
+            "-L",
+            "0:localhost:8080",
+            "--document",
+            "AWS-StartPortForwardingSession",
+        ],
+        1,
+    )
+}
+
 /// Starts `sm-ssh forward` and reads its announcement of each forward from
 /// stderr ("forwarding 127.0.0.1:PORT -> …").
 fn start_forward(env: &Env, args: &[&str], forwards: usize) -> Forward {
@@ -183,17 +199,7 @@ fn session_calls(env: &Env, document: &str) -> (usize, usize) {
 #[test]
 fn port_forwarding_document_shares_one_session() {
     let (env, _) = env_with_http(|_| {});
-    let forward = start_forward(
-        &env,
-        &[
-            INSTANCE,
-            "-L",
-            "0:localhost:8080",
-            "--document",
-            "AWS-StartPortForwardingSession",
-        ],
-        1,
-    );
+    let forward = forward_over_port_document(&env);
     assert!(forward.stderr().contains("AWS-StartPortForwardingSession"));
     hammer(&env, forward.ports[0]);
     hammer(&env, forward.ports[0]);
@@ -307,17 +313,7 @@ fn a_remote_host_needs_a_port_forwarding_document() {
 #[test]
 fn ended_sessions_are_replaced_on_the_next_connection() {
     let (env, _) = env_with_http(|_| {});
-    let forward = start_forward(
-        &env,
-        &[
-            INSTANCE,
-            "-L",
-            "0:localhost:8080",
-            "--document",
-            "AWS-StartPortForwardingSession",
-        ],
-        1,
-    );
+    let forward = forward_over_port_document(&env);
     hammer(&env, forward.ports[0]);
     // The service ends the session (as its idle timeout would).
     {
