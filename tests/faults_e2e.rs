@@ -1,0 +1,367 @@
+//! The data channel under faults, end to end through the fake with real
+//! programs: the OpenSSH client (with `sm-ssh proxy` as its ProxyCommand) and
+//! sshd moving 20 MB both ways, and `sm-ssh forward` carrying 16 concurrent
+//! echo connections over one smux session, while the fake drops 5%,
+//! duplicates 5% and reorders 5% of the frames each way and cuts the
+//! websocket every 2 seconds. Each test also checks the fake's counters, so it
+//! cannot pass on a quiet channel.
+//!
+//! The fake's own pacing is unconstrained to keep the tests short; the
+//! client's pacing is its default.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+
+use common::{assert_exit, seed_with, training_instance, Env};
+use sha2::{Digest, Sha256};
+use sm_ssh_integration::datachannel::StatsSnapshot;
+use sm_ssh_integration::openssh::OpenSshServer;
+use sm_ssh_integration::world::{DirectionFaults, Faults, Pacing};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const INSTANCE: &str = "mi-0fa017c0ffee00042";
+const HOST: &str = "faulty-job.training.sagemaker";
+const TRANSFER: usize = 20 << 20;
+const CLIENTS: usize = 16;
+/// What each forwarded connection sends and expects back.
+const PER_CLIENT: usize = 256 << 10;
+
+/// 5% drop, duplication and reordering each way; a cut every 2 s.
+fn faults() -> Faults {
+    let lossy = DirectionFaults {
+        drop: 0.05,
+        duplicate: 0.05,
+        reorder: 0.05,
+        ..DirectionFaults::default()
+    };
+    Faults {
+        seed: 0x00fa_0175,
+        to_agent: lossy.clone(),
+        to_client: lossy,
+        cut_every_ms: Some(2000),
+        ..Faults::default()
+    }
+}
+
+/// A fake with unconstrained pacing and [`faults`] from the first session on.
+fn faulty_env() -> Env {
+    let mut seed = seed_with(vec![]);
+    seed.pacing = Pacing::Unconstrained;
+    seed.faults = faults();
+    Env::start(seed)
+}
+
+fn stats(env: &Env) -> StatsSnapshot {
+    env.fake.world().lock().unwrap().data_plane.stats()
+}
+
+/// Every kind of fault happened; `context` goes into the failure message.
+#[track_caller]
+fn assert_faults_happened(env: &Env, context: &str) {
+    let stats = stats(env);
+    assert!(
+        stats.dropped > 0 && stats.duplicated > 0 && stats.reordered > 0 && stats.cuts > 0,
+        "the faults did not all happen ({context}): {stats:#?}"
+    );
+}
+
+/// Incompressible, reproducible bytes (xorshift64 from `seed`).
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut data = Vec::with_capacity(len + 8);
+    let mut state = seed | 1;
+    while data.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        data.extend_from_slice(&state.to_le_bytes());
+    }
+    data.truncate(len);
+    data
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The user the tests run as (and so the user sshd can log in).
+fn me() -> String {
+    let output = Command::new("id").arg("-un").output().expect("id runs");
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// A training job whose port 22 is a real sshd running as the test's user.
+struct SshWorld {
+    env: Env,
+    sshd: OpenSshServer,
+}
+
+impl SshWorld {
+    fn start() -> SshWorld {
+        let env = faulty_env();
+        let sandbox = env
+            .fake
+            .add_instance(training_instance(INSTANCE, "faulty-job", 1_700_000_000))
+            .expect("instance added");
+        let sshd = OpenSshServer::start(&sandbox).expect("sshd starts (install openssh-server)");
+        env.fake.map_port(INSTANCE, 22, sshd.addr());
+        // ssh loads its identity as it starts, so sm-ssh's key must exist first.
+        let config = env.home().join("ssh_config");
+        let output = env.run([
+            "config".as_ref(),
+            "install".as_ref(),
+            "--file".as_ref(),
+            config.as_os_str(),
+        ]);
+        assert_exit(&output, 0);
+        SshWorld { env, sshd }
+    }
+
+    /// `ssh <me>@HOST <command>` through `sm-ssh proxy`, with sm-ssh's
+    /// environment and key and a known-hosts file of its own.
+    fn ssh(&self, command: &str) -> Command {
+        let mut ssh = Command::new("ssh");
+        common::isolate(&mut ssh, self.env.home());
+        ssh.env("SM_SSH_HOME", self.env.data_dir());
+        ssh.env("AWS_ENDPOINT_URL", self.env.fake.endpoint());
+        for (key, value) in self.env.fake.env() {
+            ssh.env(key, value);
+        }
+        let proxy = format!("{} proxy --user %r %h", env!("CARGO_BIN_EXE_sm-ssh"));
+        let identity = self.env.data_dir().join("id_ed25519");
+        let known_hosts = self.env.home().join("known_hosts");
+        ssh.args(["-F", "/dev/null", "-o", "BatchMode=yes"])
+            .arg("-o")
+            .arg(format!("ProxyCommand={proxy}"))
+            .arg("-o")
+            .arg(format!("IdentityFile={}", identity.display()))
+            .args(["-o", "IdentitiesOnly=yes"])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+            .args(["-o", "StrictHostKeyChecking=accept-new"])
+            .arg(format!("{}@{HOST}", me()))
+            .arg(command);
+        ssh
+    }
+
+    /// Panics with both streams and sshd's log unless `output` succeeded.
+    #[track_caller]
+    fn check(&self, output: &Output, what: &str) {
+        if !output.status.success() {
+            panic!(
+                "{what} failed ({})\n--- stderr\n{}\n--- sshd log\n{}\n--- fake stats\n{:#?}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr),
+                self.sshd.log(),
+                stats(&self.env)
+            );
+        }
+    }
+}
+
+#[test]
+fn twenty_mb_through_cat_both_ways_survive_loss_duplication_reordering_and_cuts() {
+    let world = SshWorld::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = pseudo_random(TRANSFER, 0x9e37_79b9_7f4a_7c15);
+    let expected = hex_sha256(&data);
+    let local = dir.path().join("upload.bin");
+    std::fs::write(&local, &data).unwrap();
+    let remote = dir.path().join("on-the-instance.bin");
+    let quoted = |path: &Path| format!("'{}'", path.display());
+
+    // Upload: ssh's stdin is the file; the remote side hashes what it stored.
+    let upload = world
+        .ssh(&format!("cat > {0} && sha256sum < {0}", quoted(&remote)))
+        .stdin(std::fs::File::open(&local).unwrap())
+        .output()
+        .expect("ssh runs");
+    world.check(&upload, "the upload");
+    let remote_hash = String::from_utf8_lossy(&upload.stdout);
+    assert!(
+        remote_hash.starts_with(&expected),
+        "the instance hashed {remote_hash:?}, expected {expected}"
+    );
+    assert_eq!(hex_sha256(&std::fs::read(&remote).unwrap()), expected);
+    assert_faults_happened(&world.env, "during the upload");
+    let after_upload = stats(&world.env);
+
+    // Download: the remote `cat` goes to ssh's stdout, straight into a file.
+    let back = dir.path().join("download.bin");
+    let download = world
+        .ssh(&format!("cat {}", quoted(&remote)))
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&back).unwrap())
+        .output()
+        .expect("ssh runs");
+    world.check(&download, "the download");
+    let downloaded = std::fs::read(&back).unwrap();
+    assert_eq!(downloaded.len(), TRANSFER);
+    assert_eq!(hex_sha256(&downloaded), expected);
+
+    // The download met faults of its own, not just the upload's.
+    let end = stats(&world.env);
+    assert!(
+        end.dropped > after_upload.dropped
+            && end.duplicated > after_upload.duplicated
+            && end.reordered > after_upload.reordered
+            && end.cuts > after_upload.cuts,
+        "the download saw no faults: before {after_upload:#?}, after {end:#?}"
+    );
+    let resumes = world
+        .env
+        .fake
+        .events()
+        .iter()
+        .filter(|e| e.action == "ssm:ResumeSession" && e.error.is_none())
+        .count();
+    assert!(resumes > 0, "the client never resumed after a cut");
+}
+
+/// An echo server: every connection gets its own bytes back.
+async fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut reader, mut writer) = socket.split();
+                let _ = tokio::io::copy(&mut reader, &mut writer).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Sends client `n`'s distinct data through `port` while reading the echo,
+/// and checks the echo byte for byte.
+async fn echo_client(port: u16, n: usize) {
+    let sent = pseudo_random(PER_CLIENT, 0x5eed_0000 + n as u64);
+    let socket = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (mut reader, mut writer) = socket.into_split();
+    let to_send = sent.clone();
+    let writing = tokio::spawn(async move { writer.write_all(&to_send).await.map(|_| writer) });
+    let mut echoed = vec![0u8; PER_CLIENT];
+    reader
+        .read_exact(&mut echoed)
+        .await
+        .unwrap_or_else(|e| panic!("client {n}: echo cut short: {e}"));
+    // Keep the write half open until the whole echo is in.
+    let _writer = writing.await.unwrap().expect("the data is sent");
+    if echoed != sent {
+        let first = echoed.iter().zip(&sent).position(|(a, b)| a != b);
+        panic!("client {n}: the echo differs from what it sent, first at byte {first:?}");
+    }
+}
+
+/// `sm-ssh forward`, its announced local ports, and its stderr so far.
+struct Forward {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Forward {
+    /// Starts `sm-ssh forward <args>` and returns it with the local port it
+    /// announces on stderr ("forwarding 127.0.0.1:PORT -> …").
+    fn start(env: &Env, args: &[&str]) -> (Forward, u16) {
+        let mut child = env
+            .sm_ssh(["forward"].iter().chain(args))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut reader = BufReader::new(child.stderr.take().unwrap());
+        let mut seen = String::new();
+        let port = loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap() == 0 {
+                let status = child.wait().unwrap();
+                panic!("sm-ssh forward exited ({status}) before listening:\n{seen}");
+            }
+            seen.push_str(&line);
+            if let Some(rest) = line.strip_prefix("forwarding ") {
+                let local = rest.split_whitespace().next().unwrap();
+                break local.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+            }
+        };
+        // Keep draining stderr so the child never blocks on a full pipe.
+        let stderr = Arc::new(Mutex::new(seen));
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in reader.lines().map_while(Result::ok) {
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        (Forward { child, stderr }, port)
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Forward {
+    // Never leave the child behind, whether the test passed or panicked.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn sixteen_concurrent_forwarded_connections_echo_intact_through_faults() {
+    let env = faulty_env();
+    let echo = env.runtime().block_on(echo_server());
+    let mut instance = training_instance(INSTANCE, "faulty-job", 1_700_000_000);
+    instance.ports.insert(7000, echo);
+    env.add_instance(instance);
+
+    let (forward, port) = Forward::start(
+        &env,
+        &[
+            INSTANCE,
+            "-L",
+            "0:localhost:7000",
+            "--document",
+            "AWS-StartPortForwardingSession",
+        ],
+    );
+    let results = env.runtime().block_on(async {
+        let tasks: Vec<_> = (0..CLIENTS)
+            .map(|n| tokio::spawn(echo_client(port, n)))
+            .collect();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await);
+        }
+        results
+    });
+    let failures: Vec<String> = results
+        .into_iter()
+        .filter_map(|r| r.err().map(|e| e.to_string()))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {CLIENTS} clients failed: {failures:#?}\n--- forward stderr\n{}\n--- fake stats\n{:#?}",
+        failures.len(),
+        forward.stderr(),
+        stats(&env)
+    );
+    let started = env
+        .fake
+        .events()
+        .iter()
+        .filter(|e| e.action == "ssm:StartSession" && e.error.is_none())
+        .count();
+    assert_eq!(started, 1, "all 16 connections share one smux session");
+    assert_faults_happened(&env, "during the forwarded connections");
+}
