@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use sm_ssh_integration::datachannel::{router, DataPlane};
+use sm_ssh_integration::datachannel::{serve_router, DataPlane};
 use sm_ssh_integration::world::{
     DirectionFaults, Faults, Instance, Pacing, Session, SharedWorld, World,
 };
@@ -122,12 +122,7 @@ impl Fake {
             ..World::default()
         };
         let world: SharedWorld = Arc::new(Mutex::new(world));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = router(world.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (addr, task) = serve_router(world.clone()).await.unwrap();
         Fake { world, addr, task }
     }
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use sm_ssh_integration::datachannel::router;
+use sm_ssh_integration::datachannel::serve_router;
 use sm_ssh_integration::world::{
     DirectionFaults, Faults, Instance, Pacing, Session, SharedWorld, World,
 };
@@ -66,12 +66,7 @@ async fn start(pacing: Pacing, faults: Faults) -> Fake {
         ..World::default()
     };
     let world: SharedWorld = Arc::new(Mutex::new(world));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = router(world.clone());
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let (addr, server) = serve_router(world.clone()).await.unwrap();
     Fake {
         world,
         addr,

@@ -22,6 +22,7 @@ mod target;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -29,6 +30,8 @@ use axum::extract::{Path, State, WebSocketUpgrade};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
 use crate::world::SharedWorld;
 
@@ -38,6 +41,19 @@ pub fn router(world: SharedWorld) -> Router {
     Router::new()
         .route("/v1/data-channel/{session_id}", get(upgrade))
         .with_state(world)
+}
+
+/// Serves [`router`] for `world` on 127.0.0.1, on a port of the system's
+/// choosing, until the returned task is aborted: for tests and benchmarks
+/// that build their own `World` rather than a whole `FakeAws`.
+pub async fn serve_router(world: SharedWorld) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = router(world);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((addr, task))
 }
 
 async fn upgrade(
