@@ -61,7 +61,10 @@ pub fn block(paths: &Paths, proxy_flags: &[String]) -> String {
         "    User sagemaker-user".to_string(),
         "Host *.sagemaker".to_string(),
         "    User root".to_string(),
-        format!("    ProxyCommand {} proxy --user %r %h", percent_escape(&proxy)),
+        format!(
+            "    ProxyCommand {} proxy --user %r %h",
+            percent_escape(&proxy)
+        ),
     ];
     for (key, value) in common_options(paths) {
         lines.push(format!("    {key} {value}"));
@@ -247,9 +250,9 @@ mod tests {
         let studio = block.find("Host *.studio.sagemaker").unwrap();
         let all = block.find("Host *.sagemaker\n").unwrap();
         assert!(studio < all);
-        assert!(
-            block.contains("    ProxyCommand '/opt/sm ssh/bin/sm-ssh' --profile dev proxy --user %r %h\n")
-        );
+        assert!(block.contains(
+            "    ProxyCommand '/opt/sm ssh/bin/sm-ssh' --profile dev proxy --user %r %h\n"
+        ));
         assert!(block.contains("    IdentityFile /home/u/.local/share/sm-ssh/id_ed25519\n"));
         assert!(block.contains("    StrictHostKeyChecking accept-new\n"));
         assert!(block.contains("    ServerAliveInterval 15\n    ServerAliveCountMax 8\n"));
