@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use sm_ssh_proxy::{ControlError, SessionControl, StreamTarget};
+use sm_ssh_proxy::{ControlError, Options, SessionControl, StreamTarget};
 
 use crate::error::{AwsError, AwsProblem};
 
@@ -158,5 +158,47 @@ mod tests {
         assert!(r.starts_with("sm-ssh "));
         assert!(r.ends_with(": my-job.training.sagemaker"));
         assert_eq!(reason(&"x".repeat(400)).chars().count(), 256);
+    }
+}
+
+/// The environment variable that overrides the data channel's pacing.
+pub const MAX_RATE_VAR: &str = "SM_SSH_MAX_RATE";
+
+/// Options for every data channel this process opens. By default sends are
+/// paced at the service's ceiling (1000 messages per second per session);
+/// `SM_SSH_MAX_RATE` sets another rate in messages per second, or `unlimited`
+/// (for a service or fake without that ceiling).
+pub fn data_channel_options() -> anyhow::Result<Options> {
+    let mut options = Options::default();
+    if let Ok(value) = std::env::var(MAX_RATE_VAR) {
+        options.pacing = parse_rate(&value).ok_or_else(|| {
+            crate::error::Failure::new(
+                crate::error::exit::USAGE,
+                format!(
+                    "{MAX_RATE_VAR}={value:?} is not a rate: give messages per second (e.g. 1000) or `unlimited`"
+                ),
+            )
+        })?;
+    }
+    Ok(options)
+}
+
+fn parse_rate(value: &str) -> Option<Option<u32>> {
+    match value.trim() {
+        "unlimited" => Some(None),
+        n => n.parse::<u32>().ok().filter(|&n| n > 0).map(Some),
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::parse_rate;
+
+    #[test]
+    fn rates_parse_as_messages_per_second_or_unlimited() {
+        assert_eq!(parse_rate("1000"), Some(Some(1000)));
+        assert_eq!(parse_rate(" unlimited "), Some(None));
+        assert_eq!(parse_rate("0"), None);
+        assert_eq!(parse_rate("fast"), None);
     }
 }

@@ -131,10 +131,15 @@ async fn start_forwarder(
     tools: &Tools,
     tool: &str,
     sessions: usize,
+    pacing: Pacing,
 ) -> anyhow::Result<Forwarder> {
     if tool == SM_SSH {
         let port = fixture::free_port()?;
         let mut command = fx.command(&tools.sm_ssh);
+        if pacing == Pacing::Unconstrained {
+            // Where the far side has no ceiling, measure the client itself.
+            command.env("SM_SSH_MAX_RATE", "unlimited");
+        }
         command.args([
             "forward",
             &fixture::fqdn(),
@@ -180,7 +185,7 @@ async fn series(
     runs: usize,
 ) -> anyhow::Result<Series> {
     fx.conditions(pacing, faults);
-    let mut fwd = start_forwarder(fx, tools, tool, 1).await?;
+    let mut fwd = start_forwarder(fx, tools, tool, 1, pacing).await?;
     let mut out = Series {
         mb_s: Vec::new(),
         bytes: Vec::new(),
@@ -396,7 +401,7 @@ async fn parallel_once(
     plan: Plan,
 ) -> anyhow::Result<Vec<f64>> {
     fx.conditions(Pacing::Realistic, Faults::default());
-    let fwd = start_forwarder(fx, tools, SM_SSH, n).await?;
+    let fwd = start_forwarder(fx, tools, SM_SSH, n, Pacing::Realistic).await?;
     let mut samples = Vec::new();
     let mut failure = None;
     for _ in 0..plan.transfer_runs {
@@ -460,7 +465,7 @@ async fn reconnect_once(
     plan: Plan,
 ) -> anyhow::Result<ReconnectRow> {
     fx.conditions(Pacing::Realistic, faults(0, 0.0, Some(plan.cut_every_ms)));
-    let fwd = start_forwarder(fx, tools, tool, 1).await?;
+    let fwd = start_forwarder(fx, tools, tool, 1, Pacing::Realistic).await?;
     let mut stalls = Vec::new();
     let mut cuts = 0;
     let mut lost = 0;

@@ -38,11 +38,13 @@ pub struct Args {
 pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     check_documents(&args)?;
     let target = Target::parse(&args.target)?;
+    let options = crate::session::data_channel_options()?;
     let sdk = aws::load(global).await;
     let resolved = resolve::resolve(&sdk, &target, &args.resolve.options()).await?;
     let sessions = Arc::new(Sessions::new(aws_sdk_ssm::Client::new(&sdk)));
     let context = Arc::new(Context {
         sessions,
+        options,
         instance_id: resolved.instance_id.clone(),
         label: args.target.clone(),
         live: Mutex::default(),
@@ -129,6 +131,7 @@ fn check_documents(args: &Args) -> anyhow::Result<()> {
 /// per-connection sessions still open (so Ctrl-C can terminate them).
 struct Context {
     sessions: Arc<Sessions>,
+    options: Options,
     instance_id: String,
     label: String,
     live: Mutex<HashSet<String>>,
@@ -180,7 +183,7 @@ impl Context {
         document: Document,
         targets: Vec<StreamTarget>,
     ) -> anyhow::Result<MuxPool> {
-        MuxPool::connect(targets, self.sessions.clone(), Options::default())
+        MuxPool::connect(targets, self.sessions.clone(), self.options.clone())
             .await
             .with_context(|| format!("opening {} to {}", document.name(), self.instance_id))
     }
@@ -365,7 +368,7 @@ impl Backend {
                 let ended = bridge(
                     target,
                     context.sessions.clone(),
-                    Options::default(),
+                    context.options.clone(),
                     reader,
                     writer,
                 )

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use aws_config::{BehaviorVersion, Region};
 use serde::Deserialize;
-use sm_ssh_proxy::{MuxSession, Options, SessionControl, StreamTarget, CLIENT_VERSION};
+use sm_ssh_proxy::{MuxSession, SessionControl, StreamTarget, CLIENT_VERSION};
 use tokio::net::TcpListener;
 
 use super::proxy;
@@ -111,7 +111,12 @@ async fn forward_port(
         })?,
     };
     let session_id = target.session_id.clone();
-    let session = MuxSession::connect(target, sessions.clone(), Options::default()).await?;
+    let session = MuxSession::connect(
+        target,
+        sessions.clone(),
+        crate::session::data_channel_options()?,
+    )
+    .await?;
     let listener = TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| {
         Failure::new(
             exit::USAGE,

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use sm_ssh_proxy::{bridge, Options, SessionEnd, StreamTarget};
+use sm_ssh_proxy::{bridge, SessionEnd, StreamTarget};
 
 use crate::cli::Global;
 use crate::keypush::{self, PushKey};
@@ -74,7 +74,7 @@ pub async fn stdio_bridge(
     let end = bridge(
         target,
         sessions,
-        Options::default(),
+        crate::session::data_channel_options()?,
         tokio::io::stdin(),
         tokio::io::stdout(),
     )
