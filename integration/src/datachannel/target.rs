@@ -10,9 +10,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
-use tokio::time::{sleep, timeout};
+use tokio::time::timeout;
 
-use super::pacing::READ_CHUNK;
+use super::pacing::{RateLimiter, READ_CHUNK};
 use super::smux;
 
 /// How long a dial to the target may take.
@@ -93,6 +93,7 @@ pub(crate) fn open_basic(
     tasks: &mut JoinSet<()>,
 ) -> Conn {
     let (mut read, write) = stream.into_split();
+    let mut pause = pause.map(RateLimiter::every);
     let reader = tasks.spawn(async move {
         let mut buf = vec![0u8; READ_CHUNK];
         loop {
@@ -111,8 +112,8 @@ pub(crate) fn open_basic(
             if events.send(event).await.is_err() || done {
                 return;
             }
-            if let Some(pause) = pause {
-                sleep(pause).await;
+            if let Some(pause) = &mut pause {
+                pause.wait().await;
             }
         }
     });
@@ -189,6 +190,7 @@ pub(crate) fn spawn_pipe(
     pause: Option<Duration>,
     tasks: &mut JoinSet<()>,
 ) {
+    let mut pause = pause.map(RateLimiter::every);
     tasks.spawn(async move {
         let mut buf = BytesMut::new();
         loop {
@@ -209,8 +211,8 @@ pub(crate) fn spawn_pipe(
                 if events.send(TargetEvent::MuxBytes(chunk)).await.is_err() {
                     return;
                 }
-                if let Some(pause) = pause {
-                    sleep(pause).await;
+                if let Some(pause) = &mut pause {
+                    pause.wait().await;
                 }
             }
         }
