@@ -8,8 +8,8 @@ pub mod moto;
 pub mod openssh;
 pub mod sandbox;
 pub mod server;
-mod ssm;
 pub mod sshd;
+mod ssm;
 mod sts;
 pub mod world;
 
