@@ -13,8 +13,8 @@ pub async fn load(global: &Global) -> SdkConfig {
     if let Some(profile) = &global.profile {
         loader = loader.profile_name(profile);
     }
-    if let Some(region) = &global.region {
-        loader = loader.region(Region::new(region.clone()));
+    if let Some(region) = global.region() {
+        loader = loader.region(Region::new(region.to_owned()));
     }
     loader.load().await
 }

@@ -1,6 +1,6 @@
 //! The command line: global options and one subcommand per module of `cmd`.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::cmd;
 
@@ -20,11 +20,41 @@ pub struct Global {
     #[arg(long, global = true, env = "AWS_PROFILE")]
     pub profile: Option<String>,
     /// AWS region to use (default: AWS_REGION, then the profile's region).
-    #[arg(long, global = true)]
-    pub region: Option<String>,
+    /// Only `doctor` takes it more than once, to check several regions.
+    #[arg(long, global = true, action = clap::ArgAction::Append)]
+    pub region: Vec<String>,
     /// More diagnostics on stderr (-v debug, -vv trace). SM_SSH_LOG=<file> logs to a file.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+}
+
+impl Global {
+    /// The one region of this invocation (the first `--region` for doctor),
+    /// or `None` to take it from the environment and profile.
+    pub fn region(&self) -> Option<&str> {
+        self.region.first().map(String::as_str)
+    }
+}
+
+impl Cli {
+    /// Usage errors clap cannot express: several `--region` outside doctor.
+    /// Exits with clap's usage status (2) and message.
+    pub fn validated(self) -> Cli {
+        if self.global.region.len() > 1 && !matches!(self.command, Command::Doctor(_)) {
+            Cli::command()
+                .error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!(
+                        "--region was given {} times ({}); only `sm-ssh doctor` checks several regions, \
+                         every other command works in one",
+                        self.global.region.len(),
+                        self.global.region.join(", ")
+                    ),
+                )
+                .exit();
+        }
+        self
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -23,7 +23,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     // Installed as `session-manager-plugin`, the binary speaks the AWS CLI's plugin convention.
-    let cli = cli::Cli::parse_from(cmd::plugin::argv());
+    let cli = cli::Cli::parse_from(cmd::plugin::argv()).validated();
     logging::init(cli.global.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1095,3 +1095,79 @@ fn offline_registrations_warn_with_the_deregister_commands() {
         "aws ssm deregister-managed-instance --region eu-west-1 --instance-id mi-0aaaaaaaaaaaaaaa2"
     );
 }
+
+#[test]
+fn repeated_region_checks_the_tier_and_instances_in_each() {
+    let account = Account::well_configured("tworegions");
+    let world = account.env.fake.world();
+    world.lock().unwrap().activation_tier = "standard".into();
+    let report = account.doctor_json(
+        &[
+            "--role",
+            &account.exec_role_arn(),
+            "--region",
+            "us-east-1",
+            "--region",
+            "eu-west-1",
+        ],
+        1,
+    );
+    // IAM and SageMaker are looked at in the first region only.
+    assert_eq!(report["region"], "us-east-1");
+    assert!(
+        text_of(&check(&report, "region")["detail"]).starts_with("us-east-1 (from --region)"),
+        "{report:#}"
+    );
+    let in_regions = |id: &str| -> Vec<(String, String)> {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["id"] == id)
+            .map(|c| {
+                (
+                    text_of(&c["region"]).to_owned(),
+                    text_of(&c["status"]).to_owned(),
+                )
+            })
+            .collect()
+    };
+    let pair = |region: &str, status: &str| (region.to_owned(), status.to_owned());
+    assert_eq!(
+        in_regions("ssm-tier"),
+        [pair("us-east-1", "fail"), pair("eu-west-1", "fail")]
+    );
+    assert_eq!(
+        in_regions("managed-instances"),
+        [pair("us-east-1", "pass"), pair("eu-west-1", "pass")]
+    );
+    let fixes: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["id"] == "ssm-tier")
+        .map(|c| text_of(&c["fix"]))
+        .collect();
+    assert!(
+        fixes[0].starts_with("sm-ssh doctor --fix --region us-east-1\n"),
+        "{fixes:?}"
+    );
+    assert!(
+        fixes[1].starts_with("sm-ssh doctor --fix --region eu-west-1\n"),
+        "{fixes:?}"
+    );
+}
+
+#[test]
+fn several_regions_outside_doctor_are_a_usage_error() {
+    let env = Env::start(Seed::default());
+    let output = env.run(["list", "--region", "a", "--region", "b"]);
+    let (stdout, stderr) = assert_exit(&output, 2);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains(
+            "--region was given 2 times (a, b); only `sm-ssh doctor` checks several regions"
+        ),
+        "{stderr}"
+    );
+}

@@ -68,8 +68,8 @@ fn proxy_flags(global: &Global) -> Vec<String> {
     if let Some(profile) = &global.profile {
         flags.extend(["--profile".to_string(), profile.clone()]);
     }
-    if let Some(region) = &global.region {
-        flags.extend(["--region".to_string(), region.clone()]);
+    if let Some(region) = global.region() {
+        flags.extend(["--region".to_string(), region.to_owned()]);
     }
     flags
 }

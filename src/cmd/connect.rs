@@ -101,8 +101,8 @@ impl SshPlan<'_> {
         if let Some(profile) = &self.global.profile {
             proxy.extend(["--profile".into(), profile.clone()]);
         }
-        if let Some(region) = &self.global.region {
-            proxy.extend(["--region".into(), region.clone()]);
+        if let Some(region) = self.global.region() {
+            proxy.extend(["--region".into(), region.to_owned()]);
         }
         if self.global.verbose > 0 {
             proxy.push(format!("-{}", "v".repeat(self.global.verbose.into())));
@@ -215,7 +215,7 @@ mod tests {
     fn argv_pins_host_keys_and_proxies_through_this_binary() {
         let global = Global {
             profile: Some("dev team".into()),
-            region: Some("eu-west-1".into()),
+            region: vec!["eu-west-1".into()],
             verbose: 0,
         };
         let args = strings(&["-L", "8080:localhost:80", "echo", "hi"]);

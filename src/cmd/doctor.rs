@@ -23,7 +23,9 @@ pub struct Args {
     /// The Studio user profile (with --domain).
     #[arg(long, value_name = "NAME", requires = "domain")]
     pub user_profile: Option<String>,
-    /// Also check the SSM tier in these regions (repeat, or comma-separate).
+    /// Also check the SSM tier (only) in these regions (repeat, or
+    /// comma-separate). Repeat --region to check the tier and the managed
+    /// instances of several regions.
     #[arg(long = "also-region", value_name = "REGION", value_delimiter = ',')]
     pub also_region: Vec<String>,
     /// Evaluate the team-isolating policies (`sm-ssh policy … --team-tag KEY`).
@@ -59,7 +61,7 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         fix: args.fix,
         yes: args.yes,
         profile: global.profile.clone(),
-        region_flag: global.region.clone(),
+        regions: global.region.clone(),
     };
     let sdk = crate::aws::load(global).await;
     let report = doctor::run(&options, &sdk).await;

@@ -27,7 +27,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
-    if global.profile.is_some() || global.region.is_some() {
+    if global.profile.is_some() || global.region().is_some() {
         eprintln!("sm-ssh playground: --profile and --region do not apply; the playground uses its own fake AWS");
     }
     if args.serve {

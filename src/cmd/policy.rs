@@ -57,8 +57,7 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
                         bail!("--account {account:?} is not a 12-digit AWS account ID");
                     }
                     let partition = global
-                        .region
-                        .as_deref()
+                        .region()
                         .map(documents::partition_of_region)
                         .unwrap_or("aws");
                     (account, partition.to_owned())

@@ -84,7 +84,7 @@ pub fn region(options: &Options, sdk: &SdkConfig) -> Check {
             ),
         );
     };
-    let source = if options.region_flag.is_some() {
+    let source = if !options.regions.is_empty() {
         "--region".to_string()
     } else if env("AWS_REGION").is_some() {
         "AWS_REGION".to_string()
@@ -97,7 +97,7 @@ pub fn region(options: &Options, sdk: &SdkConfig) -> Check {
     };
     let mut warnings = Vec::new();
     let mut fixes = Vec::new();
-    if options.region_flag.is_none() {
+    if options.regions.is_empty() {
         if let (Some(from_env), Some(from_profile)) = (
             env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")),
             &profile_region,

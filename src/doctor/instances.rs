@@ -1,7 +1,7 @@
 //! Check 7: the caller's managed instances (tagged `SSHOwner=<aws:userid>`):
 //! how many are online, and which offline ones still cost advanced-tier fees.
 
-use aws_config::SdkConfig;
+use aws_config::{Region, SdkConfig};
 use aws_sdk_ssm::types::{InstanceInformation, InstanceInformationStringFilter, PingStatus};
 
 use super::identity::Me;
@@ -10,7 +10,10 @@ use super::Failure;
 use crate::policy::documents::OWNER_TAG;
 
 pub async fn check(sdk: &SdkConfig, me: &Me, region: &str) -> Check {
-    let ssm = aws_sdk_ssm::Client::new(sdk);
+    let config = aws_sdk_ssm::config::Builder::from(sdk)
+        .region(Region::new(region.to_owned()))
+        .build();
+    let ssm = aws_sdk_ssm::Client::from_conf(config);
     let instances = match owned(&ssm, &me.user_id).await {
         Ok(instances) => instances,
         Err(failure) => return failure.skip("managed-instances").in_region(region),

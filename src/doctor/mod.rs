@@ -22,7 +22,7 @@ use report::{Check, Report};
 pub struct Options {
     /// The SageMaker resource whose execution role and network are checked.
     pub target: Option<role::Source>,
-    /// Regions to check the SSM tier in, besides the configured one.
+    /// Regions to check the SSM tier in, besides those of [`Options::regions`].
     pub extra_regions: Vec<String>,
     /// The ABAC tag key of the team-isolating policies (`--team-tag`).
     pub team_tag: Option<String>,
@@ -32,8 +32,9 @@ pub struct Options {
     pub yes: bool,
     /// The profile chosen on the command line or in AWS_PROFILE.
     pub profile: Option<String>,
-    /// `--region`, when given.
-    pub region_flag: Option<String>,
+    /// Each `--region` given, in order: the SSM tier and the managed
+    /// instances are checked in every one, IAM and SageMaker in the first.
+    pub regions: Vec<String>,
 }
 
 pub use role::Source;
@@ -109,13 +110,13 @@ pub async fn run(options: &Options, sdk: &SdkConfig) -> Report {
         checks.extend(local::checks());
         return Report::new(None, region, checks, false);
     };
-    let mut regions: Vec<String> = region.iter().cloned().collect();
-    for extra in &options.extra_regions {
-        if !regions.contains(extra) {
-            regions.push(extra.clone());
-        }
-    }
-    for region in &regions {
+    let regional = if options.regions.is_empty() {
+        region.iter().cloned().collect()
+    } else {
+        distinct(&options.regions)
+    };
+    let tiers = distinct(&[regional.as_slice(), &options.extra_regions].concat());
+    for region in &tiers {
         checks.push(tier::check(sdk, &me, region, options).await);
     }
     let home_region = region.clone().unwrap_or_else(|| "us-east-1".into());
@@ -123,7 +124,26 @@ pub async fn run(options: &Options, sdk: &SdkConfig) -> Report {
     checks.extend(role::checks(sdk, &me, &home_region, &target, options).await);
     checks.push(client::check(sdk, &me, &home_region, options).await);
     checks.push(network::check(&target, &home_region));
-    checks.push(instances::check(sdk, &me, &home_region).await);
+    for region in &regional {
+        checks.push(instances::check(sdk, &me, region).await);
+    }
+    if regional.is_empty() {
+        checks.push(report::Check::skip(
+            "managed-instances",
+            "no region is configured (see the region check)",
+        ));
+    }
     checks.extend(local::checks());
     Report::new(Some(me.account.clone()), region, checks, true)
+}
+
+/// `regions` without repeats, in the order given.
+fn distinct(regions: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for region in regions {
+        if !out.contains(region) {
+            out.push(region.clone());
+        }
+    }
+    out
 }
