@@ -484,16 +484,19 @@ fn a_denied_service_setting_read_skips_the_tier_check_naming_the_permission() {
     assert_eq!(tier["fix"], Value::Null);
 }
 
-/// An IAM endpoint on 127.0.0.1 refusing every call the way IAM does (AWS
-/// Query protocol `ErrorResponse`, HTTP 403); stops when dropped.
-struct DenyingIam {
+/// An IAM endpoint on 127.0.0.1 answering each request (one per connection)
+/// with what `answer` makes of its head and body; stops when dropped.
+struct IamStub {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl DenyingIam {
-    fn start() -> DenyingIam {
+/// A stub IAM refusing every call the way IAM does.
+type DenyingIam = IamStub;
+
+impl IamStub {
+    fn start(answer: impl Fn(&str, &[u8]) -> Vec<u8> + Send + 'static) -> IamStub {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -504,11 +507,11 @@ impl DenyingIam {
                     break;
                 }
                 if let Ok(stream) = stream {
-                    let _ = deny(stream);
+                    let _ = serve(stream, &answer);
                 }
             }
         });
-        DenyingIam {
+        IamStub {
             addr,
             stop,
             thread: Some(thread),
@@ -520,7 +523,14 @@ impl DenyingIam {
     }
 }
 
-impl Drop for DenyingIam {
+impl DenyingIam {
+    /// AccessDenied (AWS Query `ErrorResponse`, HTTP 403) for every action.
+    fn deny_all() -> DenyingIam {
+        IamStub::start(|_, body| denied(&query_value(body, "Action").unwrap_or_default()))
+    }
+}
+
+impl Drop for IamStub {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         // Wakes the accept loop so it sees the flag.
@@ -531,18 +541,18 @@ impl Drop for DenyingIam {
     }
 }
 
-/// Reads one request (headers, then Content-Length bytes) and answers
-/// AccessDenied for the action it names.
-fn deny(stream: TcpStream) -> std::io::Result<()> {
+/// Reads one request (headers, then Content-Length bytes) and writes back
+/// what `answer` makes of it.
+fn serve(stream: TcpStream, answer: &impl Fn(&str, &[u8]) -> Vec<u8>) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
+    let mut head = String::new();
     let mut length = 0;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 {
             return Ok(());
         }
-        let line = line.trim_end();
-        if line.is_empty() {
+        if line.trim_end().is_empty() {
             break;
         }
         if let Some((name, value)) = line.split_once(':') {
@@ -550,14 +560,57 @@ fn deny(stream: TcpStream) -> std::io::Result<()> {
                 length = value.trim().parse().unwrap_or(0);
             }
         }
+        head.push_str(&line);
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body)?;
-    let body = String::from_utf8_lossy(&body);
-    let action = body
+    let mut stream = stream;
+    stream.write_all(&answer(&head, &body))?;
+    stream.flush()
+}
+
+/// The URL-decoded value of `key` in an AWS Query form body.
+fn query_value(body: &[u8], key: &str) -> Option<String> {
+    let body = String::from_utf8_lossy(body);
+    let raw = body
         .split('&')
-        .find_map(|pair| pair.strip_prefix("Action="))
-        .unwrap_or("Unknown");
+        .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))?;
+    let bytes = raw.as_bytes();
+    let mut out = Vec::new();
+    let mut index = 0;
+    while index < bytes.len() {
+        let hex = bytes
+            .get(index + 1..index + 3)
+            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (bytes[index], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                index += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                index += 1;
+            }
+            (byte, _) => {
+                out.push(byte);
+                index += 1;
+            }
+        }
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// An HTTP response closing the connection.
+fn http(status: &str, xml: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+        xml.len()
+    )
+    .into_bytes()
+}
+
+/// IAM's AccessDenied for `action`.
+fn denied(action: &str) -> Vec<u8> {
     let xml = format!(
         "<ErrorResponse xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\">\
          <Error><Type>Sender</Type><Code>AccessDenied</Code>\
@@ -565,19 +618,50 @@ fn deny(stream: TcpStream) -> std::io::Result<()> {
          to perform: iam:{action} because no identity-based policy allows the iam:{action} action</Message>\
          </Error><RequestId>4f6c5a9e-0000-4000-8000-000000000000</RequestId></ErrorResponse>"
     );
-    let mut stream = stream;
-    write!(
-        stream,
-        "HTTP/1.1 403 Forbidden\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
-        xml.len()
-    )?;
-    stream.flush()
+    http("403 Forbidden", &xml)
+}
+
+/// The request sent on to `endpoint` (moto) as it came, its answer returned.
+fn forward(endpoint: &str, head: &str, body: &[u8]) -> Vec<u8> {
+    let addr = endpoint.strip_prefix("http://").unwrap_or(endpoint);
+    let mut upstream = TcpStream::connect(addr).expect("moto accepts");
+    // One request per connection: moto must close it after answering.
+    let head: String = head
+        .lines()
+        .filter(|line| !line.to_ascii_lowercase().starts_with("connection:"))
+        .map(|line| format!("{line}\r\n"))
+        .collect();
+    upstream
+        .write_all(format!("{head}Connection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    upstream.write_all(body).unwrap();
+    let mut answer = Vec::new();
+    upstream.read_to_end(&mut answer).unwrap();
+    answer
+}
+
+/// IAM's SimulatePrincipalPolicy answer: `decide(action, body)` for the one
+/// action and resource doctor asks about at a time.
+fn simulated(body: &[u8], decide: &impl Fn(&str, &str) -> &'static str) -> Vec<u8> {
+    let action = query_value(body, "ActionNames.member.1").unwrap_or_default();
+    let resource = query_value(body, "ResourceArns.member.1").unwrap_or_else(|| "*".into());
+    let decision = decide(&action, &String::from_utf8_lossy(body));
+    let xml = format!(
+        "<SimulatePrincipalPolicyResponse xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\">\
+         <SimulatePrincipalPolicyResult><IsTruncated>false</IsTruncated><EvaluationResults><member>\
+         <EvalActionName>{action}</EvalActionName><EvalResourceName>{resource}</EvalResourceName>\
+         <EvalDecision>{decision}</EvalDecision><MatchedStatements/><MissingContextValues/>\
+         </member></EvaluationResults></SimulatePrincipalPolicyResult>\
+         <ResponseMetadata><RequestId>4f6c5a9e-0000-4000-8000-000000000001</RequestId></ResponseMetadata>\
+         </SimulatePrincipalPolicyResponse>"
+    );
+    http("200 OK", &xml)
 }
 
 #[test]
 fn denied_iam_reads_skip_the_role_and_client_checks_naming_the_permission() {
     let mut account = Account::well_configured("denyiam");
-    let denying = DenyingIam::start();
+    let denying = DenyingIam::deny_all();
     account
         .env
         .extra_env
@@ -608,7 +692,7 @@ fn denied_user_policy_reads_name_the_user_permission() {
         arn: format!("arn:aws:iam::{ACCOUNT}:user/denyuser-alice"),
         user_id: "AIDAEXAMPLEALICE".into(),
     });
-    let denying = DenyingIam::start();
+    let denying = DenyingIam::deny_all();
     let mut command = account.env.sm_ssh(["doctor", "--json"]);
     command.env("AWS_ENDPOINT_URL_IAM", denying.endpoint());
     let output = command.stdin(std::process::Stdio::null()).output().unwrap();
@@ -1169,5 +1253,159 @@ fn several_regions_outside_doctor_are_a_usage_error() {
             "--region was given 2 times (a, b); only `sm-ssh doctor` checks several regions"
         ),
         "{stderr}"
+    );
+}
+
+/// An IAM endpoint passing every call to moto except SimulatePrincipalPolicy,
+/// which `decide(action, form body)` answers; the PolicySourceArn of each
+/// simulation goes to `sources`.
+fn simulating_iam(
+    moto: &str,
+    sources: Arc<Mutex<Vec<String>>>,
+    decide: impl Fn(&str, &str) -> &'static str + Send + 'static,
+) -> IamStub {
+    let moto = moto.to_owned();
+    IamStub::start(move |head, body| {
+        if query_value(body, "Action").as_deref() != Some("SimulatePrincipalPolicy") {
+            return forward(&moto, head, body);
+        }
+        let source = query_value(body, "PolicySourceArn").unwrap_or_default();
+        sources.lock().unwrap().push(source);
+        simulated(body, &decide)
+    })
+}
+
+/// What IAM's simulator says of the well-configured account: the requests
+/// doctor expects to be refused (another user's instance, passing the role
+/// to EC2) are, everything else is allowed.
+fn truthful(_action: &str, body: &str) -> &'static str {
+    let others = body.contains("AROAEXAMPLEOTHERUSER") || body.contains("ec2.amazonaws.com");
+    if others {
+        "implicitDeny"
+    } else {
+        "allowed"
+    }
+}
+
+#[test]
+fn policy_checks_agreeing_with_the_simulator_say_so() {
+    let mut account = Account::well_configured("simagree");
+    let sources = Arc::new(Mutex::new(Vec::new()));
+    let iam = simulating_iam(&account._moto.endpoint(), sources.clone(), truthful);
+    account
+        .env
+        .extra_env
+        .push(("AWS_ENDPOINT_URL_IAM".into(), iam.endpoint()));
+    let report = account.doctor_json(&["--role", &account.exec_role_arn()], 0);
+    assert_statuses(&report, &[]);
+    for id in ["role-policy", "client-policy"] {
+        let detail = text_of(&check(&report, id)["detail"]);
+        assert!(
+            detail.ends_with(
+                "has every permission SSH needs (identity policies evaluated locally, \
+                 confirmed by SimulatePrincipalPolicy)"
+            ),
+            "{id}: {detail}"
+        );
+    }
+    // The simulator is asked about the roles, not the caller's session.
+    let sources: std::collections::BTreeSet<String> =
+        sources.lock().unwrap().iter().cloned().collect();
+    assert_eq!(
+        sources,
+        [
+            account.exec_role_arn(),
+            format!("arn:aws:iam::{ACCOUNT}:role/{}", account.caller_role_name()),
+        ]
+        .into()
+    );
+}
+
+#[test]
+fn a_simulator_denying_what_the_documents_allow_warns_with_both_verdicts() {
+    let mut account = Account::well_configured("simdeny");
+    let sources = Arc::new(Mutex::new(Vec::new()));
+    // As an SCP denying Session Manager would.
+    let iam = simulating_iam(&account._moto.endpoint(), sources, |action, body| {
+        if action == "ssm:StartSession" {
+            "explicitDeny"
+        } else {
+            truthful(action, body)
+        }
+    });
+    account
+        .env
+        .extra_env
+        .push(("AWS_ENDPOINT_URL_IAM".into(), iam.endpoint()));
+    let report = account.doctor_json(&["--role", &account.exec_role_arn()], 0);
+    assert_statuses(&report, &[("client-policy", "warn")]);
+    let client = check(&report, "client-policy");
+    let detail = text_of(&client["detail"]);
+    assert!(
+        detail.contains(&format!(
+            "ssm:StartSession on arn:aws:ssm:{REGION}:{ACCOUNT}:managed-instance/mi-0123456789abcdef0: \
+             local evaluation allowed, SimulatePrincipalPolicy explicitDeny"
+        )),
+        "{detail}"
+    );
+    assert!(
+        detail.contains(&format!(
+            "ssm:StartSession on arn:aws:ssm:{REGION}::document/AWS-StartSSHSession: \
+             local evaluation allowed, SimulatePrincipalPolicy explicitDeny"
+        )),
+        "{detail}"
+    );
+    // Both refuse another user's instance: no disagreement there.
+    assert!(!detail.contains("AROAEXAMPLEOTHERUSER"), "{detail}");
+    assert!(!detail.contains("ssm:SendCommand"), "{detail}");
+    assert_eq!(
+        client["fix"],
+        format!(
+            "find the service control policy or permission boundary that decides:\n\
+             aws iam simulate-principal-policy --policy-source-arn arn:aws:iam::{ACCOUNT}:role/{} \
+             --action-names ssm:StartSession",
+            account.caller_role_name()
+        )
+    );
+}
+
+#[test]
+fn a_simulation_that_cannot_run_keeps_the_local_verdict_and_names_the_permission() {
+    // moto does not implement SimulatePrincipalPolicy (HTTP 500).
+    let account = Account::well_configured("simmissing");
+    let report = account.doctor_json(&["--role", &account.exec_role_arn()], 0);
+    assert_statuses(&report, &[]);
+    let detail = text_of(&check(&report, "role-policy")["detail"]);
+    assert!(
+        detail.ends_with(
+            "(identity policies evaluated locally; SimulatePrincipalPolicy skipped: IAM answered \
+             HTTP 500; it needs iam:SimulatePrincipalPolicy, without which SCPs and permission \
+             boundaries are not seen)"
+        ),
+        "{detail}"
+    );
+
+    // Denied: the same, naming the refusal.
+    let mut account = Account::well_configured("simdenied");
+    let moto = account._moto.endpoint();
+    let iam = IamStub::start(
+        move |head, body| match query_value(body, "Action").as_deref() {
+            Some("SimulatePrincipalPolicy") => denied("SimulatePrincipalPolicy"),
+            _ => forward(&moto, head, body),
+        },
+    );
+    account
+        .env
+        .extra_env
+        .push(("AWS_ENDPOINT_URL_IAM".into(), iam.endpoint()));
+    let report = account.doctor_json(&["--role", &account.exec_role_arn()], 0);
+    assert_statuses(&report, &[]);
+    let detail = text_of(&check(&report, "client-policy")["detail"]);
+    assert!(
+        detail.contains(
+            "SimulatePrincipalPolicy skipped: not allowed to call iam:SimulatePrincipalPolicy \
+             (AccessDenied); it needs iam:SimulatePrincipalPolicy"
+        ),
+        "{detail}"
     );
 }

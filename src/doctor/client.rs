@@ -6,7 +6,7 @@ use aws_config::SdkConfig;
 use super::identity::Me;
 use super::report::Check;
 use super::role::Evaluation;
-use super::{iam, Failure, Options};
+use super::{iam, simulate, Failure, Options};
 use crate::policy::documents::{self, Principal, Scope};
 use crate::policy::eval::Policy;
 
@@ -47,7 +47,7 @@ pub async fn check(sdk: &SdkConfig, me: &Me, region: &str, options: &Options) ->
         .map(|key| format!(" --team-tag {key}"))
         .unwrap_or_default();
     let document = format!("\"$(sm-ssh policy client --account {}{team})\"", me.account);
-    let (policies, tags, fix) = match kind_of(&me.arn) {
+    let (policies, tags, fix, source) = match kind_of(&me.arn) {
         Kind::Root => {
             return Check::warn(
                 "client-policy",
@@ -69,17 +69,19 @@ pub async fn check(sdk: &SdkConfig, me: &Me, region: &str, options: &Options) ->
                     "aws iam put-user-policy --user-name {name} --policy-name {} --policy-document {document}",
                     documents::CLIENT_POLICY_NAME
                 ),
+                me.arn.clone(),
             ),
             Err(failure) => return failure.skip("client-policy"),
         },
         Kind::Role(name) => match role_policies(&client, &name).await {
-            Ok((policies, tags)) => (
+            Ok((policies, tags, arn)) => (
                 policies,
                 tags,
                 format!(
                     "aws iam put-role-policy --role-name {name} --policy-name {} --policy-document {document}",
                     documents::CLIENT_POLICY_NAME
                 ),
+                arn,
             ),
             Err(failure) => return failure.skip("client-policy"),
         },
@@ -89,16 +91,19 @@ pub async fn check(sdk: &SdkConfig, me: &Me, region: &str, options: &Options) ->
         tags,
     };
     let requirements = documents::client_requirements(&scope, region, &principal);
-    Evaluation::of(&policies, &requirements).into_check("client-policy", &me.arn, fix)
+    // The simulator takes the role, not the assumed-role session.
+    let simulation = simulate::run(sdk, &source, &requirements).await;
+    Evaluation::of(&policies, &requirements).into_check("client-policy", &me.arn, fix, &simulation)
 }
 
+/// A role's policies, tags and ARN.
 async fn role_policies(
     client: &aws_sdk_iam::Client,
     name: &str,
-) -> Result<(Vec<Policy>, Vec<(String, String)>), Failure> {
+) -> Result<(Vec<Policy>, Vec<(String, String)>, String), Failure> {
     let role = iam::role(client, name).await?;
     let policies = iam::role_policies(client, name).await?;
-    Ok((policies, role.tags))
+    Ok((policies, role.tags, role.arn))
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use crate::policy::eval::Policy;
 /// An IAM role as doctor needs it.
 pub struct Role {
     pub name: String,
+    pub arn: String,
     pub trust: Value,
     pub tags: Vec<(String, String)>,
 }
@@ -75,6 +76,7 @@ pub async fn role(iam: &Client, name: &str) -> Result<Role, Failure> {
         .collect();
     Ok(Role {
         name: role.role_name,
+        arn: role.arn,
         trust,
         tags,
     })

@@ -10,6 +10,7 @@ mod local;
 mod network;
 pub mod report;
 mod role;
+mod simulate;
 mod tier;
 
 use aws_config::SdkConfig;

@@ -6,6 +6,7 @@ use aws_config::SdkConfig;
 
 use super::identity::Me;
 use super::report::Check;
+use super::simulate::{self, verdict, Simulation, PERMISSION};
 use super::{iam, Failure, Options};
 use crate::policy::documents::{self, Expect, Principal, Scope};
 use crate::policy::eval::{evaluate, Decision, Policy};
@@ -253,7 +254,14 @@ pub async fn checks(
     };
     let trust = trust_check(&role, role_arn, what);
     let policy = match iam::role_policies(&client, &role.name).await {
-        Ok(policies) => policy_check(me, region, role_arn, &role.tags, &policies, what, options),
+        Ok(policies) => {
+            let exec_role = ExecutionRole {
+                arn: role_arn,
+                tags: &role.tags,
+                what,
+            };
+            policy_check(sdk, me, region, &exec_role, &policies, options).await
+        }
         Err(failure) => failure.skip("role-policy"),
     };
     vec![trust, policy]
@@ -362,28 +370,37 @@ fn trusts(trust: &serde_json::Value, service: &str) -> bool {
     })
 }
 
-fn policy_check(
+/// The execution role as the policy check needs it.
+struct ExecutionRole<'a> {
+    arn: &'a str,
+    tags: &'a [(String, String)],
+    /// Where the role came from (`--role`, `training job X`, …).
+    what: &'a str,
+}
+
+async fn policy_check(
+    sdk: &SdkConfig,
     me: &Me,
     region: &str,
-    role_arn: &str,
-    role_tags: &[(String, String)],
+    role: &ExecutionRole<'_>,
     policies: &[Policy],
-    what: &str,
     options: &Options,
 ) -> Check {
     let scope = Scope {
-        partition: documents::partition_of(role_arn).to_owned(),
+        partition: documents::partition_of(role.arn).to_owned(),
         account: me.account.clone(),
         team_tag: options.team_tag.clone(),
     };
     let owner = Principal {
         user_id: me.user_id.clone(),
-        tags: role_tags.to_vec(),
+        tags: role.tags.to_vec(),
     };
-    let requirements = documents::server_requirements(&scope, region, role_arn, &owner);
+    let requirements = documents::server_requirements(&scope, region, role.arn, &owner);
     let outcome = Evaluation::of(policies, &requirements);
-    let fix = server_policy_fix(role_arn, options);
-    outcome.into_check("role-policy", &format!("{role_arn} (from {what})"), fix)
+    let simulation = simulate::run(sdk, role.arn, &requirements).await;
+    let fix = server_policy_fix(role.arn, options);
+    let subject = format!("{} (from {})", role.arn, role.what);
+    outcome.into_check("role-policy", &subject, fix, &simulation)
 }
 
 /// The requirements a set of policies misses, and the ones it grants but
@@ -391,18 +408,23 @@ fn policy_check(
 pub struct Evaluation {
     missing: Vec<String>,
     gaps: Vec<String>,
+    /// Each requirement's `action on resource` and the local decision.
+    local: Vec<(String, Decision)>,
 }
 
 impl Evaluation {
     pub fn of(policies: &[Policy], requirements: &[documents::Requirement]) -> Evaluation {
         let mut missing = Vec::new();
         let mut gaps = Vec::new();
+        let mut local = Vec::new();
         for requirement in requirements {
             let decision = evaluate(policies, &requirement.request);
-            let line = format!(
-                "{} on {} ({})",
-                requirement.request.action, requirement.request.resource, requirement.why
+            let what = format!(
+                "{} on {}",
+                requirement.request.action, requirement.request.resource
             );
+            let line = format!("{what} ({})", requirement.why);
+            local.push((what, decision));
             match (requirement.expect, decision) {
                 (Expect::Allowed, Decision::ImplicitDeny) => missing.push(line),
                 (Expect::Allowed, Decision::ExplicitDeny) => {
@@ -420,29 +442,117 @@ impl Evaluation {
                 _ => {}
             }
         }
-        Evaluation { missing, gaps }
+        Evaluation {
+            missing,
+            gaps,
+            local,
+        }
     }
 
-    pub fn into_check(self, id: &'static str, subject: &str, fix: String) -> Check {
+    /// The check: the local verdict, with the simulator's where it differs
+    /// (it sees SCPs and permission boundaries; the local evaluation does not).
+    pub fn into_check(
+        self,
+        id: &'static str,
+        subject: &str,
+        fix: String,
+        simulation: &Simulation,
+    ) -> Check {
+        let disagreements: Vec<String> = match &simulation.decisions {
+            Ok(decisions) => self
+                .local
+                .iter()
+                .zip(decisions)
+                .filter(|((_, local), simulated)| {
+                    (*local == Decision::Allow) != (**simulated == Decision::Allow)
+                })
+                .map(|((what, local), simulated)| {
+                    format!(
+                        "{what}: local evaluation {}, SimulatePrincipalPolicy {}",
+                        verdict(*local),
+                        verdict(*simulated)
+                    )
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let skipped = match &simulation.decisions {
+            Ok(_) => String::new(),
+            Err(reason) => format!(
+                " (SimulatePrincipalPolicy skipped: {reason}; it needs {PERMISSION}, without which \
+                 SCPs and permission boundaries are not seen)"
+            ),
+        };
+        let disagree = if disagreements.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; SimulatePrincipalPolicy, which also applies SCPs and permission boundaries, \
+                 disagrees with the local evaluation of the identity policies: {}",
+                disagreements.join("; ")
+            )
+        };
         if !self.missing.is_empty() {
             return Check::fail(
                 id,
-                format!("{subject} is not allowed: {}", self.missing.join("; ")),
+                format!(
+                    "{subject} is not allowed: {}{disagree}{skipped}",
+                    self.missing.join("; ")
+                ),
                 fix,
+            );
+        }
+        if !disagreements.is_empty() {
+            return Check::warn(
+                id,
+                format!(
+                    "{subject}: SimulatePrincipalPolicy, which also applies SCPs and permission \
+                     boundaries, disagrees with the local evaluation of the identity policies: {}",
+                    disagreements.join("; ")
+                ),
+                format!(
+                    "find the service control policy or permission boundary that decides:\n\
+                     aws iam simulate-principal-policy --policy-source-arn {} --action-names {}",
+                    simulation.principal,
+                    disputed_actions(&disagreements)
+                ),
             );
         }
         if !self.gaps.is_empty() {
             return Check::warn(
                 id,
                 format!(
-                    "{subject} is allowed more than SSH needs: {}",
+                    "{subject} is allowed more than SSH needs: {}{skipped}",
                     self.gaps.join("; ")
                 ),
                 format!("replace the broader statements with the recommended policy:\n{fix}"),
             );
         }
-        Check::pass(id, format!("{subject} has every permission SSH needs (identity policies evaluated locally; SCPs and permission boundaries not seen)"))
+        let how = match &simulation.decisions {
+            Ok(_) => "identity policies evaluated locally, confirmed by SimulatePrincipalPolicy"
+                .to_owned(),
+            Err(reason) => format!(
+                "identity policies evaluated locally; SimulatePrincipalPolicy skipped: {reason}; \
+                 it needs {PERMISSION}, without which SCPs and permission boundaries are not seen"
+            ),
+        };
+        Check::pass(
+            id,
+            format!("{subject} has every permission SSH needs ({how})"),
+        )
     }
+}
+
+/// The distinct actions of `action on resource: …` lines, space-separated.
+fn disputed_actions(disagreements: &[String]) -> String {
+    let mut actions: Vec<&str> = Vec::new();
+    for line in disagreements {
+        let action = line.split(' ').next().unwrap_or(line);
+        if !actions.contains(&action) {
+            actions.push(action);
+        }
+    }
+    actions.join(" ")
 }
 
 #[cfg(test)]

@@ -72,6 +72,14 @@ impl Request {
             .push(value.into());
     }
 
+    /// The condition keys (lower-cased) and their values, e.g. to hand them
+    /// to IAM's policy simulator.
+    pub fn context(&self) -> impl Iterator<Item = (&str, &[String])> {
+        self.context
+            .iter()
+            .map(|(key, values)| (key.as_str(), values.as_slice()))
+    }
+
     fn values(&self, key: &str) -> Option<&[String]> {
         self.context
             .get(&key.to_ascii_lowercase())
