@@ -13,7 +13,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
@@ -167,18 +167,37 @@ impl SshWorld {
     }
 }
 
+/// The 20 MB test file, and where it lives "on the instance" (sshd runs on
+/// this machine as the test's user, so a local temporary path will do).
+fn twenty_mb(dir: &Path) -> (Vec<u8>, String, PathBuf) {
+    let data = pseudo_random(TRANSFER, 0x9e37_79b9_7f4a_7c15);
+    let hash = hex_sha256(&data);
+    (data, hash, dir.join("on-the-instance.bin"))
+}
+
+fn quoted(path: &Path) -> String {
+    format!("'{}'", path.display())
+}
+
+fn resumes(env: &Env) -> usize {
+    env.fake
+        .events()
+        .iter()
+        .filter(|e| e.action == "ssm:ResumeSession" && e.error.is_none())
+        .count()
+}
+
+// The client paces itself at 1000 messages/s by default, so 20 480 messages
+// take 20 s at least: the 2 s cuts cannot miss this transfer.
 #[test]
-fn twenty_mb_through_cat_both_ways_survive_loss_duplication_reordering_and_cuts() {
+fn twenty_mb_upload_through_cat_survives_loss_duplication_reordering_and_cuts() {
     let world = SshWorld::start();
     let dir = tempfile::tempdir().unwrap();
-    let data = pseudo_random(TRANSFER, 0x9e37_79b9_7f4a_7c15);
-    let expected = hex_sha256(&data);
+    let (data, expected, remote) = twenty_mb(dir.path());
     let local = dir.path().join("upload.bin");
     std::fs::write(&local, &data).unwrap();
-    let remote = dir.path().join("on-the-instance.bin");
-    let quoted = |path: &Path| format!("'{}'", path.display());
 
-    // Upload: ssh's stdin is the file; the remote side hashes what it stored.
+    // ssh's stdin is the file; the remote side hashes what it stored.
     let upload = world
         .ssh(&format!("cat > {0} && sha256sum < {0}", quoted(&remote)))
         .stdin(std::fs::File::open(&local).unwrap())
@@ -192,9 +211,23 @@ fn twenty_mb_through_cat_both_ways_survive_loss_duplication_reordering_and_cuts(
     );
     assert_eq!(hex_sha256(&std::fs::read(&remote).unwrap()), expected);
     assert_faults_happened(&world.env, "during the upload");
-    let after_upload = stats(&world.env);
+    assert!(
+        resumes(&world.env) > 0,
+        "the client never resumed after a cut"
+    );
+}
 
-    // Download: the remote `cat` goes to ssh's stdout, straight into a file.
+// The agent resends only its oldest unacknowledged message, once per 100 ms
+// tick (as the real agent does), so each frame or ack lost on the way down
+// stalls the stream for a tick: about 2 000 of them here, some 200 s in all.
+#[test]
+fn twenty_mb_download_through_cat_survives_loss_duplication_reordering_and_cuts() {
+    let world = SshWorld::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (data, expected, remote) = twenty_mb(dir.path());
+    std::fs::write(&remote, &data).unwrap();
+
+    // The remote `cat` goes to ssh's stdout, straight into a file.
     let back = dir.path().join("download.bin");
     let download = world
         .ssh(&format!("cat {}", quoted(&remote)))
@@ -206,24 +239,11 @@ fn twenty_mb_through_cat_both_ways_survive_loss_duplication_reordering_and_cuts(
     let downloaded = std::fs::read(&back).unwrap();
     assert_eq!(downloaded.len(), TRANSFER);
     assert_eq!(hex_sha256(&downloaded), expected);
-
-    // The download met faults of its own, not just the upload's.
-    let end = stats(&world.env);
+    assert_faults_happened(&world.env, "during the download");
     assert!(
-        end.dropped > after_upload.dropped
-            && end.duplicated > after_upload.duplicated
-            && end.reordered > after_upload.reordered
-            && end.cuts > after_upload.cuts,
-        "the download saw no faults: before {after_upload:#?}, after {end:#?}"
+        resumes(&world.env) > 0,
+        "the client never resumed after a cut"
     );
-    let resumes = world
-        .env
-        .fake
-        .events()
-        .iter()
-        .filter(|e| e.action == "ssm:ResumeSession" && e.error.is_none())
-        .count();
-    assert!(resumes > 0, "the client never resumed after a cut");
 }
 
 /// An echo server: every connection gets its own bytes back.
@@ -335,6 +355,7 @@ fn sixteen_concurrent_forwarded_connections_echo_intact_through_faults() {
             "AWS-StartPortForwardingSession",
         ],
     );
+    // 4 MB each way at the client's 1000 messages/s: several cuts at least.
     let results = env.runtime().block_on(async {
         let tasks: Vec<_> = (0..CLIENTS)
             .map(|n| tokio::spawn(echo_client(port, n)))
