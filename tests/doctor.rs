@@ -484,7 +484,7 @@ fn a_denied_service_setting_read_skips_the_tier_check_naming_the_permission() {
     assert_eq!(tier["fix"], Value::Null);
 }
 
-/// An IAM endpoint on 127.0.0.1 answering each request (one per connection)
+/// An AWS endpoint (IAM, or SageMaker in [`studio`]) on 127.0.0.1 answering each request (one per connection)
 /// with what `answer` makes of its head and body; stops when dropped.
 struct IamStub {
     addr: SocketAddr,
@@ -1407,5 +1407,314 @@ fn a_simulation_that_cannot_run_keeps_the_local_verdict_and_names_the_permission
              (AccessDenied); it needs iam:SimulatePrincipalPolicy"
         ),
         "{detail}"
+    );
+}
+
+/// One Studio domain as SageMaker's DescribeDomain describes it.
+struct Domain {
+    id: &'static str,
+    default_role: Option<String>,
+    network: &'static str,
+    subnets: &'static [&'static str],
+    security_groups: &'static [&'static str],
+}
+
+/// One Studio user profile: its own execution role and security groups.
+struct Profile {
+    name: &'static str,
+    role: Option<String>,
+    security_groups: &'static [&'static str],
+}
+
+/// A profile with its own execution role, nothing else of its own.
+fn profile(name: &'static str, role: Option<String>) -> Profile {
+    Profile {
+        name,
+        role,
+        security_groups: &[],
+    }
+}
+
+/// A SageMaker endpoint (AWS JSON 1.1, the target in `X-Amz-Target`)
+/// answering DescribeDomain for `domain` and DescribeUserProfile for each
+/// [`Profile`] of `profiles`, and ResourceNotFound, as
+/// SageMaker does, for any other profile or domain. moto answers both calls
+/// with HTTP 500, hence this stub.
+fn studio(domain: Domain, profiles: Vec<Profile>) -> IamStub {
+    IamStub::start(move |head, body| {
+        let request: Value = serde_json::from_slice(body).unwrap_or_default();
+        let target = head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("x-amz-target")
+                    .then(|| value.trim().to_owned())
+            })
+            .unwrap_or_default();
+        let domain_id = text_of(&request["DomainId"]);
+        let arn =
+            |kind: &str, rest: &str| format!("arn:aws:sagemaker:{REGION}:{ACCOUNT}:{kind}/{rest}");
+        match target.as_str() {
+            "SageMaker.DescribeDomain" if domain_id == domain.id => {
+                let mut settings = serde_json::json!({"SecurityGroups": domain.security_groups});
+                if let Some(role) = &domain.default_role {
+                    settings["ExecutionRole"] = role.as_str().into();
+                }
+                json_answer(serde_json::json!({
+                    "DomainId": domain.id,
+                    "DomainArn": arn("domain", domain.id),
+                    "DomainName": "studio",
+                    "Status": "InService",
+                    "AuthMode": "IAM",
+                    "AppNetworkAccessType": domain.network,
+                    "SubnetIds": domain.subnets,
+                    "VpcId": "vpc-0studio",
+                    "DefaultUserSettings": settings,
+                }))
+            }
+            "SageMaker.DescribeUserProfile" if domain_id == domain.id => {
+                let name = text_of(&request["UserProfileName"]);
+                match profiles.iter().find(|profile| profile.name == name) {
+                    Some(profile) => {
+                        let mut settings = serde_json::json!({});
+                        if !profile.security_groups.is_empty() {
+                            settings["SecurityGroups"] = profile.security_groups.into();
+                        }
+                        if let Some(role) = &profile.role {
+                            settings["ExecutionRole"] = role.as_str().into();
+                        }
+                        json_answer(serde_json::json!({
+                            "DomainId": domain.id,
+                            "UserProfileArn": arn("user-profile", &format!("{}/{name}", domain.id)),
+                            "UserProfileName": name,
+                            "Status": "InService",
+                            "UserSettings": settings,
+                        }))
+                    }
+                    None => not_found(&format!(
+                        "User profile {} does not exist.",
+                        arn("user-profile", &format!("{domain_id}/{name}"))
+                    )),
+                }
+            }
+            "SageMaker.DescribeDomain" | "SageMaker.DescribeUserProfile" => not_found(&format!(
+                "Domain {} does not exist.",
+                arn("domain", domain_id)
+            )),
+            other => json_error(
+                "400 Bad Request",
+                "UnknownOperationException",
+                &format!("the stub does not answer {other:?}"),
+            ),
+        }
+    })
+}
+
+/// A successful AWS JSON 1.1 answer.
+fn json_answer(body: Value) -> Vec<u8> {
+    json_http("200 OK", &body.to_string())
+}
+
+/// SageMaker's ResourceNotFound: HTTP 400, the error's name in `__type`.
+fn not_found(message: &str) -> Vec<u8> {
+    json_error("400 Bad Request", "ResourceNotFound", message)
+}
+
+fn json_error(status: &str, kind: &str, message: &str) -> Vec<u8> {
+    let body = serde_json::json!({"__type": kind, "Message": message});
+    json_http(status, &body.to_string())
+}
+
+fn json_http(status: &str, json: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/x-amz-json-1.1\r\n\
+         x-amzn-RequestId: 4f6c5a9e-0000-4000-8000-000000000002\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{json}",
+        json.len()
+    )
+    .into_bytes()
+}
+
+/// A well-configured account whose SageMaker is `studio(domain, profiles)`.
+fn studio_account(
+    prefix: &str,
+    domain: impl FnOnce(&Account) -> Domain,
+    profiles: impl FnOnce(&Account) -> Vec<Profile>,
+) -> (Account, IamStub) {
+    let mut account = Account::well_configured(prefix);
+    let stub = studio(domain(&account), profiles(&account));
+    account
+        .env
+        .extra_env
+        .push(("AWS_ENDPOINT_URL_SAGEMAKER".into(), stub.endpoint()));
+    (account, stub)
+}
+
+#[test]
+fn a_studio_user_profile_names_its_execution_role() {
+    let (account, _sagemaker) = studio_account(
+        "studioprofile",
+        |_| Domain {
+            id: "d-abc",
+            // Never used: alice has a role of her own.
+            default_role: Some(format!(
+                "arn:aws:iam::{ACCOUNT}:role/studioprofile-NoSuchDefault"
+            )),
+            network: "PublicInternetOnly",
+            subnets: &["subnet-0pub"],
+            security_groups: &[],
+        },
+        |account| vec![profile("alice", Some(account.exec_role_arn()))],
+    );
+    let args = ["--domain", "d-abc", "--user-profile", "alice"];
+    let report = account.doctor_json(&args, 0);
+    assert_statuses(&report, &[("network", "pass")]);
+    let from = format!(
+        "{} (from Studio user profile alice in domain d-abc)",
+        account.exec_role_arn()
+    );
+    for id in ["role-trust", "role-policy"] {
+        let detail = text_of(&check(&report, id)["detail"]);
+        assert!(detail.starts_with(&from), "{id}: {detail}");
+    }
+    assert_eq!(
+        check(&report, "network")["detail"],
+        "Studio user profile alice in domain d-abc: the domain uses public internet access"
+    );
+
+    let output = account.doctor(&args);
+    let (stdout, _) = assert_exit(&output, 0);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with(&format!("PASS  role-trust: {from}"))),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_studio_profile_without_a_role_uses_the_domains_default() {
+    let (account, _sagemaker) = studio_account(
+        "studiodefault",
+        |account| Domain {
+            id: "d-abc",
+            default_role: Some(account.exec_role_arn()),
+            network: "PublicInternetOnly",
+            subnets: &[],
+            security_groups: &[],
+        },
+        |_| vec![profile("alice", None)],
+    );
+    let report = account.doctor_json(&["--domain", "d-abc", "--user-profile", "alice"], 0);
+    assert_statuses(&report, &[("network", "pass")]);
+    let from = format!(
+        "{} (from domain d-abc's default user settings, as Studio user profile alice \
+         has no execution role of its own)",
+        account.exec_role_arn()
+    );
+    for id in ["role-trust", "role-policy"] {
+        let detail = text_of(&check(&report, id)["detail"]);
+        assert!(detail.starts_with(&from), "{id}: {detail}");
+    }
+}
+
+#[test]
+fn a_vpc_only_studio_domain_warns_naming_the_vpc_endpoints() {
+    let (account, _sagemaker) = studio_account(
+        "studiovpc",
+        |_| Domain {
+            id: "d-abc",
+            default_role: None,
+            network: "VpcOnly",
+            subnets: &["subnet-0aaa", "subnet-0bbb"],
+            security_groups: &["sg-0studio"],
+        },
+        |account| {
+            vec![
+                profile("alice", Some(account.exec_role_arn())),
+                Profile {
+                    name: "carol",
+                    role: Some(account.exec_role_arn()),
+                    security_groups: &["sg-0carol"],
+                },
+            ]
+        },
+    );
+    let report = account.doctor_json(&["--domain", "d-abc", "--user-profile", "alice"], 0);
+    assert_statuses(&report, &[("network", "warn")]);
+    let network = check(&report, "network");
+    assert!(
+        text_of(&network["detail"]).starts_with(
+            "Studio user profile alice in domain d-abc: the domain is VPC-only \
+             (subnets subnet-0aaa, subnet-0bbb)"
+        ),
+        "{network}"
+    );
+    let fix = text_of(&network["fix"]);
+    assert!(
+        fix.contains("aws ec2 describe-subnets --region eu-west-1 --subnet-ids subnet-0aaa "),
+        "{fix}"
+    );
+    for service in ["ssm", "ssmmessages", "ec2messages", "logs", "sts"] {
+        assert!(
+            fix.contains(&format!(
+                "--service-name com.amazonaws.eu-west-1.{service} \
+                 --subnet-ids subnet-0aaa subnet-0bbb --security-group-ids sg-0studio"
+            )),
+            "{service} endpoint missing from {fix}"
+        );
+    }
+
+    // A profile's own security groups replace the domain's defaults.
+    let report = account.doctor_json(&["--domain", "d-abc", "--user-profile", "carol"], 0);
+    let fix = text_of(&check(&report, "network")["fix"]);
+    assert!(
+        fix.contains("--subnet-ids subnet-0aaa subnet-0bbb --security-group-ids sg-0carol --private-dns-enabled"),
+        "{fix}"
+    );
+}
+
+#[test]
+fn an_unknown_studio_profile_fails_with_the_command_that_lists_profiles() {
+    let (account, _sagemaker) = studio_account(
+        "studiomissing",
+        |account| Domain {
+            id: "d-abc",
+            default_role: Some(account.exec_role_arn()),
+            network: "PublicInternetOnly",
+            subnets: &[],
+            security_groups: &[],
+        },
+        |account| vec![profile("alice", Some(account.exec_role_arn()))],
+    );
+    let report = account.doctor_json(&["--domain", "d-abc", "--user-profile", "bob"], 1);
+    assert_statuses(
+        &report,
+        &[
+            ("role-trust", "fail"),
+            ("role-policy", "skip"),
+            ("network", "skip"),
+        ],
+    );
+    let trust = check(&report, "role-trust");
+    assert_eq!(
+        trust["detail"],
+        format!(
+            "Studio user profile bob in domain d-abc does not exist in eu-west-1 \
+             (User profile arn:aws:sagemaker:eu-west-1:{ACCOUNT}:user-profile/d-abc/bob does not exist.), \
+             so its execution role is unknown"
+        )
+    );
+    assert_eq!(
+        trust["fix"],
+        "check the name and region (--region): \
+         aws sagemaker list-user-profiles --region eu-west-1 --domain-id-equals d-abc"
+    );
+    // A wrong domain is found the same way.
+    let report = account.doctor_json(&["--domain", "d-nosuch", "--user-profile", "alice"], 1);
+    assert_eq!(
+        check(&report, "role-trust")["fix"],
+        "check the name and region (--region): \
+         aws sagemaker list-user-profiles --region eu-west-1 --domain-id-equals d-nosuch"
     );
 }

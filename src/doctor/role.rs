@@ -177,38 +177,40 @@ async fn user_profile(sagemaker: &aws_sdk_sagemaker::Client, domain: &str, profi
         .send()
         .await
         .map_err(|e| Failure::from_sdk("sagemaker:DescribeDomain", e))?;
-    let role = user
-        .user_settings
-        .and_then(|s| s.execution_role)
-        .or_else(|| {
-            described
-                .default_user_settings
-                .as_ref()
-                .and_then(|s| s.execution_role.clone())
-        })
-        .ok_or_else(|| {
-            Failure::Other(format!(
+    let none = || aws_sdk_sagemaker::types::UserSettings::builder().build();
+    let own = user.user_settings.unwrap_or_else(none);
+    let defaults = described.default_user_settings.unwrap_or_else(none);
+    // Studio apps run with the profile's own settings where it has them and
+    // the domain's defaults otherwise; the report says which one applied.
+    let (what, role) = match (own.execution_role, defaults.execution_role) {
+        (Some(role), _) => (format!("Studio user profile {profile} in domain {domain}"), role),
+        (None, Some(role)) => (
+            format!(
+                "domain {domain}'s default user settings, as Studio user profile {profile} has no execution role of its own"
+            ),
+            role,
+        ),
+        (None, None) => {
+            return Err(Failure::Other(format!(
                 "neither user profile {profile} nor domain {domain} names an execution role"
-            ))
-        })?;
+            )))
+        }
+    };
     let vpc_only = described
         .app_network_access_type
         .map(|t| t.as_str() == "VpcOnly")
         .unwrap_or(false);
-    let security_groups = described
-        .default_user_settings
-        .and_then(|s| s.security_groups)
+    let security_groups = own
+        .security_groups
+        .filter(|groups| !groups.is_empty())
+        .or(defaults.security_groups)
         .unwrap_or_default();
     let network = Network::Studio {
         subnets: described.subnet_ids.unwrap_or_default(),
         security_groups,
         vpc_only,
     };
-    Ok((
-        format!("Studio user profile {profile} in domain {domain}"),
-        role,
-        Some(network),
-    ))
+    Ok((what, role, Some(network)))
 }
 
 /// The trust and policy checks of the execution role.
