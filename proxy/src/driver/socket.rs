@@ -1,7 +1,7 @@
 //! One websocket to the data channel: dial, authenticate, and a writer task so
 //! that the engine loop never blocks on a slow socket.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
@@ -9,8 +9,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
 use super::{SessionError, StreamTarget};
@@ -55,11 +55,21 @@ pub(crate) async fn open(
         host: host_of(&target.stream_url),
         reason,
     };
-    let dial = tokio_tungstenite::connect_async_with_config(target.stream_url.as_str(), None, true);
+    let connector = if target.stream_url.starts_with("wss:") {
+        Connector::Rustls(tls_config().map_err(dial_error)?)
+    } else {
+        Connector::Plain
+    };
+    let dial = tokio_tungstenite::connect_async_tls_with_config(
+        target.stream_url.as_str(),
+        None,
+        true,
+        Some(connector),
+    );
     let (ws, _) = tokio::time::timeout(timeout, dial)
         .await
         .map_err(|_| dial_error(format!("timed out after {timeout:?}")))?
-        .map_err(|e| dial_error(e.to_string()))?;
+        .map_err(|e| dial_error(describe(&e)))?;
     let (mut sink, read) = ws.split();
     let open = OpenDataChannel {
         message_schema_version: "1.0".to_owned(),
@@ -79,6 +89,44 @@ pub(crate) async fn open(
         write,
         writer,
     })
+}
+
+/// TLS settings for `wss://`: the platform's roots (which honour `SSL_CERT_FILE`
+/// and `SSL_CERT_DIR`, so corporate TLS-inspecting CAs work) plus Mozilla's.
+/// Loaded per dial (dials are rare) so a changed trust store is picked up. The
+/// provider is named explicitly: no process-wide default needs installing.
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let native = rustls_native_certs::load_native_certs();
+    for error in &native.errors {
+        tracing::warn!(%error, "some of the platform's trusted certificates could not be loaded");
+    }
+    let (added, ignored) = roots.add_parsable_certificates(native.certs);
+    tracing::debug!(added, ignored, "platform root certificates");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// A dial error in one line, naming TLS problems as such with where trust comes from.
+fn describe(error: &WsError) -> String {
+    let tls = match error {
+        WsError::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        _ => None,
+    };
+    match tls {
+        Some(tls) => format!(
+            "TLS handshake failed: {tls} (trusted: the system's CA store, or SSL_CERT_FILE/SSL_CERT_DIR if set, and Mozilla's roots)"
+        ),
+        None => error.to_string(),
+    }
 }
 
 /// Writes queued messages, flushing once per batch. Ends (dropping the receiver,

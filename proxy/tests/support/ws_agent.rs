@@ -14,8 +14,10 @@ use sm_ssh_proxy::frame::payload_type;
 use sm_ssh_proxy::handshake::version_greater;
 use sm_ssh_proxy::payload::{flag, OpenDataChannel};
 use sm_ssh_proxy::{ControlError, SessionControl, StreamTarget};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
@@ -85,10 +87,23 @@ impl Drop for FakeAgent {
 
 impl FakeAgent {
     pub async fn start(behaviour: Behaviour) -> Arc<FakeAgent> {
+        Self::listen(behaviour, None).await
+    }
+
+    /// The same agent behind TLS, at `wss://localhost:PORT` (listening on 127.0.0.1).
+    pub async fn start_tls(behaviour: Behaviour, tls: Arc<rustls::ServerConfig>) -> Arc<FakeAgent> {
+        Self::listen(behaviour, Some(TlsAcceptor::from(tls))).await
+    }
+
+    async fn listen(behaviour: Behaviour, tls: Option<TlsAcceptor>) -> Arc<FakeAgent> {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let url_base = match tls {
+            None => format!("ws://{addr}/v1/data-channel"),
+            Some(_) => format!("wss://localhost:{}/v1/data-channel", addr.port()),
+        };
         let fake = Arc::new(FakeAgent {
-            url_base: format!("ws://{addr}/v1/data-channel"),
+            url_base,
             behaviour,
             tokens: Mutex::default(),
             sessions: Mutex::default(),
@@ -101,9 +116,22 @@ impl FakeAgent {
         let server = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let Some(fake) = weak.upgrade() else { return };
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    if let Ok(ws) = tokio_tungstenite::accept_async(tcp).await {
-                        fake.serve(ws).await;
+                    match tls {
+                        None => {
+                            if let Ok(ws) = tokio_tungstenite::accept_async(tcp).await {
+                                fake.serve(ws).await;
+                            }
+                        }
+                        Some(tls) => {
+                            let Ok(stream) = tls.accept(tcp).await else {
+                                return;
+                            };
+                            if let Ok(ws) = tokio_tungstenite::accept_async(stream).await {
+                                fake.serve(ws).await;
+                            }
+                        }
                     }
                 });
             }
@@ -161,9 +189,9 @@ impl FakeAgent {
         }
     }
 
-    async fn serve(
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         self: Arc<Self>,
-        mut ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+        mut ws: tokio_tungstenite::WebSocketStream<S>,
     ) {
         let Some(Ok(Message::Text(text))) = ws.next().await else {
             return;
