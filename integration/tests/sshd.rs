@@ -244,11 +244,3 @@ async fn shell_runs_on_a_terminal() {
         text(&out.stdout)
     );
 }
-
-#[tokio::test]
-async fn a_stopped_server_no_longer_listens() {
-    let f = Fixture::start().await;
-    let addr = f.server.addr();
-    f.server.stop().await;
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
-}
