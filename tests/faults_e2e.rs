@@ -11,13 +11,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Output, Stdio};
 
-use common::{assert_exit, seed_with, training_instance, Env};
+use common::{assert_exit, seed_with, start_forward, training_instance, Env};
 use sha2::{Digest, Sha256};
 use sm_ssh_integration::datachannel::StatsSnapshot;
 use sm_ssh_integration::openssh::OpenSshServer;
@@ -282,61 +280,6 @@ async fn echo_client(port: u16, n: usize) {
     }
 }
 
-/// `sm-ssh forward`, its announced local ports, and its stderr so far.
-struct Forward {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Forward {
-    /// Starts `sm-ssh forward <args>` and returns it with the local port it
-    /// announces on stderr ("forwarding 127.0.0.1:PORT -> …").
-    fn start(env: &Env, args: &[&str]) -> (Forward, u16) {
-        let mut child = env
-            .sm_ssh(["forward"].iter().chain(args))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut reader = BufReader::new(child.stderr.take().unwrap());
-        let mut seen = String::new();
-        let port = loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap() == 0 {
-                let status = child.wait().unwrap();
-                panic!("sm-ssh forward exited ({status}) before listening:\n{seen}");
-            }
-            seen.push_str(&line);
-            if let Some(rest) = line.strip_prefix("forwarding ") {
-                let local = rest.split_whitespace().next().unwrap();
-                break local.rsplit(':').next().unwrap().parse::<u16>().unwrap();
-            }
-        };
-        // Keep draining stderr so the child never blocks on a full pipe.
-        let stderr = Arc::new(Mutex::new(seen));
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in reader.lines().map_while(Result::ok) {
-                sink.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        (Forward { child, stderr }, port)
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Forward {
-    // Never leave the child behind, whether the test passed or panicked.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn sixteen_concurrent_forwarded_connections_echo_intact_through_faults() {
     let env = faulty_env();
@@ -345,7 +288,7 @@ fn sixteen_concurrent_forwarded_connections_echo_intact_through_faults() {
     instance.ports.insert(7000, echo);
     env.add_instance(instance);
 
-    let (forward, port) = Forward::start(
+    let forward = start_forward(
         &env,
         &[
             INSTANCE,
@@ -354,7 +297,9 @@ fn sixteen_concurrent_forwarded_connections_echo_intact_through_faults() {
             "--document",
             "AWS-StartPortForwardingSession",
         ],
+        1,
     );
+    let port = forward.ports[0];
     // 4 MB each way at the client's 1000 messages/s: several cuts at least.
     let results = env.runtime().block_on(async {
         let tasks: Vec<_> = (0..CLIENTS)

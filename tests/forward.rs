@@ -4,12 +4,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
 
-use common::{assert_exit, seed_with, training_instance, Env};
+use common::{assert_exit, seed_with, start_forward, training_instance, Env, Forward};
 use sm_ssh_integration::world::{Instance, Seed};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -81,13 +78,6 @@ fn hammer(env: &Env, port: u16) {
     });
 }
 
-struct Forward {
-    child: Child,
-    ports: Vec<u16>,
-    /// Everything the child wrote on stderr so far.
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
 /// One local port forwarded to the instance's 8080 with the
 /// AWS-StartPortForwardingSession document.
 fn forward_over_port_document(env: &Env) -> Forward {
@@ -102,68 +92,6 @@ fn forward_over_port_document(env: &Env) -> Forward {
         ],
         1,
     )
-}
-
-/// Starts `sm-ssh forward` and reads its announcement of each forward from
-/// stderr ("forwarding 127.0.0.1:PORT -> …").
-fn start_forward(env: &Env, args: &[&str], forwards: usize) -> Forward {
-    let mut child = env
-        .sm_ssh(["forward"].iter().chain(args))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stderr.take().unwrap());
-    let mut ports = Vec::new();
-    let mut stderr = Vec::new();
-    while ports.len() < forwards {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap() == 0 {
-            let status = child.wait().unwrap();
-            panic!(
-                "sm-ssh forward exited ({status}) before listening:\n{}",
-                stderr.join("")
-            );
-        }
-        if let Some(rest) = line.strip_prefix("forwarding ") {
-            let local = rest.split_whitespace().next().unwrap();
-            ports.push(local.rsplit(':').next().unwrap().parse().unwrap());
-        }
-        stderr.push(line);
-    }
-    // Keep draining stderr so the child never blocks on a full pipe.
-    let stderr = Arc::new(Mutex::new(stderr));
-    let sink = stderr.clone();
-    std::thread::spawn(move || {
-        for line in reader.lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(line + "\n");
-        }
-    });
-    Forward {
-        child,
-        ports,
-        stderr,
-    }
-}
-
-impl Forward {
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().concat()
-    }
-
-    /// Ctrl-C, then the exit status and all of stderr.
-    fn interrupt(mut self) -> (std::process::ExitStatus, String) {
-        let status = std::process::Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let status = self.child.wait().unwrap();
-        // The drain thread ends at EOF; give it the last lines.
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        (status, self.stderr())
-    }
 }
 
 fn env_with_http(configure: impl FnOnce(&mut Seed)) -> (Env, SocketAddr) {

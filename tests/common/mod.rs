@@ -6,8 +6,10 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 
 use sm_ssh_integration::server::FakeAws;
 use sm_ssh_integration::world::{Identity, Instance, PingStatus, Seed};
@@ -214,4 +216,82 @@ pub fn assert_exit(output: &Output, code: i32) -> (String, String) {
         "expected exit {code}\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
     );
     (stdout, stderr)
+}
+
+/// A running `sm-ssh forward`, the local ports it announced, and its stderr.
+pub struct Forward {
+    child: Child,
+    pub ports: Vec<u16>,
+    /// Everything the child wrote on stderr so far.
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+/// Starts `sm-ssh forward` and reads its announcement of each forward from
+/// stderr ("forwarding 127.0.0.1:PORT -> …").
+pub fn start_forward(env: &Env, args: &[&str], forwards: usize) -> Forward {
+    let mut child = env
+        .sm_ssh(["forward"].iter().chain(args))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    let mut ports = Vec::new();
+    let mut stderr = Vec::new();
+    while ports.len() < forwards {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            let status = child.wait().unwrap();
+            panic!(
+                "sm-ssh forward exited ({status}) before listening:\n{}",
+                stderr.join("")
+            );
+        }
+        if let Some(rest) = line.strip_prefix("forwarding ") {
+            let local = rest.split_whitespace().next().unwrap();
+            ports.push(local.rsplit(':').next().unwrap().parse().unwrap());
+        }
+        stderr.push(line);
+    }
+    // Keep draining stderr so the child never blocks on a full pipe.
+    let stderr = Arc::new(Mutex::new(stderr));
+    let sink = stderr.clone();
+    std::thread::spawn(move || {
+        for line in reader.lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line + "\n");
+        }
+    });
+    Forward {
+        child,
+        ports,
+        stderr,
+    }
+}
+
+impl Forward {
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().concat()
+    }
+
+    /// Ctrl-C, then the exit status and all of stderr.
+    pub fn interrupt(mut self) -> (std::process::ExitStatus, String) {
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let status = self.child.wait().unwrap();
+        // The drain thread ends at EOF; give it the last lines.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        (status, self.stderr())
+    }
+}
+
+impl Drop for Forward {
+    // Never leave the child behind, whether the test passed or panicked.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
