@@ -245,3 +245,185 @@ fn read_banner_when_listening(port: u16, forward: &mut Child) -> String {
         }
     }
 }
+
+/// Bytes no text transformation leaves alone: every byte value, CR LF pairs,
+/// a pseudo-random tail, and a length that is no multiple of any buffer.
+fn awkward_bytes() -> Vec<u8> {
+    let mut bytes: Vec<u8> = (0..=255u8).collect();
+    bytes.extend_from_slice(b"\r\n\n\r\x00\x1b[0m");
+    let mut x: u32 = 0x9e37_79b9;
+    while bytes.len() < 300_007 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        bytes.push(x as u8);
+    }
+    bytes
+}
+
+impl Serving {
+    /// ssh through the printed config (its ProxyCommand pushes the key).
+    fn ssh(&self, home: &Path, args: &[&str]) -> Output {
+        self.command(home, "ssh")
+            .args(["-F", &self.ssh_config, "-o", "BatchMode=yes"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// The bytes of `path` on the instance, read by `cat` there.
+    fn remote_file(&self, home: &Path, path: &str) -> Vec<u8> {
+        let out = self.ssh(home, &["demo.training.sagemaker", "cat", path]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        out.stdout
+    }
+
+    fn scp(&self, home: &Path, extra: &[&str], from: &str, to: &str) {
+        let out = self
+            .command(home, "scp")
+            .args(["-F", &self.ssh_config, "-o", "BatchMode=yes", "-q"])
+            .args(extra)
+            .args([from, to])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "scp {extra:?} {from} {to}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn scp_sftp_and_paramiko_move_files_byte_identical() {
+    let home = tempfile::tempdir().unwrap();
+    let serving = Serving::start(home.path());
+    let data = awkward_bytes();
+    let local = home.path().join("local.bin");
+    std::fs::write(&local, &data).unwrap();
+    let local = local.display().to_string();
+    let host = "demo.training.sagemaker";
+
+    // scp in SFTP mode (OpenSSH 9's default) and in the legacy protocol (-O),
+    // each way; the far side's `cat` proves what landed there.
+    for (mode, extra) in [("sftp", &[][..]), ("legacy", &["-O"][..])] {
+        let name = format!("up-{mode}.bin");
+        serving.scp(home.path(), extra, &local, &format!("{host}:{name}"));
+        assert!(
+            serving.remote_file(home.path(), &name) == data,
+            "scp {mode} upload differs"
+        );
+        let back = home.path().join(format!("down-{mode}.bin"));
+        serving.scp(
+            home.path(),
+            extra,
+            &format!("{host}:{name}"),
+            &back.display().to_string(),
+        );
+        assert!(
+            std::fs::read(&back).unwrap() == data,
+            "scp {mode} download differs"
+        );
+    }
+
+    // sftp in batch mode: put, list, rename into a new folder, get, clean up.
+    let batch = home.path().join("batch");
+    let fetched = home.path().join("sftp-down.bin");
+    std::fs::write(
+        &batch,
+        format!(
+            "put {local} sftp-up.bin\nls -l sftp-up.bin\nmkdir folder\n\
+             rename sftp-up.bin folder/moved.bin\nget folder/moved.bin {}\n\
+             chmod 600 folder/moved.bin\nrm folder/moved.bin\nrmdir folder\n",
+            fetched.display()
+        ),
+    )
+    .unwrap();
+    let sftp = serving
+        .command(home.path(), "sftp")
+        .args(["-F", &serving.ssh_config, "-o", "BatchMode=yes", "-b"])
+        .arg(&batch)
+        .arg(host)
+        .output()
+        .unwrap();
+    assert!(sftp.status.success(), "{}", text(&sftp.stderr));
+    assert!(
+        text(&sftp.stdout).contains(&format!(" {} ", data.len())),
+        "ls -l shows the size: {}",
+        text(&sftp.stdout)
+    );
+    assert!(std::fs::read(&fetched).unwrap() == data, "sftp get differs");
+    let gone = serving.ssh(home.path(), &[host, "test ! -e folder"]);
+    assert!(gone.status.success(), "rm and rmdir left folder behind");
+
+    // paramiko's SFTP client through `sm-ssh proxy`, as Python tools use it.
+    let Ok(python) = std::env::var("SM_SSH_TEST_PYTHON") else {
+        eprintln!("SM_SSH_TEST_PYTHON is unset (scripts/test sets it); skipping paramiko");
+        return;
+    };
+    let script = home.path().join("paramiko_sftp.py");
+    std::fs::write(&script, PARAMIKO_SFTP).unwrap();
+    let config = std::fs::read_to_string(&serving.ssh_config).unwrap();
+    let setting = |name: &str| {
+        let line = config
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {config}"));
+        line.trim().trim_matches('"').to_string()
+    };
+    let downloaded = home.path().join("paramiko-down.bin");
+    let out = serving
+        .command(home.path(), &python)
+        .arg(&script)
+        .arg(format!("{SM_SSH} proxy --user root {host}"))
+        .args([setting("IdentityFile"), setting("UserKnownHostsFile")])
+        .arg(&local)
+        .arg(&downloaded)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "paramiko: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("size {}\n", data.len()));
+    assert!(
+        serving.remote_file(home.path(), "paramiko.bin") == data,
+        "paramiko upload differs"
+    );
+    assert!(
+        std::fs::read(&downloaded).unwrap() == data,
+        "paramiko download differs"
+    );
+}
+
+/// argv: proxy command, private key, known_hosts, file to upload, where to download it.
+const PARAMIKO_SFTP: &str = r#"
+import sys, paramiko
+proxy, key, known_hosts, local, downloaded = sys.argv[1:]
+client = paramiko.SSHClient()
+client.load_host_keys(known_hosts)
+client.connect("demo.training.sagemaker", username="root",
+               pkey=paramiko.Ed25519Key.from_private_key_file(key),
+               sock=paramiko.ProxyCommand(proxy),
+               look_for_keys=False, allow_agent=False)
+sftp = client.open_sftp()
+sftp.put(local, "paramiko.bin")
+print("size", sftp.stat("paramiko.bin").st_size)
+sftp.get("paramiko.bin", downloaded)
+sftp.close()
+client.close()
+"#;
+
+#[test]
+fn an_unknown_subsystem_is_refused_at_once() {
+    let home = tempfile::tempdir().unwrap();
+    let serving = Serving::start(home.path());
+    // Without the refusal ssh would wait for the subsystem forever.
+    let out = serving.ssh(
+        home.path(),
+        &["-s", "demo.training.sagemaker", "no-such-subsystem"],
+    );
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("subsystem request failed"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -4,10 +4,12 @@
 
 pub mod config;
 pub mod datachannel;
+pub mod iam;
 pub mod moto;
 pub mod openssh;
 pub mod sandbox;
 pub mod server;
+mod sftp;
 pub mod sshd;
 mod ssm;
 mod sts;

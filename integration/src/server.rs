@@ -101,6 +101,7 @@ impl FakeAws {
         [
             ("AWS_ENDPOINT_URL_SSM", endpoint.as_str()),
             ("AWS_ENDPOINT_URL_STS", endpoint.as_str()),
+            ("AWS_ENDPOINT_URL_IAM", endpoint.as_str()),
             ("AWS_REGION", region.as_str()),
             ("AWS_DEFAULT_REGION", region.as_str()),
             ("AWS_ACCESS_KEY_ID", "testing"),
@@ -229,8 +230,8 @@ impl Drop for FakeAws {
     }
 }
 
-/// `POST /`: SSM when `X-Amz-Target` names it, STS when the body is a
-/// Query-protocol form.
+/// `POST /`: SSM when `X-Amz-Target` names it, IAM or STS when the body is a
+/// Query-protocol form (told apart by its `Version`).
 async fn api(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let latency = state.world.lock().unwrap().faults.latency_ms;
     if latency > 0 {
@@ -242,6 +243,8 @@ async fn api(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> 
         .unwrap_or_default();
     if let Some(op) = target.strip_prefix("AmazonSSM.") {
         crate::ssm::handle(&state, op, &body).await
+    } else if target.is_empty() && crate::iam::is_iam(&body) {
+        crate::iam::handle(&state, &body)
     } else if target.is_empty() && crate::sts::is_query(&body) {
         crate::sts::handle(&state, &body)
     } else {

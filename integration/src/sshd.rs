@@ -2,7 +2,8 @@
 //! SageMaker container: public-key authentication against `authorized_keys`
 //! files that SendCommand writes (re-read on every attempt, so a key pushed a
 //! moment ago works at once), `exec` and `shell` with or without a
-//! pseudo-terminal, exit status, and `direct-tcpip` for `ssh -L`.
+//! pseudo-terminal, exit status, `direct-tcpip` for `ssh -L`, and the `sftp`
+//! subsystem (`crate::sftp`); any other subsystem is refused at once.
 //!
 //! Every login user runs commands as the user of this process: the server
 //! stands in for a container where `root` and `sagemaker-user` both exist,
@@ -367,6 +368,21 @@ impl russh::server::Handler for Connection {
     ) -> Result<(), Self::Error> {
         session.channel_success(channel)
     }
+
+    /// `sftp` is served by the channel's task; any other name is refused now,
+    /// as sshd does for a subsystem it has no `Subsystem` line for.
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if name == crate::sftp::SUBSYSTEM {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
+        }
+    }
 }
 
 /// What a started process needs to know about its login.
@@ -415,6 +431,12 @@ async fn serve_session_channel(channel: Channel<Msg>, handle: Handle, context: P
                 let command = String::from_utf8_lossy(&command).into_owned();
                 let started = start(&context, Some(&command), pty.as_ref(), writer.clone());
                 (input, process) = started_or_report(started, &writer).await;
+            }
+            ChannelMsg::RequestSubsystem { name, .. }
+                if process.is_none() && name == crate::sftp::SUBSYSTEM =>
+            {
+                crate::sftp::serve(reader, &writer, context.workdir.clone()).await;
+                break;
             }
             ChannelMsg::RequestShell { .. } if process.is_none() => {
                 let started = start(&context, None, pty.as_ref(), writer.clone());

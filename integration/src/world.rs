@@ -171,6 +171,8 @@ pub struct Seed {
     pub faults: Faults,
     /// `/ssm/managed-instance/activation-tier`: `standard` or `advanced`.
     pub activation_tier: String,
+    /// Roles, users, groups and managed policies IAM answers with.
+    pub iam: crate::iam::Account,
 }
 
 /// A session created by StartSession.
@@ -222,6 +224,7 @@ pub struct World {
     pub pacing: Pacing,
     pub faults: Faults,
     pub activation_tier: String,
+    pub iam: crate::iam::Account,
     pub sessions: HashMap<String, Session>,
     /// The data channel's live sessions and counters (see `datachannel::DataPlane`).
     pub data_plane: crate::datachannel::DataPlane,
@@ -326,6 +329,7 @@ impl World {
             pacing: seed.pacing,
             faults: seed.faults,
             activation_tier,
+            iam: seed.iam,
             ..World::default()
         }
     }

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use crate::cli::Global;
+use crate::playground::account::Broken;
 use crate::playground::{self, Client, FlowOptions};
 
 /// What the demo runs on the far side unless told otherwise.
@@ -24,14 +25,21 @@ pub struct Args {
     /// The SSH client: OpenSSH when installed (auto), or the built-in one.
     #[arg(long, value_enum, default_value_t)]
     pub client: Client,
+    /// Misconfigure the account in one way: with --serve, serve it; alone,
+    /// run `sm-ssh doctor` against it (every KIND in turn when none is given).
+    #[arg(long, value_name = "KIND", value_enum, conflicts_with_all = ["shell", "command", "client"])]
+    pub broken: Option<Option<Broken>>,
 }
 
 pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     if global.profile.is_some() || global.region().is_some() {
         eprintln!("sm-ssh playground: --profile and --region do not apply; the playground uses its own fake AWS");
     }
-    if args.serve {
-        return playground::serve().await;
+    match (args.serve, args.broken) {
+        (true, broken) => return playground::serve(broken.flatten()).await,
+        (false, Some(Some(kind))) => return playground::run_broken(&[kind]).await,
+        (false, Some(None)) => return playground::run_broken(&Broken::ALL).await,
+        (false, None) => {}
     }
     playground::run_flow(FlowOptions {
         client: args.client,

@@ -12,6 +12,8 @@ use sm_ssh_integration::server::FakeAws;
 use sm_ssh_integration::sshd::{EmbeddedSshServer, SshdConfig};
 use sm_ssh_integration::world::{Identity, Instance, Pacing, Seed};
 
+use super::account::{self, Broken};
+
 const REGION: &str = "us-east-1";
 const JOB: &str = "demo";
 
@@ -27,14 +29,23 @@ pub struct Demo {
 }
 
 impl Demo {
+    /// The demo in a well-configured account.
     pub async fn start() -> anyhow::Result<Demo> {
-        let identity = Identity::default();
+        Demo::start_with(None).await
+    }
+
+    /// The demo in an account set up as the admin guide says, or broken.
+    pub async fn start_with(broken: Option<Broken>) -> anyhow::Result<Demo> {
+        let setup = account::setup(broken);
+        let identity = setup.identity;
         let instance_id = random_instance_id();
         let seed = Seed {
             region: REGION.into(),
             instances: vec![training_instance(&instance_id, &identity)],
             pacing: Pacing::Realistic,
             identity,
+            activation_tier: setup.tier.into(),
+            iam: setup.iam,
             ..Seed::default()
         };
         let fake = FakeAws::start(seed)

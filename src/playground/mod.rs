@@ -6,12 +6,15 @@
 //! scripted run keeps its key, known hosts and state in a temporary folder,
 //! and child processes get the fake's endpoints and dummy credentials only.
 
+pub mod account;
+mod broken;
 mod demo;
 mod flow;
 mod serve;
 
 pub use demo::Demo;
 pub use flow::{run_flow, Client, FlowOptions};
+pub use broken::run_broken;
 pub use serve::serve;
 
 /// The name the demo job answers to.

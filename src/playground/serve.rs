@@ -7,13 +7,14 @@ use std::process::ExitCode;
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
+use super::account::{self, Broken};
 use super::{Demo, DEMO_HOST};
 
 /// The last line printed once everything is ready (tests wait for it).
 pub const READY: &str = "# Ctrl-C stops the playground.";
 
-pub async fn serve() -> anyhow::Result<ExitCode> {
-    let demo = Demo::start().await?;
+pub async fn serve(broken: Option<Broken>) -> anyhow::Result<ExitCode> {
+    let demo = Demo::start_with(broken).await?;
     let config_path = demo.scratch.path().join("ssh_config");
     let known_hosts = demo.scratch.path().join("known_hosts");
     std::fs::write(&known_hosts, demo.known_hosts_line() + "\n")
@@ -48,6 +49,13 @@ pub async fn serve() -> anyhow::Result<ExitCode> {
     let _ = writeln!(out, "#   sm-ssh connect {DEMO_HOST}");
     let _ = writeln!(out, "#   ssh -F {} {DEMO_HOST}", config_path.display());
     let _ = writeln!(out, "#   sm-ssh forward {DEMO_HOST} -L 2222:22");
+    let _ = writeln!(out, "#   scp FILE {DEMO_HOST}: and sftp {DEMO_HOST} (with -F as above)");
+    let account_id = demo.fake.world().lock().unwrap().identity.account.clone();
+    let _ = writeln!(
+        out,
+        "#   sm-ssh doctor --role {}",
+        account::execution_role_arn(&account_id)
+    );
     let _ = writeln!(
         out,
         "# `ssh` needs sm-ssh's key pushed first: `sm-ssh connect` pushes it."
