@@ -427,3 +427,99 @@ fn an_unknown_subsystem_is_refused_at_once() {
         text(&out.stderr)
     );
 }
+
+const EXECUTION_ROLE: &str =
+    "arn:aws:iam::123456789012:role/service-role/AmazonSageMaker-ExecutionRole";
+
+/// `sm-ssh doctor --json <args>` from the other terminal: each check's id and status.
+fn doctor(serving: &Serving, home: &Path, args: &[&str]) -> Vec<(String, String, String)> {
+    let out = serving
+        .command(home, SM_SSH)
+        .args(["doctor", "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", text(&out.stdout), text(&out.stderr)));
+    assert_eq!(report["exit_code"], out.status.code().unwrap(), "{report}");
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let field = |name: &str| c[name].as_str().unwrap_or_default().to_string();
+            (field("id"), field("status"), field("detail"))
+        })
+        .collect()
+}
+
+#[test]
+fn doctor_in_the_playground_passes_every_check() {
+    let home = tempfile::tempdir().unwrap();
+    let serving = Serving::start(home.path());
+    // A set-up user has sm-ssh's block in ~/.ssh/config.
+    let install = serving
+        .command(home.path(), SM_SSH)
+        .args(["config", "install"])
+        .output()
+        .unwrap();
+    assert!(install.status.success(), "{}", text(&install.stderr));
+
+    let checks = doctor(&serving, home.path(), &["--role", EXECUTION_ROLE]);
+    for (id, status, detail) in &checks {
+        // --role names no job, notebook or domain, so no network to check.
+        let expected = if id == "network" { "skip" } else { "pass" };
+        assert_eq!(status, expected, "{id}: {detail}");
+        if id.ends_with("-policy") {
+            assert!(
+                detail.contains("confirmed by SimulatePrincipalPolicy"),
+                "{id}: {detail}"
+            );
+        }
+    }
+    let ids: Vec<&str> = checks.iter().map(|(id, _, _)| id.as_str()).collect();
+    for id in ["identity", "ssm-tier", "role-trust", "role-policy", "client-policy", "managed-instances"] {
+        assert!(ids.contains(&id), "no {id} in {ids:?}");
+    }
+}
+
+#[test]
+fn each_broken_account_fails_exactly_its_check_with_a_fix() {
+    let home = tempfile::tempdir().unwrap();
+    let out = playground(home.path(), &["--broken"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let expected = [
+        ("standard-tier", "ssm-tier"),
+        ("role-trust", "role-trust"),
+        ("role-policy", "role-policy"),
+        ("client-policy", "client-policy"),
+        ("explicit-deny", "client-policy"),
+        ("group-policy", "client-policy"),
+    ];
+    let sections: Vec<&str> = stdout
+        .split("# sm-ssh playground --broken ")
+        .skip(1)
+        .collect();
+    assert_eq!(sections.len(), expected.len(), "{stdout}");
+    for (section, (kind, check)) in sections.iter().zip(expected) {
+        assert!(section.starts_with(kind), "{section}");
+        let lines: Vec<&str> = section.lines().collect();
+        let fails: Vec<usize> = (0..lines.len())
+            .filter(|&i| lines[i].starts_with("FAIL  "))
+            .collect();
+        assert_eq!(fails.len(), 1, "{kind}: {section}");
+        assert!(
+            lines[fails[0]].starts_with(&format!("FAIL  {check}")),
+            "{kind}: {section}"
+        );
+        assert!(
+            lines[fails[0] + 1].starts_with("      fix: "),
+            "{kind}: {section}"
+        );
+        assert!(!section.contains("disagrees"), "{kind}: {section}");
+    }
+}
