@@ -16,5 +16,7 @@ pub async fn load(global: &Global) -> SdkConfig {
     if let Some(region) = global.region() {
         loader = loader.region(Region::new(region.to_owned()));
     }
-    loader.load().await
+    let sdk = loader.load().await;
+    crate::error::remember_endpoints(&sdk);
+    sdk
 }

@@ -81,7 +81,9 @@ impl AwsError {
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: fmt::Debug + 'static,
     {
-        let full = redact(&chain_text(error));
+        // The SDK's structures are for developers: shown with -v only.
+        tracing::debug!("{action}: {}", redact(&format!("{error:?}")));
+        let full = chain_line(error);
         let (code, message) = match error {
             SdkError::ServiceError(context) => (
                 context.err().code().unwrap_or_default().to_string(),
@@ -163,13 +165,85 @@ impl AwsError {
                 self.action
             ),
             AwsProblem::Unreachable => format!(
-                "could not reach AWS for {} ({}).\n  Check the network, HTTPS_PROXY, and the \
-                 region; inside a VPC without internet access the SSM and STS endpoints need \
-                 VPC endpoints.",
-                self.action, self.detail
+                "{}.\n  Check the network, HTTPS_PROXY, and the region; inside a VPC without \
+                 internet access the SSM and STS endpoints need VPC endpoints.",
+                self.summary()
             ),
-            AwsProblem::Other => format!("{} failed: {}", self.action, self.detail),
+            AwsProblem::Other => self.summary(),
         }
+    }
+
+    /// One line: what failed and AWS's words, or for an unreachable
+    /// endpoint, which one and the likely cause.
+    pub fn summary(&self) -> String {
+        match &self.problem {
+            AwsProblem::Unreachable => format!(
+                "could not reach AWS for {} at {}: {} ({})",
+                self.action,
+                endpoint_of(self.action),
+                likely_cause(&self.detail),
+                self.detail
+            ),
+            _ => format!("{} failed: {}", self.action, self.detail),
+        }
+    }
+}
+
+/// The region and endpoint override of this invocation's SDK configuration,
+/// for naming endpoints in messages.
+static CONFIG: std::sync::OnceLock<(Option<String>, Option<String>)> = std::sync::OnceLock::new();
+
+/// Remembers where the SDK sends calls (see [`endpoint_of`]).
+pub fn remember_endpoints(sdk: &aws_config::SdkConfig) {
+    let _ = CONFIG.set((
+        sdk.region().map(|r| r.to_string()),
+        sdk.endpoint_url().map(str::to_owned),
+    ));
+}
+
+/// Where the SDK sends the calls of `action` (`ssm:StartSession` → SSM):
+/// the `AWS_ENDPOINT_URL_<SERVICE>` or `AWS_ENDPOINT_URL` override when one
+/// is set, else the service's public endpoint in the region.
+pub fn endpoint_of(action: &str) -> String {
+    let service = action.split(':').next().unwrap_or(action);
+    let (variable, host) = match service {
+        "ssm" => ("SSM", "ssm.{region}.amazonaws.com"),
+        "sts" => ("STS", "sts.{region}.amazonaws.com"),
+        "iam" => ("IAM", "iam.amazonaws.com"),
+        "logs" => ("CLOUDWATCH_LOGS", "logs.{region}.amazonaws.com"),
+        "sagemaker" => ("SAGEMAKER", "api.sagemaker.{region}.amazonaws.com"),
+        _ => ("", "{service}.{region}.amazonaws.com"),
+    };
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let (region, configured) = CONFIG.get().cloned().unwrap_or_default();
+    if let Some(url) = env(&format!("AWS_ENDPOINT_URL_{variable}"))
+        .or(configured)
+        .or_else(|| env("AWS_ENDPOINT_URL"))
+    {
+        return url;
+    }
+    let region = region
+        .or_else(|| env("AWS_REGION"))
+        .unwrap_or_else(|| "<region>".into());
+    let host = host
+        .replace("{region}", &region)
+        .replace("{service}", service);
+    format!("https://{host}")
+}
+
+/// The likely cause of a connection failure, from its error text.
+fn likely_cause(detail: &str) -> &'static str {
+    let lower = detail.to_ascii_lowercase();
+    if lower.contains("connection refused") {
+        "nothing accepts connections there"
+    } else if lower.contains("dns") || lower.contains("lookup") || lower.contains("resolve") {
+        "the host name does not resolve"
+    } else if lower.contains("certificate") || lower.contains("tls") {
+        "the TLS connection failed (an intercepting proxy needs its CA in SSL_CERT_FILE)"
+    } else if lower.contains("timed out") || lower.contains("timeout") {
+        "no answer in time (a firewall, or a proxy that HTTPS_PROXY should name)"
+    } else {
+        "the connection failed"
     }
 }
 
@@ -180,6 +254,12 @@ impl fmt::Display for AwsError {
 }
 
 impl std::error::Error for AwsError {}
+
+/// An error and its sources as one redacted line, for any error the AWS SDK
+/// or its credential chain returns: never the SDK's Debug structures.
+pub fn chain_line(error: &(dyn std::error::Error + 'static)) -> String {
+    redact(&chain_text(error))
+}
 
 /// The error and its sources, `: `-joined, first line only: the SDK's
 /// Debug forms and multi-line provider lists help nobody.

@@ -13,15 +13,42 @@ const HOST: &str = "my-job.training.sagemaker";
 
 struct Case {
     name: &'static str,
-    /// Changes the fake before the command runs.
-    setup: fn(&Env),
+    /// Changes the fake (or the command's environment) before the command runs.
+    setup: fn(&mut Env),
     args: &'static [&'static str],
     code: i32,
     /// Every one of these must be in stderr.
     says: &'static [&'static str],
 }
 
-fn nothing(_: &Env) {}
+fn nothing(_: &mut Env) {}
+
+/// `http://127.0.0.1:PORT` where nothing listens.
+fn closed_endpoint() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}")
+}
+
+/// What Rust's Debug output of an SDK error looks like; never for users.
+const DEBUG_FORMS: [&str; 8] = [
+    "DispatchFailure(",
+    "ConnectorError {",
+    "{ source:",
+    "ServiceError(",
+    "TimeoutError(",
+    "ResponseError(",
+    "ConstructionFailure(",
+    "kind: ",
+];
+
+fn debug_forms(text: &str) -> Vec<&'static str> {
+    DEBUG_FORMS
+        .into_iter()
+        .filter(|form| text.contains(form))
+        .collect()
+}
 
 fn cases() -> Vec<Case> {
     vec![
@@ -140,6 +167,31 @@ fn cases() -> Vec<Case> {
             says: &["`80:web:notaport`", "remote port"],
         },
         Case {
+            name: "unreachable SSM endpoint",
+            setup: |env| {
+                env.extra_env
+                    .push(("AWS_ENDPOINT_URL_SSM".into(), closed_endpoint()));
+            },
+            args: &["proxy", HOST],
+            code: 7,
+            says: &[
+                "could not reach AWS for ssm:DescribeInstanceInformation at http://127.0.0.1:",
+                "nothing accepts connections there",
+            ],
+        },
+        Case {
+            name: "unreachable STS endpoint",
+            setup: |env| {
+                env.add_instance(training_instance(INSTANCE, "my-job", 1_700_000_000));
+                env.extra_env
+                    .push(("AWS_ENDPOINT_URL_STS".into(), closed_endpoint()));
+            },
+            // Finding the caller's own instances asks STS who the caller is.
+            args: &["proxy", HOST],
+            code: 7,
+            says: &["could not reach AWS for sts:GetCallerIdentity at http://127.0.0.1:"],
+        },
+        Case {
             name: "plugin called by hand",
             setup: nothing,
             args: &["plugin", "hello"],
@@ -153,10 +205,12 @@ fn cases() -> Vec<Case> {
 fn bad_inputs_fail_with_a_clear_message_and_exit_code() {
     let mut failures = BTreeMap::new();
     for case in cases() {
-        let env = Env::start(seed_with(vec![]));
-        (case.setup)(&env);
+        let mut env = Env::start(seed_with(vec![]));
+        (case.setup)(&mut env);
         let output = env.run(case.args);
         let (stdout, stderr) = common::text(&output);
+        let debug = debug_forms(&stderr);
+        assert!(debug.is_empty(), "{}: {debug:?} in {stderr}", case.name);
         let code_ok = output.status.code() == Some(case.code);
         let missing: Vec<_> = case.says.iter().filter(|s| !stderr.contains(**s)).collect();
         // In proxy mode stdout belongs to ssh: errors never go there.
@@ -174,6 +228,29 @@ fn bad_inputs_fail_with_a_clear_message_and_exit_code() {
         assert!(!stderr.contains("testing"), "{}: {stderr}", case.name);
     }
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// doctor with IAM, STS or SSM unreachable: each check that cannot run says
+/// so in one readable line naming the endpoint, in text and JSON alike.
+#[test]
+fn doctor_names_an_unreachable_endpoint_without_debug_output() {
+    for service in ["IAM", "STS", "SSM"] {
+        let mut env = Env::start(seed_with(vec![]));
+        let endpoint = closed_endpoint();
+        env.extra_env
+            .push((format!("AWS_ENDPOINT_URL_{service}"), endpoint.clone()));
+        for args in [&["doctor"][..], &["doctor", "--json"][..]] {
+            let output = env.run(args);
+            let (stdout, stderr) = common::text(&output);
+            let all = format!("{stdout}{stderr}");
+            let debug = debug_forms(&all);
+            assert!(debug.is_empty(), "{service} {args:?}: {debug:?} in {all}");
+            assert!(
+                all.contains(&format!("at {endpoint}: nothing accepts connections there")),
+                "{service} {args:?}: {all}"
+            );
+        }
+    }
 }
 
 /// The data channel's websocket is dead (nothing listens at StreamUrl): the

@@ -117,9 +117,10 @@ async fn caller_account(global: &Global) -> anyhow::Result<(String, String)> {
         .send()
         .await
         .map_err(|error| {
+            let error = crate::error::AwsError::from_sdk("sts:GetCallerIdentity", &error);
             anyhow::anyhow!(
-                "finding your account ID with STS GetCallerIdentity failed ({}); pass --account <id> instead",
-                aws_sdk_sts::error::DisplayErrorContext(error)
+                "finding your account ID failed ({}); pass --account <id> instead",
+                error.summary()
             )
         })?;
     let arn = identity.arn.unwrap_or_default();

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use aws_config::SdkConfig;
 use aws_sdk_sts::config::ProvideCredentials;
-use aws_sdk_sts::error::DisplayErrorContext;
 
 use super::report::Check;
 use super::Options;
@@ -37,18 +36,18 @@ pub async fn caller(sdk: &SdkConfig) -> Caller {
     };
     if let Err(error) = provider.provide_credentials().await {
         // One line per check: the chain's report spans several.
-        let reason = DisplayErrorContext(&error).to_string();
-        let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
+        let reason = crate::error::chain_line(&error);
         return no_credentials(format!("no usable AWS credentials: {reason}"));
     }
     let sts = aws_sdk_sts::Client::new(sdk);
     let output = match sts.get_caller_identity().send().await {
         Ok(output) => output,
         Err(error) => {
+            let error = crate::error::AwsError::from_sdk("sts:GetCallerIdentity", &error);
             return no_credentials(format!(
                 "STS GetCallerIdentity refused the credentials: {}",
-                DisplayErrorContext(&error)
-            ))
+                error.summary()
+            ));
         }
     };
     let me = Me {

@@ -14,7 +14,7 @@ mod simulate;
 mod tier;
 
 use aws_config::SdkConfig;
-use aws_sdk_ssm::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
 
 use report::{Check, Report};
 
@@ -51,15 +51,16 @@ pub enum Failure {
 }
 
 impl Failure {
-    pub fn from_sdk<E>(permission: &'static str, error: E) -> Failure
+    pub fn from_sdk<E, R>(permission: &'static str, error: SdkError<E, R>) -> Failure
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug + 'static,
     {
         let message = error.message().unwrap_or_default();
         match error.code() {
             Some(code) if is_denied(code) => Failure::Denied(permission),
             Some(code) if is_not_found(code, message) => Failure::NotFound(message.to_owned()),
-            _ => Failure::Other(format!("{permission}: {}", DisplayErrorContext(&error))),
+            _ => Failure::Other(crate::error::AwsError::from_sdk(permission, &error).summary()),
         }
     }
 
