@@ -523,3 +523,34 @@ fn each_broken_account_fails_exactly_its_check_with_a_fix() {
         assert!(!section.contains("disagrees"), "{kind}: {section}");
     }
 }
+
+/// The documented seed file for `sm-ssh-fake --config`: the playground's
+/// account without the caller's client policy.
+#[test]
+fn the_documented_broken_seed_fails_only_the_client_policy() {
+    let seed = sm_ssh_integration::config::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/playground-broken-seed.json"),
+    )
+    .unwrap();
+    let env = common::Env::start(seed);
+    let out = env.run(["doctor", "--json", "--role", EXECUTION_ROLE]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "fail")
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["client-policy"], "{report:#}");
+    let passed = |id: &str| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == id && c["status"] == "pass")
+    };
+    for id in ["identity", "ssm-tier", "role-trust", "role-policy"] {
+        assert!(passed(id), "{id}: {report:#}");
+    }
+}

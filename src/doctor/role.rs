@@ -412,6 +412,8 @@ pub struct Evaluation {
     gaps: Vec<String>,
     /// Each requirement's `action on resource` and the local decision.
     local: Vec<(String, Decision)>,
+    /// The policies whose Deny takes a needed permission away.
+    denied_by: Vec<String>,
 }
 
 impl Evaluation {
@@ -419,6 +421,7 @@ impl Evaluation {
         let mut missing = Vec::new();
         let mut gaps = Vec::new();
         let mut local = Vec::new();
+        let mut denied_by = Vec::new();
         for requirement in requirements {
             let decision = evaluate(policies, &requirement.request);
             let what = format!(
@@ -438,6 +441,9 @@ impl Evaluation {
                         })
                         .map(|p| p.name.as_str())
                         .unwrap_or("a policy");
+                    if !denied_by.iter().any(|name| name == by) {
+                        denied_by.push(by.to_owned());
+                    }
                     missing.push(format!("{line}, denied explicitly by {by}"))
                 }
                 (Expect::Denied, Decision::Allow) => gaps.push(line),
@@ -448,6 +454,7 @@ impl Evaluation {
             missing,
             gaps,
             local,
+            denied_by,
         }
     }
 
@@ -495,6 +502,16 @@ impl Evaluation {
             )
         };
         if !self.missing.is_empty() {
+            // A Deny overrides every Allow: adding the policy alone fixes nothing.
+            let fix = if self.denied_by.is_empty() {
+                fix
+            } else {
+                format!(
+                    "remove or narrow the Deny statements of {} (a Deny overrides any Allow); \
+                     if permissions are still missing then:\n{fix}",
+                    self.denied_by.join(", ")
+                )
+            };
             return Check::fail(
                 id,
                 format!(
