@@ -478,7 +478,14 @@ fn doctor_in_the_playground_passes_every_check() {
         }
     }
     let ids: Vec<&str> = checks.iter().map(|(id, _, _)| id.as_str()).collect();
-    for id in ["identity", "ssm-tier", "role-trust", "role-policy", "client-policy", "managed-instances"] {
+    for id in [
+        "identity",
+        "ssm-tier",
+        "role-trust",
+        "role-policy",
+        "client-policy",
+        "managed-instances",
+    ] {
         assert!(ids.contains(&id), "no {id} in {ids:?}");
     }
 }

@@ -12,9 +12,9 @@ mod demo;
 mod flow;
 mod serve;
 
+pub use broken::run_broken;
 pub use demo::Demo;
 pub use flow::{run_flow, Client, FlowOptions};
-pub use broken::run_broken;
 pub use serve::serve;
 
 /// The name the demo job answers to.

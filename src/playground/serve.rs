@@ -49,7 +49,10 @@ pub async fn serve(broken: Option<Broken>) -> anyhow::Result<ExitCode> {
     let _ = writeln!(out, "#   sm-ssh connect {DEMO_HOST}");
     let _ = writeln!(out, "#   ssh -F {} {DEMO_HOST}", config_path.display());
     let _ = writeln!(out, "#   sm-ssh forward {DEMO_HOST} -L 2222:22");
-    let _ = writeln!(out, "#   scp FILE {DEMO_HOST}: and sftp {DEMO_HOST} (with -F as above)");
+    let _ = writeln!(
+        out,
+        "#   scp FILE {DEMO_HOST}: and sftp {DEMO_HOST} (with -F as above)"
+    );
     let account_id = demo.fake.world().lock().unwrap().identity.account.clone();
     let _ = writeln!(
         out,

@@ -194,7 +194,10 @@ fn answer(account: &Account, id: &str, action: &str, form: &Form) -> Result<Xml,
                 .ok_or_else(|| no_such("role", arg("RoleName")))?;
             out.open("Role");
             entity(&mut out, id, "role", "AROA", &role.name, &role.path);
-            out.leaf("AssumeRolePolicyDocument", &xml::encode_document(&role.trust));
+            out.leaf(
+                "AssumeRolePolicyDocument",
+                &xml::encode_document(&role.trust),
+            );
             tags(&mut out, &role.tags);
             out.close("Role");
         }
@@ -345,7 +348,14 @@ fn managed<'a>(account: &'a Account, arn: &str) -> Result<&'a ManagedPolicy, Fai
 }
 
 /// Path, name, id, ARN and creation date of a role, user or group.
-fn entity(out: &mut Xml, account: &str, kind: &str, prefix: &str, name: &str, path: &Option<String>) {
+fn entity(
+    out: &mut Xml,
+    account: &str,
+    kind: &str,
+    prefix: &str,
+    name: &str,
+    path: &Option<String>,
+) {
     let path = path.as_deref().unwrap_or("/");
     let arn = format!("arn:aws:iam::{account}:{kind}{path}{name}");
     out.leaf("Path", path);

@@ -37,11 +37,13 @@ pub type Context = BTreeMap<String, Vec<String>>;
 
 /// The decision of `policies` (documents) for one action on one resource.
 pub fn evaluate(policies: &[Value], action: &str, resource: &str, context: &Context) -> Decision {
-    let statements = policies.iter().flat_map(|document| match &document["Statement"] {
-        Value::Array(list) => list.iter().collect::<Vec<_>>(),
-        single @ Value::Object(_) => vec![single],
-        _ => Vec::new(),
-    });
+    let statements = policies
+        .iter()
+        .flat_map(|document| match &document["Statement"] {
+            Value::Array(list) => list.iter().collect::<Vec<_>>(),
+            single @ Value::Object(_) => vec![single],
+            _ => Vec::new(),
+        });
     let mut decision = Decision::ImplicitDeny;
     for statement in statements {
         if !matches(statement, action, resource, context) {
@@ -165,9 +167,7 @@ fn expand(text: &str, context: &Context) -> Option<String> {
         }
         let mut parts = inner.splitn(2, ',');
         let key = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
-        let default = parts
-            .next()
-            .map(|d| d.trim().trim_matches('\'').to_owned());
+        let default = parts.next().map(|d| d.trim().trim_matches('\'').to_owned());
         match context.get(&key).and_then(|v| v.first()) {
             Some(value) => out.push_str(value),
             None => out.push_str(&default?),
@@ -277,14 +277,24 @@ mod tests {
         let allow = json!({"Statement": {"Effect": "Allow", "Action": "ssm:Start*",
             "Resource": "arn:aws:ssm:*:1:managed-instance/*",
             "Condition": {"StringEquals": {"ssm:resourceTag/SSHOwner": "${aws:userid}"}}}});
-        let deny = json!({"Statement": [{"Effect": "Deny", "NotAction": "ssm:*", "Resource": "*"}]});
+        let deny =
+            json!({"Statement": [{"Effect": "Deny", "NotAction": "ssm:*", "Resource": "*"}]});
         let policies = [allow, deny];
         let instance = "arn:aws:ssm:eu-west-1:1:managed-instance/mi-1";
         let mine = context(&[("aws:userid", "A:me"), ("ssm:resourceTag/SSHOwner", "A:me")]);
         let theirs = context(&[("aws:userid", "A:me"), ("ssm:resourceTag/SSHOwner", "B")]);
-        assert_eq!(evaluate(&policies, "SSM:StartSession", instance, &mine), Decision::Allowed);
-        assert_eq!(evaluate(&policies, "ssm:StartSession", instance, &theirs), Decision::ImplicitDeny);
-        assert_eq!(evaluate(&policies, "s3:GetObject", "*", &mine), Decision::ExplicitDeny);
+        assert_eq!(
+            evaluate(&policies, "SSM:StartSession", instance, &mine),
+            Decision::Allowed
+        );
+        assert_eq!(
+            evaluate(&policies, "ssm:StartSession", instance, &theirs),
+            Decision::ImplicitDeny
+        );
+        assert_eq!(
+            evaluate(&policies, "s3:GetObject", "*", &mine),
+            Decision::ExplicitDeny
+        );
     }
 
     #[test]
@@ -294,20 +304,41 @@ mod tests {
         assert!(holds("StringEqualsIfExists", "k", &["v".into()], &none));
         assert!(holds("StringNotEquals", "k", &["v".into()], &none));
         assert!(holds("Null", "k", &["true".into()], &none));
-        assert!(holds("ForAllValues:StringEquals", "k", &["v".into()], &none));
+        assert!(holds(
+            "ForAllValues:StringEquals",
+            "k",
+            &["v".into()],
+            &none
+        ));
         let two = context(&[("k", "a"), ("k", "b")]);
         assert!(holds("ForAnyValue:StringEquals", "k", &["b".into()], &two));
-        assert!(!holds("ForAllValues:StringEquals", "k", &["b".into()], &two));
-        assert!(holds("ForAnyValue:StringNotEquals", "k", &["b".into()], &two));
+        assert!(!holds(
+            "ForAllValues:StringEquals",
+            "k",
+            &["b".into()],
+            &two
+        ));
+        assert!(holds(
+            "ForAnyValue:StringNotEquals",
+            "k",
+            &["b".into()],
+            &two
+        ));
         assert!(holds("StringLike", "k", &["?".into()], &two));
     }
 
     #[test]
     fn wildcards_and_expansion() {
-        assert!(wildcard("arn:*:ssm:*:document/AWS-*", "arn:aws:ssm:eu:document/AWS-X"));
+        assert!(wildcard(
+            "arn:*:ssm:*:document/AWS-*",
+            "arn:aws:ssm:eu:document/AWS-X"
+        ));
         assert!(!wildcard("a?c", "ac"));
         let ctx = context(&[("aws:PrincipalTag/team", "red")]);
-        assert_eq!(expand("t/${aws:principaltag/team}", &ctx).as_deref(), Some("t/red"));
+        assert_eq!(
+            expand("t/${aws:principaltag/team}", &ctx).as_deref(),
+            Some("t/red")
+        );
         assert_eq!(expand("${missing, 'x'}${*}", &ctx).as_deref(), Some("x*"));
         assert_eq!(expand("${missing}", &ctx), None);
     }

@@ -106,7 +106,13 @@ pub fn unique_id(prefix: &str, arn: &str) -> String {
         .iter()
         .take(8)
         .map(|b| (b'A' + b % 26) as char)
-        .chain(digest.iter().skip(8).take(9).map(|b| (b'0' + b % 10) as char))
+        .chain(
+            digest
+                .iter()
+                .skip(8)
+                .take(9)
+                .map(|b| (b'0' + b % 10) as char),
+        )
         .collect();
     format!("{prefix}{tail}")
 }
@@ -117,7 +123,9 @@ mod tests {
 
     #[test]
     fn forms_lists_and_documents() {
-        let form = Form::parse(b"Action=X&ActionNames.member.1=ssm%3AA&ActionNames.member.2=b&ActionNames.member.4=c");
+        let form = Form::parse(
+            b"Action=X&ActionNames.member.1=ssm%3AA&ActionNames.member.2=b&ActionNames.member.4=c",
+        );
         assert_eq!(form.get("Action"), Some("X"));
         assert_eq!(form.list("ActionNames"), ["ssm:A", "b"]);
         assert_eq!(
