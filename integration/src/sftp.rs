@@ -144,6 +144,15 @@ fn attributes(metadata: &std::fs::Metadata) -> FileAttributes {
     }
 }
 
+/// The ATTRS answer to a STAT, LSTAT or FSTAT.
+fn reply(id: u32, metadata: io::Result<std::fs::Metadata>) -> Result<Attrs, StatusReply> {
+    let metadata = metadata.map_err(status)?;
+    Ok(Attrs {
+        id,
+        attrs: attributes(&metadata),
+    })
+}
+
 /// Applies SETSTAT/FSETSTAT attributes: size, permissions, times (owner
 /// changes are not made: every login is this process's user).
 fn set_attributes(file: &std::fs::File, attrs: &FileAttributes) -> io::Result<()> {
@@ -277,31 +286,15 @@ impl russh_sftp::server::Handler for Session {
     }
 
     async fn lstat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
-        let metadata = tokio::fs::symlink_metadata(self.path(&path))
-            .await
-            .map_err(status)?;
-        Ok(Attrs {
-            id,
-            attrs: attributes(&metadata),
-        })
+        reply(id, tokio::fs::symlink_metadata(self.path(&path)).await)
     }
 
     async fn stat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
-        let metadata = tokio::fs::metadata(self.path(&path))
-            .await
-            .map_err(status)?;
-        Ok(Attrs {
-            id,
-            attrs: attributes(&metadata),
-        })
+        reply(id, tokio::fs::metadata(self.path(&path)).await)
     }
 
     async fn fstat(&mut self, id: u32, handle: String) -> Result<Attrs, Self::Error> {
-        let metadata = self.file(&handle)?.metadata().await.map_err(status)?;
-        Ok(Attrs {
-            id,
-            attrs: attributes(&metadata),
-        })
+        reply(id, self.file(&handle)?.metadata().await)
     }
 
     async fn setstat(

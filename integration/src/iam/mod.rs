@@ -202,25 +202,19 @@ fn answer(account: &Account, id: &str, action: &str, form: &Form) -> Result<Xml,
             out.close("Role");
         }
         "GetUser" => {
-            let user = account
-                .user(arg("UserName"))
-                .ok_or_else(|| no_such("user", arg("UserName")))?;
+            let user = user_named(account, arg("UserName"))?;
             out.open("User");
             entity(&mut out, id, "user", "AIDA", &user.name, &user.path);
             tags(&mut out, &user.tags);
             out.close("User");
         }
         "ListUserTags" => {
-            let user = account
-                .user(arg("UserName"))
-                .ok_or_else(|| no_such("user", arg("UserName")))?;
+            let user = user_named(account, arg("UserName"))?;
             tags(&mut out, &user.tags);
             out.leaf("IsTruncated", "false");
         }
         "ListGroupsForUser" => {
-            let user = account
-                .user(arg("UserName"))
-                .ok_or_else(|| no_such("user", arg("UserName")))?;
+            let user = user_named(account, arg("UserName"))?;
             out.open("Groups");
             for group in user.groups.iter().filter_map(|g| account.group(g)) {
                 out.open("member");
@@ -335,6 +329,10 @@ fn holder<'a>(
             .ok_or_else(|| no_such("group", &name))?;
         Ok(("GroupName", &group.policies))
     }
+}
+
+fn user_named<'a>(account: &'a Account, name: &str) -> Result<&'a User, Failure> {
+    account.user(name).ok_or_else(|| no_such("user", name))
 }
 
 fn managed<'a>(account: &'a Account, arn: &str) -> Result<&'a ManagedPolicy, Failure> {
