@@ -57,6 +57,7 @@ async fn start(pacing: Pacing, faults: Faults) -> Fake {
         properties: serde_json::json!({"portNumber": "22"}),
         unused_tokens: HashSet::from(["token-0".to_string()]),
         terminated,
+        started: std::time::Instant::now(),
     };
     let world = World {
         instances: BTreeMap::from([(INSTANCE.to_string(), instance)]),

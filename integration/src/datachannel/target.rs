@@ -33,12 +33,12 @@ pub(crate) enum TargetEvent {
     Closed { id: u64, error: Option<String> },
     /// A chunk (≤ 1024 bytes) of the smux server's outgoing byte stream.
     MuxBytes(Bytes),
+    /// The target of smux stream `sid` ended; its FIN is on the pipe.
+    MuxEnded(u32),
 }
 
 pub(crate) enum WriteCmd {
     Data(Bytes),
-    /// Half-close: the peer sent FIN.
-    Shutdown,
 }
 
 /// Dials `addr`, or fails as the `fail_target_dial` fault asks.
@@ -71,12 +71,10 @@ impl Conn {
     pub(crate) fn write(&self, bytes: Bytes) {
         let _ = self.writer.send(WriteCmd::Data(bytes));
     }
-
-    pub(crate) fn shutdown(&self) {
-        let _ = self.writer.send(WriteCmd::Shutdown);
-    }
 }
 
+/// The reader stops at once; the writer writes what is queued and then the
+/// socket closes in both directions.
 impl Drop for Conn {
     fn drop(&mut self) {
         self.reader.abort();
@@ -123,11 +121,13 @@ pub(crate) fn open_basic(
     }
 }
 
-/// A mux stream's connection: reads become smux PSH frames on the pipe, EOF a FIN.
+/// A mux stream's connection: reads become smux PSH frames on the pipe; EOF
+/// or an error a FIN, and `MuxEnded` so that the agent closes the connection.
 pub(crate) fn open_mux(
     stream: TcpStream,
     sid: u32,
     pipe: mpsc::Sender<Bytes>,
+    events: mpsc::Sender<TargetEvent>,
     tasks: &mut JoinSet<()>,
 ) -> Conn {
     let (mut read, write) = stream.into_split();
@@ -146,6 +146,7 @@ pub(crate) fn open_mux(
                 }
                 _ => {
                     let _ = pipe.send(smux::encode(smux::CMD_FIN, sid, b"")).await;
+                    let _ = events.send(TargetEvent::MuxEnded(sid)).await;
                     return;
                 }
             }
@@ -163,17 +164,9 @@ fn spawn_writer(
 ) -> mpsc::UnboundedSender<WriteCmd> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     tasks.spawn(async move {
-        while let Some(command) = rx.recv().await {
-            match command {
-                WriteCmd::Data(bytes) => {
-                    if write.write_all(&bytes).await.is_err() {
-                        return;
-                    }
-                }
-                WriteCmd::Shutdown => {
-                    let _ = write.shutdown().await;
-                    return;
-                }
+        while let Some(WriteCmd::Data(bytes)) = rx.recv().await {
+            if write.write_all(&bytes).await.is_err() {
+                return;
             }
         }
     });
