@@ -228,3 +228,60 @@ fn aws_cli_port_forwarding_listens_on_the_local_port() {
         .count();
     assert_eq!(terminated, 1, "Ctrl-C ends the session");
 }
+
+#[test]
+fn aws_cli_port_forwarding_uses_basic_mode_with_an_old_agent() {
+    let Some(aws) = aws_cli() else { return };
+    let env = Env::start(seed_with(vec![]));
+    let service = TcpListener::bind("127.0.0.1:0").unwrap();
+    let service_addr = service.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for socket in service.incoming().map_while(Result::ok) {
+            let mut reader = BufReader::new(socket);
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_ok() {
+                let _ = reader.get_mut().write_all(format!("echo {line}").as_bytes());
+            }
+        }
+    });
+    let mut instance = training_instance(INSTANCE, "old-job", 1_700_000_000);
+    instance.agent_version = "3.0.196.0".into();
+    instance.ports.insert(8080, service_addr);
+    env.fake.add_instance(instance).unwrap();
+
+    let plugins = plugin_dir();
+    let mut child = command(&env, &aws, plugins.path())
+        .args(["ssm", "start-session", "--endpoint-url", &env.fake.endpoint()])
+        .args(["--target", INSTANCE, "--document-name", "AWS-StartPortForwardingSession"])
+        .args(["--parameters", "portNumber=8080,localPortNumber=0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let port: u16 = loop {
+        let line = lines.next().expect("the plugin announces its port").unwrap();
+        if let Some(rest) = line.strip_prefix("Port ") {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    // Basic mode: one connection after the other over the one session.
+    for n in 0..2 {
+        let socket = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut reader = BufReader::new(socket);
+        reader.get_mut().write_all(format!("ping {n}\n").as_bytes()).unwrap();
+        let mut answer = String::new();
+        reader.read_line(&mut answer).unwrap();
+        assert_eq!(answer, format!("echo ping {n}\n"));
+    }
+    let group = format!("-{}", child.id());
+    let status = Command::new("kill").args(["-INT", "--", &group]).status().unwrap();
+    assert!(status.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let events = env.fake.events();
+    let calls = |action: &str| events.iter().filter(|e| e.action == action && e.error.is_none()).count();
+    assert_eq!((calls("ssm:StartSession"), calls("ssm:TerminateSession")), (1, 1));
+}
