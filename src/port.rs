@@ -21,7 +21,7 @@ pub enum Opened {
     Mux(Vec<MuxSession>),
     /// The agent has no smux (3.0.196.0 or older): one session, one
     /// connection at a time; the other sessions were terminated.
-    Basic(BasicSession<Sessions>),
+    Basic(Box<BasicSession<Sessions>>),
 }
 
 /// Why opening failed; every session started was terminated.
@@ -36,7 +36,12 @@ pub enum OpenError {
 /// Starts `n` sessions with `start` and connects each as soon as it is
 /// started, all at once: starting them all first and connecting afterwards
 /// would let the first ones' handshakes time out on a slow API.
-pub async fn open<F, Fut>(sessions: &Arc<Sessions>, options: &Options, n: u16, start: F) -> Result<Opened, OpenError>
+pub async fn open<F, Fut>(
+    sessions: &Arc<Sessions>,
+    options: &Options,
+    n: u16,
+    start: F,
+) -> Result<Opened, OpenError>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<StreamTarget, AwsError>>,
@@ -59,8 +64,12 @@ where
         close_all(results.into_iter().filter_map(Result::ok)).await;
         return Err(error);
     }
-    let mut ported: Vec<PortSession<Sessions>> = results.into_iter().map(|r| r.expect("ok")).collect();
-    if let Some(at) = ported.iter().position(|s| matches!(s, PortSession::Basic(_))) {
+    let mut ported: Vec<PortSession<Sessions>> =
+        results.into_iter().map(|r| r.expect("ok")).collect();
+    if let Some(at) = ported
+        .iter()
+        .position(|s| matches!(s, PortSession::Basic(_)))
+    {
         let PortSession::Basic(basic) = ported.swap_remove(at) else {
             unreachable!("found above")
         };

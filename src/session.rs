@@ -178,7 +178,9 @@ mod tests {
             "DoesNotExistException: Session alice-0123 does not exist."
         )));
         assert!(session_is_gone(&error("InvalidParameters: bad session id")));
-        assert!(!session_is_gone(&error("ThrottlingException: Rate exceeded")));
+        assert!(!session_is_gone(&error(
+            "ThrottlingException: Rate exceeded"
+        )));
         assert!(!session_is_gone(&error("InternalServerError: oops")));
     }
 

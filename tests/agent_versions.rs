@@ -84,7 +84,11 @@ fn forward_uses_basic_mode_when_the_agent_has_no_smux() {
         .status()
         .unwrap();
     assert!(keygen.success());
-    std::fs::copy(key.with_extension("pub"), sandbox.join("etc/ssh/authorized_keys")).unwrap();
+    std::fs::copy(
+        key.with_extension("pub"),
+        sandbox.join("etc/ssh/authorized_keys"),
+    )
+    .unwrap();
 
     let forward = start_forward(
         &env,
@@ -100,8 +104,20 @@ fn forward_uses_basic_mode_when_the_agent_has_no_smux() {
     // Two ssh connections, one after the other, over the one basic session.
     for word in ["first", "second"] {
         let output = Command::new("ssh")
-            .args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
-            .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
+            .args([
+                "-F",
+                "/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+            ])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+            ])
             .arg("-i")
             .arg(&key)
             .args(["-p", &forward.ports[0].to_string()])
@@ -134,7 +150,11 @@ fn eight_sessions_complete_their_handshakes_on_a_slow_api() {
     let mut instance = training_instance(INSTANCE, "slow-job", 1_700_000_000);
     instance.ports.insert(7, echo());
     env.fake.add_instance(instance).unwrap();
-    let forward = start_forward(&env, &[INSTANCE, "-L", "0:localhost:7", "--sessions", "8"], 1);
+    let forward = start_forward(
+        &env,
+        &[INSTANCE, "-L", "0:localhost:7", "--sessions", "8"],
+        1,
+    );
     let plane = env.fake.world().lock().unwrap().data_plane.clone();
     // Every handshake completed: the agent closed none ("Handshake timed out").
     assert_eq!(plane.stats().sessions_closed, 0, "{}", forward.stderr());
@@ -182,7 +202,9 @@ fn a_session_that_no_longer_exists_is_not_resumed_again() {
         world.sessions.insert(format!("forgotten-{id}"), session);
     }
     let mut socket = TcpStream::connect(("127.0.0.1", forward.ports[0])).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     let chunk = vec![b'x'; 1000];
     for _ in 0..100 {
         if socket.write_all(&chunk).is_err() {

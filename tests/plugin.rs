@@ -240,7 +240,9 @@ fn aws_cli_port_forwarding_uses_basic_mode_with_an_old_agent() {
             let mut reader = BufReader::new(socket);
             let mut line = String::new();
             if reader.read_line(&mut line).is_ok() {
-                let _ = reader.get_mut().write_all(format!("echo {line}").as_bytes());
+                let _ = reader
+                    .get_mut()
+                    .write_all(format!("echo {line}").as_bytes());
             }
         }
     });
@@ -251,8 +253,18 @@ fn aws_cli_port_forwarding_uses_basic_mode_with_an_old_agent() {
 
     let plugins = plugin_dir();
     let mut child = command(&env, &aws, plugins.path())
-        .args(["ssm", "start-session", "--endpoint-url", &env.fake.endpoint()])
-        .args(["--target", INSTANCE, "--document-name", "AWS-StartPortForwardingSession"])
+        .args([
+            "ssm",
+            "start-session",
+            "--endpoint-url",
+            &env.fake.endpoint(),
+        ])
+        .args([
+            "--target",
+            INSTANCE,
+            "--document-name",
+            "AWS-StartPortForwardingSession",
+        ])
         .args(["--parameters", "portNumber=8080,localPortNumber=0"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -262,7 +274,10 @@ fn aws_cli_port_forwarding_uses_basic_mode_with_an_old_agent() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let port: u16 = loop {
-        let line = lines.next().expect("the plugin announces its port").unwrap();
+        let line = lines
+            .next()
+            .expect("the plugin announces its port")
+            .unwrap();
         if let Some(rest) = line.strip_prefix("Port ") {
             break rest.split_whitespace().next().unwrap().parse().unwrap();
         }
@@ -271,17 +286,31 @@ fn aws_cli_port_forwarding_uses_basic_mode_with_an_old_agent() {
     for n in 0..2 {
         let socket = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         let mut reader = BufReader::new(socket);
-        reader.get_mut().write_all(format!("ping {n}\n").as_bytes()).unwrap();
+        reader
+            .get_mut()
+            .write_all(format!("ping {n}\n").as_bytes())
+            .unwrap();
         let mut answer = String::new();
         reader.read_line(&mut answer).unwrap();
         assert_eq!(answer, format!("echo ping {n}\n"));
     }
     let group = format!("-{}", child.id());
-    let status = Command::new("kill").args(["-INT", "--", &group]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", "--", &group])
+        .status()
+        .unwrap();
     assert!(status.success());
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
     let events = env.fake.events();
-    let calls = |action: &str| events.iter().filter(|e| e.action == action && e.error.is_none()).count();
-    assert_eq!((calls("ssm:StartSession"), calls("ssm:TerminateSession")), (1, 1));
+    let calls = |action: &str| {
+        events
+            .iter()
+            .filter(|e| e.action == action && e.error.is_none())
+            .count()
+    };
+    assert_eq!(
+        (calls("ssm:StartSession"), calls("ssm:TerminateSession")),
+        (1, 1)
+    );
 }

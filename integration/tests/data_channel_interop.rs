@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use serde_json::json;
 use sm_ssh_integration::datachannel::serve_router;
 use sm_ssh_integration::world::{
     DirectionFaults, Faults, Instance, Pacing, Session, SharedWorld, SmuxKeepAlive, World,
@@ -20,7 +21,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use serde_json::json;
 
 const INSTANCE: &str = "mi-0123456789abcdef0";
 const SESSION: &str = "alice-0fedcba9876543210";
@@ -245,7 +245,8 @@ async fn start_port(agent_version: &str, target: SocketAddr, keepalive: SmuxKeep
         ports: BTreeMap::from([(80, target)]),
         ..Instance::default()
     };
-    let properties = json!({"localPortNumber": "0", "portNumber": "80", "type": "LocalPortForwarding"});
+    let properties =
+        json!({"localPortNumber": "0", "portNumber": "80", "type": "LocalPortForwarding"});
     let world = World {
         instances: BTreeMap::from([(INSTANCE.to_string(), instance)]),
         sessions: [session("AWS-StartPortForwardingSession", properties)].into(),
@@ -275,11 +276,21 @@ async fn echo_once(session: &MuxSession, text: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_version_decides_basic_or_smux() {
     let (echo, _task) = echo_server().await;
-    for (version, mux) in [("3.0.196.0", false), ("3.0.222.0", true), ("3.3.1802.0", true)] {
+    for (version, mux) in [
+        ("3.0.196.0", false),
+        ("3.0.222.0", true),
+        ("3.3.1802.0", true),
+    ] {
         let fake = start_port(version, echo, SmuxKeepAlive::default()).await;
         let (control, target) = fake.client();
-        let session = connect_port(target, control, Options::default()).await.unwrap();
-        assert_eq!(matches!(session, PortSession::Mux(_)), mux, "agent {version}");
+        let session = connect_port(target, control, Options::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            matches!(session, PortSession::Mux(_)),
+            mux,
+            "agent {version}"
+        );
         match session {
             PortSession::Mux(session) => drop(session.close().await.unwrap()),
             PortSession::Basic(session) => drop(session.close().await.unwrap()),
@@ -324,8 +335,12 @@ async fn idle_sessions_live_on_old_agents_only_through_nops() {
             session.close().await.unwrap();
         } else {
             // Ended by the agent's keep-alive, well before the safety net.
-            let ended = tokio::time::timeout(std::time::Duration::from_secs(20), session.join()).await;
-            assert!(ended.is_ok(), "{label}: the session outlived the keep-alive timeout");
+            let ended =
+                tokio::time::timeout(std::time::Duration::from_secs(20), session.join()).await;
+            assert!(
+                ended.is_ok(),
+                "{label}: the session outlived the keep-alive timeout"
+            );
         }
     });
     futures_util::future::join_all(runs).await;
@@ -367,7 +382,10 @@ async fn a_fin_from_either_side_closes_the_whole_target_connection() {
     let _ = stream.write_all(b"more").await;
     let mut rest = Vec::new();
     let read = conn.read_to_end(&mut rest).await;
-    assert!(rest.is_empty(), "the target received {rest:?} after its FIN: {read:?}");
+    assert!(
+        rest.is_empty(),
+        "the target received {rest:?} after its FIN: {read:?}"
+    );
     session.close().await.unwrap();
 }
 

@@ -393,7 +393,10 @@ fn channel_closed_output_survives_a_malformed_body() {
     let body = json!({"Output": "Idle timeout", "SchemaVersion": "one", "CreatedDate": 5, "MessageId": null});
     c.handle_frame(
         now,
-        &service_frame(message_type::CHANNEL_CLOSED, &serde_json::to_vec(&body).unwrap()),
+        &service_frame(
+            message_type::CHANNEL_CLOSED,
+            &serde_json::to_vec(&body).unwrap(),
+        ),
     );
     assert_eq!(
         events(&mut c),

@@ -162,7 +162,10 @@ impl Context {
     /// `n` sessions with `document`, started and connected concurrently; on a
     /// failure, ends those already started.
     async fn open(&self, document: Document, spec: &Spec, n: u16) -> Result<Opened, OpenError> {
-        port::open(&self.sessions, &self.options, n, || self.start(document, spec)).await
+        port::open(&self.sessions, &self.options, n, || {
+            self.start(document, spec)
+        })
+        .await
     }
 
     async fn terminate_live(&self) {
@@ -190,7 +193,7 @@ enum Backend {
     Basic {
         document: Document,
         spec: Spec,
-        first: std::sync::Mutex<Option<BasicSession<Sessions>>>,
+        first: std::sync::Mutex<Option<Box<BasicSession<Sessions>>>>,
     },
     /// One AWS-StartSSHSession per connection.
     PerConnection { spec: Spec },
@@ -233,8 +236,11 @@ impl Backend {
                 }
                 Err(OpenError::Start(error)) => return Err(error.into()),
                 Err(OpenError::Connect(error)) => {
-                    return Err(anyhow::Error::new(error)
-                        .context(format!("opening {} to {}", document.name(), context.instance_id)))
+                    return Err(anyhow::Error::new(error).context(format!(
+                        "opening {} to {}",
+                        document.name(),
+                        context.instance_id
+                    )))
                 }
             };
             if !denied.is_empty() {
@@ -345,7 +351,10 @@ impl Backend {
                 Ok(Opened::Mux(fresh)) => MuxPool::from_sessions(fresh),
                 Ok(Opened::Basic(session)) => {
                     let _ = session.close().await;
-                    anyhow::bail!("the agent on {} no longer speaks smux; restart sm-ssh forward", context.instance_id);
+                    anyhow::bail!(
+                        "the agent on {} no longer speaks smux; restart sm-ssh forward",
+                        context.instance_id
+                    );
                 }
                 Err(OpenError::Start(error)) => return Err(error.into()),
                 Err(OpenError::Connect(error)) => return Err(error.into()),
@@ -448,7 +457,10 @@ async fn serve_basic(
                         for session in sessions {
                             let _ = session.close().await;
                         }
-                        anyhow::bail!("the agent on {} now speaks smux; restart sm-ssh forward", context.instance_id);
+                        anyhow::bail!(
+                            "the agent on {} now speaks smux; restart sm-ssh forward",
+                            context.instance_id
+                        );
                     }
                     Err(OpenError::Start(error)) => return Err(error.into()),
                     Err(OpenError::Connect(error)) => return Err(error.into()),
@@ -456,13 +468,21 @@ async fn serve_basic(
             }
         };
         let id = current.session_id().to_owned();
-        context.live.lock().expect("live sessions").insert(id.clone());
+        context
+            .live
+            .lock()
+            .expect("live sessions")
+            .insert(id.clone());
         let ended = current
             .serve(&listener, waiting, std::future::pending())
             .await;
         context.live.lock().expect("live sessions").remove(&id);
         let end = ended?;
-        let why = if end.output.is_empty() { String::new() } else { format!(" ({})", end.output) };
+        let why = if end.output.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", end.output)
+        };
         eprintln!(
             "sm-ssh: the session to {} ended{why}; the next connection starts a new one",
             spec.destination()

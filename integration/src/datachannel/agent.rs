@@ -490,8 +490,8 @@ impl Agent {
                 pause,
                 &mut self.tasks,
             );
-            let keepalive = keepalive_runs(&agent, &version(client_version))
-                .then_some(self.smux_keepalive);
+            let keepalive =
+                keepalive_runs(&agent, &version(client_version)).then_some(self.smux_keepalive);
             self.plugin = Plugin::Mux(Mux {
                 demuxer: Demuxer::default(),
                 streams: HashMap::new(),
@@ -753,7 +753,11 @@ impl Agent {
                             }
                         }
                         Err(e) => {
-                            tracing::info!(session_id = self.session_id, sid, "mux dial failed: {e}");
+                            tracing::info!(
+                                session_id = self.session_id,
+                                sid,
+                                "mux dial failed: {e}"
+                            );
                             self.plane.stats.dial_failures.fetch_add(1, Relaxed);
                             // The flag, then the stream's FIN (port_mux.go
                             // handleServerConnections: SendStreamDataMessage, then

@@ -13,7 +13,7 @@ pub enum PortSession<C> {
     /// Many connections at once over smux.
     Mux(MuxSession),
     /// One connection at a time (agent 3.0.196.0 or older).
-    Basic(BasicSession<C>),
+    Basic(Box<BasicSession<C>>),
 }
 
 impl<C: SessionControl> PortSession<C> {
@@ -37,7 +37,9 @@ pub async fn connect_port<C: SessionControl>(
     let (mut link, mode) = Link::connect(target, control, options, &mut pending).await?;
     match mode {
         SessionMode::MuxPort => Ok(PortSession::Mux(MuxSession::start(link, pending))),
-        SessionMode::BasicPort => Ok(PortSession::Basic(BasicSession::new(link, pending))),
+        SessionMode::BasicPort => Ok(PortSession::Basic(Box::new(BasicSession::new(
+            link, pending,
+        )))),
         SessionMode::Stream => {
             link.terminate().await;
             Err(SessionError::Unsupported(
