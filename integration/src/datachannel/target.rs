@@ -37,10 +37,6 @@ pub(crate) enum TargetEvent {
     MuxEnded(u32),
 }
 
-pub(crate) enum WriteCmd {
-    Data(Bytes),
-}
-
 /// Dials `addr`, or fails as the `fail_target_dial` fault asks.
 pub(crate) async fn dial(
     addr: Result<SocketAddr, String>,
@@ -63,13 +59,13 @@ pub(crate) async fn dial(
 /// One open target connection. Dropping it stops the reader and, once the
 /// writer has flushed, closes the socket.
 pub(crate) struct Conn {
-    writer: mpsc::UnboundedSender<WriteCmd>,
+    writer: mpsc::UnboundedSender<Bytes>,
     reader: AbortHandle,
 }
 
 impl Conn {
     pub(crate) fn write(&self, bytes: Bytes) {
-        let _ = self.writer.send(WriteCmd::Data(bytes));
+        let _ = self.writer.send(bytes);
     }
 }
 
@@ -161,10 +157,10 @@ pub(crate) fn open_mux(
 fn spawn_writer(
     mut write: tokio::net::tcp::OwnedWriteHalf,
     tasks: &mut JoinSet<()>,
-) -> mpsc::UnboundedSender<WriteCmd> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
+) -> mpsc::UnboundedSender<Bytes> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
     tasks.spawn(async move {
-        while let Some(WriteCmd::Data(bytes)) = rx.recv().await {
+        while let Some(bytes) = rx.recv().await {
             if write.write_all(&bytes).await.is_err() {
                 return;
             }
