@@ -11,7 +11,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{seed_with, start_forward, training_instance, Env};
+use common::{me, seed_with, start_forward, training_instance, Env};
 use sm_ssh_integration::openssh::OpenSshServer;
 
 const INSTANCE: &str = "mi-0a1b2c3d4e5f60719";
@@ -62,11 +62,6 @@ fn serve(handle: fn(TcpStream)) -> SocketAddr {
         }
     });
     addr
-}
-
-fn me() -> String {
-    let output = Command::new("id").arg("-un").output().unwrap();
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
 #[test]

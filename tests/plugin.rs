@@ -10,7 +10,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{assert_exit, seed_with, training_instance, Env};
+use common::{assert_exit, me, seed_with, training_instance, Env};
 use sm_ssh_integration::openssh::OpenSshServer;
 
 const INSTANCE: &str = "mi-0a1b2c3d4e5f60718";
@@ -49,11 +49,6 @@ fn command(env: &Env, program: &Path, plugins: &Path) -> Command {
     paths.extend(std::env::split_paths(&path));
     command.env("PATH", std::env::join_paths(paths).unwrap());
     command
-}
-
-fn me() -> String {
-    let output = Command::new("id").arg("-un").output().unwrap();
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
 #[test]
@@ -175,57 +170,14 @@ fn aws_cli_port_forwarding_listens_on_the_local_port() {
     env.fake.add_instance(instance).unwrap();
 
     let plugins = plugin_dir();
-    let mut child = command(&env, &aws, plugins.path())
-        .args([
-            "ssm",
-            "start-session",
-            "--endpoint-url",
-            &env.fake.endpoint(),
-        ])
-        .args([
-            "--target",
-            INSTANCE,
-            "--document-name",
-            "AWS-StartPortForwardingSession",
-        ])
-        .args(["--parameters", "portNumber=8080,localPortNumber=0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        // Its own process group, so Ctrl-C can reach the plugin under the CLI.
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let port: u16 = loop {
-        let line = lines
-            .next()
-            .expect("the plugin announces its port")
-            .unwrap();
-        if let Some(rest) = line.strip_prefix("Port ") {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
+    let (child, port) = start_port_forwarding(&env, &aws, plugins.path());
     for _ in 0..3 {
         let mut socket = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         let mut answer = String::new();
         socket.read_to_string(&mut answer).unwrap();
         assert_eq!(answer, "forwarded by the plugin\n");
     }
-    let group = format!("-{}", child.id());
-    let status = Command::new("kill")
-        .args(["-INT", "--", &group])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{status}");
-    let terminated = env
-        .fake
-        .events()
-        .iter()
-        .filter(|e| e.action == "ssm:TerminateSession" && e.error.is_none())
-        .count();
+    let (_, terminated) = interrupt_and_count(child, &env);
     assert_eq!(terminated, 1, "Ctrl-C ends the session");
 }
 
@@ -252,7 +204,26 @@ fn aws_cli_port_forwarding_uses_basic_mode_with_an_old_agent() {
     env.fake.add_instance(instance).unwrap();
 
     let plugins = plugin_dir();
-    let mut child = command(&env, &aws, plugins.path())
+    let (child, port) = start_port_forwarding(&env, &aws, plugins.path());
+    // Basic mode: one connection after the other over the one session.
+    for n in 0..2 {
+        let socket = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut reader = BufReader::new(socket);
+        reader
+            .get_mut()
+            .write_all(format!("ping {n}\n").as_bytes())
+            .unwrap();
+        let mut answer = String::new();
+        reader.read_line(&mut answer).unwrap();
+        assert_eq!(answer, format!("echo ping {n}\n"));
+    }
+    assert_eq!(interrupt_and_count(child, &env), (1, 1));
+}
+
+/// `aws ssm start-session` with AWS-StartPortForwardingSession to the
+/// instance's port 8080 on any local port: the child and that port.
+fn start_port_forwarding(env: &Env, aws: &Path, plugins: &Path) -> (std::process::Child, u16) {
+    let mut child = command(env, aws, plugins)
         .args([
             "ssm",
             "start-session",
@@ -269,11 +240,12 @@ fn aws_cli_port_forwarding_uses_basic_mode_with_an_old_agent() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
+        // Its own process group, so Ctrl-C can reach the plugin under the CLI.
         .process_group(0)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let port: u16 = loop {
+    let port = loop {
         let line = lines
             .next()
             .expect("the plugin announces its port")
@@ -282,18 +254,14 @@ fn aws_cli_port_forwarding_uses_basic_mode_with_an_old_agent() {
             break rest.split_whitespace().next().unwrap().parse().unwrap();
         }
     };
-    // Basic mode: one connection after the other over the one session.
-    for n in 0..2 {
-        let socket = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        let mut reader = BufReader::new(socket);
-        reader
-            .get_mut()
-            .write_all(format!("ping {n}\n").as_bytes())
-            .unwrap();
-        let mut answer = String::new();
-        reader.read_line(&mut answer).unwrap();
-        assert_eq!(answer, format!("echo ping {n}\n"));
-    }
+    // Keep reading, so that the plugin's last lines never meet a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, port)
+}
+
+/// Ctrl-C to the CLI's process group; once it exited 0, the successful
+/// StartSession and TerminateSession calls.
+fn interrupt_and_count(mut child: std::process::Child, env: &Env) -> (usize, usize) {
     let group = format!("-{}", child.id());
     let status = Command::new("kill")
         .args(["-INT", "--", &group])
@@ -309,8 +277,5 @@ fn aws_cli_port_forwarding_uses_basic_mode_with_an_old_agent() {
             .filter(|e| e.action == action && e.error.is_none())
             .count()
     };
-    assert_eq!(
-        (calls("ssm:StartSession"), calls("ssm:TerminateSession")),
-        (1, 1)
-    );
+    (calls("ssm:StartSession"), calls("ssm:TerminateSession"))
 }

@@ -347,17 +347,15 @@ impl Backend {
                 "sm-ssh: the sessions to {} ended; starting new ones",
                 spec.destination()
             );
-            let fresh = match context.open(*document, spec, *sessions).await {
-                Ok(Opened::Mux(fresh)) => MuxPool::from_sessions(fresh),
-                Ok(Opened::Basic(session)) => {
+            let fresh = match context.open(*document, spec, *sessions).await? {
+                Opened::Mux(fresh) => MuxPool::from_sessions(fresh),
+                Opened::Basic(session) => {
                     let _ = session.close().await;
                     anyhow::bail!(
                         "the agent on {} no longer speaks smux; restart sm-ssh forward",
                         context.instance_id
                     );
                 }
-                Err(OpenError::Start(error)) => return Err(error.into()),
-                Err(OpenError::Connect(error)) => return Err(error.into()),
             };
             if let Some(old) = guard.replace(fresh) {
                 old.close().await;
@@ -451,9 +449,9 @@ async fn serve_basic(
             None => {
                 let (socket, _) = listener.accept().await.context("accepting a connection")?;
                 waiting = Some(socket);
-                match context.open(*document, spec, 1).await {
-                    Ok(Opened::Basic(current)) => current,
-                    Ok(Opened::Mux(sessions)) => {
+                match context.open(*document, spec, 1).await? {
+                    Opened::Basic(current) => current,
+                    Opened::Mux(sessions) => {
                         for session in sessions {
                             let _ = session.close().await;
                         }
@@ -462,8 +460,6 @@ async fn serve_basic(
                             context.instance_id
                         );
                     }
-                    Err(OpenError::Start(error)) => return Err(error.into()),
-                    Err(OpenError::Connect(error)) => return Err(error.into()),
                 }
             }
         };
