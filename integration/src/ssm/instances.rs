@@ -39,7 +39,7 @@ const TOKEN_PREFIX: &str = "fake-ssm-page-";
 
 pub(super) fn describe(state: &AppState, body: &[u8]) -> ApiResult {
     let req: DescribeInput = input(body)?;
-    let mut world = state.world.lock().unwrap();
+    let mut world = state.world();
     let result = describe_in(&world, req);
     recorded(
         &mut world,
@@ -197,7 +197,7 @@ fn with_tags(
     op: impl FnOnce(&mut BTreeMap<String, String>, TagTarget) -> ApiResult,
 ) -> ApiResult {
     let req: TagTarget = input(body)?;
-    let mut world = state.world.lock().unwrap();
+    let mut world = state.world();
     let id = req.resource_id.clone();
     let result = (|| {
         check_action(&world, action, &target_arn(&world, &id))?;

@@ -3,6 +3,7 @@
 //! with `{"__type": code, "message": text}` (what aws-sdk-ssm reads).
 
 mod commands;
+mod history;
 mod instances;
 mod sessions;
 mod settings;
@@ -79,6 +80,7 @@ pub(crate) async fn handle(state: &AppState, operation: &str, body: &[u8]) -> Re
         "StartSession" => sessions::start(state, body),
         "ResumeSession" => sessions::resume(state, body),
         "TerminateSession" => sessions::terminate(state, body),
+        "DescribeSessions" => history::describe(state, body),
         "SendCommand" => commands::send(state, body),
         "GetCommandInvocation" => commands::get_invocation(state, body),
         "GetServiceSetting" => settings::get(state, body),
