@@ -36,16 +36,18 @@ pub enum Starter<'a> {
     Unknown,
 }
 
-/// TerminateSession refused for session `id` of `account`.
+/// TerminateSession refused to `caller` (an ARN) for session `id` of `account`.
 pub fn terminate_session(
     error: &AwsError,
     id: &str,
     starter: Starter<'_>,
+    caller: &str,
     account: &str,
 ) -> Failure {
+    let partition = crate::policy::documents::partition_of(caller);
     let admin = format!(
         "{{\"Effect\": \"Allow\", \"Action\": \"ssm:TerminateSession\", \"Resource\": \
-         \"arn:aws:ssm:*:{account}:session/*\"}}"
+         \"arn:{partition}:ssm:*:{account}:session/*\"}}"
     );
     let why = match starter {
         Starter::Other(owner) => format!(

@@ -126,14 +126,19 @@ fn nothing_found(args: &Args, owner: Option<&str>, sdk: &SdkConfig) -> String {
         .as_ref()
         .map(|t| format!(" to {t}"))
         .unwrap_or_default();
-    let hint = if args.history {
+    let mut hints = Vec::new();
+    if owner.is_some() {
+        hints.push("`--owner any` shows everyone's");
+    }
+    hints.push(if args.history {
         "without --history shows active ones"
     } else {
         "--history shows ended ones"
-    };
+    });
     format!(
-        "No {state} sessions{whose}{target} in {}; `--owner any` shows everyone's, {hint}.",
-        region_name(sdk)
+        "No {state} sessions{whose}{target} in {}; {}.",
+        region_name(sdk),
+        hints.join(", ")
     )
 }
 
@@ -211,7 +216,7 @@ async fn terminate(sdk: &SdkConfig, ids: &[String], yes: bool) -> anyhow::Result
                             Some(row) => Starter::Other(&row.owner),
                             None => Starter::Unknown,
                         };
-                        denial::terminate_session(&error, id, starter, &account)
+                        denial::terminate_session(&error, id, starter, &me, &account)
                     }
                     _ => Failure::new(error.exit_code(), error.message(None)),
                 };
