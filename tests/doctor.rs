@@ -170,6 +170,18 @@ impl Account {
         .expect("PutRolePolicy on moto");
     }
 
+    /// Replaces the execution role's trust policy.
+    fn update_exec_trust(&self, document: &str) {
+        self.block_on(
+            self.iam
+                .update_assume_role_policy()
+                .role_name(self.exec_role_name())
+                .policy_document(document)
+                .send(),
+        )
+        .expect("UpdateAssumeRolePolicy on moto");
+    }
+
     fn delete_role_policy(&self, role: &str, name: &str) {
         self.block_on(
             self.iam
@@ -343,16 +355,7 @@ fn the_standard_tier_fails_with_the_update_command() {
 fn a_trust_policy_without_ssm_fails_with_the_trust_document() {
     let account = Account::well_configured("nossmtrust");
     let sagemaker_only = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"sagemaker.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
-    account
-        .block_on(
-            account
-                .iam
-                .update_assume_role_policy()
-                .role_name(account.exec_role_name())
-                .policy_document(sagemaker_only)
-                .send(),
-        )
-        .unwrap();
+    account.update_exec_trust(sagemaker_only);
     let report = account.doctor_json(&["--role", &account.exec_role_arn()], 1);
     assert_statuses(&report, &[("role-trust", "fail")]);
     let trust = check(&report, "role-trust");
@@ -1829,16 +1832,7 @@ fn notebooks_sharing_a_role_warn_until_it_assumes_itself_and_they_re_assume_it()
         &account.policy(&["attribution", "--role", &shared]),
     );
     let trust = account.policy(&["attribution", "--role", &shared, "--print", "trust"]);
-    account
-        .block_on(
-            account
-                .iam
-                .update_assume_role_policy()
-                .role_name(account.exec_role_name())
-                .policy_document(trust)
-                .send(),
-        )
-        .expect("UpdateAssumeRolePolicy on moto");
+    account.update_exec_trust(&trust);
     let output = account.env.run([
         "policy",
         "attribution",

@@ -321,27 +321,7 @@ fn table(rows: &[Row], history: bool) -> String {
         line.push(row.reason.clone().unwrap_or_else(|| "-".into()));
         lines.push(line);
     }
-    let columns = lines[0].len();
-    let widths: Vec<usize> = (0..columns)
-        .map(|i| {
-            lines
-                .iter()
-                .map(|l| l[i].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for line in lines {
-        let cells: Vec<String> = line
-            .iter()
-            .enumerate()
-            .map(|(i, cell)| format!("{cell:<width$}", width = widths[i]))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    super::list::aligned(&lines)
 }
 
 /// `90s`, `30m`, `12h`, `7d`, `2w` → seconds.

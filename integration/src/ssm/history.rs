@@ -8,7 +8,7 @@ use aws_smithy_types::date_time::{DateTime, Format as DateTimeFormat};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{check_action, input, recorded, ApiError, ApiResult, Event};
+use super::{check_action, input, paging, recorded, ApiError, ApiResult, Event};
 use crate::server::AppState;
 use crate::world::{SessionRecord, World};
 
@@ -70,16 +70,13 @@ fn describe_in(world: &World, req: DescribeInput) -> ApiResult {
             )))
         }
     };
-    let page = match req.max_results {
-        None => DEFAULT_PAGE,
-        Some(n @ 1..=200) => n as usize,
-        Some(n) => {
-            return Err(ApiError::validation(format!(
-                "1 validation error detected: Value '{n}' at 'maxResults' failed to satisfy \
-                 constraint: Member must have value between 1 and 200"
-            )))
-        }
-    };
+    let (page, offset) = paging(
+        req.max_results,
+        1..=200,
+        DEFAULT_PAGE,
+        req.next_token.as_deref(),
+        TOKEN_PREFIX,
+    )?;
     let filters = req.filters.unwrap_or_default();
     if filters.len() > 6 {
         return Err(ApiError::validation(
@@ -92,13 +89,6 @@ fn describe_in(world: &World, req: DescribeInput) -> ApiResult {
         .enumerate()
         .map(|(n, f)| Match::parse(n + 1, f))
         .collect::<Result<_, _>>()?;
-    let offset = match req.next_token.as_deref() {
-        None | Some("") => 0,
-        Some(t) => t
-            .strip_prefix(TOKEN_PREFIX)
-            .and_then(|n| n.parse::<usize>().ok())
-            .ok_or_else(|| ApiError::new("InvalidNextToken", "The nextToken is not valid."))?,
-    };
     let mut matching: Vec<(&String, &SessionRecord)> = world
         .session_records
         .iter()
