@@ -251,3 +251,35 @@ fn bad_options_are_usage_errors() {
         "{stderr}"
     );
 }
+
+#[test]
+fn every_page_is_read() {
+    let env = env();
+    let ssm = aws_sdk_ssm::Client::from_conf(
+        aws_sdk_ssm::Config::builder()
+            .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
+            .region(aws_sdk_ssm::config::Region::new(REGION))
+            .credentials_provider(aws_sdk_ssm::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .endpoint_url(env.fake.endpoint())
+            .build(),
+    );
+    // One more than sm-ssh's page of 200.
+    env.runtime().block_on(async {
+        for _ in 0..201 {
+            let start = ssm
+                .start_session()
+                .target(MI)
+                .document_name("AWS-StartSSHSession");
+            start.send().await.expect("StartSession on the fake");
+        }
+    });
+    let rows = sessions(&env, &[]);
+    assert_eq!(rows.len(), 201);
+    let calls = env.fake.events();
+    let pages = calls.iter().filter(|e| e.action == "ssm:DescribeSessions");
+    assert_eq!(pages.count(), 2, "200 sessions, then 1");
+    let starts: Vec<&str> = field(&rows, "start");
+    assert!(starts.windows(2).all(|w| w[0] >= w[1]), "newest first");
+}
