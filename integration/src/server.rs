@@ -112,6 +112,8 @@ impl FakeAws {
             ("AWS_ENDPOINT_URL_SSM", endpoint.as_str()),
             ("AWS_ENDPOINT_URL_STS", endpoint.as_str()),
             ("AWS_ENDPOINT_URL_IAM", endpoint.as_str()),
+            // Every other service too: nothing the fake does not serve may reach AWS.
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
             ("AWS_REGION", region.as_str()),
             ("AWS_DEFAULT_REGION", region.as_str()),
             ("AWS_ACCESS_KEY_ID", "testing"),
