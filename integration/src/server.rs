@@ -192,6 +192,12 @@ impl FakeAws {
         self.world.lock().unwrap().identity = identity;
     }
 
+    /// The `host:port` later StartSession and ResumeSession StreamUrls name
+    /// (`None`: this server's own 127.0.0.1 port).
+    pub fn set_stream_endpoint(&self, endpoint: Option<String>) {
+        self.world.lock().unwrap().stream_endpoint = endpoint;
+    }
+
     /// Applies to sessions whose token is redeemed from now on.
     pub fn set_faults(&self, faults: Faults) {
         self.world.lock().unwrap().faults = faults;
