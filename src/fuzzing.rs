@@ -43,7 +43,7 @@ pub fn plugin_args(data: &[u8]) {
         }
     }
     // The variable named instead of the response is set when the word count is even.
-    let set = words.len() % 2 == 0;
+    let set = words.len().is_multiple_of(2);
     let env = |_: &str| set.then(|| response_with_token(""));
     match parse(&words, env) {
         Ok(Invocation::Start(start)) => {
@@ -54,12 +54,17 @@ pub fn plugin_args(data: &[u8]) {
         Err(error) => {
             let message = format!("{error:#}");
             let echoed = words.iter().skip(1).any(|w| w.contains(TOKEN));
-            assert!(echoed || !message.contains(TOKEN), "the token leaked: {message}");
+            assert!(
+                echoed || !message.contains(TOKEN),
+                "the token leaked: {message}"
+            );
         }
     }
 }
 
 /// A StartSession response with [`TOKEN`], its closing brace replaced by `tail`.
 fn response_with_token(tail: &str) -> String {
-    format!(r#"{{"SessionId":"s-1","TokenValue":"{TOKEN}","StreamUrl":"wss://h/v1/data-channel/s-1"{tail}"#)
+    format!(
+        r#"{{"SessionId":"s-1","TokenValue":"{TOKEN}","StreamUrl":"wss://h/v1/data-channel/s-1"{tail}"#
+    )
 }

@@ -110,10 +110,7 @@ fn twenty_mb_upload_through_cat_survives_loss_duplication_reordering_and_cuts() 
     );
     assert_eq!(hex_sha256(&std::fs::read(&remote).unwrap()), expected);
     assert_faults_happened(&world.env, "during the upload");
-    assert!(
-        world.resumes() > 0,
-        "the client never resumed after a cut"
-    );
+    assert!(world.resumes() > 0, "the client never resumed after a cut");
 }
 
 // The agent resends only its oldest unacknowledged message, once per 100 ms
@@ -139,10 +136,7 @@ fn twenty_mb_download_through_cat_survives_loss_duplication_reordering_and_cuts(
     assert_eq!(downloaded.len(), TRANSFER);
     assert_eq!(hex_sha256(&downloaded), expected);
     assert_faults_happened(&world.env, "during the download");
-    assert!(
-        world.resumes() > 0,
-        "the client never resumed after a cut"
-    );
+    assert!(world.resumes() > 0, "the client never resumed after a cut");
 }
 
 /// An echo server: every connection gets its own bytes back.

@@ -99,7 +99,10 @@ fn fifty_concurrent_ssh_sessions_move_1_mib_each_way() {
     for (n, child, up, down, up_remote, report) in runs {
         let output = child.wait_with_output().expect("ssh ends");
         let stored = std::fs::read(&up_remote).unwrap_or_default();
-        if !output.status.success() || output.stdout != down || hex_sha256(&stored) != hex_sha256(&up) {
+        if !output.status.success()
+            || output.stdout != down
+            || hex_sha256(&stored) != hex_sha256(&up)
+        {
             failures.push(format!(
                 "session {n}: {} (down {} bytes, up {} bytes)\n{}",
                 output.status,
@@ -163,10 +166,13 @@ fn sample(pid: u32) -> Option<(u64, usize)> {
 /// The `sm-ssh proxy` that ssh `pid` started as its ProxyCommand.
 fn proxy_of(pid: u32) -> Option<u32> {
     let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
-    children.split_whitespace().filter_map(|c| c.parse().ok()).find(|child: &u32| {
-        std::fs::read_to_string(format!("/proc/{child}/cmdline"))
-            .is_ok_and(|cmd| cmd.contains("proxy"))
-    })
+    children
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .find(|child: &u32| {
+            std::fs::read_to_string(format!("/proc/{child}/cmdline"))
+                .is_ok_and(|cmd| cmd.contains("proxy"))
+        })
 }
 
 #[test]
@@ -208,7 +214,9 @@ fn soak() {
     while started.elapsed() < Duration::from_secs(seconds) {
         for (n, (stdin, stdout)) in lines.iter_mut().enumerate() {
             let line = format!("session {n} line {echoed} {}\n", "x".repeat(64));
-            stdin.write_all(line.as_bytes()).expect("the session takes input");
+            stdin
+                .write_all(line.as_bytes())
+                .expect("the session takes input");
             let mut back = String::new();
             stdout.read_line(&mut back).expect("the session echoes");
             assert_eq!(back, line, "session {n} echoed something else");
@@ -233,5 +241,8 @@ fn soak() {
     for mut child in children {
         assert!(child.wait().unwrap().success(), "an ssh session failed");
     }
-    println!("{echoed} lines echoed per session, {} resumes", world.resumes());
+    println!(
+        "{echoed} lines echoed per session, {} resumes",
+        world.resumes()
+    );
 }

@@ -87,7 +87,8 @@ impl Netns {
         match Netns::try_create() {
             Ok(netns) => Some(netns),
             Err(why) => {
-                let line = format!("SKIPPED {test}: network namespaces are impossible here: {why}\n");
+                let line =
+                    format!("SKIPPED {test}: network namespaces are impossible here: {why}\n");
                 let _ = std::io::stderr().write_all(line.as_bytes());
                 None
             }
@@ -105,16 +106,25 @@ impl Netns {
         let netns = Netns {
             name: format!("smssh-{pid}-{n}"),
             veth: format!("sm{}x{n}", pid % 100_000),
-            net: [10, 64 + (pid % 128) as u8, ((pid / 128 % 16) * 16 + n % 16) as u8],
+            net: [
+                10,
+                64 + (pid % 128) as u8,
+                ((pid / 128 % 16) * 16 + n % 16) as u8,
+            ],
         };
         // From here on, Drop removes whatever was made.
         ip(&format!("netns add {}", netns.name))?;
         let (name, veth) = (&netns.name, &netns.veth);
-        ip(&format!("link add {veth} type veth peer name {veth}p netns {name}"))?;
+        ip(&format!(
+            "link add {veth} type veth peer name {veth}p netns {name}"
+        ))?;
         ip(&format!("addr add {}/29 dev {veth}", netns.addr(1)))?;
         ip(&format!("link set {veth} up"))?;
         for host in [2, 3] {
-            ip(&format!("-n {name} addr add {}/29 dev {veth}p", netns.addr(host)))?;
+            ip(&format!(
+                "-n {name} addr add {}/29 dev {veth}p",
+                netns.addr(host)
+            ))?;
         }
         ip(&format!("-n {name} link set {veth}p up"))?;
         ip(&format!("-n {name} link set lo up"))?;
@@ -151,14 +161,23 @@ impl Netns {
     /// The sum of the `counter` rules' packet counts whose rule text contains `tag`.
     fn counted(&self, tag: &str) -> u64 {
         let listing = run(
-            Command::new("ip").args(["netns", "exec", &self.name, "nft", "list", "table", "inet", "fault"]),
+            Command::new("ip").args([
+                "netns", "exec", &self.name, "nft", "list", "table", "inet", "fault",
+            ]),
             "",
         )
         .expect("nft lists the table");
         listing
             .lines()
             .filter(|line| line.contains(tag))
-            .filter_map(|line| line.split("packets ").nth(1)?.split(' ').next()?.parse::<u64>().ok())
+            .filter_map(|line| {
+                line.split("packets ")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
             .sum()
     }
 
@@ -269,7 +288,10 @@ fn with_limits(mut ssh: Command, log: &Path) -> Command {
 fn wait_for_size(path: &Path, len: u64, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while std::fs::metadata(path).map_or(0, |m| m.len()) < len {
-        assert!(Instant::now() < deadline, "{what}: the transfer never started");
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the transfer never started"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -347,7 +369,10 @@ fn twenty_mb_both_ways_over_100_ms_rtt_with_1_percent_tcp_loss() {
     assert_eq!(hex_sha256(&std::fs::read(&back).unwrap()), expected);
 
     let dropped = netns.counted("loss");
-    assert!(dropped > 0, "nftables dropped nothing: the loss never happened");
+    assert!(
+        dropped > 0,
+        "nftables dropped nothing: the loss never happened"
+    );
     eprintln!("20 MiB over 100 ms RTT, 1% loss: up {uploaded:?}, down {downloaded:?}, {dropped} packets dropped");
 }
 
@@ -376,7 +401,10 @@ fn twenty_second_blackhole_mid_transfer_is_invisible_to_ssh() {
                  add rule inet fault output tcp sport {port} counter drop comment \"blackhole\""
             ));
             std::thread::sleep(BLACKHOLE);
-            assert!(netns.counted("blackhole") > 0, "the blackhole dropped nothing");
+            assert!(
+                netns.counted("blackhole") > 0,
+                "the blackhole dropped nothing"
+            );
             netns.heal();
         },
     );
@@ -387,7 +415,10 @@ fn twenty_second_blackhole_mid_transfer_is_invisible_to_ssh() {
         log.contains("no pong within"),
         "the pong deadline did not notice the blackhole:\n{log}"
     );
-    assert!(world.resumes() > 0, "sm-ssh never resumed the session:\n{log}");
+    assert!(
+        world.resumes() > 0,
+        "sm-ssh never resumed the session:\n{log}"
+    );
 }
 
 #[test]
@@ -465,7 +496,10 @@ fn blackhole_longer_than_the_reconnect_budget_ends_with_one_clear_line() {
     // Documented bound (docs/reliability.md): ping + pong deadline, then per
     // attempt its backoff (at most 0.1 s, 0.2 s) and a dial timeout (2 s).
     let budget = Duration::from_secs_f64(1.0 + 3.0 + 0.1 + 0.2 + 2.0 * 2.0);
-    eprintln!("gave up {gave_up_after:?} after the blackhole began (budget {budget:?}): {}", ours[0]);
+    eprintln!(
+        "gave up {gave_up_after:?} after the blackhole began (budget {budget:?}): {}",
+        ours[0]
+    );
     assert!(
         gave_up_after < budget + Duration::from_secs(15),
         "gave up after {gave_up_after:?}, documented budget {budget:?}"
@@ -474,9 +508,9 @@ fn blackhole_longer_than_the_reconnect_budget_ends_with_one_clear_line() {
 
 #[test]
 fn reconnect_resolves_the_stream_host_afresh_after_its_address_changes() {
-    let Some(netns) = Netns::create(
-        "reconnect_resolves_the_stream_host_afresh_after_its_address_changes",
-    ) else {
+    let Some(netns) =
+        Netns::create("reconnect_resolves_the_stream_host_afresh_after_its_address_changes")
+    else {
         return;
     };
     if run(Command::new("unshare").args(["--mount", "true"]), "").is_err() {
@@ -492,30 +526,48 @@ fn reconnect_resolves_the_stream_host_afresh_after_its_address_changes() {
     let dir = tempfile::tempdir().unwrap();
     let hosts = dir.path().join("hosts");
     std::fs::write(&hosts, format!("{} {host}\n", netns.addr(2))).unwrap();
-    world.env.fake.set_stream_endpoint(Some(format!("{host}:{port}")));
+    world
+        .env
+        .fake
+        .set_stream_endpoint(Some(format!("{host}:{port}")));
     netns.rules(&format!(
         "add rule inet fault input ip daddr {} tcp dport {port} counter comment \"moved\"",
         netns.addr(3)
     ));
     let mut unshare = Command::new("unshare");
-    unshare.args(["--mount", "--", "sh", "-c", "mount --bind \"$0\" /etc/hosts && exec \"$@\""]);
+    unshare.args([
+        "--mount",
+        "--",
+        "sh",
+        "-c",
+        "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
+    ]);
     unshare.arg(&hosts).arg("ssh");
     let log = dir.path().join("sm-ssh.log");
     let data = pseudo_random(8 << 20, 0xadd0_0001);
-    let (output, stored) = upload_with_fault(&world, with_limits(unshare, &log), &data, dir.path(), || {
-        // The old address goes dark for good; the name now points elsewhere.
-        netns.rules(&format!(
-            "add rule inet fault input ip daddr {0} tcp dport {port} drop
+    let (output, stored) = upload_with_fault(
+        &world,
+        with_limits(unshare, &log),
+        &data,
+        dir.path(),
+        || {
+            // The old address goes dark for good; the name now points elsewhere.
+            netns.rules(&format!(
+                "add rule inet fault input ip daddr {0} tcp dport {port} drop
              add rule inet fault output ip saddr {0} tcp sport {port} drop",
-            netns.addr(2)
-        ));
-        // Rewritten in place: the bind mount follows the file, not the name.
-        std::fs::write(&hosts, format!("{} {host}\n", netns.addr(3))).unwrap();
-    });
+                netns.addr(2)
+            ));
+            // Rewritten in place: the bind mount follows the file, not the name.
+            std::fs::write(&hosts, format!("{} {host}\n", netns.addr(3))).unwrap();
+        },
+    );
     let log = std::fs::read_to_string(&log).unwrap_or_default();
     world.check(&output, "the upload across the address change", &log);
     assert_eq!(stored, hex_sha256(&data), "the instance stored other bytes");
-    assert!(world.resumes() > 0, "sm-ssh never resumed the session:\n{log}");
+    assert!(
+        world.resumes() > 0,
+        "sm-ssh never resumed the session:\n{log}"
+    );
     assert!(
         netns.counted("moved") > 0,
         "nothing reached the new address:\n{log}"

@@ -120,7 +120,10 @@ pub fn smux(data: &[u8]) {
             MuxEvent::Fin(id) => *id,
         };
         assert!(opened.contains(&id), "event for stream {id} never opened");
-        assert!(!finished.contains(&id), "event for stream {id} after its FIN");
+        assert!(
+            !finished.contains(&id),
+            "event for stream {id} after its FIN"
+        );
         if matches!(event, MuxEvent::Fin(_)) {
             finished.push(id);
         }
@@ -261,7 +264,9 @@ pub fn engine(data: &[u8]) {
                     }
                     5 => (
                         payload_type::HANDSHAKE_COMPLETE,
-                        Bytes::from_static(br#"{"HandshakeTimeToComplete":1,"CustomerMessage":"hi"}"#),
+                        Bytes::from_static(
+                            br#"{"HandshakeTimeToComplete":1,"CustomerMessage":"hi"}"#,
+                        ),
                     ),
                     6 => (
                         payload_type::FLAG,
@@ -269,7 +274,10 @@ pub fn engine(data: &[u8]) {
                     ),
                     _ => {
                         let len = usize::from(input.u8());
-                        (u32::from(kind >> 3), Bytes::copy_from_slice(input.bytes(len)))
+                        (
+                            u32::from(kind >> 3),
+                            Bytes::copy_from_slice(input.bytes(len)),
+                        )
                     }
                 };
                 ids += 1;
@@ -395,7 +403,11 @@ impl Agent {
         let seq = self
             .sent
             .range(after..)
-            .find(|(_, variants)| variants.iter().any(|v| v == &(payload_type::OUTPUT, bytes.clone())))
+            .find(|(_, variants)| {
+                variants
+                    .iter()
+                    .any(|v| v == &(payload_type::OUTPUT, bytes.clone()))
+            })
             .map(|(seq, _)| *seq)
             .expect("delivered output the agent never sent, or out of order");
         for (skipped, variants) in self.sent.range(after..seq) {
@@ -432,7 +444,10 @@ impl Written {
                     frame.payload_type,
                     payload_type::OUTPUT | payload_type::FLAG | payload_type::HANDSHAKE_RESPONSE
                 ));
-                let first = self.frames.entry(frame.sequence_number).or_insert_with(|| bytes.clone());
+                let first = self
+                    .frames
+                    .entry(frame.sequence_number)
+                    .or_insert_with(|| bytes.clone());
                 assert_eq!(first, bytes, "a resend differs from the first transmission");
             }
             other => panic!("the engine wrote a {other} frame"),
