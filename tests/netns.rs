@@ -223,6 +223,14 @@ fn netns_world(netns: &Netns, bind: Ipv4Addr) -> (SshWorld, u16) {
     (world, port)
 }
 
+/// [`netns_world`] on the namespace's first address, named in the StreamUrls.
+fn direct_world(netns: &Netns) -> (SshWorld, u16) {
+    let (world, port) = netns_world(netns, netns.addr(2));
+    let endpoint = format!("{}:{port}", netns.addr(2));
+    world.env.fake.set_stream_endpoint(Some(endpoint));
+    (world, port)
+}
+
 /// A TCP relay on 127.0.0.1 that holds every chunk for `one_way` in each
 /// direction before passing it on to `upstream` (this kernel has no netem).
 async fn delay_relay(upstream: SocketAddr, one_way: Duration) -> SocketAddr {
@@ -382,11 +390,7 @@ fn twenty_second_blackhole_mid_transfer_is_invisible_to_ssh() {
     else {
         return;
     };
-    let (world, port) = netns_world(&netns, netns.addr(2));
-    world
-        .env
-        .fake
-        .set_stream_endpoint(Some(format!("{}:{port}", netns.addr(2))));
+    let (world, port) = direct_world(&netns);
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("sm-ssh.log");
     let data = pseudo_random(12 << 20, 0xb1ac_0001);
@@ -428,11 +432,7 @@ fn blackhole_longer_than_the_reconnect_budget_ends_with_one_clear_line() {
     else {
         return;
     };
-    let (world, port) = netns_world(&netns, netns.addr(2));
-    world
-        .env
-        .fake
-        .set_stream_endpoint(Some(format!("{}:{port}", netns.addr(2))));
+    let (world, port) = direct_world(&netns);
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("sm-ssh.log");
     let mut ssh = world.ssh_via(

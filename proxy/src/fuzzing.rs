@@ -509,3 +509,22 @@ pub fn mutants(seeds: &[Vec<u8>], cases: usize, seed: u64) -> Vec<Vec<u8>> {
     }
     out
 }
+
+/// Runs `target` over the corpus in `dir` (one input per file) and then
+/// [`mutants`] of it, `SM_SSH_FUZZ_REPLAY_CASES` of them (default 3000): what
+/// the stable replay tests do. Panics, naming the directory, if it is empty.
+pub fn replay(dir: &std::path::Path, target: fn(&[u8])) {
+    let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| std::fs::read(entry.expect("corpus entry").path()).expect("corpus file"))
+        .collect();
+    seeds.sort();
+    assert!(!seeds.is_empty(), "no seeds in {}", dir.display());
+    let cases = std::env::var("SM_SSH_FUZZ_REPLAY_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3000);
+    for input in mutants(&seeds, cases, 17) {
+        target(&input);
+    }
+}
