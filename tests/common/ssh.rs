@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use sha2::{Digest, Sha256};
 use sm_ssh_integration::openssh::OpenSshServer;
 
-use super::{assert_exit, training_instance, Env};
+use super::{assert_exit, me, training_instance, Env};
 
 /// Incompressible, reproducible bytes (xorshift64 from `seed`).
 pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
@@ -28,12 +28,6 @@ pub fn hex_sha256(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// The user the tests run as (and so the user sshd can log in).
-pub fn me() -> String {
-    let output = Command::new("id").arg("-un").output().expect("id runs");
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
 /// A path quoted for the remote shell.
