@@ -226,7 +226,43 @@ pub fn data_channel_options() -> anyhow::Result<Options> {
             )
         })?;
     }
+    for (name, field) in [
+        (PING_INTERVAL_VAR, &mut options.ping_interval),
+        (PONG_TIMEOUT_VAR, &mut options.pong_timeout),
+        (CONNECT_TIMEOUT_VAR, &mut options.connect_timeout),
+    ] {
+        if let Ok(value) = std::env::var(name) {
+            *field = parse_seconds(&value).ok_or_else(|| {
+                crate::error::Failure::new(
+                    crate::error::exit::USAGE,
+                    format!("{name}={value:?} is not a duration: give seconds (e.g. 20 or 2.5)"),
+                )
+            })?;
+        }
+    }
+    if let Ok(value) = std::env::var(MAX_RECONNECTS_VAR) {
+        options.max_reconnects = value.trim().parse().map_err(|_| {
+            crate::error::Failure::new(
+                crate::error::exit::USAGE,
+                format!("{MAX_RECONNECTS_VAR}={value:?} is not a number of attempts"),
+            )
+        })?;
+    }
     Ok(options)
+}
+
+/// The liveness and reconnect limits (docs/reliability.md): how often the
+/// websocket is pinged, how long a pong may take before the socket counts as
+/// dead, how long one redial may take, and how many redials one outage gets.
+pub const PING_INTERVAL_VAR: &str = "SM_SSH_PING_INTERVAL";
+pub const PONG_TIMEOUT_VAR: &str = "SM_SSH_PONG_TIMEOUT";
+pub const CONNECT_TIMEOUT_VAR: &str = "SM_SSH_CONNECT_TIMEOUT";
+pub const MAX_RECONNECTS_VAR: &str = "SM_SSH_MAX_RECONNECTS";
+
+/// Positive seconds, fractions allowed.
+fn parse_seconds(value: &str) -> Option<std::time::Duration> {
+    let seconds: f64 = value.trim().parse().ok()?;
+    (seconds > 0.0 && seconds.is_finite()).then(|| std::time::Duration::from_secs_f64(seconds))
 }
 
 fn parse_rate(value: &str) -> Option<Option<u32>> {

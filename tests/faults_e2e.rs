@@ -13,18 +13,16 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
-use common::{assert_exit, seed_with, start_forward, training_instance, Env};
-use sha2::{Digest, Sha256};
+use common::ssh::{hex_sha256, pseudo_random, quoted, SshWorld};
+use common::{seed_with, start_forward, training_instance, Env};
 use sm_ssh_integration::datachannel::StatsSnapshot;
-use sm_ssh_integration::openssh::OpenSshServer;
 use sm_ssh_integration::world::{DirectionFaults, Faults, Pacing};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const INSTANCE: &str = "mi-0fa017c0ffee00042";
-const HOST: &str = "faulty-job.training.sagemaker";
 const TRANSFER: usize = 20 << 20;
 const CLIENTS: usize = 16;
 /// What each forwarded connection sends and expects back.
@@ -69,100 +67,15 @@ fn assert_faults_happened(env: &Env, context: &str) {
     );
 }
 
-/// Incompressible, reproducible bytes (xorshift64 from `seed`).
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut data = Vec::with_capacity(len + 8);
-    let mut state = seed | 1;
-    while data.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        data.extend_from_slice(&state.to_le_bytes());
-    }
-    data.truncate(len);
-    data
+/// A training job whose sshd sits behind the faulty fake.
+fn ssh_world() -> SshWorld {
+    SshWorld::start(faulty_env(), INSTANCE, "faulty-job")
 }
 
-fn hex_sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// The user the tests run as (and so the user sshd can log in).
-fn me() -> String {
-    let output = Command::new("id").arg("-un").output().expect("id runs");
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
-
-/// A training job whose port 22 is a real sshd running as the test's user.
-struct SshWorld {
-    env: Env,
-    sshd: OpenSshServer,
-}
-
-impl SshWorld {
-    fn start() -> SshWorld {
-        let env = faulty_env();
-        let sandbox = env
-            .fake
-            .add_instance(training_instance(INSTANCE, "faulty-job", 1_700_000_000))
-            .expect("instance added");
-        let sshd = OpenSshServer::start(&sandbox).expect("sshd starts (install openssh-server)");
-        env.fake.map_port(INSTANCE, 22, sshd.addr());
-        // ssh loads its identity as it starts, so sm-ssh's key must exist first.
-        let config = env.home().join("ssh_config");
-        let output = env.run([
-            "config".as_ref(),
-            "install".as_ref(),
-            "--file".as_ref(),
-            config.as_os_str(),
-        ]);
-        assert_exit(&output, 0);
-        SshWorld { env, sshd }
-    }
-
-    /// `ssh <me>@HOST <command>` through `sm-ssh proxy`, with sm-ssh's
-    /// environment and key and a known-hosts file of its own.
-    fn ssh(&self, command: &str) -> Command {
-        let mut ssh = Command::new("ssh");
-        common::isolate(&mut ssh, self.env.home());
-        ssh.env("SM_SSH_HOME", self.env.data_dir());
-        ssh.env("AWS_ENDPOINT_URL", self.env.fake.endpoint());
-        for (key, value) in self.env.fake.env() {
-            ssh.env(key, value);
-        }
-        let proxy = format!("{} proxy --user %r %h", env!("CARGO_BIN_EXE_sm-ssh"));
-        let identity = self.env.data_dir().join("id_ed25519");
-        let known_hosts = self.env.home().join("known_hosts");
-        ssh.args(["-F", "/dev/null", "-o", "BatchMode=yes"])
-            .arg("-o")
-            .arg(format!("ProxyCommand={proxy}"))
-            .arg("-o")
-            .arg(format!("IdentityFile={}", identity.display()))
-            .args(["-o", "IdentitiesOnly=yes"])
-            .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-            .args(["-o", "StrictHostKeyChecking=accept-new"])
-            .arg(format!("{}@{HOST}", me()))
-            .arg(command);
-        ssh
-    }
-
-    /// Panics with both streams and sshd's log unless `output` succeeded.
-    #[track_caller]
-    fn check(&self, output: &Output, what: &str) {
-        if !output.status.success() {
-            panic!(
-                "{what} failed ({})\n--- stderr\n{}\n--- sshd log\n{}\n--- fake stats\n{:#?}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr),
-                self.sshd.log(),
-                stats(&self.env)
-            );
-        }
-    }
+/// Panics with both streams, sshd's log and the fake's counters unless `output` succeeded.
+#[track_caller]
+fn check(world: &SshWorld, output: &Output, what: &str) {
+    world.check(output, what, &format!("{:#?}", stats(&world.env)));
 }
 
 /// The 20 MB test file, and where it lives "on the instance" (sshd runs on
@@ -173,23 +86,11 @@ fn twenty_mb(dir: &Path) -> (Vec<u8>, String, PathBuf) {
     (data, hash, dir.join("on-the-instance.bin"))
 }
 
-fn quoted(path: &Path) -> String {
-    format!("'{}'", path.display())
-}
-
-fn resumes(env: &Env) -> usize {
-    env.fake
-        .events()
-        .iter()
-        .filter(|e| e.action == "ssm:ResumeSession" && e.error.is_none())
-        .count()
-}
-
 // The client paces itself at 1000 messages/s by default, so 20 480 messages
 // take 20 s at least: the 2 s cuts cannot miss this transfer.
 #[test]
 fn twenty_mb_upload_through_cat_survives_loss_duplication_reordering_and_cuts() {
-    let world = SshWorld::start();
+    let world = ssh_world();
     let dir = tempfile::tempdir().unwrap();
     let (data, expected, remote) = twenty_mb(dir.path());
     let local = dir.path().join("upload.bin");
@@ -201,7 +102,7 @@ fn twenty_mb_upload_through_cat_survives_loss_duplication_reordering_and_cuts() 
         .stdin(std::fs::File::open(&local).unwrap())
         .output()
         .expect("ssh runs");
-    world.check(&upload, "the upload");
+    check(&world, &upload, "the upload");
     let remote_hash = String::from_utf8_lossy(&upload.stdout);
     assert!(
         remote_hash.starts_with(&expected),
@@ -209,10 +110,7 @@ fn twenty_mb_upload_through_cat_survives_loss_duplication_reordering_and_cuts() 
     );
     assert_eq!(hex_sha256(&std::fs::read(&remote).unwrap()), expected);
     assert_faults_happened(&world.env, "during the upload");
-    assert!(
-        resumes(&world.env) > 0,
-        "the client never resumed after a cut"
-    );
+    assert!(world.resumes() > 0, "the client never resumed after a cut");
 }
 
 // The agent resends only its oldest unacknowledged message, once per 100 ms
@@ -220,7 +118,7 @@ fn twenty_mb_upload_through_cat_survives_loss_duplication_reordering_and_cuts() 
 // stalls the stream for a tick: about 2 000 of them here, some 200 s in all.
 #[test]
 fn twenty_mb_download_through_cat_survives_loss_duplication_reordering_and_cuts() {
-    let world = SshWorld::start();
+    let world = ssh_world();
     let dir = tempfile::tempdir().unwrap();
     let (data, expected, remote) = twenty_mb(dir.path());
     std::fs::write(&remote, &data).unwrap();
@@ -233,15 +131,12 @@ fn twenty_mb_download_through_cat_survives_loss_duplication_reordering_and_cuts(
         .stdout(std::fs::File::create(&back).unwrap())
         .output()
         .expect("ssh runs");
-    world.check(&download, "the download");
+    check(&world, &download, "the download");
     let downloaded = std::fs::read(&back).unwrap();
     assert_eq!(downloaded.len(), TRANSFER);
     assert_eq!(hex_sha256(&downloaded), expected);
     assert_faults_happened(&world.env, "during the download");
-    assert!(
-        resumes(&world.env) > 0,
-        "the client never resumed after a cut"
-    );
+    assert!(world.resumes() > 0, "the client never resumed after a cut");
 }
 
 /// An echo server: every connection gets its own bytes back.

@@ -142,7 +142,8 @@ fn config_text(dir: &Path, host_key: &Path, sandbox: &Path) -> String {
          PrintMotd no\n\
          UseDNS no\n\
          LogLevel VERBOSE\n\
-         Subsystem sftp internal-sftp\n",
+         Subsystem sftp internal-sftp\n\
+         MaxStartups 200\n",
         host_key = host_key.display(),
         pid = dir.join("sshd.pid").display(),
         keys = keys.display(),

@@ -205,6 +205,12 @@ impl FakeAws {
         self.world.lock().unwrap().identity = identity;
     }
 
+    /// The `host:port` later StartSession and ResumeSession StreamUrls name
+    /// (`None`: this server's own 127.0.0.1 port).
+    pub fn set_stream_endpoint(&self, endpoint: Option<String>) {
+        self.world.lock().unwrap().stream_endpoint = endpoint;
+    }
+
     /// Makes requests signed with `access_key_id` come from `identity`.
     pub fn add_identity(&self, access_key_id: &str, identity: crate::world::Identity) {
         self.world

@@ -290,6 +290,10 @@ pub struct World {
     pub activations: BTreeMap<String, Activation>,
     /// CloudTrail-style record of every API call the control plane answered.
     pub events: Vec<ApiEvent>,
+    /// `host:port` the StreamUrls name instead of the fake's own 127.0.0.1
+    /// port: a host name a test resolves itself, or a listener in a network
+    /// namespace (tests/netns.rs).
+    pub stream_endpoint: Option<String>,
 }
 
 /// One SendCommand: its request and one invocation per instance.

@@ -202,10 +202,11 @@ impl Frame {
     }
 }
 
-/// Trims NUL padding (seen from MGS and third-party clients), then whitespace.
+/// Trims NUL padding (seen from MGS and third-party clients) and whitespace,
+/// in any mix, so that decoding what `encode` wrote gives the same name back.
 fn parse_message_type(raw: &[u8]) -> Result<String, FrameError> {
     let text = std::str::from_utf8(raw).map_err(|_| FrameError::MessageTypeNotAscii)?;
-    let trimmed = text.trim_matches('\0').trim();
+    let trimmed = text.trim_matches(|c: char| c == '\0' || c.is_whitespace());
     if trimmed.is_empty() {
         return Err(FrameError::EmptyMessageType);
     }
@@ -392,6 +393,20 @@ mod tests {
             Frame::decode(&long_len),
             Err(FrameError::PayloadTruncated { .. })
         ));
+    }
+
+    /// Found by the `frame` fuzz target: a space before NUL padding left the
+    /// NULs in the name, so decode(encode(decode(x))) differed from decode(x).
+    #[test]
+    fn nul_and_space_padding_trim_in_any_order() {
+        let good = Frame::new("acknowledge", 1, 0, 3, payload_type::NONE, Bytes::new()).encode();
+        let mut padded = good.to_vec();
+        padded[4..36].fill(b' ');
+        padded[5..8].fill(0);
+        padded[8..19].copy_from_slice(b"acknowledge");
+        let frame = Frame::decode(&padded).unwrap();
+        assert_eq!(frame.message_type, "acknowledge");
+        assert_eq!(Frame::decode(&frame.encode()).unwrap(), frame);
     }
 
     proptest::proptest! {

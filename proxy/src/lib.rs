@@ -9,6 +9,8 @@ pub mod channel;
 pub mod connection;
 pub mod driver;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handshake;
 pub mod pacing;
 pub mod payload;

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
+pub mod ssh;
+
 use sm_ssh_integration::server::FakeAws;
 use sm_ssh_integration::world::{Identity, Instance, PingStatus, Seed};
 

@@ -56,6 +56,21 @@ pub async fn serve_router(world: SharedWorld) -> std::io::Result<(SocketAddr, Jo
     Ok((addr, task))
 }
 
+/// Serves [`router`] for `world` on a listener the caller made (e.g. in a
+/// network namespace), until the returned task is aborted. Call it inside a
+/// tokio runtime.
+pub fn serve_listener(
+    world: SharedWorld,
+    listener: std::net::TcpListener,
+) -> std::io::Result<JoinHandle<()>> {
+    listener.set_nonblocking(true)?;
+    let listener = TcpListener::from_std(listener)?;
+    let app = router(world);
+    Ok(tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    }))
+}
+
 async fn upgrade(
     State(world): State<SharedWorld>,
     Path(session_id): Path<String>,

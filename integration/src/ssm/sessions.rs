@@ -102,7 +102,7 @@ fn start_in(world: &mut World, port: u16, req: &StartInput, document: &str) -> A
         connected: false,
     };
     world.session_records.insert(id.clone(), record);
-    Ok(session_reply(&id, &token, port))
+    Ok(session_reply(&id, &token, &stream_endpoint(world, port)))
 }
 
 /// Stamps the session's end time once it is over, however it ends:
@@ -126,6 +126,7 @@ fn record_end_when_over(shared: &SharedWorld, world: &World, id: &str) {
 pub(super) fn resume(state: &AppState, body: &[u8]) -> ApiResult {
     let req: SessionInput = input(body)?;
     let mut world = state.world();
+    let endpoint = stream_endpoint(&world, state.port);
     let result = (|| {
         let session = session_for(&mut world, "ssm:ResumeSession", &req.session_id)?;
         if *session.terminated.borrow() {
@@ -134,7 +135,7 @@ pub(super) fn resume(state: &AppState, body: &[u8]) -> ApiResult {
         }
         let token = new_token();
         session.unused_tokens.insert(token.clone());
-        Ok(session_reply(&req.session_id, &token, state.port))
+        Ok(session_reply(&req.session_id, &token, &endpoint))
     })();
     recorded(
         &mut world,
@@ -200,11 +201,19 @@ pub(super) fn session_arn(world: &World, id: &str) -> String {
     )
 }
 
-fn session_reply(id: &str, token: &str, port: u16) -> Value {
+/// Where StreamUrls point: the fake's own port, unless a test chose another.
+fn stream_endpoint(world: &World, port: u16) -> String {
+    world
+        .stream_endpoint
+        .clone()
+        .unwrap_or_else(|| format!("127.0.0.1:{port}"))
+}
+
+fn session_reply(id: &str, token: &str, endpoint: &str) -> Value {
     json!({
         "SessionId": id,
         "TokenValue": token,
-        "StreamUrl": format!("ws://127.0.0.1:{port}/v1/data-channel/{id}?role=publish_subscribe"),
+        "StreamUrl": format!("ws://{endpoint}/v1/data-channel/{id}?role=publish_subscribe"),
     })
 }
 

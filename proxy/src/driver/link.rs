@@ -20,6 +20,8 @@ use crate::connection::{Connection, EngineConfig, EngineError, Event};
 use crate::handshake::SessionMode;
 
 const PING_PAYLOAD: &[u8] = b"keepalive";
+/// How soon a ping that found the writer queue full is tried again.
+const PING_RETRY: Duration = Duration::from_millis(200);
 /// Dials of the first websocket before giving up (the token is still unused).
 const INITIAL_DIAL_ATTEMPTS: u32 = 3;
 
@@ -200,9 +202,15 @@ impl<C: SessionControl> Link<C> {
             _ => {}
         }
         if now >= self.next_ping {
-            self.next_ping = now + self.options.ping_interval;
             let ping = Message::Ping(Bytes::from_static(PING_PAYLOAD));
-            if self.socket.write.try_send(ping).is_ok() && self.pong_deadline.is_none() {
+            self.next_ping = if self.socket.write.try_send(ping).is_ok() {
+                now + self.options.ping_interval
+            } else {
+                // The writer queue is full (a socket taking no bytes looks like
+                // this): retry soon, and let the deadline run from now all the same.
+                now + PING_RETRY
+            };
+            if self.pong_deadline.is_none() {
                 self.pong_deadline = Some(now + self.options.pong_timeout);
             }
         }
