@@ -1,11 +1,13 @@
 //! A local stand-in for the parts of AWS that sm-ssh talks to: the SSM API,
-//! STS, and the Session Manager data channel with the agent behind it.
+//! STS, the SageMaker API, and the Session Manager data channel with the
+//! agent behind it.
 //! Tests, benchmarks and the playground run against it; see `docs/fake-aws.md`.
 
 pub mod config;
 pub mod datachannel;
 pub mod moto;
 pub mod openssh;
+pub mod sagemaker;
 pub mod sandbox;
 pub mod server;
 pub mod sshd;

@@ -171,6 +171,8 @@ pub struct Seed {
     pub faults: Faults,
     /// `/ssm/managed-instance/activation-tier`: `standard` or `advanced`.
     pub activation_tier: String,
+    /// Domains, spaces and their apps, jobs and notebook instances.
+    pub sagemaker: crate::sagemaker::Seed,
 }
 
 /// A session created by StartSession.
@@ -231,6 +233,8 @@ pub struct World {
     pub activations: BTreeMap<String, Activation>,
     /// CloudTrail-style record of every API call the control plane answered.
     pub events: Vec<ApiEvent>,
+    /// The SageMaker resources, as seeded and changed by the API.
+    pub sagemaker: crate::sagemaker::State,
 }
 
 /// One SendCommand: its request and one invocation per instance.
@@ -326,6 +330,7 @@ impl World {
             pacing: seed.pacing,
             faults: seed.faults,
             activation_tier,
+            sagemaker: seed.sagemaker,
             ..World::default()
         }
     }

@@ -4,7 +4,7 @@
 
 mod commands;
 mod instances;
-mod sessions;
+pub(crate) mod sessions;
 mod settings;
 
 use axum::http::StatusCode;

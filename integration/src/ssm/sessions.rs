@@ -156,7 +156,7 @@ fn session_reply(id: &str, token: &str, port: u16) -> Value {
 }
 
 /// The session name prefix: the caller's name, the last part of its ARN.
-fn session_prefix(arn: &str) -> String {
+pub(crate) fn session_prefix(arn: &str) -> String {
     let name = arn.rsplit('/').next().unwrap_or("session");
     let clean: String = name
         .chars()
@@ -169,12 +169,12 @@ fn session_prefix(arn: &str) -> String {
     }
 }
 
-fn hex17() -> String {
+pub(crate) fn hex17() -> String {
     let n: u128 = rand::rng().random();
     format!("{:032x}", n)[..17].to_string()
 }
 
-fn new_token() -> String {
+pub(crate) fn new_token() -> String {
     Alphanumeric.sample_string(&mut rand::rng(), 128)
 }
 
