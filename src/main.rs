@@ -9,6 +9,7 @@ mod keypush;
 mod keys;
 mod known_hosts;
 mod logging;
+mod path;
 mod playground;
 mod policy;
 mod resolve;

@@ -13,7 +13,8 @@ use tokio::sync::RwLock;
 use crate::aws;
 use crate::cli::Global;
 use crate::error::{exit, Failure};
-use crate::resolve::{self, ResolveArgs};
+use crate::path::{self, Control, Purpose, Reach};
+use crate::resolve::ResolveArgs;
 use crate::session::Sessions;
 use crate::target::Target;
 
@@ -40,12 +41,17 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let target = Target::parse(&args.target)?;
     let options = crate::session::data_channel_options()?;
     let sdk = aws::load(global).await;
-    let resolved = resolve::resolve(&sdk, &target, &args.resolve.options()).await?;
-    let sessions = Arc::new(Sessions::new(aws_sdk_ssm::Client::new(&sdk)));
+    let path = path::select(&target);
+    let reach = path.resolve(&sdk, &target, &args.resolve.options()).await?;
+    if path == path::Path::Space {
+        return super::forward_ssh::run(&reach, &args.forwards, global).await;
+    }
+    let sessions = Arc::new(Control::new(&sdk, path));
     let context = Arc::new(Context {
         sessions,
         options,
-        instance_id: resolved.instance_id.clone(),
+        instance_id: reach.session_target.clone(),
+        reach,
         label: args.target.clone(),
         live: Mutex::default(),
     });
@@ -130,9 +136,10 @@ fn check_documents(args: &Args) -> anyhow::Result<()> {
 /// What every connection needs: who to start sessions on, and the
 /// per-connection sessions still open (so Ctrl-C can terminate them).
 struct Context {
-    sessions: Arc<Sessions>,
+    sessions: Arc<Control>,
     options: Options,
     instance_id: String,
+    reach: Reach,
     label: String,
     live: Mutex<HashSet<String>>,
 }
@@ -142,17 +149,21 @@ impl Context {
         &self,
         document: Document,
         spec: &Spec,
-    ) -> Result<StreamTarget, crate::error::AwsError> {
-        let mut parameters = vec![("portNumber", spec.remote_port.to_string())];
-        if document != Document::Ssh {
-            parameters.push(("localPortNumber", spec.local_port.to_string()));
-        }
-        if document == Document::PortForwardingToRemoteHost {
-            let host = spec.host.clone().unwrap_or_else(|| "localhost".into());
-            parameters.push(("host", host));
-        }
+    ) -> anyhow::Result<StreamTarget> {
+        let purpose = match document {
+            Document::Ssh => Purpose::Ssh {
+                port: spec.remote_port,
+            },
+            _ => Purpose::Forward {
+                document: document.name(),
+                host: (document == Document::PortForwardingToRemoteHost)
+                    .then(|| spec.host.as_deref().unwrap_or("localhost")),
+                port: spec.remote_port,
+                local_port: spec.local_port,
+            },
+        };
         self.sessions
-            .start(&self.instance_id, &self.label, document.name(), &parameters)
+            .start(&self.reach, &purpose, &self.label)
             .await
     }
 
@@ -162,7 +173,7 @@ impl Context {
         document: Document,
         spec: &Spec,
         n: u16,
-    ) -> Result<Vec<StreamTarget>, crate::error::AwsError> {
+    ) -> anyhow::Result<Vec<StreamTarget>> {
         let mut targets = Vec::new();
         for _ in 0..n {
             match self.start(document, spec).await {
@@ -239,7 +250,7 @@ impl Backend {
             }
             let targets = match context.start_many(document, spec, sessions).await {
                 Ok(targets) => targets,
-                Err(error) if Sessions::is_denied(&error) && forced.is_none() => {
+                Err(error) if is_denied(&error) && forced.is_none() => {
                     tracing::info!(
                         document = document.name(),
                         "document denied; trying the next one"
@@ -247,7 +258,7 @@ impl Backend {
                     denied.push(document.name());
                     continue;
                 }
-                Err(error) => return Err(error.into()),
+                Err(error) => return Err(error),
             };
             if !denied.is_empty() {
                 eprintln!(
@@ -379,6 +390,12 @@ impl Backend {
             }
         }
     }
+}
+
+fn is_denied(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<crate::error::AwsError>()
+        .is_some_and(Sessions::is_denied)
 }
 
 async fn accept_loop(
