@@ -112,13 +112,13 @@ impl Row {
                 .clone()
                 .unwrap_or_else(|| "Stopped".into()),
             last_ping: None,
-            registered: info.app_created.map(rfc3339),
+            registered: info.app_created_ms.map(|ms| rfc3339(ms / 1000)),
             computer_name: String::new(),
             owner: Some(info.owner.clone()).filter(|o| !o.is_empty()),
             resource_arn: Some(info.arn.clone()),
             remote_access: Some(info.remote_access),
             last_ping_secs: None,
-            registered_secs: info.app_created,
+            registered_secs: info.app_created_ms.map(|ms| ms / 1000),
         }
     }
 

@@ -67,7 +67,11 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             let client = aws_sdk_sagemaker::Client::new(&space::config_for(&sdk, &target));
             let info = space::describe(&client, &target).await?;
             let name = info.host_name();
-            let mut restart = restart;
+            let restart = restart || !info.remote_access;
+            // Ask before changing anything: a running app must restart to apply it.
+            if info.is_running() && restart {
+                confirm(&name, yes)?;
+            }
             if !info.remote_access {
                 client
                     .update_space()
@@ -82,7 +86,6 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
                     .await
                     .map_err(|e| AwsError::from_sdk("sagemaker:UpdateSpace", &e))?;
                 eprintln!("Remote access is now enabled on {name}.");
-                restart = true;
             }
             let deadline = Instant::now() + Duration::from_secs(timeout);
             if info.is_running() {
@@ -90,10 +93,13 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
                     eprintln!("{name} has remote access on and its app is running.");
                     return Ok(ExitCode::SUCCESS);
                 }
-                confirm(&name, yes)?;
                 delete_app(&client, &info, deadline).await?;
             }
-            create_app(&client, &info, deadline).await?;
+            if info.app_status.as_deref() == Some("Pending") && !info.is_running() {
+                wait_for(&client, &info, "InService", deadline).await?;
+            } else {
+                create_app(&client, &info, deadline).await?;
+            }
             eprintln!("{name} is running with remote access: ssh {name}");
             Ok(ExitCode::SUCCESS)
         }

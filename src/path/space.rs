@@ -51,8 +51,8 @@ pub struct SpaceInfo {
     pub owner: String,
     /// `InService`, `Pending`, `Deleted`, …; `None` when the space has no app.
     pub app_status: Option<String>,
-    /// Epoch seconds.
-    pub app_created: Option<i64>,
+    /// Epoch milliseconds.
+    pub app_created_ms: Option<i64>,
 }
 
 impl SpaceInfo {
@@ -98,7 +98,7 @@ pub fn reach_from(name: &str, info: SpaceInfo) -> Result<Reach, Failure> {
     if let Some(blocker) = info.blocker() {
         return Err(Failure::new(exit::OFFLINE, blocker));
     }
-    let created = info.app_created.unwrap_or_default();
+    let created = info.app_created_ms.unwrap_or_default();
     Ok(Reach {
         path: Path::Space,
         session_target: info.arn.clone(),
@@ -209,7 +209,7 @@ pub async fn describe(
     match app {
         Ok(app) => {
             info.app_status = app.status().map(|s| s.as_str().to_string());
-            info.app_created = app.creation_time().map(|t| t.secs());
+            info.app_created_ms = app.creation_time().and_then(|t| t.to_millis().ok());
         }
         Err(error) if code(&error) == Some("ResourceNotFound") => {}
         Err(error) => return Err(AwsError::from_sdk("sagemaker:DescribeApp", &error).into()),
@@ -316,7 +316,7 @@ pub async fn list(client: &aws_sdk_sagemaker::Client) -> Result<Vec<SpaceInfo>, 
             });
             if let Some(space) = space {
                 space.app_status = app.status().map(|s| s.as_str().to_string());
-                space.app_created = app.creation_time().map(|t| t.secs());
+                space.app_created_ms = app.creation_time().and_then(|t| t.to_millis().ok());
                 space.instance_type = app
                     .resource_spec()
                     .and_then(|r| r.instance_type())
@@ -488,7 +488,7 @@ mod tests {
             remote_access: true,
             instance_type: "ml.m5.large".into(),
             app_status: Some("InService".into()),
-            app_created: Some(1_700_000_000),
+            app_created_ms: Some(1_700_000_000_000),
             ..SpaceInfo::default()
         }
     }
@@ -500,7 +500,7 @@ mod tests {
         assert_eq!(reach.default_user, "sagemaker-user");
         assert!(matches!(reach.key, KeyInstall::NotNeeded(_)));
         assert_eq!(reach.pin.alias, running().arn);
-        assert!(reach.pin.binding.ends_with("app-created 1700000000"));
+        assert!(reach.pin.binding.ends_with("app-created 1700000000000"));
     }
 
     #[test]
