@@ -4,3 +4,4 @@
 
 pub mod documents;
 pub mod eval;
+pub mod space;
