@@ -36,5 +36,9 @@ fn main() -> ExitCode {
             return ExitCode::from(error::exit::FAILURE);
         }
     };
-    runtime.block_on(cmd::run(cli))
+    let code = runtime.block_on(cmd::run(cli));
+    // A read of stdin may still block a runtime thread (the proxy's input
+    // when the session ended first): exit without waiting for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    code
 }

@@ -297,3 +297,24 @@ fn a_restart_brings_a_new_host_key_and_a_changed_key_without_one_is_refused() {
     assert!(stdout.is_empty(), "{stdout}");
     assert!(stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED"), "{stderr}");
 }
+
+#[test]
+fn a_lost_websocket_resumes_and_ends_cleanly_when_the_session_cannot_be_resumed() {
+    use sm_ssh_integration::world::Faults;
+    let world = start(vec![space("demo")]);
+    world.env.fake.set_faults(Faults {
+        cut_every_ms: Some(300),
+        ..Faults::default()
+    });
+    // ResumeSession brings the channel back: the command finishes.
+    let (stdout, _) = assert_exit(&run(world.ssh(HOST, "sleep 1; echo survived")), 0);
+    assert_eq!(stdout.trim(), "survived");
+    assert!(world.events("ssm:ResumeSession").contains(&None));
+
+    // The service refuses to resume: the proxy ends at once with the reason.
+    world.env.fake.deny_action("ssm:ResumeSession", true);
+    let output = run(world.ssh(HOST, "sleep 20; echo never"));
+    let (stdout, stderr) = assert_exit(&output, 255);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("its session cannot be resumed"), "{stderr}");
+}
