@@ -318,3 +318,102 @@ fn a_lost_websocket_resumes_and_ends_cleanly_when_the_session_cannot_be_resumed(
     assert!(stdout.is_empty(), "{stdout}");
     assert!(stderr.contains("its session cannot be resumed"), "{stderr}");
 }
+
+/// `sm-ssh doctor --space <name> --json` with IAM on moto (the caller is the
+/// IAM user alice with `policy` attached) and SageMaker on the fake: each
+/// space check's status.
+fn doctor_space(spaces: Vec<Space>, vpc_only: bool, policy: &str) -> Vec<(String, String)> {
+    use sm_ssh_integration::world::Identity;
+    let moto = sm_ssh_integration::moto::MotoServer::start().expect("moto starts");
+    let mut seed = seed_with(vec![]);
+    seed.identity = Identity {
+        account: ACCOUNT.into(),
+        arn: format!("arn:aws:iam::{ACCOUNT}:user/alice"),
+        user_id: "AIDAEXAMPLEALICE".into(),
+    };
+    seed.sagemaker.domains = vec![Domain {
+        id: DOMAIN.into(),
+        app_network_access_type: if vpc_only { "VpcOnly" } else { "PublicInternetOnly" }.into(),
+        ..Domain::default()
+    }];
+    seed.sagemaker.spaces = spaces;
+    let mut env = Env::start(seed);
+    env.extra_env
+        .push(("AWS_ENDPOINT_URL_IAM".into(), moto.endpoint()));
+    let iam = aws_sdk_iam::Client::from_conf(
+        aws_sdk_iam::config::Builder::new()
+            .behavior_version(aws_sdk_iam::config::BehaviorVersion::latest())
+            .region(aws_sdk_iam::config::Region::new(REGION))
+            .endpoint_url(moto.endpoint())
+            .credentials_provider(aws_sdk_iam::config::Credentials::new(
+                "testing", "testing", None, None, "spaces-tests",
+            ))
+            .build(),
+    );
+    env.runtime().block_on(async {
+        iam.create_user().user_name("alice").send().await.expect("user");
+        iam.put_user_policy()
+            .user_name("alice")
+            .policy_name("spaces")
+            .policy_document(policy)
+            .send()
+            .await
+            .expect("policy");
+    });
+    let output = env.run(["doctor", "--space", HOST, "--json"]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("doctor prints JSON");
+    report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| c["id"].as_str().unwrap_or_default().starts_with("space"))
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap().to_string(),
+                format!("{} {}", c["status"].as_str().unwrap(), c["detail"]),
+            )
+        })
+        .collect()
+}
+
+fn status_of<'a>(checks: &'a [(String, String)], id: &str) -> &'a str {
+    checks
+        .iter()
+        .find(|(i, _)| i == id)
+        .map(|(_, s)| s.as_str())
+        .unwrap_or_else(|| panic!("no {id} in {checks:?}"))
+}
+
+#[test]
+fn doctor_checks_a_space_and_the_policy_sm_ssh_prints() {
+    let env = Env::start(seed_with(vec![]));
+    let output = env.run(["policy", "space", "--account", ACCOUNT]);
+    let (policy, _) = assert_exit(&output, 0);
+    drop(env);
+    let checks = doctor_space(vec![space("demo")], false, &policy);
+    for id in [
+        "space-remote-access",
+        "space-app",
+        "space-instance-type",
+        "space-image",
+        "space-start-session",
+        "space-network",
+    ] {
+        assert!(status_of(&checks, id).starts_with("pass"), "{id}: {checks:?}");
+    }
+
+    // Disabled, too small, in a VPC-only domain, and anyone may reach any space.
+    let everyone = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"sagemaker:*","Resource":"*"}]}"#;
+    let broken = Space {
+        remote_access: false,
+        instance_type: "ml.t3.medium".into(),
+        ..space("demo")
+    };
+    let checks = doctor_space(vec![broken], true, everyone);
+    assert!(status_of(&checks, "space-remote-access").starts_with("fail"), "{checks:?}");
+    assert!(status_of(&checks, "space-instance-type").starts_with("fail"), "{checks:?}");
+    assert!(status_of(&checks, "space-network").starts_with("warn"), "{checks:?}");
+    let start = status_of(&checks, "space-start-session");
+    assert!(start.starts_with("warn") && start.contains("any space"), "{start}");
+}
