@@ -258,15 +258,14 @@ impl Target {
                     "`{label}` is not a space or domain name (letters, digits and hyphens, at most 63)"
                 )));
             }
-            let (space, domain) = match names {
-                [space] => (space, None),
-                [space, domain] => (space, Some(domain.to_string())),
-                _ => {
-                    return Err(bad(
+            let (space, domain) =
+                match names {
+                    [space] => (space, None),
+                    [space, domain] => (space, Some(domain.to_string())),
+                    _ => return Err(bad(
                         "spaces are <space>.space.sagemaker or <space>.<domain>.space.sagemaker",
-                    ))
-                }
-            };
+                    )),
+                };
             return Ok(Target::Space(SpaceTarget {
                 space: space.to_string(),
                 domain,

@@ -289,9 +289,18 @@ fn space_policy_grants_start_session_on_own_spaces_and_the_enable_calls() {
         .iter()
         .find(|s| s["Action"] == "sagemaker:StartSession")
         .unwrap();
-    assert_eq!(start["Resource"], "arn:aws:sagemaker:*:123456789012:space/*");
-    assert!(start["Condition"].is_object(), "per-user isolation: {start}");
-    let team = policy(&env, &["space", "--account", "123456789012", "--team-tag", "Team"]);
+    assert_eq!(
+        start["Resource"],
+        "arn:aws:sagemaker:*:123456789012:space/*"
+    );
+    assert!(
+        start["Condition"].is_object(),
+        "per-user isolation: {start}"
+    );
+    let team = policy(
+        &env,
+        &["space", "--account", "123456789012", "--team-tag", "Team"],
+    );
     assert!(team.to_string().contains("sagemaker:ResourceTag/Team"));
     assert!(team.to_string().contains("${aws:PrincipalTag/Team}"));
 }

@@ -119,19 +119,33 @@ fn run(mut command: Command) -> Output {
 #[test]
 fn openssh_runs_a_command_and_moves_5_mb_both_ways_without_a_key_push() {
     let world = start(vec![space("demo")]);
-    let output = run(world.ssh_with(&["-v"], HOST, "echo hello from space; echo HOME=${HOME-unset}"));
+    let output = run(world.ssh_with(
+        &["-v"],
+        HOST,
+        "echo hello from space; echo HOME=${HOME-unset}",
+    ));
     let (stdout, stderr) = assert_exit(&output, 0);
     assert!(stdout.contains("hello from space"), "{stdout}");
     // The space's server sets no HOME for exec requests.
     assert!(stdout.contains("HOME=unset"), "{stdout}");
     assert!(stderr.contains("remote software version Go"), "{stderr}");
-    assert!(stderr.contains("Authenticated to") && stderr.contains("using \"none\""), "{stderr}");
-    assert!(world.events("ssm:SendCommand").is_empty(), "no key is pushed");
+    assert!(
+        stderr.contains("Authenticated to") && stderr.contains("using \"none\""),
+        "{stderr}"
+    );
+    assert!(
+        world.events("ssm:SendCommand").is_empty(),
+        "no key is pushed"
+    );
     assert_eq!(world.events("sagemaker:StartSession"), vec![None]);
 
-    let data: Vec<u8> = (0..5_000_000u32).map(|i| (i * 7 + i / 1000) as u8).collect();
+    let data: Vec<u8> = (0..5_000_000u32)
+        .map(|i| (i * 7 + i / 1000) as u8)
+        .collect();
     let mut up = world.ssh(HOST, "cat > upload.bin && wc -c < upload.bin");
-    up.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    up.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = up.spawn().expect("ssh starts");
     let mut stdin = child.stdin.take().expect("stdin");
     let writer = std::thread::spawn({
@@ -144,7 +158,10 @@ fn openssh_runs_a_command_and_moves_5_mb_both_ways_without_a_key_push() {
     assert_eq!(stdout.trim(), "5000000");
     let output = run(world.ssh(HOST, "cat upload.bin"));
     assert_eq!(output.status.code(), Some(0));
-    assert!(output.stdout == data, "the download differs from the upload");
+    assert!(
+        output.stdout == data,
+        "the download differs from the upload"
+    );
 }
 
 #[test]
@@ -173,17 +190,32 @@ fn every_name_form_reaches_the_space() {
 fn a_short_name_in_two_domains_asks_for_the_domain() {
     let mut seed = seed_with(vec![]);
     seed.sagemaker.domains = vec![
-        Domain { id: DOMAIN.into(), ..Domain::default() },
-        Domain { id: "d-other".into(), ..Domain::default() },
+        Domain {
+            id: DOMAIN.into(),
+            ..Domain::default()
+        },
+        Domain {
+            id: "d-other".into(),
+            ..Domain::default()
+        },
     ];
     seed.sagemaker.spaces = vec![
         space("shared"),
-        Space { domain_id: "d-other".into(), ..space("shared") },
+        Space {
+            domain_id: "d-other".into(),
+            ..space("shared")
+        },
     ];
     let env = Env::start(seed);
     let (_, stderr) = assert_exit(&env.run(["proxy", "shared.space.sagemaker"]), 3);
-    assert!(stderr.contains("2 domains have a space named shared"), "{stderr}");
-    assert!(stderr.contains("shared.d-other.space.sagemaker"), "{stderr}");
+    assert!(
+        stderr.contains("2 domains have a space named shared"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("shared.d-other.space.sagemaker"),
+        "{stderr}"
+    );
     let (_, stderr) = assert_exit(&env.run(["proxy", "nope.space.sagemaker"]), 3);
     assert!(stderr.contains("no space named nope"), "{stderr}");
 }
@@ -191,21 +223,33 @@ fn a_short_name_in_two_domains_asks_for_the_domain() {
 #[test]
 fn stopped_and_disabled_spaces_say_how_to_fix_it_and_space_enable_fixes_it() {
     let stopped = Space {
-        app: Some(App { status: "Deleted".into(), ..App::default() }),
+        app: Some(App {
+            status: "Deleted".into(),
+            ..App::default()
+        }),
         ..space("stopped")
     };
     let disabled = Space {
         remote_access: false,
-        app: Some(App { remote_access: false, ..App::default() }),
+        app: Some(App {
+            remote_access: false,
+            ..App::default()
+        }),
         ..space("demo")
     };
     let world = start(vec![stopped, disabled]);
     let (_, stderr) = assert_exit(&world.env.run(["proxy", "stopped.space.sagemaker"]), 4);
-    assert!(stderr.contains("is stopped (app default: Deleted)"), "{stderr}");
+    assert!(
+        stderr.contains("is stopped (app default: Deleted)"),
+        "{stderr}"
+    );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     let (_, stderr) = assert_exit(&world.env.run(["proxy", HOST]), 4);
     assert!(stderr.contains("remote access is not enabled"), "{stderr}");
-    assert!(stderr.contains(&format!("sm-ssh space enable {HOST}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("sm-ssh space enable {HOST}")),
+        "{stderr}"
+    );
     let (stdout, _) = assert_exit(&world.env.run(["space", "status", HOST]), 4);
     assert!(stdout.contains("remote access  DISABLED"), "{stdout}");
 
@@ -234,7 +278,11 @@ fn the_eleventh_connection_is_refused_with_the_limit() {
             .region(aws_sdk_sagemaker::config::Region::new(REGION))
             .endpoint_url(world.env.fake.endpoint())
             .credentials_provider(aws_sdk_sagemaker::config::Credentials::new(
-                "testing", "testing", None, None, "spaces-tests",
+                "testing",
+                "testing",
+                None,
+                None,
+                "spaces-tests",
             ))
             .build(),
     );
@@ -242,11 +290,19 @@ fn the_eleventh_connection_is_refused_with_the_limit() {
         world
             .env
             .runtime()
-            .block_on(client.start_session().resource_identifier(arn("demo")).send())
+            .block_on(
+                client
+                    .start_session()
+                    .resource_identifier(arn("demo"))
+                    .send(),
+            )
             .expect("a session within the limit");
     }
     let (_, stderr) = assert_exit(&world.env.run(["proxy", HOST]), 7);
-    assert!(stderr.contains("already has 10 remote connections"), "{stderr}");
+    assert!(
+        stderr.contains("already has 10 remote connections"),
+        "{stderr}"
+    );
     assert_eq!(
         world.events("sagemaker:StartSession").last(),
         Some(&Some("ResourceLimitExceeded".to_string()))
@@ -256,7 +312,10 @@ fn the_eleventh_connection_is_refused_with_the_limit() {
 #[test]
 fn internal_failures_right_after_an_app_start_are_retried() {
     let starting = Space {
-        app: Some(App { failures_left: 2, ..App::default() }),
+        app: Some(App {
+            failures_left: 2,
+            ..App::default()
+        }),
         ..space("demo")
     };
     let world = start(vec![starting]);
@@ -264,7 +323,11 @@ fn internal_failures_right_after_an_app_start_are_retried() {
     assert_eq!(stdout.trim(), "registered");
     assert_eq!(
         world.events("sagemaker:StartSession"),
-        vec![Some("InternalFailure".into()), Some("InternalFailure".into()), None]
+        vec![
+            Some("InternalFailure".into()),
+            Some("InternalFailure".into()),
+            None
+        ]
     );
 }
 
@@ -276,7 +339,12 @@ fn a_restart_brings_a_new_host_key_and_a_changed_key_without_one_is_refused() {
     assert!(pinned.contains(HOST), "{pinned}");
 
     // A restart: a new app, a new host key, accepted.
-    assert_exit(&world.env.run(["space", "enable", HOST, "--restart", "--yes"]), 0);
+    assert_exit(
+        &world
+            .env
+            .run(["space", "enable", HOST, "--restart", "--yes"]),
+        0,
+    );
     let (stdout, _) = assert_exit(&run(world.ssh(HOST, "echo after restart")), 0);
     assert_eq!(stdout.trim(), "after restart");
     let repinned = std::fs::read_to_string(world.env.data_dir().join("known_hosts")).unwrap();
@@ -286,16 +354,28 @@ fn a_restart_brings_a_new_host_key_and_a_changed_key_without_one_is_refused() {
     let created = {
         let world = world.env.fake.world();
         let world = world.lock().unwrap();
-        world.sagemaker.spaces[0].app.as_ref().unwrap().creation_time
+        world.sagemaker.spaces[0]
+            .app
+            .as_ref()
+            .unwrap()
+            .creation_time
     };
-    assert_exit(&world.env.run(["space", "enable", HOST, "--restart", "--yes"]), 0);
+    assert_exit(
+        &world
+            .env
+            .run(["space", "enable", HOST, "--restart", "--yes"]),
+        0,
+    );
     world.env.fake.with_space(DOMAIN, "demo", |s| {
         s.app.as_mut().unwrap().creation_time = created;
     });
     let output = run(world.ssh(HOST, "echo should not run"));
     let (stdout, stderr) = assert_exit(&output, 255);
     assert!(stdout.is_empty(), "{stdout}");
-    assert!(stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED"), "{stderr}");
+    assert!(
+        stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -333,7 +413,12 @@ fn doctor_space(spaces: Vec<Space>, vpc_only: bool, policy: &str) -> Vec<(String
     };
     seed.sagemaker.domains = vec![Domain {
         id: DOMAIN.into(),
-        app_network_access_type: if vpc_only { "VpcOnly" } else { "PublicInternetOnly" }.into(),
+        app_network_access_type: if vpc_only {
+            "VpcOnly"
+        } else {
+            "PublicInternetOnly"
+        }
+        .into(),
         ..Domain::default()
     }];
     seed.sagemaker.spaces = spaces;
@@ -346,12 +431,20 @@ fn doctor_space(spaces: Vec<Space>, vpc_only: bool, policy: &str) -> Vec<(String
             .region(aws_sdk_iam::config::Region::new(REGION))
             .endpoint_url(moto.endpoint())
             .credentials_provider(aws_sdk_iam::config::Credentials::new(
-                "testing", "testing", None, None, "spaces-tests",
+                "testing",
+                "testing",
+                None,
+                None,
+                "spaces-tests",
             ))
             .build(),
     );
     env.runtime().block_on(async {
-        iam.create_user().user_name("alice").send().await.expect("user");
+        iam.create_user()
+            .user_name("alice")
+            .send()
+            .await
+            .expect("user");
         iam.put_user_policy()
             .user_name("alice")
             .policy_name("spaces")
@@ -400,7 +493,10 @@ fn doctor_checks_a_space_and_the_policy_sm_ssh_prints() {
         "space-start-session",
         "space-network",
     ] {
-        assert!(status_of(&checks, id).starts_with("pass"), "{id}: {checks:?}");
+        assert!(
+            status_of(&checks, id).starts_with("pass"),
+            "{id}: {checks:?}"
+        );
     }
 
     // Disabled, too small, in a VPC-only domain, and anyone may reach any space.
@@ -411,9 +507,85 @@ fn doctor_checks_a_space_and_the_policy_sm_ssh_prints() {
         ..space("demo")
     };
     let checks = doctor_space(vec![broken], true, everyone);
-    assert!(status_of(&checks, "space-remote-access").starts_with("fail"), "{checks:?}");
-    assert!(status_of(&checks, "space-instance-type").starts_with("fail"), "{checks:?}");
-    assert!(status_of(&checks, "space-network").starts_with("warn"), "{checks:?}");
+    assert!(
+        status_of(&checks, "space-remote-access").starts_with("fail"),
+        "{checks:?}"
+    );
+    assert!(
+        status_of(&checks, "space-instance-type").starts_with("fail"),
+        "{checks:?}"
+    );
+    assert!(
+        status_of(&checks, "space-network").starts_with("warn"),
+        "{checks:?}"
+    );
     let start = status_of(&checks, "space-start-session");
-    assert!(start.starts_with("warn") && start.contains("any space"), "{start}");
+    assert!(
+        start.starts_with("warn") && start.contains("any space"),
+        "{start}"
+    );
+}
+
+#[test]
+fn connect_and_forward_reach_the_space_over_ssh() {
+    use std::io::{Read, Write};
+    let world = start(vec![space("demo")]);
+    let (stdout, _) = assert_exit(
+        &world
+            .env
+            .run(["connect", "demo.space.sagemaker", "echo", "via-connect"]),
+        0,
+    );
+    assert_eq!(stdout.trim(), "via-connect");
+    let pinned = std::fs::read_to_string(world.env.data_dir().join("known_hosts")).unwrap();
+    assert!(
+        pinned.starts_with(&arn("demo")),
+        "connect pins under the ARN: {pinned}"
+    );
+    assert!(world.events("ssm:SendCommand").is_empty());
+
+    // A TCP service next to the space, forwarded over SSH's own forwarding.
+    let service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let service_port = service.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut socket in service.incoming().flatten() {
+            let mut buf = [0u8; 64];
+            let n = socket.read(&mut buf).unwrap_or(0);
+            let _ = socket.write_all(&[b"echo:", &buf[..n]].concat());
+        }
+    });
+    let local_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut forward = world
+        .env
+        .sm_ssh([
+            "forward",
+            HOST,
+            "-L",
+            &format!("{local_port}:127.0.0.1:{service_port}"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for ssh's listener (up to a minute as a safety net).
+    let mut reply = Vec::new();
+    for _ in 0..600 {
+        if let Ok(mut socket) = std::net::TcpStream::connect(("127.0.0.1", local_port)) {
+            socket.write_all(b"ping").unwrap();
+            let _ = socket.read_to_end(&mut reply);
+            if !reply.is_empty() {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Its ssh child ends with the session, when the fake stops.
+    let _ = forward.kill();
+    let _ = forward.wait();
+    assert_eq!(reply, b"echo:ping");
 }

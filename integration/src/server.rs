@@ -212,13 +212,23 @@ impl FakeAws {
 
     /// The known_hosts line for `host` with the host key the space's SSH
     /// server shows now (`None` when its app is not running).
-    pub fn space_known_hosts_line(&self, domain_id: &str, space: &str, host: &str) -> Option<String> {
+    pub fn space_known_hosts_line(
+        &self,
+        domain_id: &str,
+        space: &str,
+        host: &str,
+    ) -> Option<String> {
         let arn = crate::sagemaker::space_arn(&self.world.lock().unwrap(), domain_id, space);
         self.spaces.known_hosts_line(&arn, host)
     }
 
     /// Changes a seeded space (its app, settings, failures to come).
-    pub fn with_space(&self, domain_id: &str, space: &str, f: impl FnOnce(&mut crate::sagemaker::Space)) {
+    pub fn with_space(
+        &self,
+        domain_id: &str,
+        space: &str,
+        f: impl FnOnce(&mut crate::sagemaker::Space),
+    ) {
         let mut world = self.world.lock().unwrap();
         let found = world
             .sagemaker

@@ -145,11 +145,7 @@ struct Context {
 }
 
 impl Context {
-    async fn start(
-        &self,
-        document: Document,
-        spec: &Spec,
-    ) -> anyhow::Result<StreamTarget> {
+    async fn start(&self, document: Document, spec: &Spec) -> anyhow::Result<StreamTarget> {
         let purpose = match document {
             Document::Ssh => Purpose::Ssh {
                 port: spec.remote_port,

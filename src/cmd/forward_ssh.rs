@@ -11,7 +11,11 @@ use crate::path::Reach;
 use crate::sshconfig::Paths;
 
 pub async fn run(reach: &Reach, forwards: &[Spec], global: &Global) -> anyhow::Result<ExitCode> {
-    let mut ssh_args = vec!["-N".to_string(), "-o".into(), "ExitOnForwardFailure=yes".into()];
+    let mut ssh_args = vec![
+        "-N".to_string(),
+        "-o".into(),
+        "ExitOnForwardFailure=yes".into(),
+    ];
     for spec in forwards {
         ssh_args.extend(["-L".to_string(), local_forward(spec)]);
         eprintln!("forwarding {spec} on {} over ssh", reach.name);

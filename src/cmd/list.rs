@@ -14,9 +14,9 @@ use serde::Serialize;
 
 use crate::cli::Global;
 use crate::error::{exit, Failure};
-use crate::resolve::candidate::{tagged_resource, Candidate};
 use crate::path::space::{self, SpaceInfo};
 use crate::path::{self, Detail, Reach};
+use crate::resolve::candidate::{tagged_resource, Candidate};
 use crate::resolve::{format_epoch, region_name, ssm, Owner, ResolveArgs};
 use crate::target::{Target, TargetError};
 
@@ -107,10 +107,7 @@ impl Row {
             name: Some(info.space.clone()),
             kind: Some("space".into()),
             instance_id: String::new(),
-            ping_status: info
-                .app_status
-                .clone()
-                .unwrap_or_else(|| "Stopped".into()),
+            ping_status: info.app_status.clone().unwrap_or_else(|| "Stopped".into()),
             last_ping: None,
             registered: info.app_created_ms.map(|ms| rfc3339(ms / 1000)),
             computer_name: String::new(),

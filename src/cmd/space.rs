@@ -231,7 +231,10 @@ async fn wait_for(
             .send()
             .await;
         let status = match answer {
-            Ok(app) => app.status().map(|s| s.as_str().to_string()).unwrap_or_default(),
+            Ok(app) => app
+                .status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
             Err(error) => {
                 let aws = AwsError::from_sdk("sagemaker:DescribeApp", &error);
                 if aws.detail.starts_with("ResourceNotFound") {

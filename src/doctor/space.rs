@@ -49,7 +49,10 @@ pub async fn checks(sdk: &SdkConfig, me: &Me, name: &str, options: &Options) -> 
 fn settings(info: &SpaceInfo) -> Vec<Check> {
     let name = info.host_name();
     let mut checks = vec![if info.remote_access {
-        Check::pass("space-remote-access", format!("{name}: RemoteAccess is ENABLED"))
+        Check::pass(
+            "space-remote-access",
+            format!("{name}: RemoteAccess is ENABLED"),
+        )
     } else {
         Check::fail(
             "space-remote-access",
@@ -58,7 +61,10 @@ fn settings(info: &SpaceInfo) -> Vec<Check> {
         )
     }];
     checks.push(if info.is_running() {
-        Check::pass("space-app", format!("{name}: app {} is InService", space::APP_NAME))
+        Check::pass(
+            "space-app",
+            format!("{name}: app {} is InService", space::APP_NAME),
+        )
     } else {
         Check::fail(
             "space-app",
@@ -73,7 +79,10 @@ fn settings(info: &SpaceInfo) -> Vec<Check> {
     checks.push(if TOO_SMALL.contains(&info.instance_type.as_str()) {
         Check::fail(
             "space-instance-type",
-            format!("{name} runs on {}, under 8 GiB of memory", info.instance_type),
+            format!(
+                "{name} runs on {}, under 8 GiB of memory",
+                info.instance_type
+            ),
             "give the space an instance type with 8 GiB or more (e.g. ml.t3.large) in Studio",
         )
     } else {
@@ -82,20 +91,32 @@ fn settings(info: &SpaceInfo) -> Vec<Check> {
             format!("{name} runs on {}", info.instance_type),
         )
     });
-    checks.push(if info.image.contains(":image/sagemaker-distribution")
-        || info.image.contains(":image-version/sagemaker-distribution")
-    {
-        Check::pass(
-            "space-image",
-            format!("SageMaker Distribution ({}); remote access needs 2.7 or newer", info.image),
-        )
-    } else {
-        Check::warn(
-            "space-image",
-            format!("custom image {}", if info.image.is_empty() { "-" } else { &info.image }),
-            "custom images need curl or wget, unzip, tar and gzip for remote access",
-        )
-    });
+    checks.push(
+        if info.image.contains(":image/sagemaker-distribution")
+            || info.image.contains(":image-version/sagemaker-distribution")
+        {
+            Check::pass(
+                "space-image",
+                format!(
+                    "SageMaker Distribution ({}); remote access needs 2.7 or newer",
+                    info.image
+                ),
+            )
+        } else {
+            Check::warn(
+                "space-image",
+                format!(
+                    "custom image {}",
+                    if info.image.is_empty() {
+                        "-"
+                    } else {
+                        &info.image
+                    }
+                ),
+                "custom images need curl or wget, unzip, tar and gzip for remote access",
+            )
+        },
+    );
     checks
 }
 
@@ -114,11 +135,21 @@ async fn start_session(sdk: &SdkConfig, me: &Me, info: &SpaceInfo, options: &Opt
     };
     let (policies, tags, source, fix_target) = match kind {
         Kind::User(name) => match iam::user_policies(&client, &name).await {
-            Ok((policies, tags)) => (policies, tags, me.arn.clone(), format!("put-user-policy --user-name {name}")),
+            Ok((policies, tags)) => (
+                policies,
+                tags,
+                me.arn.clone(),
+                format!("put-user-policy --user-name {name}"),
+            ),
             Err(failure) => return failure.skip("space-start-session"),
         },
         Kind::Role(name) => match role_policies(&client, &name).await {
-            Ok((policies, tags, arn)) => (policies, tags, arn, format!("put-role-policy --role-name {name}")),
+            Ok((policies, tags, arn)) => (
+                policies,
+                tags,
+                arn,
+                format!("put-role-policy --role-name {name}"),
+            ),
             Err(failure) => return failure.skip("space-start-session"),
         },
         Kind::Root | Kind::Other => {
@@ -142,7 +173,12 @@ async fn start_session(sdk: &SdkConfig, me: &Me, info: &SpaceInfo, options: &Opt
         me.account
     );
     let simulation = simulate::run(sdk, &source, &requirements).await;
-    Evaluation::of(&policies, &requirements).into_check("space-start-session", &me.arn, fix, &simulation)
+    Evaluation::of(&policies, &requirements).into_check(
+        "space-start-session",
+        &me.arn,
+        fix,
+        &simulation,
+    )
 }
 
 /// Who asks: the request context IAM would see.
@@ -165,11 +201,15 @@ fn requirements(scope: &Scope, info: &SpaceInfo, caller: &Caller) -> Vec<Require
             info.domain
         )
     };
-    let mut own = Request::new("sagemaker:StartSession", &info.arn)
-        .with("sagemaker:ResourceTag/sagemaker:user-profile-arn", &profile(&info.owner));
+    let mut own = Request::new("sagemaker:StartSession", &info.arn).with(
+        "sagemaker:ResourceTag/sagemaker:user-profile-arn",
+        &profile(&info.owner),
+    );
     let other_arn = format!("{}-of-someone-else", info.arn);
-    let mut other = Request::new("sagemaker:StartSession", &other_arn)
-        .with("sagemaker:ResourceTag/sagemaker:user-profile-arn", &profile("someone-else"));
+    let mut other = Request::new("sagemaker:StartSession", &other_arn).with(
+        "sagemaker:ResourceTag/sagemaker:user-profile-arn",
+        &profile("someone-else"),
+    );
     for request in [&mut own, &mut other] {
         request.set("aws:userid", caller.user_id);
         if let Some(username) = caller.username {
@@ -200,7 +240,12 @@ fn requirements(scope: &Scope, info: &SpaceInfo, caller: &Caller) -> Vec<Require
 
 /// VPC-only domains reach SSM through interface endpoints only.
 async fn network(client: &aws_sdk_sagemaker::Client, info: &SpaceInfo) -> Check {
-    let domain = match client.describe_domain().domain_id(&info.domain).send().await {
+    let domain = match client
+        .describe_domain()
+        .domain_id(&info.domain)
+        .send()
+        .await
+    {
         Ok(domain) => domain,
         Err(error) => {
             return Failure::from_sdk("sagemaker:DescribeDomain", error.into_service_error())
@@ -224,7 +269,10 @@ async fn network(client: &aws_sdk_sagemaker::Client, info: &SpaceInfo) -> Check 
     } else {
         Check::pass(
             "space-network",
-            format!("domain {} reaches SSM over the internet ({access})", info.domain),
+            format!(
+                "domain {} reaches SSM over the internet ({access})",
+                info.domain
+            ),
         )
     }
 }

@@ -187,7 +187,10 @@ pub async fn describe(
             .map(|t| t.as_str().to_string())
             .unwrap_or_default(),
         image: spec
-            .and_then(|s| s.sage_maker_image_version_arn().or(s.sage_maker_image_arn()))
+            .and_then(|s| {
+                s.sage_maker_image_version_arn()
+                    .or(s.sage_maker_image_arn())
+            })
             .unwrap_or_default()
             .to_string(),
         owner: described
@@ -331,7 +334,9 @@ pub async fn list(client: &aws_sdk_sagemaker::Client) -> Result<Vec<SpaceInfo>, 
     }
 }
 
-fn code<E: ProvideErrorMetadata, R>(error: &aws_sdk_sagemaker::error::SdkError<E, R>) -> Option<&str> {
+fn code<E: ProvideErrorMetadata, R>(
+    error: &aws_sdk_sagemaker::error::SdkError<E, R>,
+) -> Option<&str> {
     match error {
         aws_sdk_sagemaker::error::SdkError::ServiceError(context) => context.err().code(),
         _ => None,
@@ -380,9 +385,11 @@ impl SpaceSessions {
                 .await;
             let error = match answer {
                 Ok(output) => {
-                    let (Some(id), Some(url), Some(token)) =
-                        (output.session_id(), output.stream_url(), output.token_value())
-                    else {
+                    let (Some(id), Some(url), Some(token)) = (
+                        output.session_id(),
+                        output.stream_url(),
+                        output.token_value(),
+                    ) else {
                         return Err(AwsError {
                             action: "sagemaker:StartSession",
                             problem: AwsProblem::Other,
@@ -402,7 +409,11 @@ impl SpaceSessions {
             let code = code(&error).unwrap_or_default().to_string();
             let aws = AwsError::from_sdk("sagemaker:StartSession", &error);
             if code == "InternalFailure" && attempt < START_ATTEMPTS {
-                tracing::info!(attempt, ?delay, "StartSession: InternalFailure (the space may still be registering); retrying");
+                tracing::info!(
+                    attempt,
+                    ?delay,
+                    "StartSession: InternalFailure (the space may still be registering); retrying"
+                );
                 tokio::time::sleep(delay).await;
                 delay = delay.mul_f32(1.5);
                 continue;
@@ -510,7 +521,9 @@ mod tests {
             ..running()
         };
         let error = reach_from("x", disabled).unwrap_err();
-        assert!(error.message.contains("sm-ssh space enable s.d-abc.space.sagemaker"));
+        assert!(error
+            .message
+            .contains("sm-ssh space enable s.d-abc.space.sagemaker"));
         let stopped = SpaceInfo {
             app_status: Some("Deleted".into()),
             ..running()
@@ -522,6 +535,9 @@ mod tests {
             instance_type: "ml.t3.medium".into(),
             ..running()
         };
-        assert!(reach_from("x", small).unwrap_err().message.contains("8 GiB"));
+        assert!(reach_from("x", small)
+            .unwrap_err()
+            .message
+            .contains("8 GiB"));
     }
 }

@@ -104,7 +104,10 @@ mod tests {
         let document = client(&scope(None));
         let start = &document["Statement"][1];
         assert_eq!(start["Action"], "sagemaker:StartSession");
-        assert_eq!(start["Resource"], "arn:aws:sagemaker:*:123456789012:space/*");
+        assert_eq!(
+            start["Resource"],
+            "arn:aws:sagemaker:*:123456789012:space/*"
+        );
         assert!(start["Condition"]["StringLike"]
             ["sagemaker:ResourceTag/sagemaker:user-profile-arn"]
             .as_str()

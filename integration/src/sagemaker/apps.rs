@@ -103,7 +103,12 @@ pub(super) fn describe(state: &AppState, body: &[u8]) -> ApiResult {
         let space = space.clone();
         Ok(app_json(&world, &space, &app))
     })();
-    recorded(&mut world, "sagemaker:DescribeApp", Event::on(&resource), result)
+    recorded(
+        &mut world,
+        "sagemaker:DescribeApp",
+        Event::on(&resource),
+        result,
+    )
 }
 
 pub(super) fn list(state: &AppState, body: &[u8]) -> ApiResult {
@@ -115,7 +120,11 @@ pub(super) fn list(state: &AppState, body: &[u8]) -> ApiResult {
             .sagemaker
             .spaces
             .iter()
-            .filter(|s| req.domain_id_equals.as_ref().is_none_or(|d| *d == s.domain_id))
+            .filter(|s| {
+                req.domain_id_equals
+                    .as_ref()
+                    .is_none_or(|d| *d == s.domain_id)
+            })
             .filter(|s| req.space_name_equals.as_ref().is_none_or(|n| *n == s.name))
             .filter_map(|s| s.app.as_ref().map(|a| app_json(&world, s, a)))
             .collect();
@@ -160,7 +169,12 @@ pub(super) async fn create(state: &AppState, body: &[u8]) -> ApiResult {
             let app_arn = app_arn(&world, &space, space.app.as_ref().expect("just set"));
             Ok((arn, app_arn, space.sandbox))
         })();
-        recorded(&mut world, "sagemaker:CreateApp", Event::on(&resource), result)?
+        recorded(
+            &mut world,
+            "sagemaker:CreateApp",
+            Event::on(&resource),
+            result,
+        )?
     };
     let (arn, app_arn, seeded) = prepared;
     let io = |e: std::io::Error| ApiError::new("InternalFailure", e.to_string());
@@ -191,5 +205,10 @@ pub(super) fn delete(state: &AppState, body: &[u8]) -> ApiResult {
             .map_err(|e| ApiError::new("InternalFailure", e.to_string()))?;
         Ok(json!({}))
     })();
-    recorded(&mut world, "sagemaker:DeleteApp", Event::on(&resource), result)
+    recorded(
+        &mut world,
+        "sagemaker:DeleteApp",
+        Event::on(&resource),
+        result,
+    )
 }

@@ -63,7 +63,12 @@ pub(super) fn describe(state: &AppState, body: &[u8]) -> ApiResult {
         });
         Ok(answer)
     })();
-    recorded(&mut world, "sagemaker:DescribeDomain", Event::on(&arn), result)
+    recorded(
+        &mut world,
+        "sagemaker:DescribeDomain",
+        Event::on(&arn),
+        result,
+    )
 }
 
 pub(super) fn list(state: &AppState, _body: &[u8]) -> ApiResult {
@@ -78,7 +83,12 @@ pub(super) fn list(state: &AppState, _body: &[u8]) -> ApiResult {
             .collect();
         Ok(json!({ "Domains": domains }))
     })();
-    recorded(&mut world, "sagemaker:ListDomains", Event::default(), result)
+    recorded(
+        &mut world,
+        "sagemaker:ListDomains",
+        Event::default(),
+        result,
+    )
 }
 
 pub(super) fn describe_user_profile(state: &AppState, body: &[u8]) -> ApiResult {

@@ -265,10 +265,7 @@ impl Servers {
         config.exec_home = false;
         let server = EmbeddedSshServer::start(config).await?;
         let addr = server.addr();
-        self.running
-            .lock()
-            .unwrap()
-            .insert(arn.to_string(), server);
+        self.running.lock().unwrap().insert(arn.to_string(), server);
         Ok(addr)
     }
 
@@ -319,12 +316,15 @@ pub(crate) fn register_instance(
     ssh: Option<std::net::SocketAddr>,
 ) -> std::io::Result<()> {
     let id = space_instance_id(arn);
-    let instance = world.instances.entry(id.clone()).or_insert_with(|| Instance {
-        id: id.clone(),
-        computer_name: "default".into(),
-        activation_id: uuid::Uuid::new_v4().to_string(),
-        ..Instance::default()
-    });
+    let instance = world
+        .instances
+        .entry(id.clone())
+        .or_insert_with(|| Instance {
+            id: id.clone(),
+            computer_name: "default".into(),
+            activation_id: uuid::Uuid::new_v4().to_string(),
+            ..Instance::default()
+        });
     match ssh {
         Some(addr) => {
             instance.ping_status = PingStatus::Online;

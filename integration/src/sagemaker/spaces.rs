@@ -78,7 +78,12 @@ pub(super) fn describe(state: &AppState, body: &[u8]) -> ApiResult {
         let space = find_space(&mut world, &req.domain_id, &req.space_name)?.clone();
         Ok(describe_json(&world, &space))
     })();
-    recorded(&mut world, "sagemaker:DescribeSpace", Event::on(&arn), result)
+    recorded(
+        &mut world,
+        "sagemaker:DescribeSpace",
+        Event::on(&arn),
+        result,
+    )
 }
 
 pub(super) fn list(state: &AppState, body: &[u8]) -> ApiResult {
@@ -90,7 +95,11 @@ pub(super) fn list(state: &AppState, body: &[u8]) -> ApiResult {
             .sagemaker
             .spaces
             .iter()
-            .filter(|s| req.domain_id_equals.as_ref().is_none_or(|d| *d == s.domain_id))
+            .filter(|s| {
+                req.domain_id_equals
+                    .as_ref()
+                    .is_none_or(|d| *d == s.domain_id)
+            })
             .filter(|s| {
                 req.space_name_contains
                     .as_ref()
