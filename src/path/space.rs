@@ -418,7 +418,7 @@ impl SpaceSessions {
                 delay = delay.mul_f32(1.5);
                 continue;
             }
-            return Err(start_failure(&reach.name, &code, aws).into());
+            return Err(start_failure(&reach.name, &code, aws));
         }
         unreachable!("the last attempt returns")
     }
