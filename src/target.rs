@@ -142,17 +142,7 @@ impl SpaceTarget {
 
     /// `(region, account, domain, space)` of a space ARN.
     pub fn parse_arn(arn: &str) -> Option<(String, String, String, String)> {
-        let mut parts = arn.splitn(6, ':');
-        let (Some("arn"), Some(_), Some("sagemaker"), Some(region), Some(account), Some(resource)) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
-            return None;
-        };
+        let (region, account, resource) = sagemaker_arn_parts(arn)?;
         let mut path = resource.split('/');
         let (Some("space"), Some(domain), Some(space), None) =
             (path.next(), path.next(), path.next(), path.next())
@@ -165,6 +155,24 @@ impl SpaceTarget {
             && is_name(domain)
             && is_name(space);
         valid.then(|| (region.into(), account.into(), domain.into(), space.into()))
+    }
+}
+
+/// `(region, account, resource)` of `arn:<partition>:sagemaker:<region>:<account>:<resource>`.
+pub fn sagemaker_arn_parts(arn: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = arn.splitn(6, ':');
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some("arn"), Some(_), Some("sagemaker"), Some(region), Some(account), Some(resource)) => {
+            Some((region, account, resource))
+        }
+        _ => None,
     }
 }
 

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{assert_exit, seed_with, start_forward, training_instance, Env};
+use common::{seed_with, start_forward, training_instance, Env};
 use sha2::{Digest, Sha256};
 use sm_ssh_integration::datachannel::StatsSnapshot;
 use sm_ssh_integration::openssh::OpenSshServer;
@@ -112,14 +112,7 @@ impl SshWorld {
         let sshd = OpenSshServer::start(&sandbox).expect("sshd starts (install openssh-server)");
         env.fake.map_port(INSTANCE, 22, sshd.addr());
         // ssh loads its identity as it starts, so sm-ssh's key must exist first.
-        let config = env.home().join("ssh_config");
-        let output = env.run([
-            "config".as_ref(),
-            "install".as_ref(),
-            "--file".as_ref(),
-            config.as_os_str(),
-        ]);
-        assert_exit(&output, 0);
+        env.install_config();
         SshWorld { env, sshd }
     }
 

@@ -19,6 +19,11 @@ fn arn(space: &str) -> String {
     format!("arn:aws:sagemaker:{REGION}:{ACCOUNT}:space/{DOMAIN}/{space}")
 }
 
+/// Dummy credentials for the test's own SDK clients.
+fn test_credentials() -> aws_sdk_sagemaker::config::Credentials {
+    aws_sdk_sagemaker::config::Credentials::new("testing", "testing", None, None, "spaces-tests")
+}
+
 fn space(name: &str) -> Space {
     Space {
         domain_id: DOMAIN.into(),
@@ -37,14 +42,7 @@ fn start(spaces: Vec<Space>) -> World {
     }];
     seed.sagemaker.spaces = spaces;
     let env = Env::start(seed);
-    let config = env.home().join("ssh_config");
-    let output = env.run([
-        "config".as_ref(),
-        "install".as_ref(),
-        "--file".as_ref(),
-        config.as_os_str(),
-    ]);
-    assert_exit(&output, 0);
+    let config = env.install_config();
     World { env, config }
 }
 
@@ -277,13 +275,7 @@ fn the_eleventh_connection_is_refused_with_the_limit() {
             .behavior_version(aws_sdk_sagemaker::config::BehaviorVersion::latest())
             .region(aws_sdk_sagemaker::config::Region::new(REGION))
             .endpoint_url(world.env.fake.endpoint())
-            .credentials_provider(aws_sdk_sagemaker::config::Credentials::new(
-                "testing",
-                "testing",
-                None,
-                None,
-                "spaces-tests",
-            ))
+            .credentials_provider(test_credentials())
             .build(),
     );
     for _ in 0..10 {
@@ -430,13 +422,7 @@ fn doctor_space(spaces: Vec<Space>, vpc_only: bool, policy: &str) -> Vec<(String
             .behavior_version(aws_sdk_iam::config::BehaviorVersion::latest())
             .region(aws_sdk_iam::config::Region::new(REGION))
             .endpoint_url(moto.endpoint())
-            .credentials_provider(aws_sdk_iam::config::Credentials::new(
-                "testing",
-                "testing",
-                None,
-                None,
-                "spaces-tests",
-            ))
+            .credentials_provider(test_credentials())
             .build(),
     );
     env.runtime().block_on(async {

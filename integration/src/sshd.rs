@@ -215,6 +215,17 @@ struct Connection {
 }
 
 impl Connection {
+    /// Records a successful login as `user`.
+    fn logged_in(&mut self, user: &str) -> Auth {
+        self.user = Some(user.to_string());
+        self.shared
+            .users
+            .lock()
+            .expect("users lock")
+            .push(user.to_string());
+        Auth::Accept
+    }
+
     fn is_authorized(&self, key: &PublicKey) -> bool {
         authorized_keys(&self.shared.config.authorized_keys)
             .iter()
@@ -278,13 +289,7 @@ impl russh::server::Handler for Connection {
         if !self.shared.config.none_auth_users.iter().any(|u| u == user) {
             return Ok(Auth::reject());
         }
-        self.user = Some(user.to_string());
-        self.shared
-            .users
-            .lock()
-            .expect("users lock")
-            .push(user.to_string());
-        Ok(Auth::Accept)
+        Ok(self.logged_in(user))
     }
 
     async fn auth_publickey_offered(
@@ -307,13 +312,7 @@ impl russh::server::Handler for Connection {
         if !self.is_authorized(key.public_key) {
             return Ok(Auth::reject());
         }
-        self.user = Some(user.to_string());
-        self.shared
-            .users
-            .lock()
-            .expect("users lock")
-            .push(user.to_string());
-        Ok(Auth::Accept)
+        Ok(self.logged_in(user))
     }
 
     async fn channel_open_session(

@@ -120,11 +120,7 @@ pub(super) fn list(state: &AppState, body: &[u8]) -> ApiResult {
             .sagemaker
             .spaces
             .iter()
-            .filter(|s| {
-                req.domain_id_equals
-                    .as_ref()
-                    .is_none_or(|d| *d == s.domain_id)
-            })
+            .filter(|s| s.in_domain(req.domain_id_equals.as_deref()))
             .filter(|s| req.space_name_equals.as_ref().is_none_or(|n| *n == s.name))
             .filter_map(|s| s.app.as_ref().map(|a| app_json(&world, s, a)))
             .collect();

@@ -147,6 +147,13 @@ impl Default for Space {
     }
 }
 
+impl Space {
+    /// Whether a list call's `DomainIdEquals` (if any) keeps this space.
+    pub(crate) fn in_domain(&self, domain: Option<&str>) -> bool {
+        domain.is_none_or(|d| d == self.domain_id)
+    }
+}
+
 /// A space's app (the one named `default`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]

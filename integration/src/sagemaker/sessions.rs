@@ -3,18 +3,17 @@
 //! space's SSH server on its instance. The StreamUrl carries a
 //! `cell-number`, as the service's does.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::watch;
 
 use super::{space_arn, space_instance_id};
 use crate::server::AppState;
-use crate::ssm::sessions::{hex17, new_token, session_prefix, substitute};
+use crate::ssm::sessions::{open_session, substitute};
 use crate::ssm::{access_denied, check_action, input, recorded, ApiError, ApiResult, Event};
-use crate::world::{Session, World};
+use crate::world::World;
 
 /// Remote connections a space takes at once (the Toolkit's error page).
 pub const CONNECTION_LIMIT: usize = 10;
@@ -131,20 +130,7 @@ fn start_in(world: &mut World, port: u16, arn: &str) -> ApiResult {
     }
     let parameters = BTreeMap::from([("portNumber".to_string(), vec!["22".to_string()])]);
     let properties = substitute(DOCUMENT, &parameters)?;
-    let id = format!("{}-{}", session_prefix(&world.identity.arn), hex17());
-    let token = new_token();
-    let (terminated, _) = watch::channel(false);
-    world.sessions.insert(
-        id.clone(),
-        Session {
-            id: id.clone(),
-            target: instance_id,
-            document: DOCUMENT.to_string(),
-            properties,
-            unused_tokens: HashSet::from([token.clone()]),
-            terminated,
-        },
-    );
+    let (id, token) = open_session(world, &instance_id, DOCUMENT, properties);
     Ok(reply(&id, &token, port))
 }
 

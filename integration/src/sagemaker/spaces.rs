@@ -95,11 +95,7 @@ pub(super) fn list(state: &AppState, body: &[u8]) -> ApiResult {
             .sagemaker
             .spaces
             .iter()
-            .filter(|s| {
-                req.domain_id_equals
-                    .as_ref()
-                    .is_none_or(|d| *d == s.domain_id)
-            })
+            .filter(|s| s.in_domain(req.domain_id_equals.as_deref()))
             .filter(|s| {
                 req.space_name_contains
                     .as_ref()

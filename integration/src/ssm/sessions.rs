@@ -70,6 +70,18 @@ fn start_in(world: &mut World, port: u16, req: &StartInput, document: &str) -> A
             ))
         }
     }
+    let (id, token) = open_session(world, &req.target, document, properties);
+    Ok(session_reply(&id, &token, port))
+}
+
+/// Creates a session on `target` with its first token; returns both. The
+/// SageMaker API's StartSession opens its sessions here too.
+pub(crate) fn open_session(
+    world: &mut World,
+    target: &str,
+    document: &str,
+    properties: Value,
+) -> (String, String) {
     let id = format!("{}-{}", session_prefix(&world.identity.arn), hex17());
     let token = new_token();
     let (terminated, _) = watch::channel(false);
@@ -77,14 +89,14 @@ fn start_in(world: &mut World, port: u16, req: &StartInput, document: &str) -> A
         id.clone(),
         Session {
             id: id.clone(),
-            target: req.target.clone(),
+            target: target.to_string(),
             document: document.to_string(),
             properties,
             unused_tokens: HashSet::from([token.clone()]),
             terminated,
         },
     );
-    Ok(session_reply(&id, &token, port))
+    (id, token)
 }
 
 pub(super) fn resume(state: &AppState, body: &[u8]) -> ApiResult {
@@ -156,7 +168,7 @@ fn session_reply(id: &str, token: &str, port: u16) -> Value {
 }
 
 /// The session name prefix: the caller's name, the last part of its ARN.
-pub(crate) fn session_prefix(arn: &str) -> String {
+fn session_prefix(arn: &str) -> String {
     let name = arn.rsplit('/').next().unwrap_or("session");
     let clean: String = name
         .chars()
@@ -169,12 +181,12 @@ pub(crate) fn session_prefix(arn: &str) -> String {
     }
 }
 
-pub(crate) fn hex17() -> String {
+fn hex17() -> String {
     let n: u128 = rand::rng().random();
     format!("{:032x}", n)[..17].to_string()
 }
 
-pub(crate) fn new_token() -> String {
+fn new_token() -> String {
     Alphanumeric.sample_string(&mut rand::rng(), 128)
 }
 
