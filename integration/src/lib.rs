@@ -3,6 +3,7 @@
 //! agent behind it.
 //! Tests, benchmarks and the playground run against it; see `docs/fake-aws.md`.
 
+mod caller;
 pub mod config;
 pub mod datachannel;
 pub mod moto;

@@ -6,14 +6,17 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
-use sm_ssh_proxy::{bridge, MuxPool, MuxSession, MuxStream, Options, SessionControl, StreamTarget};
+use sm_ssh_proxy::{
+    bridge, BasicSession, MuxPool, MuxSession, MuxStream, Options, SessionControl, StreamTarget,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::RwLock;
 
 use crate::aws;
 use crate::cli::Global;
 use crate::error::{exit, Failure};
-use crate::path::{self, Control, Purpose, Reach};
+use crate::path::{self, Purpose};
+use crate::port::{self, OpenError, Opened};
 use crate::resolve::ResolveArgs;
 use crate::session::Sessions;
 use crate::target::Target;
@@ -46,12 +49,12 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     if path == path::Path::Space {
         return super::forward_ssh::run(&reach, &args.forwards, global).await;
     }
-    let sessions = Arc::new(Control::new(&sdk, path));
+    // Port-forwarding documents are the SSM API's (the ssm and native paths).
+    let sessions = Arc::new(Sessions::new(aws_sdk_ssm::Client::new(&sdk)));
     let context = Arc::new(Context {
         sessions,
         options,
         instance_id: reach.session_target.clone(),
-        reach,
         label: args.target.clone(),
         live: Mutex::default(),
     });
@@ -136,16 +139,19 @@ fn check_documents(args: &Args) -> anyhow::Result<()> {
 /// What every connection needs: who to start sessions on, and the
 /// per-connection sessions still open (so Ctrl-C can terminate them).
 struct Context {
-    sessions: Arc<Control>,
+    sessions: Arc<Sessions>,
     options: Options,
     instance_id: String,
-    reach: Reach,
     label: String,
     live: Mutex<HashSet<String>>,
 }
 
 impl Context {
-    async fn start(&self, document: Document, spec: &Spec) -> anyhow::Result<StreamTarget> {
+    async fn start(
+        &self,
+        document: Document,
+        spec: &Spec,
+    ) -> Result<StreamTarget, crate::error::AwsError> {
         let purpose = match document {
             Document::Ssh => Purpose::Ssh {
                 port: spec.remote_port,
@@ -158,41 +164,19 @@ impl Context {
                 local_port: spec.local_port,
             },
         };
+        let (document, parameters) = path::ssm::document(&purpose);
         self.sessions
-            .start(&self.reach, &purpose, &self.label)
+            .start(&self.instance_id, &self.label, document, &parameters)
             .await
     }
 
-    /// `n` sessions with `document`; on a failure, ends those already started.
-    async fn start_many(
-        &self,
-        document: Document,
-        spec: &Spec,
-        n: u16,
-    ) -> anyhow::Result<Vec<StreamTarget>> {
-        let mut targets = Vec::new();
-        for _ in 0..n {
-            match self.start(document, spec).await {
-                Ok(target) => targets.push(target),
-                Err(error) => {
-                    for target in &targets {
-                        let _ = self.sessions.terminate(&target.session_id).await;
-                    }
-                    return Err(error);
-                }
-            }
-        }
-        Ok(targets)
-    }
-
-    async fn connect_pool(
-        &self,
-        document: Document,
-        targets: Vec<StreamTarget>,
-    ) -> anyhow::Result<MuxPool> {
-        MuxPool::connect(targets, self.sessions.clone(), self.options.clone())
-            .await
-            .with_context(|| format!("opening {} to {}", document.name(), self.instance_id))
+    /// `n` sessions with `document`, started and connected concurrently; on a
+    /// failure, ends those already started.
+    async fn open(&self, document: Document, spec: &Spec, n: u16) -> Result<Opened, OpenError> {
+        port::open(&self.sessions, &self.options, n, || {
+            self.start(document, spec)
+        })
+        .await
     }
 
     async fn terminate_live(&self) {
@@ -214,6 +198,13 @@ enum Backend {
         spec: Spec,
         sessions: u16,
         pool: RwLock<Option<MuxPool>>,
+    },
+    /// The agent has no smux: one connection at a time. Each listener serves
+    /// its own session; the first one opened waits here for the first listener.
+    Basic {
+        document: Document,
+        spec: Spec,
+        first: std::sync::Mutex<Option<Box<BasicSession<Sessions>>>>,
     },
     /// One AWS-StartSSHSession per connection.
     PerConnection { spec: Spec },
@@ -244,9 +235,9 @@ impl Backend {
                 }
                 return Ok(Backend::PerConnection { spec: spec.clone() });
             }
-            let targets = match context.start_many(document, spec, sessions).await {
-                Ok(targets) => targets,
-                Err(error) if is_denied(&error) && forced.is_none() => {
+            let opened = match context.open(document, spec, sessions).await {
+                Ok(opened) => opened,
+                Err(OpenError::Start(error)) if Sessions::is_denied(&error) && forced.is_none() => {
                     tracing::info!(
                         document = document.name(),
                         "document denied; trying the next one"
@@ -254,7 +245,14 @@ impl Backend {
                     denied.push(document.name());
                     continue;
                 }
-                Err(error) => return Err(error),
+                Err(OpenError::Start(error)) => return Err(error.into()),
+                Err(OpenError::Connect(error)) => {
+                    return Err(anyhow::Error::new(error).context(format!(
+                        "opening {} to {}",
+                        document.name(),
+                        context.instance_id
+                    )))
+                }
             };
             if !denied.is_empty() {
                 eprintln!(
@@ -263,12 +261,23 @@ impl Backend {
                     document.name()
                 );
             }
-            let pool = context.connect_pool(document, targets).await?;
-            return Ok(Backend::Mux {
-                document,
-                spec: spec.clone(),
-                sessions,
-                pool: RwLock::new(Some(pool)),
+            return Ok(match opened {
+                Opened::Mux(opened) => Backend::Mux {
+                    document,
+                    spec: spec.clone(),
+                    sessions,
+                    pool: RwLock::new(Some(MuxPool::from_sessions(opened))),
+                },
+                Opened::Basic(session) => {
+                    if sessions > 1 {
+                        eprintln!("sm-ssh: --sessions is ignored: the agent on {} has no smux (3.0.196.0 or older)", context.instance_id);
+                    }
+                    Backend::Basic {
+                        document,
+                        spec: spec.clone(),
+                        first: std::sync::Mutex::new(Some(session)),
+                    }
+                }
             });
         }
         Err(Failure::new(
@@ -298,6 +307,10 @@ impl Backend {
                     if n == 1 { "" } else { "s" }
                 )
             }
+            Backend::Basic { document, .. } => format!(
+                "{}, basic port forwarding: the agent has no smux, one connection at a time",
+                document.name()
+            ),
             Backend::PerConnection { .. } => {
                 "AWS-StartSSHSession, one session per connection".to_owned()
             }
@@ -345,8 +358,16 @@ impl Backend {
                 "sm-ssh: the sessions to {} ended; starting new ones",
                 spec.destination()
             );
-            let targets = context.start_many(*document, spec, *sessions).await?;
-            let fresh = context.connect_pool(*document, targets).await?;
+            let fresh = match context.open(*document, spec, *sessions).await? {
+                Opened::Mux(fresh) => MuxPool::from_sessions(fresh),
+                Opened::Basic(session) => {
+                    let _ = session.close().await;
+                    anyhow::bail!(
+                        "the agent on {} no longer speaks smux; restart sm-ssh forward",
+                        context.instance_id
+                    );
+                }
+            };
             if let Some(old) = guard.replace(fresh) {
                 old.close().await;
             }
@@ -356,13 +377,14 @@ impl Backend {
     }
 
     /// Carries one accepted connection to the destination.
-    async fn serve(&self, context: &Context, mut socket: TcpStream) -> anyhow::Result<()> {
+    async fn serve(&self, context: &Context, socket: TcpStream) -> anyhow::Result<()> {
         match self {
             Backend::Mux { .. } => {
-                let mut stream = self.open_mux_stream(context).await?;
-                tokio::io::copy_bidirectional(&mut socket, &mut stream).await?;
+                let stream = self.open_mux_stream(context).await?;
+                port::carry(socket, stream, &context.options).await?;
                 Ok(())
             }
+            Backend::Basic { .. } => unreachable!("basic forwards accept in serve_basic"),
             Backend::PerConnection { spec } => {
                 let target = context.start(Document::Ssh, spec).await?;
                 let id = target.session_id.clone();
@@ -388,17 +410,14 @@ impl Backend {
     }
 }
 
-fn is_denied(error: &anyhow::Error) -> bool {
-    error
-        .downcast_ref::<crate::error::AwsError>()
-        .is_some_and(Sessions::is_denied)
-}
-
 async fn accept_loop(
     listener: TcpListener,
     backend: Arc<Backend>,
     context: Arc<Context>,
 ) -> anyhow::Result<()> {
+    if let Backend::Basic { .. } = &*backend {
+        return serve_basic(listener, &backend, &context).await;
+    }
     loop {
         let (socket, peer) = listener.accept().await.context("accepting a connection")?;
         let _ = socket.set_nodelay(true);
@@ -413,6 +432,68 @@ async fn accept_loop(
                 );
             }
         });
+    }
+}
+
+/// Basic port forwarding on one listener: its session serves the
+/// connections one at a time; when the service ends it, the next connection
+/// starts a new one. Ctrl-C aborts this task and `terminate_live` ends the
+/// session.
+async fn serve_basic(
+    listener: TcpListener,
+    backend: &Backend,
+    context: &Context,
+) -> anyhow::Result<()> {
+    let Backend::Basic {
+        document,
+        spec,
+        first,
+    } = backend
+    else {
+        unreachable!("only called for basic backends");
+    };
+    let mut session = first.lock().expect("first session").take();
+    loop {
+        let mut waiting = None;
+        let current = match session.take() {
+            Some(current) => current,
+            None => {
+                let (socket, _) = listener.accept().await.context("accepting a connection")?;
+                waiting = Some(socket);
+                match context.open(*document, spec, 1).await? {
+                    Opened::Basic(current) => current,
+                    Opened::Mux(sessions) => {
+                        for session in sessions {
+                            let _ = session.close().await;
+                        }
+                        anyhow::bail!(
+                            "the agent on {} now speaks smux; restart sm-ssh forward",
+                            context.instance_id
+                        );
+                    }
+                }
+            }
+        };
+        let id = current.session_id().to_owned();
+        context
+            .live
+            .lock()
+            .expect("live sessions")
+            .insert(id.clone());
+        let ended = current
+            .serve(&listener, waiting, std::future::pending())
+            .await;
+        context.live.lock().expect("live sessions").remove(&id);
+        let end = ended?;
+        let why = if end.output.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", end.output)
+        };
+        eprintln!(
+            "sm-ssh: the session to {} ended{why}; the next connection starts a new one",
+            spec.destination()
+        );
     }
 }
 

@@ -83,7 +83,7 @@ fn app_not_found(req: &AppInput) -> ApiError {
 
 pub(super) fn describe(state: &AppState, body: &[u8]) -> ApiResult {
     let req: AppInput = input(body)?;
-    let mut world = state.world.lock().unwrap();
+    let mut world = state.world();
     let resource = format!("{}/{}", req.domain_id, req.app_name);
     let result = (|| {
         check_action(&world, "sagemaker:DescribeApp", &resource)?;
@@ -113,7 +113,7 @@ pub(super) fn describe(state: &AppState, body: &[u8]) -> ApiResult {
 
 pub(super) fn list(state: &AppState, body: &[u8]) -> ApiResult {
     let req: ListInput = input(body)?;
-    let mut world = state.world.lock().unwrap();
+    let mut world = state.world();
     let result = (|| {
         check_action(&world, "sagemaker:ListApps", "*")?;
         let apps: Vec<Value> = world
@@ -132,7 +132,7 @@ pub(super) fn list(state: &AppState, body: &[u8]) -> ApiResult {
 pub(super) async fn create(state: &AppState, body: &[u8]) -> ApiResult {
     let req: AppInput = input(body)?;
     let prepared = {
-        let mut world = state.world.lock().unwrap();
+        let mut world = state.world();
         let resource = format!("{}/{}", req.domain_id, req.app_name);
         let result = (|| {
             check_action(&world, "sagemaker:CreateApp", &resource)?;
@@ -176,14 +176,14 @@ pub(super) async fn create(state: &AppState, body: &[u8]) -> ApiResult {
     let io = |e: std::io::Error| ApiError::new("InternalFailure", e.to_string());
     let sandbox = space_sandbox(&state.world, &state.sandboxes, &arn, seeded).map_err(io)?;
     let addr = state.spaces.start(&arn, &sandbox).await.map_err(io)?;
-    let mut world = state.world.lock().unwrap();
+    let mut world = state.world();
     register_instance(&mut world, &state.sandboxes, &arn, Some(addr)).map_err(io)?;
     Ok(json!({ "AppArn": app_arn }))
 }
 
 pub(super) fn delete(state: &AppState, body: &[u8]) -> ApiResult {
     let req: AppInput = input(body)?;
-    let mut world = state.world.lock().unwrap();
+    let mut world = state.world();
     let resource = format!("{}/{}", req.domain_id, req.app_name);
     let result = (|| {
         check_action(&world, "sagemaker:DeleteApp", &resource)?;

@@ -42,7 +42,7 @@ fn domain_json(world: &World, domain: &Domain) -> Value {
 
 pub(super) fn describe(state: &AppState, body: &[u8]) -> ApiResult {
     let req: DomainInput = input(body)?;
-    let mut world = state.world.lock().unwrap();
+    let mut world = state.world();
     let arn = domain_arn(&world, &req.domain_id);
     let result = (|| {
         check_action(&world, "sagemaker:DescribeDomain", &arn)?;
@@ -72,7 +72,7 @@ pub(super) fn describe(state: &AppState, body: &[u8]) -> ApiResult {
 }
 
 pub(super) fn list(state: &AppState, _body: &[u8]) -> ApiResult {
-    let mut world = state.world.lock().unwrap();
+    let mut world = state.world();
     let result = (|| {
         check_action(&world, "sagemaker:ListDomains", "*")?;
         let domains: Vec<Value> = world
@@ -93,7 +93,7 @@ pub(super) fn list(state: &AppState, _body: &[u8]) -> ApiResult {
 
 pub(super) fn describe_user_profile(state: &AppState, body: &[u8]) -> ApiResult {
     let req: UserProfileInput = input(body)?;
-    let mut world = state.world.lock().unwrap();
+    let mut world = state.world();
     let arn = format!(
         "arn:aws:sagemaker:{}:{}:user-profile/{}/{}",
         world.region, world.identity.account, req.domain_id, req.user_profile_name

@@ -14,7 +14,7 @@ struct JobInput {
 
 pub(super) fn describe(state: &AppState, body: &[u8]) -> ApiResult {
     let req: JobInput = input(body)?;
-    let mut world = state.world.lock().unwrap();
+    let mut world = state.world();
     let arn = format!(
         "arn:aws:sagemaker:{}:{}:training-job/{}",
         world.region,

@@ -14,7 +14,7 @@ struct NotebookInput {
 
 pub(super) fn describe(state: &AppState, body: &[u8]) -> ApiResult {
     let req: NotebookInput = input(body)?;
-    let mut world = state.world.lock().unwrap();
+    let mut world = state.world();
     let arn = format!(
         "arn:aws:sagemaker:{}:{}:notebook-instance/{}",
         world.region,

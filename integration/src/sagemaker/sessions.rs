@@ -38,7 +38,7 @@ struct StartInput {
 
 pub(super) fn start(state: &AppState, body: &[u8]) -> ApiResult {
     let req: StartInput = input(body)?;
-    let mut world = state.world.lock().unwrap();
+    let mut world = state.world();
     let result = start_in(&mut world, state.port, &req.resource_identifier);
     recorded(
         &mut world,
@@ -130,7 +130,7 @@ fn start_in(world: &mut World, port: u16, arn: &str) -> ApiResult {
     }
     let parameters = BTreeMap::from([("portNumber".to_string(), vec!["22".to_string()])]);
     let properties = substitute(DOCUMENT, &parameters)?;
-    let (id, token) = open_session(world, &instance_id, DOCUMENT, properties);
+    let (id, token) = open_session(world, &instance_id, DOCUMENT, properties, None);
     Ok(reply(&id, &token, port))
 }
 

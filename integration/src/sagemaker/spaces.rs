@@ -71,7 +71,7 @@ fn describe_json(world: &World, space: &Space) -> Value {
 
 pub(super) fn describe(state: &AppState, body: &[u8]) -> ApiResult {
     let req: SpaceInput = input(body)?;
-    let mut world = state.world.lock().unwrap();
+    let mut world = state.world();
     let arn = space_arn(&world, &req.domain_id, &req.space_name);
     let result = (|| {
         check_action(&world, "sagemaker:DescribeSpace", &arn)?;
@@ -88,7 +88,7 @@ pub(super) fn describe(state: &AppState, body: &[u8]) -> ApiResult {
 
 pub(super) fn list(state: &AppState, body: &[u8]) -> ApiResult {
     let req: ListInput = input(body)?;
-    let mut world = state.world.lock().unwrap();
+    let mut world = state.world();
     let result = (|| {
         check_action(&world, "sagemaker:ListSpaces", "*")?;
         let spaces: Vec<Value> = world
@@ -127,7 +127,7 @@ pub(super) fn list(state: &AppState, body: &[u8]) -> ApiResult {
 /// setting it started with until it is recreated.
 pub(super) fn update(state: &AppState, body: &[u8]) -> ApiResult {
     let req: UpdateInput = input(body)?;
-    let mut world = state.world.lock().unwrap();
+    let mut world = state.world();
     let arn = space_arn(&world, &req.domain_id, &req.space_name);
     let result = (|| {
         check_action(&world, "sagemaker:UpdateSpace", &arn)?;
