@@ -75,6 +75,8 @@ pub enum Command {
     Policy(cmd::policy::Args),
     /// Run the whole flow against an embedded fake AWS, with no account.
     Playground(cmd::playground::Args),
+    /// Enable remote access on a Studio space, or show what blocks it.
+    Space(cmd::space::Args),
     /// Act as `session-manager-plugin` for the AWS CLI.
     Plugin(cmd::plugin::Args),
     /// Who is (or was) on which instance: Session Manager sessions, and `terminate`.

@@ -56,7 +56,8 @@ pub fn rebind_in(data_dir: &Path, host: &str, instance_id: &str) -> anyhow::Resu
     Ok(forgot)
 }
 
-/// Removes the lines of `known_hosts` whose host list names `host`.
+/// Removes the lines of `known_hosts` whose host list names `host` (ssh
+/// writes host names lowercased; `%n` keeps the user's case).
 pub fn forget(known_hosts: &Path, host: &str) -> anyhow::Result<bool> {
     let Ok(text) = fs::read_to_string(known_hosts) else {
         return Ok(false);
@@ -64,7 +65,7 @@ pub fn forget(known_hosts: &Path, host: &str) -> anyhow::Result<bool> {
     let names = |line: &str| -> bool {
         line.split_whitespace()
             .next()
-            .is_some_and(|hosts| hosts.split(',').any(|name| name == host))
+            .is_some_and(|hosts| hosts.split(',').any(|name| name.eq_ignore_ascii_case(host)))
     };
     let kept: Vec<&str> = text.lines().filter(|line| !names(line)).collect();
     if kept.len() == text.lines().count() {

@@ -10,6 +10,7 @@ mod keypush;
 mod keys;
 mod known_hosts;
 mod logging;
+mod path;
 mod playground;
 mod policy;
 mod port;
@@ -38,5 +39,9 @@ fn main() -> ExitCode {
             return ExitCode::from(error::exit::FAILURE);
         }
     };
-    runtime.block_on(cmd::run(cli))
+    let code = runtime.block_on(cmd::run(cli));
+    // A read of stdin may still block a runtime thread (the proxy's input
+    // when the session ended first): exit without waiting for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    code
 }

@@ -71,7 +71,7 @@ impl Sessions {
         }
     }
 
-    fn remember(&self, session_id: &str, url: &str) {
+    pub(crate) fn remember(&self, session_id: &str, url: &str) {
         self.urls
             .lock()
             .expect("stream url map")

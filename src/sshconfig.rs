@@ -57,7 +57,7 @@ pub fn block(paths: &Paths, proxy_flags: &[String]) -> String {
         format!(
             "{BEGIN} managed by `sm-ssh config install`; edits between the markers are replaced"
         ),
-        "Host *.studio.sagemaker".to_string(),
+        "Host *.studio.sagemaker *.space.sagemaker".to_string(),
         "    User sagemaker-user".to_string(),
         "Host *.sagemaker".to_string(),
         "    User root".to_string(),

@@ -13,6 +13,12 @@ pub const ACCEPTED_FORMS: &str = "accepted targets:
   <app>.<space>.<domain>.studio.sagemaker
                                     a Studio app (e.g. default.my-space.d-abc123.studio.sagemaker)
   <app>.studio.sagemaker            a Studio app in any of your spaces
+  <space>.<domain>.space.sagemaker  a Studio space through SageMaker remote access
+                                    (e.g. my-space.d-abc123.space.sagemaker)
+  <space>.space.sagemaker           a Studio space, its name unique among your domains
+  arn:aws:sagemaker:<region>:<account>:space/<domain>/<space>
+                                    a Studio space by ARN
+  sm_lc_…, sm_dl_…                  the AWS Toolkit's host names for a space
   mi-0123456789abcdef0, i-0123456789abcdef0
                                     an SSM managed instance or EC2 instance id
   sagemaker-cluster:..., sagemaker-training-job:..., sagemaker-endpoint:..., ecs:...
@@ -115,10 +121,79 @@ impl SageMakerTarget {
     }
 }
 
+/// A Studio space, reached through SageMaker's own remote access.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpaceTarget {
+    pub space: String,
+    /// The domain id, unless the short form left it to resolution.
+    pub domain: Option<String>,
+    /// The space ARN, when the name was one (or a Toolkit host name).
+    pub arn: Option<String>,
+}
+
+impl SpaceTarget {
+    /// `<space>.<domain>.space.sagemaker`, or the short form.
+    pub fn host_name(&self) -> String {
+        match &self.domain {
+            Some(domain) => format!("{}.{domain}.space.sagemaker", self.space),
+            None => format!("{}.space.sagemaker", self.space),
+        }
+    }
+
+    /// `(region, account, domain, space)` of a space ARN.
+    pub fn parse_arn(arn: &str) -> Option<(String, String, String, String)> {
+        let (region, account, resource) = sagemaker_arn_parts(arn)?;
+        let mut path = resource.split('/');
+        let (Some("space"), Some(domain), Some(space), None) =
+            (path.next(), path.next(), path.next(), path.next())
+        else {
+            return None;
+        };
+        let valid = !region.is_empty()
+            && account.len() == 12
+            && account.bytes().all(|b| b.is_ascii_digit())
+            && is_name(domain)
+            && is_name(space);
+        valid.then(|| (region.into(), account.into(), domain.into(), space.into()))
+    }
+}
+
+/// `(region, account, resource)` of `arn:<partition>:sagemaker:<region>:<account>:<resource>`.
+pub fn sagemaker_arn_parts(arn: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = arn.splitn(6, ':');
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some("arn"), Some(_), Some("sagemaker"), Some(region), Some(account), Some(resource)) => {
+            Some((region, account, resource))
+        }
+        _ => None,
+    }
+}
+
+/// The AWS Toolkit's ssh host names for a space: `sm_lc_` (local
+/// credentials) or `sm_dl_` (deep link), `smc_…` in Cursor, then the ARN
+/// with `:` written `_._` and `/` written `__` (Toolkit `sshConfig.ts`).
+const TOOLKIT_PREFIXES: [&str; 4] = ["sm_lc_", "sm_dl_", "smc_lc_", "smc_dl_"];
+
+fn toolkit_arn(host: &str) -> Option<String> {
+    let encoded = TOOLKIT_PREFIXES
+        .iter()
+        .find_map(|prefix| host.strip_prefix(prefix))?;
+    Some(encoded.replace("_._", ":").replace("__", "/"))
+}
+
 /// A parsed target.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
     SageMaker(SageMakerTarget),
+    /// A Studio space (`*.space.sagemaker`, a space ARN, a Toolkit host name).
+    Space(SpaceTarget),
     /// `mi-…` (SSM managed instance) or `i-…` (EC2 instance).
     Instance(String),
     /// `sagemaker-cluster:…`, `ecs:…` and the like: Session Manager knows
@@ -160,6 +235,21 @@ impl Target {
         if is_instance_id(text) {
             return Ok(Target::Instance(text.to_string()));
         }
+        let arn = match toolkit_arn(text) {
+            Some(arn) => Some(arn),
+            None if text.starts_with("arn:") => Some(text.to_string()),
+            None => None,
+        };
+        if let Some(arn) = arn {
+            let (_, _, domain, space) = SpaceTarget::parse_arn(&arn).ok_or_else(|| {
+                bad("it is not a space ARN (arn:aws:sagemaker:<region>:<account>:space/<domain>/<space>)")
+            })?;
+            return Ok(Target::Space(SpaceTarget {
+                space,
+                domain: Some(domain),
+                arn: Some(arn),
+            }));
+        }
         // ssh passes host names through `%h` as typed, except that it
         // lowercases them; a trailing dot is a fully qualified name.
         let host = text.strip_suffix('.').unwrap_or(text);
@@ -170,9 +260,29 @@ impl Target {
         };
         let labels: Vec<&str> = rest.split('.').collect();
         let (kind_label, names) = labels.split_last().expect("split yields one item");
+        if *kind_label == "space" {
+            if let Some(label) = names.iter().find(|label| !is_name(label)) {
+                return Err(bad(&format!(
+                    "`{label}` is not a space or domain name (letters, digits and hyphens, at most 63)"
+                )));
+            }
+            let (space, domain) =
+                match names {
+                    [space] => (space, None),
+                    [space, domain] => (space, Some(domain.to_string())),
+                    _ => return Err(bad(
+                        "spaces are <space>.space.sagemaker or <space>.<domain>.space.sagemaker",
+                    )),
+                };
+            return Ok(Target::Space(SpaceTarget {
+                space: space.to_string(),
+                domain,
+                arn: None,
+            }));
+        }
         let kind = Kind::from_label(kind_label).ok_or_else(|| {
             bad(&format!(
-                "`{kind_label}` is not a kind (training, processing, transform, inference, notebook, studio)"
+                "`{kind_label}` is not a kind (training, processing, transform, inference, notebook, studio, space)"
             ))
         })?;
         if names.is_empty() {
@@ -211,6 +321,7 @@ impl Target {
     pub fn default_user(&self) -> &'static str {
         match self {
             Target::SageMaker(target) => target.kind.default_user(),
+            Target::Space(_) => "sagemaker-user",
             Target::Instance(_) | Target::Native(_) => "root",
         }
     }
@@ -227,6 +338,8 @@ impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Target::SageMaker(target) => f.write_str(&target.host_name()),
+            Target::Space(SpaceTarget { arn: Some(arn), .. }) => f.write_str(arn),
+            Target::Space(space) => f.write_str(&space.host_name()),
             Target::Instance(id) | Target::Native(id) => f.write_str(id),
         }
     }
@@ -347,6 +460,47 @@ mod tests {
             let target = Target::parse(native).unwrap();
             assert_eq!(target, Target::Native(native.into()));
             assert_eq!(target.to_string(), native);
+        }
+    }
+
+    #[test]
+    fn every_space_form_parses() {
+        let arn = "arn:aws:sagemaker:us-east-1:123456789012:space/d-abc123/my-space";
+        let long = Target::parse("my-space.d-abc123.space.sagemaker").unwrap();
+        let short = Target::parse("My-Space.space.sagemaker").unwrap();
+        let by_arn = Target::parse(arn).unwrap();
+        let toolkit = Target::parse(
+            "sm_lc_arn_._aws_._sagemaker_._us-east-1_._123456789012_._space__d-abc123__my-space",
+        )
+        .unwrap();
+        let deep_link = Target::parse(
+            "sm_dl_arn_._aws_._sagemaker_._us-east-1_._123456789012_._space__d-abc123__my-space",
+        )
+        .unwrap();
+        let space = |domain: Option<&str>, name: &str, arn: Option<&str>| {
+            Target::Space(SpaceTarget {
+                space: name.into(),
+                domain: domain.map(Into::into),
+                arn: arn.map(Into::into),
+            })
+        };
+        assert_eq!(long, space(Some("d-abc123"), "my-space", None));
+        assert_eq!(short, space(None, "My-Space", None));
+        assert_eq!(by_arn, space(Some("d-abc123"), "my-space", Some(arn)));
+        assert_eq!(toolkit, by_arn);
+        assert_eq!(deep_link, by_arn);
+        assert_eq!(long.to_string(), "my-space.d-abc123.space.sagemaker");
+        assert_eq!(by_arn.to_string(), arn);
+        assert_eq!(short.default_user(), "sagemaker-user");
+        for bad in [
+            "a.b.c.space.sagemaker",
+            "bad_name.space.sagemaker",
+            "arn:aws:sagemaker:us-east-1:123456789012:app/d-abc123/my-space",
+            "arn:aws:sagemaker:us-east-1:1234:space/d-abc123/my-space",
+            "sm_lc_nonsense",
+        ] {
+            let error = Target::parse(bad).expect_err(bad);
+            assert!(error.to_string().contains(ACCEPTED_FORMS), "{bad}");
         }
     }
 

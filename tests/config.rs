@@ -91,6 +91,9 @@ fn install_twice_leaves_one_block_and_the_rest_of_the_file() {
     assert_eq!(option(&job, "serveralivecountmax"), "8");
     let studio = ssh_g(&config, "default.space.d-abc.studio.sagemaker");
     assert_eq!(option(&studio, "user"), "sagemaker-user");
+    let space = ssh_g(&config, "my-space.d-abc.space.sagemaker");
+    assert_eq!(option(&space, "user"), "sagemaker-user");
+    assert!(option(&space, "proxycommand").contains("proxy --user %r %h"));
     let work = ssh_g(&config, "work");
     assert_eq!(option(&work, "user"), "me");
     assert_eq!(option(&work, "hostname"), "work.example.com");

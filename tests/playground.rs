@@ -171,6 +171,17 @@ fn serve_answers_list_ssh_and_forward_from_another_terminal() {
     assert!(ssh.status.success(), "{}", text(&ssh.stderr));
     assert_eq!(text(&ssh.stdout), "via-42\n");
 
+    // The demo Studio space: no key, sagemaker:StartSession, the pinned host key.
+    assert!(text(&list.stdout).contains("demo.d-demo0playgrnd.space.sagemaker"));
+    let space = serving
+        .command(home.path(), "ssh")
+        .args(["-F", &serving.ssh_config, "-o", "BatchMode=yes"])
+        .args(["demo.space.sagemaker", "echo space-$((40+2))"])
+        .output()
+        .unwrap();
+    assert!(space.status.success(), "{}", text(&space.stderr));
+    assert_eq!(text(&space.stdout), "space-42\n");
+
     // A key nobody pushed is refused by the instance's sshd.
     let stranger = home.path().join("stranger");
     let keygen = Command::new("ssh-keygen")

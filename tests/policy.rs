@@ -266,3 +266,41 @@ fn bad_arguments_are_refused_with_the_reason() {
         assert!(stderr.contains(reason), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn space_policy_grants_start_session_on_own_spaces_and_the_enable_calls() {
+    let env = env();
+    let space = policy(&env, &["space", "--account", "123456789012"]);
+    let granted = actions(&space);
+    for action in [
+        "sagemaker:StartSession",
+        "sagemaker:DescribeSpace",
+        "sagemaker:ListSpaces",
+        "sagemaker:DescribeApp",
+        "sagemaker:UpdateSpace",
+        "sagemaker:CreateApp",
+        "sagemaker:DeleteApp",
+    ] {
+        assert!(granted.contains(action), "{action} missing: {granted:?}");
+    }
+    let start = space["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Action"] == "sagemaker:StartSession")
+        .unwrap();
+    assert_eq!(
+        start["Resource"],
+        "arn:aws:sagemaker:*:123456789012:space/*"
+    );
+    assert!(
+        start["Condition"].is_object(),
+        "per-user isolation: {start}"
+    );
+    let team = policy(
+        &env,
+        &["space", "--account", "123456789012", "--team-tag", "Team"],
+    );
+    assert!(team.to_string().contains("sagemaker:ResourceTag/Team"));
+    assert!(team.to_string().contains("${aws:PrincipalTag/Team}"));
+}

@@ -1,5 +1,6 @@
 //! A local stand-in for the parts of AWS that sm-ssh talks to: the SSM API,
-//! STS, and the Session Manager data channel with the agent behind it.
+//! STS, the SageMaker API, and the Session Manager data channel with the
+//! agent behind it.
 //! Tests, benchmarks and the playground run against it; see `docs/fake-aws.md`.
 
 mod caller;
@@ -8,6 +9,7 @@ pub mod datachannel;
 pub mod iam;
 pub mod moto;
 pub mod openssh;
+pub mod sagemaker;
 pub mod sandbox;
 pub mod server;
 mod sftp;

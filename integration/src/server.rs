@@ -1,5 +1,5 @@
-//! `FakeAws`: one HTTP server on 127.0.0.1 answering the SSM JSON API, STS
-//! and the Session Manager data channel, around one `World`.
+//! `FakeAws`: one HTTP server on 127.0.0.1 answering the SSM and SageMaker
+//! JSON APIs, STS and the Session Manager data channel, around one `World`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -25,6 +25,8 @@ pub(crate) struct AppState {
     pub port: u16,
     /// For instances put straight into the world without a sandbox.
     pub sandboxes: Arc<Sandboxes>,
+    /// The SSH servers of the Studio spaces' running apps.
+    pub spaces: Arc<crate::sagemaker::Servers>,
     /// The access key id this request was signed with (see `caller`).
     pub access_key: Option<String>,
 }
@@ -41,6 +43,7 @@ pub struct FakeAws {
     addr: SocketAddr,
     world: SharedWorld,
     sandboxes: Arc<Sandboxes>,
+    spaces: Arc<crate::sagemaker::Servers>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -55,12 +58,15 @@ impl FakeAws {
             sandboxes.provision(instance)?;
         }
         let world: SharedWorld = Arc::new(Mutex::new(world));
+        let spaces = Arc::new(crate::sagemaker::Servers::default());
+        crate::sagemaker::start_seeded(&world, &sandboxes, &spaces).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let state = AppState {
             world: world.clone(),
             port: addr.port(),
             sandboxes: sandboxes.clone(),
+            spaces: spaces.clone(),
             access_key: None,
         };
         let app = Router::new()
@@ -80,6 +86,7 @@ impl FakeAws {
             addr,
             world,
             sandboxes,
+            spaces,
             stop: Some(stop),
             task: Some(task),
         })
@@ -111,6 +118,7 @@ impl FakeAws {
         [
             ("AWS_ENDPOINT_URL_SSM", endpoint.as_str()),
             ("AWS_ENDPOINT_URL_STS", endpoint.as_str()),
+            ("AWS_ENDPOINT_URL_SAGEMAKER", endpoint.as_str()),
             ("AWS_ENDPOINT_URL_IAM", endpoint.as_str()),
             // Every other service too: nothing the fake does not serve may reach AWS.
             ("AWS_ENDPOINT_URL", endpoint.as_str()),
@@ -230,6 +238,35 @@ impl FakeAws {
         self.world.lock().unwrap().pacing = pacing;
     }
 
+    /// The known_hosts line for `host` with the host key the space's SSH
+    /// server shows now (`None` when its app is not running).
+    pub fn space_known_hosts_line(
+        &self,
+        domain_id: &str,
+        space: &str,
+        host: &str,
+    ) -> Option<String> {
+        let arn = crate::sagemaker::space_arn(&self.world.lock().unwrap(), domain_id, space);
+        self.spaces.known_hosts_line(&arn, host)
+    }
+
+    /// Changes a seeded space (its app, settings, failures to come).
+    pub fn with_space(
+        &self,
+        domain_id: &str,
+        space: &str,
+        f: impl FnOnce(&mut crate::sagemaker::Space),
+    ) {
+        let mut world = self.world.lock().unwrap();
+        let found = world
+            .sagemaker
+            .spaces
+            .iter_mut()
+            .find(|s| s.domain_id == domain_id && s.name == space)
+            .unwrap_or_else(|| panic!("the fake has no space {domain_id}/{space}"));
+        f(found);
+    }
+
     /// The CloudTrail-style record of the calls answered so far.
     pub fn events(&self) -> Vec<ApiEvent> {
         self.world.lock().unwrap().events.clone()
@@ -257,8 +294,8 @@ impl Drop for FakeAws {
     }
 }
 
-/// `POST /`: SSM when `X-Amz-Target` names it, IAM or STS when the body is a
-/// Query-protocol form (told apart by its `Version`).
+/// `POST /`: SSM or SageMaker when `X-Amz-Target` names it, IAM or STS
+/// when the body is a Query-protocol form (told apart by its `Version`).
 async fn api(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let state = AppState {
         access_key: crate::caller::access_key_id(&headers),
@@ -274,6 +311,8 @@ async fn api(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> 
         .unwrap_or_default();
     if let Some(op) = target.strip_prefix("AmazonSSM.") {
         crate::ssm::handle(&state, op, &body).await
+    } else if let Some(op) = target.strip_prefix("SageMaker.") {
+        crate::sagemaker::handle(&state, op, &body).await
     } else if target.is_empty() && crate::iam::is_iam(&body) {
         crate::iam::handle(&state, &body)
     } else if target.is_empty() && crate::sts::is_query(&body) {

@@ -39,6 +39,13 @@ pub struct SshdConfig {
     pub shell: PathBuf,
     /// The host key; a fresh ed25519 key when `None`.
     pub host_key: Option<PrivateKey>,
+    /// Users let in with the `none` method, without a key (the server in a
+    /// Studio space, where the IAM-authenticated channel is the gate).
+    pub none_auth_users: Vec<String>,
+    /// The identification line (`SSH-2.0-Go`); russh's own when `None`.
+    pub banner: Option<String>,
+    /// Whether `exec` requests get `HOME` (the Studio space server sets none).
+    pub exec_home: bool,
 }
 
 impl SshdConfig {
@@ -48,6 +55,9 @@ impl SshdConfig {
             workdir: workdir.into(),
             shell: PathBuf::from("/bin/sh"),
             host_key: None,
+            none_auth_users: Vec::new(),
+            banner: None,
+            exec_home: true,
         }
     }
 }
@@ -78,6 +88,10 @@ impl EmbeddedSshServer {
             auth_rejection_time_initial: Some(Duration::ZERO),
             inactivity_timeout: None,
             nodelay: true,
+            server_id: match &config.banner {
+                Some(banner) => russh::SshId::Standard(banner.clone().into()),
+                None => russh::server::Config::default().server_id,
+            },
             ..Default::default()
         });
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
@@ -202,6 +216,17 @@ struct Connection {
 }
 
 impl Connection {
+    /// Records a successful login as `user`.
+    fn logged_in(&mut self, user: &str) -> Auth {
+        self.user = Some(user.to_string());
+        self.shared
+            .users
+            .lock()
+            .expect("users lock")
+            .push(user.to_string());
+        Auth::Accept
+    }
+
     fn is_authorized(&self, key: &PublicKey) -> bool {
         authorized_keys(&self.shared.config.authorized_keys)
             .iter()
@@ -261,6 +286,13 @@ fn after_options(line: &str) -> &str {
 impl russh::server::Handler for Connection {
     type Error = russh::Error;
 
+    async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
+        if !self.shared.config.none_auth_users.iter().any(|u| u == user) {
+            return Ok(Auth::reject());
+        }
+        Ok(self.logged_in(user))
+    }
+
     async fn auth_publickey_offered(
         &mut self,
         _user: &str,
@@ -281,13 +313,7 @@ impl russh::server::Handler for Connection {
         if !self.is_authorized(key.public_key) {
             return Ok(Auth::reject());
         }
-        self.user = Some(user.to_string());
-        self.shared
-            .users
-            .lock()
-            .expect("users lock")
-            .push(user.to_string());
-        Ok(Auth::Accept)
+        Ok(self.logged_in(user))
     }
 
     async fn channel_open_session(
@@ -301,6 +327,7 @@ impl russh::server::Handler for Connection {
             user: self.user.clone().unwrap_or_else(|| "root".into()),
             workdir: self.shared.config.workdir.clone(),
             shell: self.shared.config.shell.clone(),
+            exec_home: self.shared.config.exec_home,
         };
         tokio::spawn(serve_session_channel(channel, session.handle(), context));
         Ok(())
@@ -390,6 +417,7 @@ struct ProcessContext {
     user: String,
     workdir: PathBuf,
     shell: PathBuf,
+    exec_home: bool,
 }
 
 /// A terminal requested with `pty-req`.
@@ -519,7 +547,10 @@ fn start(
     if let Some(command) = command {
         args.extend(["-c", command]);
     }
-    let env = environment(context, pty.map(|p| p.term.as_str()));
+    let mut env = environment(context, pty.map(|p| p.term.as_str()));
+    if command.is_some() && !context.exec_home {
+        env.retain(|(name, _)| name != "HOME");
+    }
     match pty {
         Some(pty) => {
             let (terminal, pts) = pty_process::open().map_err(io::Error::other)?;

@@ -197,6 +197,8 @@ pub struct Seed {
     pub activation_tier: String,
     /// Roles, users, groups and managed policies IAM answers with.
     pub iam: crate::iam::Account,
+    /// Domains, spaces and their apps, jobs and notebook instances.
+    pub sagemaker: crate::sagemaker::Seed,
     pub smux_keepalive: SmuxKeepAlive,
 }
 
@@ -294,6 +296,8 @@ pub struct World {
     /// port: a host name a test resolves itself, or a listener in a network
     /// namespace (tests/netns.rs).
     pub stream_endpoint: Option<String>,
+    /// The SageMaker resources, as seeded and changed by the API.
+    pub sagemaker: crate::sagemaker::State,
 }
 
 /// One SendCommand: its request and one invocation per instance.
@@ -391,6 +395,7 @@ impl World {
             faults: seed.faults,
             activation_tier,
             iam: seed.iam,
+            sagemaker: seed.sagemaker,
             smux_keepalive: seed.smux_keepalive,
             ..World::default()
         }

@@ -154,6 +154,8 @@ impl Connection {
             Ok(request) => request,
             Err(e) => return self.finish(Event::Failed(EngineError::BadHandshake(e.to_string()))),
         };
+        // How a path announces its session type is not always public (Studio spaces): log it.
+        tracing::debug!(?request, "HandshakeRequest");
         let outcome = handshake::answer(&request, &self.config.client_version);
         // The response goes out even when it refuses: that is how the agent learns to stop.
         self.channel

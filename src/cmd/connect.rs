@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::proxy::push_key;
 use crate::cli::Global;
 use crate::keypush::PushKey;
-use crate::resolve::{self, ResolveArgs};
+use crate::path;
+use crate::resolve::ResolveArgs;
 use crate::sshconfig::{self, Paths};
 use crate::target::Target;
 use crate::{aws, keys};
@@ -39,11 +39,12 @@ const SSH_ENV: &str = "SM_SSH_SSH";
 pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let target = Target::parse(&args.target)?;
     let sdk = aws::load(global).await;
-    let resolved = resolve::resolve(&sdk, &target, &args.resolve.options()).await?;
-    let ssm = aws_sdk_ssm::Client::new(&sdk);
-    let user = args.user.as_deref().unwrap_or(resolved.default_user);
-    // Pushed here rather than in the ProxyCommand so its errors keep their exit codes.
-    push_key(&ssm, &target, &resolved, user, args.push_key).await?;
+    let reach = path::select(&target)
+        .resolve(&sdk, &target, &args.resolve.options())
+        .await?;
+    let user = args.user.as_deref().unwrap_or(reach.default_user);
+    // Installed here rather than in the ProxyCommand so its errors keep their exit codes.
+    path::install_key(&sdk, &reach, user, args.push_key).await?;
     // ssh reads the key as it starts: it must exist before.
     keys::Identity::ensure()?;
     let paths = Paths::current()?;
@@ -51,14 +52,20 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         paths: &paths,
         global,
         label: &args.target,
-        instance_id: &resolved.instance_id,
+        session_target: &reach.session_target,
+        host_key_alias: &reach.pin.alias,
         user,
         port: args.port,
         ssh_args: &args.ssh_args,
     };
+    run_ssh(plan.argv()).await
+}
+
+/// Runs the system ssh with `argv` and passes its exit status on.
+pub async fn run_ssh(argv: Vec<String>) -> anyhow::Result<ExitCode> {
     let ssh = std::env::var_os(SSH_ENV).unwrap_or_else(|| "ssh".into());
     let mut child = tokio::process::Command::new(&ssh)
-        .args(plan.argv())
+        .args(argv)
         .spawn()
         .with_context(|| {
             format!(
@@ -85,7 +92,10 @@ pub struct SshPlan<'a> {
     pub global: &'a Global,
     /// What the user typed: the host name ssh shows.
     pub label: &'a str,
-    pub instance_id: &'a str,
+    /// What the ProxyCommand starts the session on.
+    pub session_target: &'a str,
+    /// The name ssh pins the host key under.
+    pub host_key_alias: &'a str,
     pub user: &'a str,
     pub port: u16,
     pub ssh_args: &'a [String],
@@ -115,7 +125,7 @@ impl SshPlan<'_> {
             "%p".into(),
             "--label".into(),
             self.label.into(),
-            self.instance_id.into(),
+            self.session_target.into(),
         ]);
         let proxy_command = proxy
             .iter()
@@ -134,7 +144,7 @@ impl SshPlan<'_> {
         argv.extend(sshconfig::ssh_options(
             self.paths,
             self.user,
-            Some(self.instance_id),
+            Some(self.host_key_alias),
         ));
         argv.push("--".into());
         argv.push(self.label.into());
@@ -228,7 +238,8 @@ mod tests {
             paths: &paths,
             global: &global,
             label: "job.training.sagemaker",
-            instance_id: "mi-0123456789abcdef0",
+            session_target: "mi-0123456789abcdef0",
+            host_key_alias: "mi-0123456789abcdef0",
             user: "root",
             port: 22,
             ssh_args: &args,

@@ -23,6 +23,10 @@ pub struct Args {
     /// The Studio user profile (with --domain).
     #[arg(long, value_name = "NAME", requires = "domain")]
     pub user_profile: Option<String>,
+    /// Check this Studio space's remote access: settings, app, instance type,
+    /// image, sagemaker:StartSession and per-user isolation, network.
+    #[arg(long, value_name = "SPACE")]
+    pub space: Option<String>,
     /// Also check the SSM tier (only) in these regions (repeat, or
     /// comma-separate). Repeat --region to check the tier and the managed
     /// instances of several regions.
@@ -62,6 +66,7 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         yes: args.yes,
         profile: global.profile.clone(),
         regions: global.region.clone(),
+        space: args.space,
     };
     let sdk = crate::aws::load(global).await;
     let report = doctor::run(&options, &sdk).await;

@@ -15,8 +15,9 @@ use tokio::sync::RwLock;
 use crate::aws;
 use crate::cli::Global;
 use crate::error::{exit, Failure};
+use crate::path::{self, Purpose};
 use crate::port::{self, OpenError, Opened};
-use crate::resolve::{self, ResolveArgs};
+use crate::resolve::ResolveArgs;
 use crate::session::Sessions;
 use crate::target::Target;
 
@@ -43,12 +44,17 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let target = Target::parse(&args.target)?;
     let options = crate::session::data_channel_options()?;
     let sdk = aws::load(global).await;
-    let resolved = resolve::resolve(&sdk, &target, &args.resolve.options()).await?;
+    let path = path::select(&target);
+    let reach = path.resolve(&sdk, &target, &args.resolve.options()).await?;
+    if path == path::Path::Space {
+        return super::forward_ssh::run(&reach, &args.forwards, global).await;
+    }
+    // Port-forwarding documents are the SSM API's (the ssm and native paths).
     let sessions = Arc::new(Sessions::new(aws_sdk_ssm::Client::new(&sdk)));
     let context = Arc::new(Context {
         sessions,
         options,
-        instance_id: resolved.instance_id.clone(),
+        instance_id: reach.session_target.clone(),
         label: args.target.clone(),
         live: Mutex::default(),
     });
@@ -146,16 +152,21 @@ impl Context {
         document: Document,
         spec: &Spec,
     ) -> Result<StreamTarget, crate::error::AwsError> {
-        let mut parameters = vec![("portNumber", spec.remote_port.to_string())];
-        if document != Document::Ssh {
-            parameters.push(("localPortNumber", spec.local_port.to_string()));
-        }
-        if document == Document::PortForwardingToRemoteHost {
-            let host = spec.host.clone().unwrap_or_else(|| "localhost".into());
-            parameters.push(("host", host));
-        }
+        let purpose = match document {
+            Document::Ssh => Purpose::Ssh {
+                port: spec.remote_port,
+            },
+            _ => Purpose::Forward {
+                document: document.name(),
+                host: (document == Document::PortForwardingToRemoteHost)
+                    .then(|| spec.host.as_deref().unwrap_or("localhost")),
+                port: spec.remote_port,
+                local_port: spec.local_port,
+            },
+        };
+        let (document, parameters) = path::ssm::document(&purpose);
         self.sessions
-            .start(&self.instance_id, &self.label, document.name(), &parameters)
+            .start(&self.instance_id, &self.label, document, &parameters)
             .await
     }
 

@@ -1,7 +1,8 @@
 //! `sm-ssh list`: the SSH-enabled instances (registered by
-//! sagemaker-ssh-helper, tagged `SSHOwner`) and the host name to give ssh.
-//! One DescribeInstanceInformation (paged) and concurrent
-//! ListTagsForResource calls; no SageMaker API calls. Given a whole target
+//! sagemaker-ssh-helper, tagged `SSHOwner`), the Studio spaces, and the host
+//! name to give ssh. One DescribeInstanceInformation (paged) and concurrent
+//! ListTagsForResource calls; ListSpaces and ListApps for the spaces (see
+//! `list_spaces`). Given a whole target
 //! name, it runs the resolution `connect` and `ssh` use and shows the one
 //! instance they would reach (or fails as they would).
 
@@ -13,9 +14,11 @@ use serde::Serialize;
 
 use crate::cli::Global;
 use crate::error::{exit, Failure};
+use crate::path::space::{self, SpaceInfo};
+use crate::path::{self, Detail, Reach};
 use crate::resolve::candidate::{tagged_resource, Candidate};
-use crate::resolve::{format_epoch, region_name, resolve, ssm, Owner, ResolveArgs};
-use crate::target::{Kind, Target, TargetError};
+use crate::resolve::{format_epoch, region_name, ssm, Owner, ResolveArgs};
+use crate::target::{Target, TargetError};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -38,7 +41,8 @@ pub struct Row {
     pub host: String,
     /// Job, endpoint, notebook or app name; null when the tags name nothing.
     pub name: Option<String>,
-    pub kind: Option<Kind>,
+    /// `training`, …, `studio`, or `space`.
+    pub kind: Option<String>,
     pub instance_id: String,
     pub ping_status: String,
     /// RFC 3339.
@@ -48,6 +52,9 @@ pub struct Row {
     pub computer_name: String,
     pub owner: Option<String>,
     pub resource_arn: Option<String>,
+    /// Spaces only: `SpaceSettings.RemoteAccess` is ENABLED.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_access: Option<bool>,
     #[serde(skip)]
     last_ping_secs: Option<i64>,
     #[serde(skip)]
@@ -65,7 +72,8 @@ impl Row {
                 .map(|r| r.host_name())
                 .unwrap_or_else(|| candidate.instance_id.clone()),
             name: resource.as_ref().map(|r| r.name.clone()),
-            kind: resource.as_ref().map(|r| r.kind),
+            kind: resource.as_ref().map(|r| r.kind.to_string()),
+            remote_access: None,
             owner: tag("SSHOwner"),
             resource_arn: tag("SSHResourceArn"),
             last_ping: candidate.last_ping.map(rfc3339),
@@ -75,6 +83,39 @@ impl Row {
             instance_id: candidate.instance_id,
             ping_status: candidate.ping_status,
             computer_name: candidate.computer_name,
+        }
+    }
+
+    /// The row of what a whole target name reaches.
+    fn from_reach(reach: Reach) -> Row {
+        match reach.detail {
+            Detail::Ssm(candidate) => Row::new(candidate),
+            // SSM does not describe native targets.
+            Detail::Native => Row::new(Candidate {
+                instance_id: reach.session_target,
+                ping_status: "Unknown".into(),
+                ..Candidate::default()
+            }),
+            Detail::Space(info) => Row::space(&info),
+        }
+    }
+
+    /// A Studio space: its status is its app's.
+    fn space(info: &SpaceInfo) -> Row {
+        Row {
+            host: info.host_name(),
+            name: Some(info.space.clone()),
+            kind: Some("space".into()),
+            instance_id: String::new(),
+            ping_status: info.app_status.clone().unwrap_or_else(|| "Stopped".into()),
+            last_ping: None,
+            registered: info.app_created_ms.map(|ms| rfc3339(ms / 1000)),
+            computer_name: String::new(),
+            owner: Some(info.owner.clone()).filter(|o| !o.is_empty()),
+            resource_arn: Some(info.arn.clone()),
+            remote_access: Some(info.remote_access),
+            last_ping_secs: None,
+            registered_secs: info.app_created_ms.map(|ms| ms / 1000),
         }
     }
 
@@ -105,12 +146,14 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         .transpose()?
         .flatten()
     {
-        let resolved = resolve(&sdk, &target, &args.resolve.options()).await?;
-        let mut row = Row::new(resolved.instance);
+        let reach = path::select(&target)
+            .resolve(&sdk, &target, &args.resolve.options())
+            .await?;
+        let mut row = Row::from_reach(reach);
         if let Target::SageMaker(named) = &target {
             row.host = named.host_name();
             row.name = Some(named.name.clone());
-            row.kind = Some(named.kind);
+            row.kind = Some(named.kind.to_string());
         }
         print_rows(&[row], args.json)?;
         return Ok(ExitCode::SUCCESS);
@@ -132,9 +175,11 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let instances = ssm::describe(&client, vec![filter]).await?;
     let instances = ssm::fetch_tags(&client, instances).await?;
     tracing::debug!(count = instances.len(), owner = ?owner_id, "listed SSH-enabled instances");
+    let spaces = list_spaces(&sdk).await;
     let mut rows: Vec<Row> = instances
         .into_iter()
         .map(Row::new)
+        .chain(spaces.iter().map(Row::space))
         .filter(|row| args.pattern.as_deref().is_none_or(|p| row.matches(p)))
         .collect();
     sort(&mut rows);
@@ -158,6 +203,20 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         print_rows(&rows, args.json)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The spaces ListSpaces shows, with their apps from ListApps. Spaces are
+/// an addition to the listing: when SageMaker refuses, one line says why
+/// and the instances are still listed.
+async fn list_spaces(sdk: &aws_config::SdkConfig) -> Vec<SpaceInfo> {
+    let client = aws_sdk_sagemaker::Client::new(sdk);
+    match space::list(&client).await {
+        Ok(spaces) => spaces,
+        Err(error) => {
+            eprintln!("sm-ssh: Studio spaces not listed: {}", error.message(None));
+            Vec::new()
+        }
+    }
 }
 
 fn print_rows(rows: &[Row], json: bool) -> anyhow::Result<()> {
@@ -215,11 +274,14 @@ fn table(rows: &[Row], now: i64) -> String {
     for row in rows {
         lines.push([
             row.name.clone().unwrap_or_else(|| "-".into()),
-            row.kind
-                .map(|k| k.to_string())
+            row.kind.clone().unwrap_or_else(|| "-".into()),
+            Some(row.instance_id.clone())
+                .filter(|id| !id.is_empty())
                 .unwrap_or_else(|| "-".into()),
-            row.instance_id.clone(),
-            row.ping_status.clone(),
+            match row.remote_access {
+                Some(false) => format!("{} (remote access off)", row.ping_status),
+                _ => row.ping_status.clone(),
+            },
             row.last_ping_secs
                 .map(|t| format!("{} ago", span(now - t)))
                 .unwrap_or_else(|| "-".into()),
@@ -335,7 +397,7 @@ mod tests {
             1_700_000_000,
         ));
         assert_eq!(row.host, "job.training.sagemaker");
-        assert_eq!(row.kind, Some(Kind::Training));
+        assert_eq!(row.kind.as_deref(), Some("training"));
         assert_eq!(row.registered.as_deref(), Some("2023-11-14T22:13:20Z"));
         let endpoint = Row::new(candidate("mi-2", "", "Online", 1));
         assert_eq!(endpoint.host, "mi-2");

@@ -5,12 +5,14 @@ pub mod config;
 pub mod connect;
 pub mod doctor;
 pub mod forward;
+mod forward_ssh;
 pub mod list;
 pub mod playground;
 pub mod plugin;
 pub mod policy;
 pub mod proxy;
 pub mod sessions;
+pub mod space;
 
 use std::process::ExitCode;
 
@@ -28,6 +30,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Policy(args) => policy::run(args, &global).await,
         Command::Playground(args) => playground::run(args, &global).await,
         Command::Plugin(args) => plugin::run(args, &global).await,
+        Command::Space(args) => space::run(args, &global).await,
         Command::Sessions(args) => sessions::run(args, &global).await,
         Command::Completions(args) => completions::run(args, &global).await,
     };

@@ -37,6 +37,15 @@ pub enum Document {
     },
     /// The execution role's trust policy (SageMaker and SSM).
     Trust,
+    /// The connecting user's policy for Studio spaces (sagemaker:StartSession).
+    Space {
+        /// The account ID (default: the caller's, from STS).
+        #[arg(long, value_name = "ID")]
+        account: Option<String>,
+        /// Team-isolating variant: users reach the spaces of their KEY tag's team.
+        #[arg(long, value_name = "KEY")]
+        team_tag: Option<String>,
+    },
     /// Telling apart in CloudTrail the notebooks that share an execution role:
     /// the role's permission to assume itself (default), its trust policy
     /// with itself added, or the notebook lifecycle script that re-assumes it
@@ -85,29 +94,40 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             documents::server(&scope, &role)
         }
         Document::Client { account, team_tag } => {
-            let (account, partition) = match account {
-                Some(account) => {
-                    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
-                        bail!("--account {account:?} is not a 12-digit AWS account ID");
-                    }
-                    let partition = global
-                        .region()
-                        .map(documents::partition_of_region)
-                        .unwrap_or("aws");
-                    (account, partition.to_owned())
-                }
-                None => caller_account(global).await?,
-            };
-            let scope = Scope {
-                partition,
-                account,
-                team_tag: checked_tag(team_tag)?,
-            };
-            documents::client(&scope)
+            documents::client(&user_scope(account, team_tag, global).await?)
+        }
+        Document::Space { account, team_tag } => {
+            crate::policy::space::client(&user_scope(account, team_tag, global).await?)
         }
     };
     println!("{}", serde_json::to_string_pretty(&document)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The scope of a user's policy: the account given or the caller's.
+async fn user_scope(
+    account: Option<String>,
+    team_tag: Option<String>,
+    global: &Global,
+) -> anyhow::Result<Scope> {
+    let (account, partition) = match account {
+        Some(account) => {
+            if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+                bail!("--account {account:?} is not a 12-digit AWS account ID");
+            }
+            let partition = global
+                .region()
+                .map(documents::partition_of_region)
+                .unwrap_or("aws");
+            (account, partition.to_owned())
+        }
+        None => caller_account(global).await?,
+    };
+    Ok(Scope {
+        partition,
+        account,
+        team_tag: checked_tag(team_tag)?,
+    })
 }
 
 /// `arn:<partition>:iam::<account>:role/<path/name>` → account.

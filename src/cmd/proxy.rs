@@ -1,20 +1,21 @@
-//! `sm-ssh proxy`: ssh's ProxyCommand. Resolves the target, pushes our key if
-//! needed, starts an AWS-StartSSHSession and bridges stdin/stdout to it.
-//! stdout carries only tunnel bytes; everything else goes to stderr.
+//! `sm-ssh proxy`: ssh's ProxyCommand. Resolves the target on its access
+//! path, installs our key if the path takes one, starts an SSH session and
+//! bridges stdin/stdout to it. stdout carries only tunnel bytes; everything
+//! else goes to stderr.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use sm_ssh_proxy::{bridge, SessionEnd, StreamTarget};
+use sm_ssh_proxy::{bridge, SessionControl, SessionEnd, StreamTarget};
 
+use crate::aws;
 use crate::cli::Global;
-use crate::keypush::{self, PushKey};
-use crate::resolve::{self, ResolveArgs, Resolved};
-use crate::session::Sessions;
+use crate::keypush::PushKey;
+use crate::path::{self, Control, Purpose};
+use crate::resolve::ResolveArgs;
 use crate::target::Target;
-use crate::{aws, keys, known_hosts};
 
-pub const SSH_DOCUMENT: &str = "AWS-StartSSHSession";
+pub use crate::path::ssm::SSH_DOCUMENT;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -40,26 +41,19 @@ pub struct Args {
 pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let target = Target::parse(&args.target)?;
     let sdk = aws::load(global).await;
-    let resolved = resolve::resolve(&sdk, &target, &args.resolve.options()).await?;
-    if args.target != resolved.instance_id {
-        // ssh pins host keys under %h: forget them when the name moved to a new instance.
-        known_hosts::rebind(&args.target, &resolved.instance_id)?;
-    }
-    let ssm = aws_sdk_ssm::Client::new(&sdk);
-    let user = args.user.as_deref().unwrap_or(resolved.default_user);
-    push_key(&ssm, &target, &resolved, user, args.push_key).await?;
-    let sessions = Arc::new(Sessions::new(ssm));
+    let path = path::select(&target);
+    let reach = path.resolve(&sdk, &target, &args.resolve.options()).await?;
+    // ssh pins host keys under %h: forget them when what is behind the name changed.
+    path::pin_host_key(&args.target, &reach)?;
+    let user = args.user.as_deref().unwrap_or(reach.default_user);
+    path::install_key(&sdk, &reach, user, args.push_key).await?;
+    let control = Arc::new(Control::new(&sdk, path));
     let label = args.label.as_deref().unwrap_or(&args.target);
-    let stream = sessions
-        .start(
-            &resolved.instance_id,
-            label,
-            SSH_DOCUMENT,
-            &[("portNumber", args.port.to_string())],
-        )
+    let stream = control
+        .start(&reach, &Purpose::Ssh { port: args.port }, label)
         .await?;
-    tracing::info!(session_id = %stream.session_id, instance_id = %resolved.instance_id, "session started");
-    let end = stdio_bridge(stream, sessions, "sm-ssh: ").await?;
+    tracing::info!(session_id = %stream.session_id, target = %reach.session_target, "session started");
+    let end = stdio_bridge(stream, control, "sm-ssh: ").await?;
     tracing::debug!(stats = ?end.stats, "session over");
     Ok(ExitCode::SUCCESS)
 }
@@ -68,7 +62,7 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
 /// shows on stderr, after `prefix`, what the agent said at the end.
 pub async fn stdio_bridge(
     target: StreamTarget,
-    sessions: Arc<Sessions>,
+    sessions: Arc<impl SessionControl>,
     prefix: &str,
 ) -> anyhow::Result<SessionEnd> {
     let end = bridge(
@@ -83,31 +77,4 @@ pub async fn stdio_bridge(
         eprintln!("{prefix}{}", end.output.trim());
     }
     Ok(end)
-}
-
-/// Installs our key on the instance unless `mode` or the state file says not
-/// to. Native targets (`sagemaker-cluster:…`) take no SendCommand: skipped.
-pub async fn push_key(
-    ssm: &aws_sdk_ssm::Client,
-    target: &Target,
-    resolved: &Resolved,
-    user: &str,
-    mode: PushKey,
-) -> anyhow::Result<()> {
-    if mode == PushKey::Never || matches!(target, Target::Native(_)) {
-        return Ok(());
-    }
-    let identity = keys::Identity::ensure()?;
-    let state = keypush::default_state_file(&keys::data_dir()?);
-    let outcome = keypush::ensure(
-        ssm,
-        &resolved.instance_id,
-        user,
-        &identity.public_key_line(),
-        mode,
-        &state,
-    )
-    .await?;
-    tracing::debug!(?outcome, instance_id = %resolved.instance_id, "key push");
-    Ok(())
 }

@@ -12,14 +12,14 @@ use crate::policy::eval::Policy;
 
 /// The IAM principal behind a caller ARN.
 #[derive(Debug, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     Root,
     User(String),
     Role(String),
     Other,
 }
 
-fn kind_of(arn: &str) -> Kind {
+pub(super) fn kind_of(arn: &str) -> Kind {
     let resource = arn.splitn(6, ':').nth(5).unwrap_or("");
     if resource == "root" {
         return Kind::Root;
@@ -97,7 +97,7 @@ pub async fn check(sdk: &SdkConfig, me: &Me, region: &str, options: &Options) ->
 }
 
 /// A role's policies, tags and ARN.
-async fn role_policies(
+pub(super) async fn role_policies(
     client: &aws_sdk_iam::Client,
     name: &str,
 ) -> Result<(Vec<Policy>, Vec<(String, String)>, String), Failure> {

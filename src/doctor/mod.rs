@@ -12,6 +12,7 @@ mod network;
 pub mod report;
 mod role;
 mod simulate;
+mod space;
 mod tier;
 
 use aws_config::SdkConfig;
@@ -37,6 +38,8 @@ pub struct Options {
     /// Each `--region` given, in order: the SSM tier and the managed
     /// instances are checked in every one, IAM and SageMaker in the first.
     pub regions: Vec<String>,
+    /// A Studio space to check for remote access (`--space`).
+    pub space: Option<String>,
 }
 
 pub use role::Source;
@@ -126,6 +129,9 @@ pub async fn run(options: &Options, sdk: &SdkConfig) -> Report {
     let target = role::resolve(sdk, options.target.as_ref()).await;
     checks.extend(role::checks(sdk, &me, &home_region, &target, options).await);
     checks.push(client::check(sdk, &me, &home_region, options).await);
+    if let Some(name) = &options.space {
+        checks.extend(space::checks(sdk, &me, name, options).await);
+    }
     checks.push(network::check(&target, &home_region));
     for region in &regional {
         checks.push(instances::check(sdk, &me, region).await);

@@ -1,5 +1,6 @@
 //! The demo world: a fake AWS seeded with one SageMaker training job whose
-//! managed instance runs the embedded SSH server.
+//! managed instance runs the embedded SSH server, and one Studio space
+//! (`demo.space.sagemaker`) with remote access on.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,7 @@ impl Demo {
             identity,
             activation_tier: setup.tier.into(),
             iam: setup.iam,
+            sagemaker: demo_studio(),
             ..Seed::default()
         };
         let fake = FakeAws::start(seed)
@@ -125,6 +127,27 @@ impl Demo {
     /// `demo.training.sagemaker ssh-ed25519 …` for a known_hosts file.
     pub fn known_hosts_line(&self) -> String {
         self.sshd.known_hosts_line(super::DEMO_HOST)
+    }
+}
+
+/// The demo's Studio domain, with one running space whose remote access is on.
+pub const DEMO_DOMAIN: &str = "d-demo0playgrnd";
+
+fn demo_studio() -> sm_ssh_integration::sagemaker::Seed {
+    use sm_ssh_integration::sagemaker::{Domain, Seed, Space};
+    Seed {
+        domains: vec![Domain {
+            id: DEMO_DOMAIN.into(),
+            name: "playground".into(),
+            ..Domain::default()
+        }],
+        spaces: vec![Space {
+            domain_id: DEMO_DOMAIN.into(),
+            name: "demo".into(),
+            instance_type: "ml.m5.large".into(),
+            ..Space::default()
+        }],
+        ..Seed::default()
     }
 }
 

@@ -10,6 +10,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use super::account::{self, Broken};
 use super::{Demo, DEMO_HOST};
 
+/// The demo Studio space.
+const DEMO_SPACE: &str = "demo.space.sagemaker";
+
 /// The last line printed once everything is ready (tests wait for it).
 pub const READY: &str = "# Ctrl-C stops the playground.";
 
@@ -17,8 +20,15 @@ pub async fn serve(broken: Option<Broken>) -> anyhow::Result<ExitCode> {
     let demo = Demo::start_with(broken).await?;
     let config_path = demo.scratch.path().join("ssh_config");
     let known_hosts = demo.scratch.path().join("known_hosts");
-    std::fs::write(&known_hosts, demo.known_hosts_line() + "\n")
-        .context("cannot write the playground's known_hosts")?;
+    let space_key = demo
+        .fake
+        .space_known_hosts_line(super::demo::DEMO_DOMAIN, "demo", DEMO_SPACE)
+        .context("the demo space's app is not running")?;
+    std::fs::write(
+        &known_hosts,
+        format!("{}\n{space_key}\n", demo.known_hosts_line()),
+    )
+    .context("cannot write the playground's known_hosts")?;
     let exe = std::env::current_exe().context("cannot tell where the sm-ssh binary is")?;
     // ssh reads its IdentityFile before the ProxyCommand runs: make the key now.
     let identity = crate::keys::Identity::ensure()?;
@@ -49,6 +59,11 @@ pub async fn serve(broken: Option<Broken>) -> anyhow::Result<ExitCode> {
     let _ = writeln!(out, "#   sm-ssh connect {DEMO_HOST}");
     let _ = writeln!(out, "#   ssh -F {} {DEMO_HOST}", config_path.display());
     let _ = writeln!(out, "#   sm-ssh forward {DEMO_HOST} -L 2222:22");
+    let _ = writeln!(
+        out,
+        "#   ssh -F {} {DEMO_SPACE}   (a Studio space: no key needed)",
+        config_path.display()
+    );
     let _ = writeln!(
         out,
         "#   scp FILE {DEMO_HOST}: and sftp {DEMO_HOST} (with -F as above)"
@@ -83,7 +98,9 @@ pub async fn serve(broken: Option<Broken>) -> anyhow::Result<ExitCode> {
 /// A `Host *.sagemaker` block for the demo, using this binary as ProxyCommand.
 fn ssh_config(exe: &str, known_hosts: &str, identity: &str) -> String {
     format!(
-        "Host *.sagemaker\n\
+        "Host *.space.sagemaker\n\
+         \x20 User sagemaker-user\n\
+         Host *.sagemaker\n\
          \x20 User root\n\
          \x20 ProxyCommand '{exe}' proxy --user %r %h\n\
          \x20 IdentityFile \"{identity}\"\n\

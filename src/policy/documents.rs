@@ -102,7 +102,7 @@ fn managed_instances(scope: &Scope) -> String {
     )
 }
 
-fn team_condition(operator_key: &str, key: &str) -> Value {
+pub(crate) fn team_condition(operator_key: &str, key: &str) -> Value {
     json!({ "StringEquals": { format!("{operator_key}/{key}"): format!("${{aws:PrincipalTag/{key}}}") } })
 }
 

@@ -5,3 +5,4 @@
 pub mod attribution;
 pub mod documents;
 pub mod eval;
+pub mod space;

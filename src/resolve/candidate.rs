@@ -53,17 +53,7 @@ impl Resource {
     /// Parses `arn:<partition>:sagemaker:<region>:<account>:<type>/<name>`, or
     /// for Studio `…:app/<domain>/<space>/<app type>/<app>`.
     pub fn from_arn(arn: &str) -> Option<Resource> {
-        let mut parts = arn.splitn(6, ':');
-        let (Some("arn"), Some(_partition), Some("sagemaker"), Some(_), Some(_), Some(resource)) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
-            return None;
-        };
+        let (_, _, resource) = crate::target::sagemaker_arn_parts(arn)?;
         let segments: Vec<&str> = resource.split('/').collect();
         let kind = Kind::from_arn_resource_type(segments[0])?;
         match (kind, segments.as_slice()) {

@@ -5,8 +5,8 @@
 //! instances' `SSHResourceArn` tags (ListTagsForResource, concurrent); if that
 //! finds nothing, the agent's registration line in CloudWatch Logs (always
 //! the way for endpoints, whose tags name nothing). Online instances come
-//! first, then the newest. `mi-…`/`i-…` ids are checked as they are; native
-//! targets (`sagemaker-cluster:…`) go to Session Manager unchanged.
+//! first, then the newest. `mi-…`/`i-…` ids are checked as they are. These
+//! are the internals of `path::ssm`.
 
 pub mod candidate;
 pub mod logs;
@@ -97,8 +97,7 @@ pub struct ResolveOptions {
 pub struct Resolved {
     /// The StartSession target: `mi-…`, `i-…`, or a native target unchanged.
     pub instance_id: String,
-    /// `Online` (always, for `mi-`/`i-` and SageMaker targets), or `Unknown`
-    /// for native targets, which SSM does not describe.
+    /// `Online`: resolution fails otherwise.
     pub ping_status: String,
     pub kind: Option<Kind>,
     /// The login user ssh should use unless told otherwise.
@@ -107,7 +106,7 @@ pub struct Resolved {
     pub name: String,
     /// The instance's host name (e.g. `algo-1`), when SSM reports it.
     pub computer_name: String,
-    /// What SSM said about the instance (only the id for native targets).
+    /// What SSM said about the instance.
     pub instance: Candidate,
 }
 
@@ -220,27 +219,12 @@ impl fmt::Display for ResolveError {
 impl std::error::Error for ResolveError {}
 
 /// Finds the instance behind `target`, waiting for it when `opts.wait` says
-/// so. Fails unless it is Online (native targets are not checked).
+/// so. Fails unless it is Online. Native targets take `path::native`.
 pub async fn resolve(
     sdk: &SdkConfig,
     target: &Target,
     opts: &ResolveOptions,
 ) -> Result<Resolved, ResolveError> {
-    if let Target::Native(id) = target {
-        return Ok(Resolved {
-            instance_id: id.clone(),
-            ping_status: "Unknown".into(),
-            kind: None,
-            default_user: target.default_user(),
-            name: id.clone(),
-            computer_name: String::new(),
-            instance: Candidate {
-                instance_id: id.clone(),
-                ping_status: "Unknown".into(),
-                ..Candidate::default()
-            },
-        });
-    }
     let owner_id = match target {
         Target::SageMaker(_) => opts.owner.user_id(sdk).await?,
         _ => None,
@@ -314,7 +298,9 @@ impl Lookup<'_> {
                 (found, vec![format!("SSM instance {id}")])
             }
             Target::SageMaker(target) => self.sagemaker(target).await?,
-            Target::Native(_) => unreachable!("native targets are not looked up"),
+            Target::Native(_) | Target::Space(_) => {
+                unreachable!("native targets and spaces take their own paths")
+            }
         };
         if candidates.is_empty() {
             return Err(ResolveError::NotFound {

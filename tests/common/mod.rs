@@ -84,6 +84,20 @@ impl Env {
         command
     }
 
+    /// `sm-ssh config install --file <HOME>/ssh_config` (which also makes
+    /// sm-ssh's key, which ssh loads as it starts); returns the file.
+    pub fn install_config(&self) -> PathBuf {
+        let config = self.home().join("ssh_config");
+        let output = self.run([
+            "config".as_ref(),
+            "install".as_ref(),
+            "--file".as_ref(),
+            config.as_os_str(),
+        ]);
+        assert_exit(&output, 0);
+        config
+    }
+
     /// Runs `sm-ssh <args>` to completion with stdin closed.
     pub fn run<I, S>(&self, args: I) -> Output
     where

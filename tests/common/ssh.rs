@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use sha2::{Digest, Sha256};
 use sm_ssh_integration::openssh::OpenSshServer;
 
-use super::{assert_exit, me, training_instance, Env};
+use super::{me, training_instance, Env};
 
 /// Incompressible, reproducible bytes (xorshift64 from `seed`).
 pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
@@ -53,14 +53,7 @@ impl SshWorld {
         let sshd = OpenSshServer::start(&sandbox).expect("sshd starts (install openssh-server)");
         env.fake.map_port(instance, 22, sshd.addr());
         // ssh loads its identity as it starts, so sm-ssh's key must exist first.
-        let config = env.home().join("ssh_config");
-        let output = env.run([
-            "config".as_ref(),
-            "install".as_ref(),
-            "--file".as_ref(),
-            config.as_os_str(),
-        ]);
-        assert_exit(&output, 0);
+        env.install_config();
         SshWorld {
             env,
             sshd,

@@ -5,7 +5,7 @@
 mod commands;
 mod history;
 mod instances;
-mod sessions;
+pub(crate) mod sessions;
 mod settings;
 
 use axum::http::StatusCode;

@@ -77,6 +77,19 @@ fn start_in(world: &mut World, port: u16, req: &StartInput, document: &str) -> A
             ))
         }
     }
+    let (id, token) = open_session(world, &req.target, document, properties, req.reason.clone());
+    Ok(session_reply(&id, &token, &stream_endpoint(world, port)))
+}
+
+/// Creates a session on `target` with its first token; returns both. The
+/// SageMaker API's StartSession opens its sessions here too.
+pub(crate) fn open_session(
+    world: &mut World,
+    target: &str,
+    document: &str,
+    properties: Value,
+    reason: Option<String>,
+) -> (String, String) {
     let id = format!("{}-{}", session_prefix(&world.identity.arn), hex17());
     let token = new_token();
     let (terminated, _) = watch::channel(false);
@@ -84,7 +97,7 @@ fn start_in(world: &mut World, port: u16, req: &StartInput, document: &str) -> A
         id.clone(),
         Session {
             id: id.clone(),
-            target: req.target.clone(),
+            target: target.to_string(),
             document: document.to_string(),
             properties,
             unused_tokens: HashSet::from([token.clone()]),
@@ -93,16 +106,16 @@ fn start_in(world: &mut World, port: u16, req: &StartInput, document: &str) -> A
         },
     );
     let record = SessionRecord {
-        target: req.target.clone(),
+        target: target.to_string(),
         document: document.to_string(),
         owner: world.identity.clone(),
-        reason: req.reason.clone(),
+        reason,
         started: now(),
         ended: None,
         connected: false,
     };
     world.session_records.insert(id.clone(), record);
-    Ok(session_reply(&id, &token, &stream_endpoint(world, port)))
+    (id, token)
 }
 
 /// Stamps the session's end time once it is over, however it ends:
@@ -202,7 +215,7 @@ pub(super) fn session_arn(world: &World, id: &str) -> String {
 }
 
 /// Where StreamUrls point: the fake's own port, unless a test chose another.
-fn stream_endpoint(world: &World, port: u16) -> String {
+pub(crate) fn stream_endpoint(world: &World, port: u16) -> String {
     world
         .stream_endpoint
         .clone()

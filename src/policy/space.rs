@@ -1,0 +1,122 @@
+//! The connecting user's policy for Studio spaces (`sm-ssh policy space`):
+//! find spaces and their apps, `sagemaker:StartSession` on one's own spaces
+//! only, and the calls `sm-ssh space enable` makes. Per user, a space is
+//! one's own when Studio's `sagemaker:user-profile-arn` tag names a profile
+//! called like the IAM user; per team (`--team-tag KEY`), when the space's
+//! KEY tag equals the principal's (the ABAC pattern of the SageMaker blog's
+//! "Studio for teams" setup).
+
+use serde_json::{json, Value};
+
+use super::documents::{team_condition, Scope};
+
+/// Read-only calls sm-ssh makes to find a space and see whether it runs.
+pub const READ_ACTIONS: [&str; 5] = [
+    "sagemaker:ListDomains",
+    "sagemaker:ListSpaces",
+    "sagemaker:DescribeSpace",
+    "sagemaker:ListApps",
+    "sagemaker:DescribeApp",
+];
+
+/// What `sm-ssh space enable` changes.
+pub const ENABLE_ACTIONS: [&str; 3] = [
+    "sagemaker:UpdateSpace",
+    "sagemaker:DeleteApp",
+    "sagemaker:CreateApp",
+];
+
+/// The ARN pattern of every space in the account.
+pub fn spaces(scope: &Scope) -> String {
+    format!(
+        "arn:{}:sagemaker:*:{}:space/*",
+        scope.partition, scope.account
+    )
+}
+
+/// The condition that makes a space the caller's own.
+pub fn own_space_condition(scope: &Scope) -> Value {
+    match &scope.team_tag {
+        Some(key) => team_condition("sagemaker:ResourceTag", key),
+        None => json!({"StringLike": {
+            "sagemaker:ResourceTag/sagemaker:user-profile-arn": format!(
+                "arn:{}:sagemaker:*:{}:user-profile/*/${{aws:username}}",
+                scope.partition, scope.account
+            )
+        }}),
+    }
+}
+
+pub fn client(scope: &Scope) -> Value {
+    let (partition, account) = (&scope.partition, &scope.account);
+    let own = own_space_condition(scope);
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "FindSpacesAndApps",
+                "Effect": "Allow",
+                "Action": READ_ACTIONS,
+                "Resource": "*"
+            },
+            {
+                "Sid": if scope.team_tag.is_some() { "ConnectToOwnTeamSpacesOnly" } else { "ConnectToOwnSpacesOnly" },
+                "Effect": "Allow",
+                "Action": "sagemaker:StartSession",
+                "Resource": spaces(scope),
+                "Condition": own
+            },
+            {
+                "Sid": "EnableRemoteAccessOnOwnSpaces",
+                "Effect": "Allow",
+                "Action": ENABLE_ACTIONS,
+                "Resource": [
+                    spaces(scope),
+                    format!("arn:{partition}:sagemaker:*:{account}:app/*")
+                ],
+                "Condition": own
+            },
+            {
+                "Sid": "ResumeAndEndOwnSessions",
+                "Effect": "Allow",
+                "Action": ["ssm:ResumeSession", "ssm:TerminateSession"],
+                "Resource": format!("arn:{partition}:ssm:*:{account}:session/*"),
+                "Condition": {"StringLike": {"ssm:resourceTag/aws:ssmmessages:session-id": "${aws:userid}"}}
+            }
+        ]
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(team: Option<&str>) -> Scope {
+        Scope {
+            partition: "aws".into(),
+            account: "123456789012".into(),
+            team_tag: team.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn start_session_is_limited_to_own_spaces() {
+        let document = client(&scope(None));
+        let start = &document["Statement"][1];
+        assert_eq!(start["Action"], "sagemaker:StartSession");
+        assert_eq!(
+            start["Resource"],
+            "arn:aws:sagemaker:*:123456789012:space/*"
+        );
+        assert!(start["Condition"]["StringLike"]
+            ["sagemaker:ResourceTag/sagemaker:user-profile-arn"]
+            .as_str()
+            .unwrap()
+            .ends_with("/${aws:username}"));
+        let team = client(&scope(Some("Team")));
+        assert_eq!(
+            team["Statement"][1]["Condition"]["StringEquals"]["sagemaker:ResourceTag/Team"],
+            "${aws:PrincipalTag/Team}"
+        );
+    }
+}

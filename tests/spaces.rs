@@ -1,0 +1,577 @@
+//! Studio spaces end to end: the real OpenSSH client through `sm-ssh proxy`
+//! to the SSH server in a seeded space of the fake (`sagemaker:StartSession`
+//! on the space ARN), every name form, the errors of a stopped, disabled or
+//! full space, `sm-ssh space enable`, InternalFailure retries after an app
+//! start, and host keys across app restarts.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use common::{assert_exit, seed_with, Env, ACCOUNT, REGION};
+use sm_ssh_integration::sagemaker::{App, Domain, Space};
+
+const DOMAIN: &str = "d-abc123example";
+const HOST: &str = "demo.d-abc123example.space.sagemaker";
+
+fn arn(space: &str) -> String {
+    format!("arn:aws:sagemaker:{REGION}:{ACCOUNT}:space/{DOMAIN}/{space}")
+}
+
+/// Dummy credentials for the test's own SDK clients.
+fn test_credentials() -> aws_sdk_sagemaker::config::Credentials {
+    aws_sdk_sagemaker::config::Credentials::new("testing", "testing", None, None, "spaces-tests")
+}
+
+fn space(name: &str) -> Space {
+    Space {
+        domain_id: DOMAIN.into(),
+        name: name.into(),
+        instance_type: "ml.m5.large".into(),
+        ..Space::default()
+    }
+}
+
+/// A fake with one domain and the given spaces.
+fn start(spaces: Vec<Space>) -> World {
+    let mut seed = seed_with(vec![]);
+    seed.sagemaker.domains = vec![Domain {
+        id: DOMAIN.into(),
+        ..Domain::default()
+    }];
+    seed.sagemaker.spaces = spaces;
+    let env = Env::start(seed);
+    let config = env.install_config();
+    World { env, config }
+}
+
+struct World {
+    env: Env,
+    /// The installed `Host *.sagemaker` block.
+    config: PathBuf,
+}
+
+impl World {
+    /// OpenSSH with the installed config block, `options` and the fake's
+    /// environment, running `command` on `host`.
+    fn ssh_with(&self, options: &[&str], host: &str, command: &str) -> Command {
+        let mut ssh = Command::new("ssh");
+        common::isolate(&mut ssh, self.env.home());
+        ssh.env("SM_SSH_HOME", self.env.data_dir());
+        ssh.env("AWS_ENDPOINT_URL", self.env.fake.endpoint());
+        for (key, value) in self.env.fake.env() {
+            ssh.env(key, value);
+        }
+        ssh.arg("-F").arg(&self.config);
+        ssh.args(["-o", "BatchMode=yes"]);
+        ssh.args(options);
+        ssh.args([host, command]);
+        ssh.stdin(Stdio::null());
+        ssh
+    }
+
+    fn ssh(&self, host: &str, command: &str) -> Command {
+        self.ssh_with(&[], host, command)
+    }
+
+    /// For names outside `*.sagemaker` (ARNs, Toolkit host names): the
+    /// ProxyCommand a Toolkit user's block would point at sm-ssh.
+    fn ssh_any(&self, host: &str, command: &str) -> Command {
+        let proxy = format!(
+            "ProxyCommand={} proxy --user %r %n",
+            env!("CARGO_BIN_EXE_sm-ssh")
+        );
+        let known_hosts = format!(
+            "UserKnownHostsFile={}",
+            self.env.data_dir().join("known_hosts").display()
+        );
+        let options = [
+            "-o",
+            &proxy,
+            "-o",
+            "User=sagemaker-user",
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+            "-o",
+            &known_hosts,
+        ];
+        self.ssh_with(&options, host, command)
+    }
+
+    fn events(&self, action: &str) -> Vec<Option<String>> {
+        self.env
+            .fake
+            .events()
+            .into_iter()
+            .filter(|e| e.action == action)
+            .map(|e| e.error)
+            .collect()
+    }
+}
+
+fn run(mut command: Command) -> Output {
+    command.output().expect("ssh runs")
+}
+
+#[test]
+fn openssh_runs_a_command_and_moves_5_mb_both_ways_without_a_key_push() {
+    let world = start(vec![space("demo")]);
+    let output = run(world.ssh_with(
+        &["-v"],
+        HOST,
+        "echo hello from space; echo HOME=${HOME-unset}",
+    ));
+    let (stdout, stderr) = assert_exit(&output, 0);
+    assert!(stdout.contains("hello from space"), "{stdout}");
+    // The space's server sets no HOME for exec requests.
+    assert!(stdout.contains("HOME=unset"), "{stdout}");
+    assert!(stderr.contains("remote software version Go"), "{stderr}");
+    assert!(
+        stderr.contains("Authenticated to") && stderr.contains("using \"none\""),
+        "{stderr}"
+    );
+    assert!(
+        world.events("ssm:SendCommand").is_empty(),
+        "no key is pushed"
+    );
+    assert_eq!(world.events("sagemaker:StartSession"), vec![None]);
+
+    let data: Vec<u8> = (0..5_000_000u32)
+        .map(|i| (i * 7 + i / 1000) as u8)
+        .collect();
+    let mut up = world.ssh(HOST, "cat > upload.bin && wc -c < upload.bin");
+    up.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = up.spawn().expect("ssh starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn({
+        let data = data.clone();
+        move || std::io::Write::write_all(&mut stdin, &data)
+    });
+    let output = child.wait_with_output().expect("ssh ends");
+    writer.join().unwrap().expect("upload written");
+    let (stdout, _) = assert_exit(&output, 0);
+    assert_eq!(stdout.trim(), "5000000");
+    let output = run(world.ssh(HOST, "cat upload.bin"));
+    assert_eq!(output.status.code(), Some(0));
+    assert!(
+        output.stdout == data,
+        "the download differs from the upload"
+    );
+}
+
+#[test]
+fn every_name_form_reaches_the_space() {
+    let world = start(vec![space("demo")]);
+    let encoded = arn("demo").replace(':', "_._").replace('/', "__");
+    let forms = [
+        (HOST.to_string(), false),
+        ("demo.space.sagemaker".to_string(), false),
+        (arn("demo"), true),
+        (format!("sm_lc_{encoded}"), true),
+        (format!("sm_dl_{encoded}"), true),
+    ];
+    for (name, outside_block) in forms {
+        let command = if outside_block {
+            world.ssh_any(&name, "echo reached")
+        } else {
+            world.ssh(&name, "echo reached")
+        };
+        let (stdout, _) = assert_exit(&run(command), 0);
+        assert_eq!(stdout.trim(), "reached", "{name}");
+    }
+}
+
+#[test]
+fn a_short_name_in_two_domains_asks_for_the_domain() {
+    let mut seed = seed_with(vec![]);
+    seed.sagemaker.domains = vec![
+        Domain {
+            id: DOMAIN.into(),
+            ..Domain::default()
+        },
+        Domain {
+            id: "d-other".into(),
+            ..Domain::default()
+        },
+    ];
+    seed.sagemaker.spaces = vec![
+        space("shared"),
+        Space {
+            domain_id: "d-other".into(),
+            ..space("shared")
+        },
+    ];
+    let env = Env::start(seed);
+    let (_, stderr) = assert_exit(&env.run(["proxy", "shared.space.sagemaker"]), 3);
+    assert!(
+        stderr.contains("2 domains have a space named shared"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("shared.d-other.space.sagemaker"),
+        "{stderr}"
+    );
+    let (_, stderr) = assert_exit(&env.run(["proxy", "nope.space.sagemaker"]), 3);
+    assert!(stderr.contains("no space named nope"), "{stderr}");
+}
+
+#[test]
+fn stopped_and_disabled_spaces_say_how_to_fix_it_and_space_enable_fixes_it() {
+    let stopped = Space {
+        app: Some(App {
+            status: "Deleted".into(),
+            ..App::default()
+        }),
+        ..space("stopped")
+    };
+    let disabled = Space {
+        remote_access: false,
+        app: Some(App {
+            remote_access: false,
+            ..App::default()
+        }),
+        ..space("demo")
+    };
+    let world = start(vec![stopped, disabled]);
+    let (_, stderr) = assert_exit(&world.env.run(["proxy", "stopped.space.sagemaker"]), 4);
+    assert!(
+        stderr.contains("is stopped (app default: Deleted)"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let (_, stderr) = assert_exit(&world.env.run(["proxy", HOST]), 4);
+    assert!(stderr.contains("remote access is not enabled"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("sm-ssh space enable {HOST}")),
+        "{stderr}"
+    );
+    let (stdout, _) = assert_exit(&world.env.run(["space", "status", HOST]), 4);
+    assert!(stdout.contains("remote access  DISABLED"), "{stdout}");
+
+    // Without a terminal or --yes, nothing changes.
+    let (_, stderr) = assert_exit(&world.env.run(["space", "enable", HOST]), 2);
+    assert!(stderr.contains("--yes"), "{stderr}");
+    assert!(world.events("sagemaker:UpdateSpace").is_empty());
+
+    let (_, stderr) = assert_exit(&world.env.run(["space", "enable", HOST, "--yes"]), 0);
+    assert!(stderr.contains(&format!("ssh {HOST}")), "{stderr}");
+    assert_eq!(world.events("sagemaker:UpdateSpace"), vec![None]);
+    assert_eq!(world.events("sagemaker:DeleteApp"), vec![None]);
+    assert_eq!(world.events("sagemaker:CreateApp"), vec![None]);
+    let (stdout, _) = assert_exit(&world.env.run(["space", "status", HOST]), 0);
+    assert!(stdout.contains(&format!("ready: ssh {HOST}")), "{stdout}");
+    let (stdout, _) = assert_exit(&run(world.ssh(HOST, "echo enabled")), 0);
+    assert_eq!(stdout.trim(), "enabled");
+}
+
+#[test]
+fn the_eleventh_connection_is_refused_with_the_limit() {
+    let world = start(vec![space("demo")]);
+    let client = aws_sdk_sagemaker::Client::from_conf(
+        aws_sdk_sagemaker::config::Builder::new()
+            .behavior_version(aws_sdk_sagemaker::config::BehaviorVersion::latest())
+            .region(aws_sdk_sagemaker::config::Region::new(REGION))
+            .endpoint_url(world.env.fake.endpoint())
+            .credentials_provider(test_credentials())
+            .build(),
+    );
+    for _ in 0..10 {
+        world
+            .env
+            .runtime()
+            .block_on(
+                client
+                    .start_session()
+                    .resource_identifier(arn("demo"))
+                    .send(),
+            )
+            .expect("a session within the limit");
+    }
+    let (_, stderr) = assert_exit(&world.env.run(["proxy", HOST]), 7);
+    assert!(
+        stderr.contains("already has 10 remote connections"),
+        "{stderr}"
+    );
+    assert_eq!(
+        world.events("sagemaker:StartSession").last(),
+        Some(&Some("ResourceLimitExceeded".to_string()))
+    );
+}
+
+#[test]
+fn internal_failures_right_after_an_app_start_are_retried() {
+    let starting = Space {
+        app: Some(App {
+            failures_left: 2,
+            ..App::default()
+        }),
+        ..space("demo")
+    };
+    let world = start(vec![starting]);
+    let (stdout, _) = assert_exit(&run(world.ssh(HOST, "echo registered")), 0);
+    assert_eq!(stdout.trim(), "registered");
+    assert_eq!(
+        world.events("sagemaker:StartSession"),
+        vec![
+            Some("InternalFailure".into()),
+            Some("InternalFailure".into()),
+            None
+        ]
+    );
+}
+
+#[test]
+fn a_restart_brings_a_new_host_key_and_a_changed_key_without_one_is_refused() {
+    let world = start(vec![space("demo")]);
+    assert_exit(&run(world.ssh(HOST, "true")), 0);
+    let pinned = std::fs::read_to_string(world.env.data_dir().join("known_hosts")).unwrap();
+    assert!(pinned.contains(HOST), "{pinned}");
+
+    // A restart: a new app, a new host key, accepted.
+    assert_exit(
+        &world
+            .env
+            .run(["space", "enable", HOST, "--restart", "--yes"]),
+        0,
+    );
+    let (stdout, _) = assert_exit(&run(world.ssh(HOST, "echo after restart")), 0);
+    assert_eq!(stdout.trim(), "after restart");
+    let repinned = std::fs::read_to_string(world.env.data_dir().join("known_hosts")).unwrap();
+    assert_ne!(pinned, repinned);
+
+    // A new key while DescribeApp shows the same app: refused, as OpenSSH does.
+    let created = {
+        let world = world.env.fake.world();
+        let world = world.lock().unwrap();
+        world.sagemaker.spaces[0]
+            .app
+            .as_ref()
+            .unwrap()
+            .creation_time
+    };
+    assert_exit(
+        &world
+            .env
+            .run(["space", "enable", HOST, "--restart", "--yes"]),
+        0,
+    );
+    world.env.fake.with_space(DOMAIN, "demo", |s| {
+        s.app.as_mut().unwrap().creation_time = created;
+    });
+    let output = run(world.ssh(HOST, "echo should not run"));
+    let (stdout, stderr) = assert_exit(&output, 255);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_lost_websocket_resumes_and_ends_cleanly_when_the_session_cannot_be_resumed() {
+    use sm_ssh_integration::world::Faults;
+    let world = start(vec![space("demo")]);
+    world.env.fake.set_faults(Faults {
+        cut_every_ms: Some(300),
+        ..Faults::default()
+    });
+    // ResumeSession brings the channel back: the command finishes.
+    let (stdout, _) = assert_exit(&run(world.ssh(HOST, "sleep 1; echo survived")), 0);
+    assert_eq!(stdout.trim(), "survived");
+    assert!(world.events("ssm:ResumeSession").contains(&None));
+
+    // The service refuses to resume: the proxy ends at once with the reason.
+    world.env.fake.deny_action("ssm:ResumeSession", true);
+    let output = run(world.ssh(HOST, "sleep 20; echo never"));
+    let (stdout, stderr) = assert_exit(&output, 255);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("its session cannot be resumed"), "{stderr}");
+}
+
+/// `sm-ssh doctor --space <name> --json` with IAM on moto (the caller is the
+/// IAM user alice with `policy` attached) and SageMaker on the fake: each
+/// space check's status.
+fn doctor_space(spaces: Vec<Space>, vpc_only: bool, policy: &str) -> Vec<(String, String)> {
+    use sm_ssh_integration::world::Identity;
+    let moto = sm_ssh_integration::moto::MotoServer::start().expect("moto starts");
+    let mut seed = seed_with(vec![]);
+    seed.identity = Identity {
+        account: ACCOUNT.into(),
+        arn: format!("arn:aws:iam::{ACCOUNT}:user/alice"),
+        user_id: "AIDAEXAMPLEALICE".into(),
+    };
+    seed.sagemaker.domains = vec![Domain {
+        id: DOMAIN.into(),
+        app_network_access_type: if vpc_only {
+            "VpcOnly"
+        } else {
+            "PublicInternetOnly"
+        }
+        .into(),
+        ..Domain::default()
+    }];
+    seed.sagemaker.spaces = spaces;
+    let mut env = Env::start(seed);
+    env.extra_env
+        .push(("AWS_ENDPOINT_URL_IAM".into(), moto.endpoint()));
+    let iam = aws_sdk_iam::Client::from_conf(
+        aws_sdk_iam::config::Builder::new()
+            .behavior_version(aws_sdk_iam::config::BehaviorVersion::latest())
+            .region(aws_sdk_iam::config::Region::new(REGION))
+            .endpoint_url(moto.endpoint())
+            .credentials_provider(test_credentials())
+            .build(),
+    );
+    env.runtime().block_on(async {
+        iam.create_user()
+            .user_name("alice")
+            .send()
+            .await
+            .expect("user");
+        iam.put_user_policy()
+            .user_name("alice")
+            .policy_name("spaces")
+            .policy_document(policy)
+            .send()
+            .await
+            .expect("policy");
+    });
+    let output = env.run(["doctor", "--space", HOST, "--json"]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("doctor prints JSON");
+    report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| c["id"].as_str().unwrap_or_default().starts_with("space"))
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap().to_string(),
+                format!("{} {}", c["status"].as_str().unwrap(), c["detail"]),
+            )
+        })
+        .collect()
+}
+
+fn status_of<'a>(checks: &'a [(String, String)], id: &str) -> &'a str {
+    checks
+        .iter()
+        .find(|(i, _)| i == id)
+        .map(|(_, s)| s.as_str())
+        .unwrap_or_else(|| panic!("no {id} in {checks:?}"))
+}
+
+#[test]
+fn doctor_checks_a_space_and_the_policy_sm_ssh_prints() {
+    let env = Env::start(seed_with(vec![]));
+    let output = env.run(["policy", "space", "--account", ACCOUNT]);
+    let (policy, _) = assert_exit(&output, 0);
+    drop(env);
+    let checks = doctor_space(vec![space("demo")], false, &policy);
+    for id in [
+        "space-remote-access",
+        "space-app",
+        "space-instance-type",
+        "space-image",
+        "space-start-session",
+        "space-network",
+    ] {
+        assert!(
+            status_of(&checks, id).starts_with("pass"),
+            "{id}: {checks:?}"
+        );
+    }
+
+    // Disabled, too small, in a VPC-only domain, and anyone may reach any space.
+    let everyone = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"sagemaker:*","Resource":"*"}]}"#;
+    let broken = Space {
+        remote_access: false,
+        instance_type: "ml.t3.medium".into(),
+        ..space("demo")
+    };
+    let checks = doctor_space(vec![broken], true, everyone);
+    assert!(
+        status_of(&checks, "space-remote-access").starts_with("fail"),
+        "{checks:?}"
+    );
+    assert!(
+        status_of(&checks, "space-instance-type").starts_with("fail"),
+        "{checks:?}"
+    );
+    assert!(
+        status_of(&checks, "space-network").starts_with("warn"),
+        "{checks:?}"
+    );
+    let start = status_of(&checks, "space-start-session");
+    assert!(
+        start.starts_with("warn") && start.contains("any space"),
+        "{start}"
+    );
+}
+
+#[test]
+fn connect_and_forward_reach_the_space_over_ssh() {
+    use std::io::{Read, Write};
+    let world = start(vec![space("demo")]);
+    let (stdout, _) = assert_exit(
+        &world
+            .env
+            .run(["connect", "demo.space.sagemaker", "echo", "via-connect"]),
+        0,
+    );
+    assert_eq!(stdout.trim(), "via-connect");
+    let pinned = std::fs::read_to_string(world.env.data_dir().join("known_hosts")).unwrap();
+    assert!(
+        pinned.starts_with(&arn("demo")),
+        "connect pins under the ARN: {pinned}"
+    );
+    assert!(world.events("ssm:SendCommand").is_empty());
+
+    // A TCP service next to the space, forwarded over SSH's own forwarding.
+    let service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let service_port = service.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut socket in service.incoming().flatten() {
+            let mut buf = [0u8; 64];
+            let n = socket.read(&mut buf).unwrap_or(0);
+            let _ = socket.write_all(&[b"echo:", &buf[..n]].concat());
+        }
+    });
+    let local_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut forward = world
+        .env
+        .sm_ssh([
+            "forward",
+            HOST,
+            "-L",
+            &format!("{local_port}:127.0.0.1:{service_port}"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for ssh's listener (up to a minute as a safety net).
+    let mut reply = Vec::new();
+    for _ in 0..600 {
+        if let Ok(mut socket) = std::net::TcpStream::connect(("127.0.0.1", local_port)) {
+            socket.write_all(b"ping").unwrap();
+            let _ = socket.read_to_end(&mut reply);
+            if !reply.is_empty() {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Its ssh child ends with the session, when the fake stops.
+    let _ = forward.kill();
+    let _ = forward.wait();
+    assert_eq!(reply, b"echo:ping");
+}
