@@ -181,6 +181,12 @@ impl fmt::Display for AwsError {
 
 impl std::error::Error for AwsError {}
 
+/// [`chain_text`], redacted: for errors of the SDK's parts (a credentials
+/// provider) that are not an [`SdkError`].
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    redact(&chain_text(error))
+}
+
 /// The error and its sources, `: `-joined, first line only: the SDK's
 /// Debug forms and multi-line provider lists help nobody.
 fn chain_text(error: &(dyn std::error::Error + 'static)) -> String {

@@ -13,6 +13,7 @@ mod playground;
 mod policy;
 mod resolve;
 mod session;
+mod signing;
 mod ssh_client;
 mod sshconfig;
 mod target;

@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+pub use crate::auth::{Credential, DataChannelPolicy};
+
 /// The handle every part of the fake shares.
 pub type SharedWorld = Arc<Mutex<World>>;
 
@@ -171,6 +173,10 @@ pub struct Seed {
     pub faults: Faults,
     /// `/ssm/managed-instance/activation-tier`: `standard` or `advanced`.
     pub activation_tier: String,
+    /// Access keys known besides the static `testing` pair (see `auth`).
+    pub credentials: Vec<Credential>,
+    /// What the data channel demands of a websocket (on by default).
+    pub data_channel: DataChannelPolicy,
 }
 
 /// A session created by StartSession.
@@ -222,6 +228,11 @@ pub struct World {
     pub pacing: Pacing,
     pub faults: Faults,
     pub activation_tier: String,
+    /// Access keys known besides the static `testing` pair, by key id.
+    pub credentials: BTreeMap<String, Credential>,
+    pub data_channel: DataChannelPolicy,
+    /// The secret of the key the service presigns StreamUrls with.
+    pub service_secret: String,
     pub sessions: HashMap<String, Session>,
     /// The data channel's live sessions and counters (see `datachannel::DataPlane`).
     pub data_plane: crate::datachannel::DataPlane,
@@ -326,6 +337,13 @@ impl World {
             pacing: seed.pacing,
             faults: seed.faults,
             activation_tier,
+            credentials: seed
+                .credentials
+                .into_iter()
+                .map(|c| (c.access_key_id.clone(), c))
+                .collect(),
+            data_channel: seed.data_channel,
+            service_secret: uuid::Uuid::new_v4().simple().to_string(),
             ..World::default()
         }
     }

@@ -32,6 +32,7 @@ async fn fake_with(instances: Vec<Instance>) -> FakeAws {
     FakeAws::start(Seed {
         region: "eu-west-1".into(),
         instances,
+        activation_tier: "advanced".into(),
         ..Seed::default()
     })
     .await
@@ -372,6 +373,43 @@ async fn sessions_start_resume_terminate() {
         w.sessions[out.session_id().unwrap()].properties.to_string(),
         r#"{"portNumber":"22"}"#
     );
+}
+
+#[tokio::test]
+async fn hybrid_nodes_need_the_advanced_tier_for_sessions() {
+    let fake = FakeAws::start(Seed {
+        region: "eu-west-1".into(),
+        instances: vec![instance(MI, &[]), instance("i-0123456789abcdef0", &[])],
+        ..Seed::default()
+    })
+    .await
+    .unwrap();
+    let client = ssm(&fake);
+    let start = |target: &str| {
+        client
+            .start_session()
+            .target(target)
+            .document_name("AWS-StartSSHSession")
+            .send()
+    };
+    let (c, m) = code(start(MI).await.unwrap_err());
+    assert_eq!(
+        (c.as_str(), m.as_str()),
+        (
+            "BadRequest",
+            "Enable advanced-instances tier to use Session Manager with your on-premises instances"
+        )
+    );
+    // EC2 instances need no tier.
+    start("i-0123456789abcdef0").await.unwrap();
+    client
+        .update_service_setting()
+        .setting_id("/ssm/managed-instance/activation-tier")
+        .setting_value("advanced")
+        .send()
+        .await
+        .unwrap();
+    start(MI).await.unwrap();
 }
 
 #[tokio::test]

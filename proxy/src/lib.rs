@@ -17,7 +17,7 @@ pub mod smux;
 
 pub use connection::{Connection, EngineConfig, EngineError, Event};
 pub use driver::{
-    bridge, forward_basic, ControlError, MuxPool, MuxSession, MuxStream, Options, SessionControl,
-    SessionEnd, SessionError, SessionStats, StreamTarget,
+    bridge, forward_basic, is_presigned, ControlError, MuxPool, MuxSession, MuxStream, Options,
+    SessionControl, SessionEnd, SessionError, SessionStats, StreamTarget,
 };
 pub use handshake::{SessionMode, CLIENT_VERSION};

@@ -41,7 +41,7 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let options = crate::session::data_channel_options()?;
     let sdk = aws::load(global).await;
     let resolved = resolve::resolve(&sdk, &target, &args.resolve.options()).await?;
-    let sessions = Arc::new(Sessions::new(aws_sdk_ssm::Client::new(&sdk)));
+    let sessions = Arc::new(Sessions::new(aws_sdk_ssm::Client::new(&sdk), &sdk));
     let context = Arc::new(Context {
         sessions,
         options,

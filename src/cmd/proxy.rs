@@ -48,7 +48,7 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let ssm = aws_sdk_ssm::Client::new(&sdk);
     let user = args.user.as_deref().unwrap_or(resolved.default_user);
     push_key(&ssm, &target, &resolved, user, args.push_key).await?;
-    let sessions = Arc::new(Sessions::new(ssm));
+    let sessions = Arc::new(Sessions::new(ssm, &sdk));
     let label = args.label.as_deref().unwrap_or(&args.target);
     let stream = sessions
         .start(

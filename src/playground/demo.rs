@@ -35,6 +35,8 @@ impl Demo {
             instances: vec![training_instance(&instance_id, &identity)],
             pacing: Pacing::Realistic,
             identity,
+            // Session Manager serves hybrid (`mi-…`) nodes only on this tier.
+            activation_tier: "advanced".into(),
             ..Seed::default()
         };
         let fake = FakeAws::start(seed)

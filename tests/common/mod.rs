@@ -194,6 +194,8 @@ pub fn seed_with(instances: Vec<Instance>) -> Seed {
     Seed {
         region: REGION.into(),
         instances,
+        // Session Manager needs it for the hybrid (`mi-…`) nodes tests use.
+        activation_tier: "advanced".into(),
         ..Seed::default()
     }
 }

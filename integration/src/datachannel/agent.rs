@@ -837,7 +837,7 @@ fn decode_unverified(bytes: &[u8]) -> Result<Frame, FrameError> {
 }
 
 /// A version's numeric components; fewer components compare smaller.
-fn version(text: &str) -> Vec<u64> {
+pub(crate) fn version(text: &str) -> Vec<u64> {
     text.split('.')
         .map(|c| c.trim().parse().unwrap_or(0))
         .collect()

@@ -61,6 +61,13 @@ fn start_in(world: &mut World, port: u16, req: &StartInput, document: &str) -> A
     }
     check_run_on(world, "ssm:StartSession", &req.target, document)?;
     let properties = substitute(document, &req.parameters)?;
+    // Session Manager serves hybrid (`mi-…`) nodes only on the advanced tier.
+    if req.target.starts_with("mi-") && world.activation_tier == "standard" {
+        return Err(ApiError::new(
+            "BadRequest",
+            "Enable advanced-instances tier to use Session Manager with your on-premises instances",
+        ));
+    }
     match world.instances.get(&req.target) {
         Some(i) if i.ping_status == PingStatus::Online => {}
         _ => {
@@ -84,7 +91,7 @@ fn start_in(world: &mut World, port: u16, req: &StartInput, document: &str) -> A
             terminated,
         },
     );
-    Ok(session_reply(&id, &token, port))
+    Ok(session_reply(world, &id, &token, port))
 }
 
 pub(super) fn resume(state: &AppState, body: &[u8]) -> ApiResult {
@@ -98,7 +105,7 @@ pub(super) fn resume(state: &AppState, body: &[u8]) -> ApiResult {
         }
         let token = new_token();
         session.unused_tokens.insert(token.clone());
-        Ok(session_reply(&req.session_id, &token, state.port))
+        Ok(session_reply(&world, &req.session_id, &token, state.port))
     })();
     recorded(
         &mut world,
@@ -147,11 +154,14 @@ fn session_arn(world: &World, id: &str) -> String {
     )
 }
 
-fn session_reply(id: &str, token: &str, port: u16) -> Value {
+/// The answer of StartSession and ResumeSession; the StreamUrl presigned
+/// when the world's data-channel policy says so.
+fn session_reply(world: &World, id: &str, token: &str, port: u16) -> Value {
+    let url = format!("ws://127.0.0.1:{port}/v1/data-channel/{id}?role=publish_subscribe");
     json!({
         "SessionId": id,
         "TokenValue": token,
-        "StreamUrl": format!("ws://127.0.0.1:{port}/v1/data-channel/{id}?role=publish_subscribe"),
+        "StreamUrl": world.stream_url(url),
     })
 }
 
