@@ -156,7 +156,10 @@ async fn push(
         .comment("sm-ssh: authorise SSH public key")
         .timeout_seconds(COMMAND_TIMEOUT_SECONDS)
         .parameters("commands", script(user, key, fingerprint))
-        .parameters("executionTimeout", vec![EXECUTION_TIMEOUT_SECONDS.to_owned()])
+        .parameters(
+            "executionTimeout",
+            vec![EXECUTION_TIMEOUT_SECONDS.to_owned()],
+        )
         .send()
         .await
         .map_err(|error| {
@@ -236,7 +239,8 @@ async fn wait_for(
                     bail!("the key-push command {command_id} on {instance_id} did not finish within {}s", POLL_BUDGET.as_secs());
                 }
             }
-            Some(status) => {
+            status => {
+                let status = status.map_or("unknown", |s| s.as_str());
                 let stderr = invocation.standard_error_content().unwrap_or("").trim();
                 let detail = if stderr.is_empty() {
                     invocation
@@ -247,8 +251,7 @@ async fn wait_for(
                     stderr.to_owned()
                 };
                 bail!(
-                    "pushing the SSH key to {instance_id} failed (command {command_id}: {}, exit {}): {detail}",
-                    status.as_str(),
+                    "pushing the SSH key to {instance_id} failed (command {command_id}: {status}, exit {}): {detail}",
                     invocation.response_code()
                 );
             }

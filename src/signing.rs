@@ -98,10 +98,20 @@ impl UpgradeSigner {
                 "no credentials are configured".into(),
             )
         })?;
-        let credentials = provider
-            .provide_credentials()
-            .await
-            .map_err(|e| fatal(AwsProblem::Credentials, crate::error::chain(&e)))?;
+        let credentials = match provider.provide_credentials().await {
+            Ok(credentials) => credentials,
+            Err(error) => {
+                // Credentials that still work are better than none.
+                let cached = self.lock().clone();
+                if let Some(cached) =
+                    cached.filter(|c| c.expiry().is_some_and(|at| at > SystemTime::now()))
+                {
+                    tracing::debug!(error = %crate::error::chain(&error), "refreshing credentials failed; signing with the current ones");
+                    return Ok(cached);
+                }
+                return Err(fatal(AwsProblem::Credentials, crate::error::chain(&error)));
+            }
+        };
         if credentials
             .expiry()
             .is_some_and(|at| at <= SystemTime::now())

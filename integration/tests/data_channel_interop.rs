@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
+use sm_ssh_integration::auth::{sign_headers, Credential, STATIC_KEY};
 use sm_ssh_integration::datachannel::serve_router;
 use sm_ssh_integration::world::{
     DirectionFaults, Faults, Instance, Pacing, Session, SharedWorld, World,
@@ -109,6 +111,22 @@ impl SessionControl for Control {
             session.terminated.send_replace(true);
         }
         Ok(())
+    }
+
+    /// Signed as sm-ssh signs, with the static key every world knows.
+    async fn upgrade_headers(
+        &self,
+        stream_url: &str,
+    ) -> Result<Vec<(String, String)>, ControlError> {
+        let (access_key_id, secret) = STATIC_KEY;
+        let credential = Credential {
+            access_key_id: access_key_id.into(),
+            secret_access_key: secret.into(),
+            session_token: None,
+            expires: None,
+        };
+        sign_headers(stream_url, &[], &credential, "us-east-1", SystemTime::now())
+            .map_err(ControlError::fatal)
     }
 }
 

@@ -124,7 +124,9 @@ impl Env {
 pub fn isolate(command: &mut Command, home: &Path) {
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy().into_owned();
-        if key.starts_with("AWS_") || key.starts_with("SM_SSH_") {
+        // A developer's proxy settings would route the fake's traffic too.
+        let proxy = key.to_ascii_lowercase().ends_with("_proxy");
+        if key.starts_with("AWS_") || key.starts_with("SM_SSH_") || proxy {
             command.env_remove(&key);
         }
     }
