@@ -176,6 +176,10 @@ impl World {
                 expires: None,
             });
         }
+        let service = self.service_credential();
+        if access_key_id == service.access_key_id {
+            return Some(service);
+        }
         self.credentials.get(access_key_id).cloned()
     }
 

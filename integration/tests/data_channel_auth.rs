@@ -21,7 +21,8 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 const INSTANCE: &str = "mi-0123456789abcdef0";
 const REGION: &str = "eu-west-1";
-const WAIT: Duration = Duration::from_secs(20);
+/// A generous bound on any one wait, so a broken fake fails instead of hanging.
+const WAIT: Duration = Duration::from_secs(60);
 
 fn static_key() -> Credential {
     Credential {
@@ -135,7 +136,7 @@ fn open_data_channel(token: &str, client_version: &str) -> Message {
     )
 }
 
-/// The first data frame's type: `input_stream_data` (the agent's
+/// The first data frame's type: `output_stream_data` (the agent's
 /// HandshakeRequest) once the session is accepted; the close reason otherwise.
 async fn first_frame(ws: &mut Ws) -> Result<String, String> {
     loop {
@@ -221,7 +222,7 @@ async fn a_wrong_secret_a_stale_date_or_a_foreign_region_is_refused() {
     ws.send(open_data_channel(&target.token, "1.2.764.0"))
         .await
         .unwrap();
-    assert_eq!(first_frame(&mut ws).await.unwrap(), "input_stream_data");
+    assert_eq!(first_frame(&mut ws).await.unwrap(), "output_stream_data");
 }
 
 #[tokio::test]
@@ -263,7 +264,7 @@ async fn expired_credentials_are_refused_on_the_upgrade_and_the_api() {
     ws.send(open_data_channel(&target.token, "1.2.764.0"))
         .await
         .unwrap();
-    assert_eq!(first_frame(&mut ws).await.unwrap(), "input_stream_data");
+    assert_eq!(first_frame(&mut ws).await.unwrap(), "output_stream_data");
     // A session token that is not the key's is refused.
     let forged = Credential {
         session_token: Some("forged".into()),
@@ -298,7 +299,7 @@ async fn a_client_below_the_minimum_version_is_refused_and_the_minimum_is_config
     ws.send(open_data_channel(&target.token, "1.2.707.0"))
         .await
         .unwrap();
-    assert_eq!(first_frame(&mut ws).await.unwrap(), "input_stream_data");
+    assert_eq!(first_frame(&mut ws).await.unwrap(), "output_stream_data");
 }
 
 #[tokio::test]
@@ -316,7 +317,7 @@ async fn pings_before_open_data_channel_are_skipped() {
     ws.send(open_data_channel(&target.token, "1.2.764.0"))
         .await
         .unwrap();
-    assert_eq!(first_frame(&mut ws).await.unwrap(), "input_stream_data");
+    assert_eq!(first_frame(&mut ws).await.unwrap(), "output_stream_data");
 }
 
 #[tokio::test]
@@ -340,7 +341,7 @@ async fn presigned_stream_urls_open_without_headers_and_only_untouched() {
     ws.send(open_data_channel(&target.token, "1.2.764.0"))
         .await
         .unwrap();
-    assert_eq!(first_frame(&mut ws).await.unwrap(), "input_stream_data");
+    assert_eq!(first_frame(&mut ws).await.unwrap(), "output_stream_data");
 }
 
 /// ResumeSession through the fake's API, and upgrades signed with `credential`.
@@ -382,11 +383,11 @@ impl SessionControl for Control {
     }
 }
 
-/// 64 KiB through `bridge` while the fake cuts the websocket after every 40
+/// 128 KiB through `bridge` while the fake cuts the websocket after every 250
 /// frames: the redials go through ResumeSession and must be signed again.
 async fn echo_across_cuts(fake: &FakeAws) -> Arc<Control> {
     fake.set_faults(Faults {
-        cut_after_messages: Some(40),
+        cut_after_messages: Some(250),
         ..Faults::default()
     });
     let control = Arc::new(Control {
@@ -397,24 +398,25 @@ async fn echo_across_cuts(fake: &FakeAws) -> Arc<Control> {
     let target = start_session(fake).await;
     let options = Options {
         pacing: None,
-        reconnect_initial_delay: Duration::from_millis(10),
         ..Options::default()
     };
     let (app, side) = tokio::io::duplex(64 * 1024);
     let (read, write) = tokio::io::split(side);
     let session = tokio::spawn(bridge(target, control.clone(), options, read, write));
     let (mut app_read, mut app_write) = tokio::io::split(app);
-    let data: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+    let data: Vec<u8> = (0..128 * 1024).map(|i| (i % 251) as u8).collect();
     let sent = data.clone();
     let writer = tokio::spawn(async move {
         app_write.write_all(&sent).await.unwrap();
         app_write
     });
     let mut echoed = vec![0u8; data.len()];
-    timeout(WAIT, app_read.read_exact(&mut echoed))
-        .await
-        .expect("the echo arrives")
-        .unwrap();
+    let read = timeout(WAIT, app_read.read_exact(&mut echoed)).await;
+    if !matches!(read, Ok(Ok(_))) {
+        session.abort();
+        let stats = fake.world().lock().unwrap().data_plane.stats();
+        panic!("no echo ({read:?}): {:?}; {stats:?}", session.await);
+    }
     assert!(echoed == data, "echo differs");
     drop(writer.await.unwrap());
     drop(app_read);
