@@ -36,5 +36,9 @@ fn main() -> ExitCode {
             return ExitCode::from(error::exit::FAILURE);
         }
     };
-    runtime.block_on(cmd::run(cli))
+    let code = runtime.block_on(cmd::run(cli));
+    // A blocking read of stdin (the bridge's) never returns by itself: after a
+    // failed session, waiting for it would hang until ssh sent more bytes.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    code
 }

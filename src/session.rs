@@ -101,7 +101,7 @@ impl SessionControl for Sessions {
             .await
             .map_err(|error| {
                 let error = AwsError::from_sdk("ssm:ResumeSession", &error);
-                let message = error.message(None);
+                let message = error.message(profile().as_deref());
                 match error.problem {
                     AwsProblem::Other => ControlError::retryable(message),
                     _ => ControlError::fatal(message),
@@ -140,7 +140,8 @@ impl SessionControl for Sessions {
             .await
             .map_err(|error| {
                 ControlError::retryable(
-                    AwsError::from_sdk("ssm:TerminateSession", &error).message(None),
+                    AwsError::from_sdk("ssm:TerminateSession", &error)
+                        .message(profile().as_deref()),
                 )
             })?;
         Ok(())
@@ -152,6 +153,12 @@ impl SessionControl for Sessions {
     ) -> Result<Vec<(String, String)>, ControlError> {
         self.signer.headers(stream_url).await
     }
+}
+
+/// The profile in use, for the login hint of credential errors (`--profile`
+/// reaches here as AWS_PROFILE only when set that way).
+pub fn profile() -> Option<String> {
+    std::env::var("AWS_PROFILE").ok().filter(|p| !p.is_empty())
 }
 
 /// StartSession's `Reason`: at most 256 characters.

@@ -138,7 +138,7 @@ fn fatal(problem: AwsProblem, detail: String) -> ControlError {
         problem,
         detail,
     };
-    ControlError::fatal(error.message(std::env::var("AWS_PROFILE").ok().as_deref()))
+    ControlError::fatal(error.message(crate::session::profile().as_deref()))
 }
 
 #[cfg(test)]
