@@ -103,7 +103,9 @@ impl SessionControl for Sessions {
                 let error = AwsError::from_sdk("ssm:ResumeSession", &error);
                 let message = error.message(profile().as_deref());
                 match error.problem {
-                    AwsProblem::Other => ControlError::retryable(message),
+                    AwsProblem::Other if !session_is_gone(&error) => {
+                        ControlError::retryable(message)
+                    }
                     _ => ControlError::fatal(message),
                 }
             })?;
@@ -139,10 +141,12 @@ impl SessionControl for Sessions {
             .send()
             .await
             .map_err(|error| {
-                ControlError::retryable(
-                    AwsError::from_sdk("ssm:TerminateSession", &error)
-                        .message(profile().as_deref()),
-                )
+                let error = AwsError::from_sdk("ssm:TerminateSession", &error);
+                if session_is_gone(&error) {
+                    ControlError::fatal(error.message(profile().as_deref()))
+                } else {
+                    ControlError::retryable(error.message(profile().as_deref()))
+                }
             })?;
         Ok(())
     }
@@ -161,6 +165,16 @@ pub fn profile() -> Option<String> {
     std::env::var("AWS_PROFILE").ok().filter(|p| !p.is_empty())
 }
 
+/// The codes with which ResumeSession and TerminateSession refuse a session
+/// that no longer exists (or never did): final, however often it is retried.
+const GONE_CODES: [&str; 2] = ["DoesNotExistException", "InvalidParameters"];
+
+fn session_is_gone(error: &AwsError) -> bool {
+    GONE_CODES
+        .iter()
+        .any(|code| error.detail.starts_with(&format!("{code}:")))
+}
+
 /// StartSession's `Reason`: at most 256 characters.
 fn reason(label: &str) -> String {
     let text = format!("sm-ssh {}: {label}", env!("CARGO_PKG_VERSION"));
@@ -170,6 +184,23 @@ fn reason(label: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_that_no_longer_exists_is_final() {
+        let error = |detail: &str| AwsError {
+            action: "ssm:ResumeSession",
+            problem: AwsProblem::Other,
+            detail: detail.to_owned(),
+        };
+        assert!(session_is_gone(&error(
+            "DoesNotExistException: Session alice-0123 does not exist."
+        )));
+        assert!(session_is_gone(&error("InvalidParameters: bad session id")));
+        assert!(!session_is_gone(&error(
+            "ThrottlingException: Rate exceeded"
+        )));
+        assert!(!session_is_gone(&error("InternalServerError: oops")));
+    }
 
     #[test]
     fn reason_names_the_tool_and_the_target_and_fits() {

@@ -161,6 +161,26 @@ pub struct DirectionFaults {
     pub corrupt_digest: f64,
 }
 
+/// The smux keep-alive of agents that run it (3.0.222.0 to 3.1.1445, and
+/// later ones for clients up to 1.2.331.0): xtaci/smux `DefaultConfig`, a NOP
+/// every `interval_ms` and the session closed after `timeout_ms` without a
+/// frame from the client. Shorter values make tests fast.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct SmuxKeepAlive {
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+}
+
+impl Default for SmuxKeepAlive {
+    fn default() -> Self {
+        SmuxKeepAlive {
+            interval_ms: 10_000,
+            timeout_ms: 30_000,
+        }
+    }
+}
+
 /// Everything a test or the config file seeds.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -177,6 +197,7 @@ pub struct Seed {
     pub credentials: Vec<Credential>,
     /// What the data channel demands of a websocket (on by default).
     pub data_channel: DataChannelPolicy,
+    pub smux_keepalive: SmuxKeepAlive,
 }
 
 /// A session created by StartSession.
@@ -192,6 +213,8 @@ pub struct Session {
     pub unused_tokens: HashSet<String>,
     /// Set to true by TerminateSession; the data plane ends the session.
     pub terminated: watch::Sender<bool>,
+    /// When StartSession created it: the agent's 15 s handshake clock starts here.
+    pub started: std::time::Instant,
 }
 
 /// Everything the data plane needs to run a session, handed out once per
@@ -206,6 +229,9 @@ pub struct Grant {
     pub terminated: watch::Receiver<bool>,
     pub pacing: Pacing,
     pub faults: Faults,
+    pub smux_keepalive: SmuxKeepAlive,
+    /// `Session::started`.
+    pub started: std::time::Instant,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -233,6 +259,7 @@ pub struct World {
     pub data_channel: DataChannelPolicy,
     /// The secret of the key the service presigns StreamUrls with.
     pub service_secret: String,
+    pub smux_keepalive: SmuxKeepAlive,
     pub sessions: HashMap<String, Session>,
     /// The data channel's live sessions and counters (see `datachannel::DataPlane`).
     pub data_plane: crate::datachannel::DataPlane,
@@ -344,6 +371,7 @@ impl World {
                 .collect(),
             data_channel: seed.data_channel,
             service_secret: uuid::Uuid::new_v4().simple().to_string(),
+            smux_keepalive: seed.smux_keepalive,
             ..World::default()
         }
     }
@@ -371,6 +399,8 @@ impl World {
             terminated: session.terminated.subscribe(),
             pacing: self.pacing,
             faults: self.faults.clone(),
+            smux_keepalive: self.smux_keepalive,
+            started: session.started,
         })
     }
 }
