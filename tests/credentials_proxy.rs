@@ -348,6 +348,24 @@ fn echo_with(env: &Env, vars: &[(&str, &str)]) {
     assert!(status.success(), "{status}\n{stderr}");
 }
 
+/// tinyproxy relayed the websocket (CONNECT to the fake) and the API calls
+/// (absolute-form POSTs to it).
+#[track_caller]
+fn assert_went_through(env: &Env, proxy: &Tinyproxy) {
+    let requests = proxy.requests();
+    let fake = env.fake.addr().to_string();
+    let connect = format!("CONNECT {fake} HTTP/1.1");
+    let post = format!("POST http://{fake}/ HTTP/1.1");
+    assert!(
+        requests.contains(&connect),
+        "the websocket did not go through the proxy: {requests:#?}"
+    );
+    assert!(
+        requests.contains(&post),
+        "the API calls did not go through the proxy: {requests:#?}"
+    );
+}
+
 #[test]
 fn api_calls_and_the_websocket_go_through_the_proxy() {
     let env = echo_env(None);
@@ -357,20 +375,7 @@ fn api_calls_and_the_websocket_go_through_the_proxy() {
         &env,
         &[("HTTP_PROXY", &proxy.url), ("HTTPS_PROXY", &proxy.url)],
     );
-    let requests = proxy.requests();
-    let fake = env.fake.addr().to_string();
-    assert!(
-        requests
-            .iter()
-            .any(|r| r == &format!("CONNECT {fake} HTTP/1.1")),
-        "the websocket did not go through the proxy: {requests:#?}"
-    );
-    assert!(
-        requests
-            .iter()
-            .any(|r| r == &format!("POST http://{fake}/ HTTP/1.1")),
-        "the API calls did not go through the proxy: {requests:#?}"
-    );
+    assert_went_through(&env, &proxy);
 }
 
 #[test]
@@ -387,16 +392,5 @@ fn lowercase_variables_work_and_no_proxy_bypasses_the_proxy() {
         "NO_PROXY was not honoured"
     );
     echo_with(&env, &[("http_proxy", &proxy.url)]);
-    let requests = proxy.requests();
-    let fake = env.fake.addr().to_string();
-    assert!(
-        requests
-            .iter()
-            .any(|r| r == &format!("CONNECT {fake} HTTP/1.1")),
-        "{requests:#?}"
-    );
-    assert!(
-        requests.iter().any(|r| r.starts_with("POST ")),
-        "{requests:#?}"
-    );
+    assert_went_through(&env, &proxy);
 }

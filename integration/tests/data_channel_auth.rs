@@ -153,6 +153,16 @@ async fn first_frame(ws: &mut Ws) -> Result<String, String> {
     }
 }
 
+/// The upgrade is accepted and a current client's OpenDataChannel with
+/// `token` gets the agent's handshake.
+async fn assert_opens(url: &str, headers: &[(String, String)], token: &str) {
+    let mut ws = dial(url, headers).await.unwrap();
+    ws.send(open_data_channel(token, "1.2.764.0"))
+        .await
+        .unwrap();
+    assert_eq!(first_frame(&mut ws).await.unwrap(), "output_stream_data");
+}
+
 fn refused_upgrades(fake: &FakeAws) -> u64 {
     fake.world()
         .lock()
@@ -218,11 +228,7 @@ async fn a_wrong_secret_a_stale_date_or_a_foreign_region_is_refused() {
     assert_eq!(refused_upgrades(&fake), 5);
 
     // The session's token was never used: a good signature still opens it.
-    let mut ws = dial(url, &signed(url, &static_key())).await.unwrap();
-    ws.send(open_data_channel(&target.token, "1.2.764.0"))
-        .await
-        .unwrap();
-    assert_eq!(first_frame(&mut ws).await.unwrap(), "output_stream_data");
+    assert_opens(url, &signed(url, &static_key()), &target.token).await;
 }
 
 #[tokio::test]
@@ -260,11 +266,7 @@ async fn expired_credentials_are_refused_on_the_upgrade_and_the_api() {
         .send()
         .await
         .unwrap();
-    let mut ws = dial(url, &signed(url, &live)).await.unwrap();
-    ws.send(open_data_channel(&target.token, "1.2.764.0"))
-        .await
-        .unwrap();
-    assert_eq!(first_frame(&mut ws).await.unwrap(), "output_stream_data");
+    assert_opens(url, &signed(url, &live), &target.token).await;
     // A session token that is not the key's is refused.
     let forged = Credential {
         session_token: Some("forged".into()),
@@ -337,11 +339,7 @@ async fn presigned_stream_urls_open_without_headers_and_only_untouched() {
     // Both a presigned query and an Authorization header: refused.
     let (status, _) = dial(url, &signed(url, &static_key())).await.unwrap_err();
     assert_eq!(status, 400);
-    let mut ws = dial(url, &[]).await.unwrap();
-    ws.send(open_data_channel(&target.token, "1.2.764.0"))
-        .await
-        .unwrap();
-    assert_eq!(first_frame(&mut ws).await.unwrap(), "output_stream_data");
+    assert_opens(url, &[], &target.token).await;
 }
 
 /// ResumeSession through the fake's API, and upgrades signed with `credential`.

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use serde_json::json;
-use sm_ssh_integration::auth::{sign_headers, Credential, STATIC_KEY};
+use sm_ssh_integration::auth::{sign_headers, Credential, DataChannelPolicy, STATIC_KEY};
 use sm_ssh_integration::datachannel::serve_router;
 use sm_ssh_integration::world::{
     DirectionFaults, Faults, Instance, Pacing, Session, SharedWorld, SmuxKeepAlive, World,
@@ -270,6 +270,12 @@ async fn start_port(agent_version: &str, target: SocketAddr, keepalive: SmuxKeep
         sessions: [session("AWS-StartPortForwardingSession", properties)].into(),
         pacing: Pacing::Unconstrained,
         smux_keepalive: keepalive,
+        // Old ClientVersions meet the agent here; the service's minimum is
+        // data_channel_auth.rs's.
+        data_channel: DataChannelPolicy {
+            min_client_version: None,
+            ..DataChannelPolicy::default()
+        },
         ..World::default()
     };
     serve(world, Vec::new()).await
@@ -338,8 +344,10 @@ async fn idle_sessions_live_on_old_agents_only_through_nops() {
     ];
     let runs = cases.map(|(agent, client, nops, alive)| async move {
         let fake = start_port(agent, echo, keepalive).await;
-        let mut options = Options::default();
-        options.smux_keepalive = nops.then_some(std::time::Duration::from_millis(333));
+        let mut options = Options {
+            smux_keepalive: nops.then_some(std::time::Duration::from_millis(333)),
+            ..Options::default()
+        };
         if let Some(client) = client {
             options.client_version = client.into();
         }

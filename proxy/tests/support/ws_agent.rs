@@ -122,6 +122,8 @@ impl FakeAgent {
                 let tls = tls.clone();
                 tokio::spawn(async move {
                     let record = fake.clone();
+                    // The shape is tungstenite's handshake callback.
+                    #[allow(clippy::result_large_err)]
                     let note = move |request: &Request, response| {
                         let signed = request.headers().contains_key("x-test-signed");
                         record.record.lock().unwrap().signed_upgrades.push(signed);
