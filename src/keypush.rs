@@ -39,8 +39,12 @@ pub enum Outcome {
     Skipped,
 }
 
-/// How long the pushed script may run on the instance.
+/// SendCommand's `TimeoutSeconds`: how long the command may wait to be
+/// delivered to the agent (not how long it runs; the minimum the API allows).
 const COMMAND_TIMEOUT_SECONDS: i32 = 30;
+/// AWS-RunShellScript's `executionTimeout`: how long the pushed script may
+/// run once delivered (the document's default is 3600 s; it takes a moment).
+const EXECUTION_TIMEOUT_SECONDS: &str = "60";
 /// How long we poll for its result before giving up (the command's own
 /// timeout plus delivery slack).
 const POLL_BUDGET: Duration = Duration::from_secs(60);
@@ -152,6 +156,10 @@ async fn push(
         .comment("sm-ssh: authorise SSH public key")
         .timeout_seconds(COMMAND_TIMEOUT_SECONDS)
         .parameters("commands", script(user, key, fingerprint))
+        .parameters(
+            "executionTimeout",
+            vec![EXECUTION_TIMEOUT_SECONDS.to_owned()],
+        )
         .send()
         .await
         .map_err(|error| {
@@ -166,6 +174,20 @@ async fn push(
         .context("SendCommand returned no CommandId")?
         .to_owned();
     wait_for(ssm, instance_id, &command_id).await
+}
+
+/// Whether an invocation in `status` may still change (no status yet counts).
+/// `Cancelling` is not over: it ends as `Cancelled`, or finishes first.
+fn still_running(status: Option<&CommandInvocationStatus>) -> bool {
+    matches!(
+        status,
+        None | Some(
+            CommandInvocationStatus::Pending
+                | CommandInvocationStatus::InProgress
+                | CommandInvocationStatus::Delayed
+                | CommandInvocationStatus::Cancelling
+        )
+    )
 }
 
 /// Polls GetCommandInvocation with a short, growing interval until the
@@ -212,17 +234,13 @@ async fn wait_for(
         };
         match invocation.status() {
             Some(CommandInvocationStatus::Success) => return Ok(()),
-            Some(
-                CommandInvocationStatus::Pending
-                | CommandInvocationStatus::InProgress
-                | CommandInvocationStatus::Delayed,
-            )
-            | None => {
+            status if still_running(status) => {
                 if started.elapsed() > POLL_BUDGET {
                     bail!("the key-push command {command_id} on {instance_id} did not finish within {}s", POLL_BUDGET.as_secs());
                 }
             }
-            Some(status) => {
+            status => {
+                let status = status.map_or("unknown", |s| s.as_str());
                 let stderr = invocation.standard_error_content().unwrap_or("").trim();
                 let detail = if stderr.is_empty() {
                     invocation
@@ -233,8 +251,7 @@ async fn wait_for(
                     stderr.to_owned()
                 };
                 bail!(
-                    "pushing the SSH key to {instance_id} failed (command {command_id}: {}, exit {}): {detail}",
-                    status.as_str(),
+                    "pushing the SSH key to {instance_id} failed (command {command_id}: {status}, exit {}): {detail}",
                     invocation.response_code()
                 );
             }
@@ -331,6 +348,14 @@ mod tests {
 
     /// Runs the generated script with `/etc/ssh` redirected into a temporary
     /// directory, twice, and checks each file holds the key exactly once.
+    #[test]
+    fn cancelling_is_still_in_progress() {
+        assert!(still_running(Some(&CommandInvocationStatus::Cancelling)));
+        assert!(still_running(None));
+        assert!(!still_running(Some(&CommandInvocationStatus::Cancelled)));
+        assert!(!still_running(Some(&CommandInvocationStatus::Success)));
+    }
+
     #[test]
     fn script_installs_the_key_idempotently() {
         let dir = tempfile::tempdir().unwrap();

@@ -17,6 +17,7 @@ mod port;
 mod prompt;
 mod resolve;
 mod session;
+mod signing;
 mod ssh_client;
 mod sshconfig;
 mod target;
@@ -40,8 +41,8 @@ fn main() -> ExitCode {
         }
     };
     let code = runtime.block_on(cmd::run(cli));
-    // A read of stdin may still block a runtime thread (the proxy's input
-    // when the session ended first): exit without waiting for it.
+    // A blocking read of stdin (the bridge's) never returns by itself: after a
+    // failed session, waiting for it would hang until ssh sent more bytes.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     code
 }

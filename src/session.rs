@@ -1,5 +1,5 @@
 //! Session Manager sessions through the SSM API: StartSession, ResumeSession
-//! and TerminateSession.
+//! and TerminateSession, and the signature of each data-channel dial.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -7,23 +7,28 @@ use std::sync::{Arc, Mutex};
 use sm_ssh_proxy::{ControlError, Options, SessionControl, StreamTarget};
 
 use crate::error::{AwsError, AwsProblem};
+use crate::signing::UpgradeSigner;
 
 /// Why StartSession failed. `forward` looks at `AccessDenied` to fall back
 /// to another document; everything else reports it.
 pub type StartError = AwsError;
 
-/// The three session calls, on one SSM client.
+/// The three session calls, on one SSM client, and the upgrade signer with
+/// the same configuration's credentials and region.
 #[derive(Clone, Debug)]
 pub struct Sessions {
     ssm: aws_sdk_ssm::Client,
+    signer: Arc<UpgradeSigner>,
     /// Each session's latest StreamUrl, for a ResumeSession that returns none.
     urls: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl Sessions {
-    pub fn new(ssm: aws_sdk_ssm::Client) -> Self {
+    /// `sdk` is the configuration `ssm` was made from: its credentials sign the upgrades.
+    pub fn new(ssm: aws_sdk_ssm::Client, sdk: &aws_types::SdkConfig) -> Self {
         Sessions {
             ssm,
+            signer: Arc::new(UpgradeSigner::new(sdk)),
             urls: Arc::default(),
         }
     }
@@ -96,7 +101,7 @@ impl SessionControl for Sessions {
             .await
             .map_err(|error| {
                 let error = AwsError::from_sdk("ssm:ResumeSession", &error);
-                let message = error.message(None);
+                let message = error.message(profile().as_deref());
                 match error.problem {
                     AwsProblem::Other if !session_is_gone(&error) => {
                         ControlError::retryable(message)
@@ -138,13 +143,26 @@ impl SessionControl for Sessions {
             .map_err(|error| {
                 let error = AwsError::from_sdk("ssm:TerminateSession", &error);
                 if session_is_gone(&error) {
-                    ControlError::fatal(error.message(None))
+                    ControlError::fatal(error.message(profile().as_deref()))
                 } else {
-                    ControlError::retryable(error.message(None))
+                    ControlError::retryable(error.message(profile().as_deref()))
                 }
             })?;
         Ok(())
     }
+
+    async fn upgrade_headers(
+        &self,
+        stream_url: &str,
+    ) -> Result<Vec<(String, String)>, ControlError> {
+        self.signer.headers(stream_url).await
+    }
+}
+
+/// The profile in use, for the login hint of credential errors (`--profile`
+/// reaches here as AWS_PROFILE only when set that way).
+pub fn profile() -> Option<String> {
+    std::env::var("AWS_PROFILE").ok().filter(|p| !p.is_empty())
 }
 
 /// The codes with which ResumeSession and TerminateSession refuse a session

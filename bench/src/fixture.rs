@@ -51,6 +51,8 @@ impl Fixture {
             region: REGION.into(),
             identity,
             instances: vec![instance],
+            // Session Manager needs it for hybrid (`mi-…`) nodes.
+            activation_tier: "advanced".into(),
             ..Seed::default()
         };
         let fake = FakeAws::start(seed).await?;

@@ -3,6 +3,7 @@
 //! agent behind it.
 //! Tests, benchmarks and the playground run against it; see `docs/fake-aws.md`.
 
+pub mod auth;
 mod caller;
 pub mod config;
 pub mod datachannel;

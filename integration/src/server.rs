@@ -71,6 +71,7 @@ impl FakeAws {
         };
         let app = Router::new()
             .route("/", post(api))
+            .route(MINT_PATH, post(mint))
             .with_state(state)
             .merge(crate::datachannel::router(world.clone()));
         let (stop, stopped) = oneshot::channel::<()>();
@@ -233,6 +234,16 @@ impl FakeAws {
         self.world.lock().unwrap().faults = faults;
     }
 
+    /// Temporary credentials that expire `ttl` from now.
+    pub fn mint_credentials(&self, ttl: Duration) -> crate::auth::Credential {
+        self.world.lock().unwrap().mint(ttl)
+    }
+
+    /// What the data channel demands of websockets dialled from now on.
+    pub fn set_data_channel_policy(&self, policy: crate::auth::DataChannelPolicy) {
+        self.world.lock().unwrap().data_channel = policy;
+    }
+
     /// Applies to sessions whose token is redeemed from now on.
     pub fn set_pacing(&self, pacing: Pacing) {
         self.world.lock().unwrap().pacing = pacing;
@@ -294,8 +305,29 @@ impl Drop for FakeAws {
     }
 }
 
+/// Where tests get temporary credentials: `POST /sm-ssh-fake/credentials?seconds=N`
+/// answers `credential_process` JSON for a key expiring in N seconds (default 900).
+pub const MINT_PATH: &str = "/sm-ssh-fake/credentials";
+
+async fn mint(
+    State(state): State<AppState>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let seconds = query
+        .get("seconds")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(900);
+    let credential = state
+        .world
+        .lock()
+        .unwrap()
+        .mint(Duration::from_secs(seconds));
+    axum::Json(credential.process_json()).into_response()
+}
+
 /// `POST /`: SSM or SageMaker when `X-Amz-Target` names it, IAM or STS
 /// when the body is a Query-protocol form (told apart by its `Version`).
+/// Credentials are checked first, as IAM does.
 async fn api(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let state = AppState {
         access_key: crate::caller::access_key_id(&headers),
@@ -309,6 +341,20 @@ async fn api(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> 
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
+    let json = !target.is_empty();
+    let checked = state.world.lock().unwrap().check_api_call(&headers, json);
+    if let Err(refusal) = checked {
+        return if json {
+            ApiError {
+                status: refusal.status,
+                code: refusal.code,
+                message: refusal.message,
+            }
+            .into_response()
+        } else {
+            crate::sts::refusal(refusal)
+        };
+    }
     if let Some(op) = target.strip_prefix("AmazonSSM.") {
         crate::ssm::handle(&state, op, &body).await
     } else if let Some(op) = target.strip_prefix("SageMaker.") {

@@ -60,6 +60,12 @@ pub(crate) fn handle(state: &AppState, body: &[u8]) -> Response {
     xml_response(StatusCode::OK, xml)
 }
 
+/// A refused call's credentials, as STS words it.
+pub(crate) fn refusal(refusal: crate::auth::Refusal) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    error(refusal.status, refusal.code, &refusal.message, &request_id)
+}
+
 fn error(status: StatusCode, code: &str, message: &str, request_id: &str) -> Response {
     let xml = format!(
         "<ErrorResponse xmlns=\"{NAMESPACE}\">\n  <Error>\n    <Type>Sender</Type>\n    \

@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+pub use crate::auth::{Credential, DataChannelPolicy};
+
 /// The handle every part of the fake shares.
 pub type SharedWorld = Arc<Mutex<World>>;
 
@@ -199,6 +201,10 @@ pub struct Seed {
     pub iam: crate::iam::Account,
     /// Domains, spaces and their apps, jobs and notebook instances.
     pub sagemaker: crate::sagemaker::Seed,
+    /// Access keys known besides the static `testing` pair (see `auth`).
+    pub credentials: Vec<Credential>,
+    /// What the data channel demands of a websocket (on by default).
+    pub data_channel: DataChannelPolicy,
     pub smux_keepalive: SmuxKeepAlive,
 }
 
@@ -280,6 +286,11 @@ pub struct World {
     pub faults: Faults,
     pub activation_tier: String,
     pub iam: crate::iam::Account,
+    /// Access keys known besides the static `testing` pair, by key id.
+    pub credentials: BTreeMap<String, Credential>,
+    pub data_channel: DataChannelPolicy,
+    /// The secret of the key the service presigns StreamUrls with.
+    pub service_secret: String,
     pub smux_keepalive: SmuxKeepAlive,
     pub sessions: HashMap<String, Session>,
     /// Every session StartSession created, by SessionId, for DescribeSessions.
@@ -396,6 +407,13 @@ impl World {
             activation_tier,
             iam: seed.iam,
             sagemaker: seed.sagemaker,
+            credentials: seed
+                .credentials
+                .into_iter()
+                .map(|c| (c.access_key_id.clone(), c))
+                .collect(),
+            data_channel: seed.data_channel,
+            service_secret: uuid::Uuid::new_v4().simple().to_string(),
             smux_keepalive: seed.smux_keepalive,
             ..World::default()
         }

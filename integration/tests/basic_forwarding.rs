@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sm_ssh_integration::datachannel::router;
-use sm_ssh_integration::world::{Instance, Session, SharedWorld, World};
+use sm_ssh_integration::world::{DataChannelPolicy, Instance, Session, SharedWorld, World};
 use sm_ssh_proxy::{forward_basic, ControlError, Options, SessionControl, StreamTarget};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -32,6 +32,11 @@ impl SessionControl for Control {
             session.terminated.send_replace(true);
         }
         Ok(())
+    }
+
+    /// Unsigned: this world checks no signatures (see below).
+    async fn upgrade_headers(&self, _: &str) -> Result<Vec<(String, String)>, ControlError> {
+        Ok(Vec::new())
     }
 }
 
@@ -73,6 +78,13 @@ async fn two_connections_one_after_the_other_through_one_basic_session() {
             },
         )]
         .into(),
+        // Basic mode is chosen by an old ClientVersion, which the service's
+        // minimum refuses; the upgrade checks are data_channel_auth.rs's.
+        data_channel: DataChannelPolicy {
+            verify_signature: false,
+            presign_urls: false,
+            min_client_version: None,
+        },
         ..World::default()
     };
     let world: SharedWorld = Arc::new(Mutex::new(world));

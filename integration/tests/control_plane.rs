@@ -32,6 +32,7 @@ async fn fake_with(instances: Vec<Instance>) -> FakeAws {
     FakeAws::start(Seed {
         region: "eu-west-1".into(),
         instances,
+        activation_tier: "advanced".into(),
         ..Seed::default()
     })
     .await
@@ -375,6 +376,43 @@ async fn sessions_start_resume_terminate() {
 }
 
 #[tokio::test]
+async fn hybrid_nodes_need_the_advanced_tier_for_sessions() {
+    let fake = FakeAws::start(Seed {
+        region: "eu-west-1".into(),
+        instances: vec![instance(MI, &[]), instance("i-0123456789abcdef0", &[])],
+        ..Seed::default()
+    })
+    .await
+    .unwrap();
+    let client = ssm(&fake);
+    let start = |target: &str| {
+        client
+            .start_session()
+            .target(target)
+            .document_name("AWS-StartSSHSession")
+            .send()
+    };
+    let (c, m) = code(start(MI).await.unwrap_err());
+    assert_eq!(
+        (c.as_str(), m.as_str()),
+        (
+            "BadRequest",
+            "Enable advanced-instances tier to use Session Manager with your on-premises instances"
+        )
+    );
+    // EC2 instances need no tier.
+    start("i-0123456789abcdef0").await.unwrap();
+    client
+        .update_service_setting()
+        .setting_id("/ssm/managed-instance/activation-tier")
+        .setting_value("advanced")
+        .send()
+        .await
+        .unwrap();
+    start(MI).await.unwrap();
+}
+
+#[tokio::test]
 async fn start_session_errors() {
     let mut offline = instance("mi-00000000000000002", &[]);
     offline.ping_status = PingStatus::ConnectionLost;
@@ -700,7 +738,13 @@ async fn send_command_runs_in_the_sandbox_and_walks_its_status() {
 
 #[tokio::test]
 async fn service_setting_and_activation() {
-    let fake = fake_with(vec![]).await;
+    // A new account's tier: standard.
+    let fake = FakeAws::start(Seed {
+        region: "eu-west-1".into(),
+        ..Seed::default()
+    })
+    .await
+    .unwrap();
     let client = ssm(&fake);
     let arn =
         "arn:aws:ssm:eu-west-1:123456789012:servicesetting/ssm/managed-instance/activation-tier";
@@ -923,15 +967,38 @@ async fn stream_url_reaches_the_data_channel() {
         .send()
         .await
         .unwrap();
-    let (mut ws, _) = tokio_tungstenite::connect_async(out.stream_url().unwrap())
-        .await
-        .unwrap();
+    // Signed as the plugin signs it, with the static key the fake knows.
+    let url = out.stream_url().unwrap();
+    let key = sm_ssh_integration::auth::Credential {
+        access_key_id: "testing".into(),
+        secret_access_key: "testing".into(),
+        session_token: None,
+        expires: None,
+    };
+    let headers = sm_ssh_integration::auth::sign_headers(
+        url,
+        &[],
+        &key,
+        "eu-west-1",
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+            .unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     let open = OpenDataChannel {
         message_schema_version: "1.0".into(),
         request_id: uuid::Uuid::new_v4().to_string(),
         token_value: out.token_value().unwrap().into(),
         client_id: Some(uuid::Uuid::new_v4().to_string()),
-        client_version: Some("1.2.0.0".into()),
+        client_version: Some("1.2.764.0".into()),
     };
     ws.send(Message::Text(serde_json::to_string(&open).unwrap().into()))
         .await

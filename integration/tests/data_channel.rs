@@ -13,7 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use sm_ssh_integration::datachannel::{serve_router, DataPlane};
 use sm_ssh_integration::world::{
-    DirectionFaults, Faults, Instance, Pacing, Session, SharedWorld, World,
+    DataChannelPolicy, DirectionFaults, Faults, Instance, Pacing, Session, SharedWorld, World,
 };
 use sm_ssh_proxy::frame::{header_flags, message_type, payload_type, Frame, FrameError};
 use sm_ssh_proxy::payload::{
@@ -119,6 +119,13 @@ impl Fake {
             instances: BTreeMap::from([(INSTANCE.to_string(), instance)]),
             pacing,
             faults,
+            // The scripted client speaks to the agent; the upgrade's
+            // signature and the minimum ClientVersion are data_channel_auth.rs's.
+            data_channel: DataChannelPolicy {
+                verify_signature: false,
+                presign_urls: false,
+                min_client_version: None,
+            },
             ..World::default()
         };
         let world: SharedWorld = Arc::new(Mutex::new(world));

@@ -7,8 +7,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use serde_json::json;
+use sm_ssh_integration::auth::{sign_headers, Credential, DataChannelPolicy, STATIC_KEY};
 use sm_ssh_integration::datachannel::serve_router;
 use sm_ssh_integration::world::{
     DirectionFaults, Faults, Instance, Pacing, Session, SharedWorld, SmuxKeepAlive, World,
@@ -150,6 +152,22 @@ impl SessionControl for Control {
         }
         Ok(())
     }
+
+    /// Signed as sm-ssh signs, with the static key every world knows.
+    async fn upgrade_headers(
+        &self,
+        stream_url: &str,
+    ) -> Result<Vec<(String, String)>, ControlError> {
+        let (access_key_id, secret) = STATIC_KEY;
+        let credential = Credential {
+            access_key_id: access_key_id.into(),
+            secret_access_key: secret.into(),
+            session_token: None,
+            expires: None,
+        };
+        sign_headers(stream_url, &[], &credential, "us-east-1", SystemTime::now())
+            .map_err(ControlError::fatal)
+    }
 }
 
 /// Echoes `size` bytes through a bridged session and checks every byte.
@@ -252,6 +270,12 @@ async fn start_port(agent_version: &str, target: SocketAddr, keepalive: SmuxKeep
         sessions: [session("AWS-StartPortForwardingSession", properties)].into(),
         pacing: Pacing::Unconstrained,
         smux_keepalive: keepalive,
+        // Old ClientVersions meet the agent here; the service's minimum is
+        // data_channel_auth.rs's.
+        data_channel: DataChannelPolicy {
+            min_client_version: None,
+            ..DataChannelPolicy::default()
+        },
         ..World::default()
     };
     serve(world, Vec::new()).await

@@ -28,6 +28,8 @@ async fn fake() -> FakeAws {
             id: MI.into(),
             ..Instance::default()
         }],
+        // Session Manager needs it for hybrid (`mi-…`) nodes.
+        activation_tier: "advanced".into(),
         ..Seed::default()
     })
     .await

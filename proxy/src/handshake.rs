@@ -7,11 +7,13 @@ use crate::payload::{
     SessionTypeParameters,
 };
 
-/// The ClientVersion we report. Above 1.1.70 the agent runs smux for
-/// `LocalPortForwarding`; above 1.2.331.0 it turns its smux keep-alive off (so the
-/// idle timeout works). 1.2.707.0 is the last plugin release whose websocket
-/// upgrade was unsigned, which is the behaviour we implement.
-pub const CLIENT_VERSION: &str = "1.2.707.0";
+/// The ClientVersion we report, in OpenDataChannel and the HandshakeResponse
+/// (docs/protocol.md lists every agent gate it passes). 1.2.764.0 is the
+/// service's minimum supported plugin and the first that signs the websocket
+/// upgrade, which we do; every agent gate keyed on the client version then
+/// selects what we implement: smux (≥ 1.1.70), smux keep-alive off
+/// (> 1.2.331.0), no "update your plugin" notice (> 1.2.295).
+pub const CLIENT_VERSION: &str = "1.2.764.0";
 
 /// Agents newer than this accept smux for port forwarding.
 const MUX_AGENT_VERSION: &str = "3.0.196.0";
@@ -175,7 +177,7 @@ mod tests {
         assert_eq!(outcome.result, Ok(SessionMode::Stream));
         assert_eq!(
             response(&outcome),
-            json!({"ClientVersion":"1.2.707.0","ProcessedClientActions":[{"ActionType":"SessionType","ActionStatus":1,"ActionResult":null,"Error":""}],"Errors":null})
+            json!({"ClientVersion":"1.2.764.0","ProcessedClientActions":[{"ActionType":"SessionType","ActionStatus":1,"ActionResult":null,"Error":""}],"Errors":null})
         );
     }
 

@@ -19,8 +19,8 @@ pub mod smux;
 
 pub use connection::{Connection, EngineConfig, EngineError, Event};
 pub use driver::{
-    bridge, connect_port, forward_basic, splice, BasicSession, ControlError, MuxPool, MuxSession,
-    MuxStream, Options, PortSession, SessionControl, SessionEnd, SessionError, SessionStats,
-    StreamTarget,
+    bridge, connect_port, forward_basic, is_presigned, splice, BasicSession, ControlError, MuxPool,
+    MuxSession, MuxStream, Options, PortSession, SessionControl, SessionEnd, SessionError,
+    SessionStats, StreamTarget,
 };
 pub use handshake::{SessionMode, CLIENT_VERSION};

@@ -63,7 +63,7 @@ async fn bridge_carries_bytes_both_ways_and_terminates_on_eof() {
     assert_eq!(record.flags, vec![flag::TERMINATE_SESSION]);
     let open = &record.opens[0];
     assert_eq!(open.message_schema_version, "1.0");
-    assert_eq!(open.client_version.as_deref(), Some("1.2.707.0"));
+    assert_eq!(open.client_version.as_deref(), Some("1.2.764.0"));
     assert!(open.client_id.is_some());
 }
 
@@ -211,6 +211,9 @@ async fn reconnect_attempts_are_bounded() {
         other => panic!("{other:?}"),
     }
     assert_eq!(control.resumes.load(Ordering::SeqCst), 3);
+    // The first dial and each redial were signed.
+    assert_eq!(control.signed.lock().unwrap().len(), 4);
+    assert_eq!(fake.record.lock().unwrap().signed_upgrades, [true; 4]);
     let text = error.to_string();
     assert!(text.contains("3 reconnect attempts"), "{text}");
     assert!(!text.contains("secret"), "{text}");

@@ -120,7 +120,7 @@ fn ssh_handshake_then_data_both_ways() {
         }]
     );
     let response = agent.response.clone().unwrap();
-    assert_eq!(response.client_version, "1.2.707.0");
+    assert_eq!(response.client_version, "1.2.764.0");
     assert_eq!(response.processed_client_actions[0].action_status, 1);
     assert_eq!(c.send_data(b"SSH-2.0-client\r\n"), 16);
     agent.send_data(b"SSH-2.0-server\r\n");

@@ -50,7 +50,7 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         return super::forward_ssh::run(&reach, &args.forwards, global).await;
     }
     // Port-forwarding documents are the SSM API's (the ssm and native paths).
-    let sessions = Arc::new(Sessions::new(aws_sdk_ssm::Client::new(&sdk)));
+    let sessions = Arc::new(Sessions::new(aws_sdk_ssm::Client::new(&sdk), &sdk));
     let context = Arc::new(Context {
         sessions,
         options,

@@ -43,7 +43,7 @@ pub async fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
         }
         Invocation::Start(start) => start,
     };
-    let sessions = Arc::new(Sessions::new(ssm_client(&start).await));
+    let sessions = Arc::new(sessions(&start).await);
     let target = StreamTarget {
         session_id: start.response.session_id.clone(),
         stream_url: start.response.stream_url.clone(),
@@ -79,9 +79,9 @@ pub async fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The SSM client for ResumeSession and TerminateSession: the CLI's region,
-/// profile and endpoint.
-async fn ssm_client(start: &Start) -> aws_sdk_ssm::Client {
+/// ResumeSession, TerminateSession and the upgrade's signature: the CLI's
+/// region, profile and endpoint.
+async fn sessions(start: &Start) -> Sessions {
     let mut loader =
         aws_config::defaults(BehaviorVersion::latest()).region(Region::new(start.region.clone()));
     if let Some(profile) = &start.profile {
@@ -92,7 +92,7 @@ async fn ssm_client(start: &Start) -> aws_sdk_ssm::Client {
     if let Some(endpoint) = &start.endpoint {
         config = config.endpoint_url(endpoint);
     }
-    aws_sdk_ssm::Client::from_conf(config.build())
+    Sessions::new(aws_sdk_ssm::Client::from_conf(config.build()), &sdk)
 }
 
 /// Port forwarding as the AWS CLI user expects it: listen on

@@ -142,7 +142,7 @@ pub enum Control {
 impl Control {
     pub fn new(sdk: &SdkConfig, path: Path) -> Control {
         match path {
-            Path::Ssm | Path::Native => Control::Ssm(Sessions::new(aws_sdk_ssm::Client::new(sdk))),
+            Path::Ssm | Path::Native => Control::Ssm(Sessions::new(aws_sdk_ssm::Client::new(sdk), sdk)),
             Path::Space => Control::Space(space::SpaceSessions::new(sdk)),
         }
     }
@@ -174,6 +174,13 @@ impl SessionControl for Control {
         match self {
             Control::Ssm(sessions) => sessions.terminate(session_id).await,
             Control::Space(sessions) => sessions.terminate(session_id).await,
+        }
+    }
+
+    async fn upgrade_headers(&self, stream_url: &str) -> Result<Vec<(String, String)>, ControlError> {
+        match self {
+            Control::Ssm(sessions) => sessions.upgrade_headers(stream_url).await,
+            Control::Space(sessions) => sessions.upgrade_headers(stream_url).await,
         }
     }
 }

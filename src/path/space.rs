@@ -355,7 +355,7 @@ impl SpaceSessions {
     pub fn new(sdk: &SdkConfig) -> SpaceSessions {
         SpaceSessions {
             sagemaker: aws_sdk_sagemaker::Client::new(sdk),
-            ssm: Sessions::new(aws_sdk_ssm::Client::new(sdk)),
+            ssm: Sessions::new(aws_sdk_ssm::Client::new(sdk), sdk),
         }
     }
 
@@ -483,6 +483,11 @@ impl SessionControl for SpaceSessions {
             tracing::debug!(%error, session_id, "TerminateSession for a space session");
         }
         Ok(())
+    }
+
+    /// The same SigV4 upgrade as SSM's sessions (a presigned StreamUrl is sent as it is).
+    async fn upgrade_headers(&self, stream_url: &str) -> Result<Vec<(String, String)>, ControlError> {
+        self.ssm.upgrade_headers(stream_url).await
     }
 }
 

@@ -140,7 +140,9 @@ impl Env {
 pub fn isolate(command: &mut Command, home: &Path) {
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy().into_owned();
-        if key.starts_with("AWS_") || key.starts_with("SM_SSH_") {
+        // A developer's proxy settings would route the fake's traffic too.
+        let proxy = key.to_ascii_lowercase().ends_with("_proxy");
+        if key.starts_with("AWS_") || key.starts_with("SM_SSH_") || proxy {
             command.env_remove(&key);
         }
     }
@@ -210,6 +212,8 @@ pub fn seed_with(instances: Vec<Instance>) -> Seed {
     Seed {
         region: REGION.into(),
         instances,
+        // Session Manager needs it for the hybrid (`mi-…`) nodes tests use.
+        activation_tier: "advanced".into(),
         ..Seed::default()
     }
 }

@@ -952,7 +952,7 @@ fn keepalive_runs(agent: &[u64], client: &[u64]) -> bool {
 }
 
 /// A version's numeric components; fewer components compare smaller.
-fn version(text: &str) -> Vec<u64> {
+pub(crate) fn version(text: &str) -> Vec<u64> {
     text.split('.')
         .map(|c| c.trim().parse().unwrap_or(0))
         .collect()

@@ -10,10 +10,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use sm_ssh_proxy::frame::{message_type, payload_type, Frame, SHORT_HEADER_LENGTH};
 use sm_ssh_proxy::payload::{ChannelClosed, OpenDataChannel};
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::{interval_at, sleep_until, timeout, Instant};
+use tokio::time::{interval_at, sleep_until, timeout_at, Instant};
 use uuid::Uuid;
 
-use super::agent::{Agent, AgentEvent};
+use super::agent::{version, Agent, AgentEvent};
 use super::faults::{Direction, Kind, Lane, Relayed};
 use super::{pacing, DataPlane, Stats};
 use crate::world::{Grant, SharedWorld};
@@ -103,20 +103,35 @@ pub(crate) async fn serve(world: SharedWorld, session_id: String, mut socket: We
 }
 
 /// Reads and checks the OpenDataChannel message; the reason on refusal.
+/// Pings and pongs before it are skipped: the plugin starts pinging as soon
+/// as the socket opens (`websocketchannel.go` `Open` → `StartPings`).
 async fn open(
     world: &SharedWorld,
     session_id: &str,
     socket: &mut WebSocket,
 ) -> Result<Grant, String> {
-    let text = match timeout(OPEN_TIMEOUT, socket.recv()).await {
-        Ok(Some(Ok(Message::Text(text)))) => text,
-        Ok(Some(Ok(_))) => return Err("expected an OpenDataChannel text message".into()),
-        Ok(_) => return Err("connection closed before OpenDataChannel".into()),
-        Err(_) => return Err("timed out waiting for OpenDataChannel".into()),
+    let deadline = Instant::now() + OPEN_TIMEOUT;
+    let text = loop {
+        match timeout_at(deadline, socket.recv()).await {
+            Ok(Some(Ok(Message::Text(text)))) => break text,
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Ok(Some(Ok(_))) => return Err("expected an OpenDataChannel text message".into()),
+            Ok(_) => return Err("connection closed before OpenDataChannel".into()),
+            Err(_) => return Err("timed out waiting for OpenDataChannel".into()),
+        }
     };
     let request: OpenDataChannel = serde_json::from_str(text.as_str())
         .map_err(|e| format!("malformed OpenDataChannel: {e}"))?;
     let mut world = world.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(minimum) = &world.data_channel.min_client_version {
+        let reported = request.client_version.as_deref().unwrap_or_default();
+        if version(reported) < version(minimum) {
+            return Err(format!(
+                "ClientVersion {reported:?} is below the minimum supported {minimum}; \
+                 update the Session Manager plugin"
+            ));
+        }
+    }
     world
         .redeem_token(session_id, &request.token_value)
         .map_err(|e| format!("token refused: {e}"))

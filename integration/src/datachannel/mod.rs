@@ -1,9 +1,10 @@
 //! The data plane of the fake: the `ssmmessages` websocket endpoint (MGS) and
 //! the SSM agent behind it, emulated per session.
 //!
-//! `router` serves `GET /v1/data-channel/{session_id}`. The first websocket
-//! message must be an OpenDataChannel text frame whose token the `World`
-//! redeems; the session's agent is created on the first redeem and outlives
+//! `router` serves `GET /v1/data-channel/{session_id}`. The upgrade must be
+//! SigV4-signed or presigned (`World::check_upgrade`); the first websocket
+//! message (pings aside) must be an OpenDataChannel text frame from a recent
+//! enough client whose token the `World` redeems; the session's agent is created on the first redeem and outlives
 //! any one websocket, so a client can resume with a fresh token.
 //!
 //! - `mgs`: the websocket endpoint, the per-session hub and MGS's own frames;
@@ -26,8 +27,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, State, WebSocketUpgrade};
-use axum::response::Response;
+use axum::extract::{OriginalUri, Path, State, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
@@ -71,11 +73,33 @@ pub fn serve_listener(
     }))
 }
 
+/// Checks the upgrade's signature (as the URL the client signed: its Host
+/// and the raw path and query) before accepting the websocket.
 async fn upgrade(
     State(world): State<SharedWorld>,
     Path(session_id): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let url = format!("ws://{host}{path}");
+    let checked = {
+        let world = world.lock().unwrap_or_else(|e| e.into_inner());
+        world
+            .check_upgrade(&url, &headers)
+            .map_err(|refusal| (refusal, world.data_plane.stats.clone()))
+    };
+    if let Err((refusal, stats)) = checked {
+        stats.refused_upgrades.fetch_add(1, Relaxed);
+        tracing::info!(session_id, code = refusal.code, "websocket upgrade refused");
+        let body = serde_json::json!({ "__type": refusal.code, "message": refusal.message });
+        return (refusal.status, body.to_string()).into_response();
+    }
     ws.on_upgrade(move |socket| mgs::serve(world, session_id, socket))
 }
 
@@ -141,6 +165,7 @@ struct Stats {
     reconnects: AtomicU64,
     cuts: AtomicU64,
     refused_tokens: AtomicU64,
+    refused_upgrades: AtomicU64,
     dial_failures: AtomicU64,
     sessions_closed: AtomicU64,
 }
@@ -170,8 +195,10 @@ pub struct StatsSnapshot {
     pub reconnects: u64,
     /// Websockets MGS closed with `1000 Bye` (the cut faults).
     pub cuts: u64,
-    /// OpenDataChannel messages refused (bad, reused or refused token).
+    /// OpenDataChannel messages refused (bad, reused or refused token, old client).
     pub refused_tokens: u64,
+    /// Websocket upgrades refused (missing, bad or stale signature; expired credentials).
+    pub refused_upgrades: u64,
     /// Target dials that failed.
     pub dial_failures: u64,
     /// Sessions that ended with `channel_closed`.
@@ -193,6 +220,7 @@ impl Stats {
             reconnects: self.reconnects.load(Relaxed),
             cuts: self.cuts.load(Relaxed),
             refused_tokens: self.refused_tokens.load(Relaxed),
+            refused_upgrades: self.refused_upgrades.load(Relaxed),
             dial_failures: self.dial_failures.load(Relaxed),
             sessions_closed: self.sessions_closed.load(Relaxed),
         }

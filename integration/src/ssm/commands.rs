@@ -204,7 +204,7 @@ fn send_in(
             script: script.clone(),
             sandbox,
             workdir,
-            limit: Duration::from_secs(execution.min(timeout)),
+            limit: run_limit(timeout, execution),
         });
     }
     let command = Command {
@@ -285,6 +285,13 @@ async fn execute(state: AppState, job: Job) {
             }
         }
     });
+}
+
+/// How long a delivered script may run. `TimeoutSeconds` is the delivery
+/// timeout (how long the command may wait for the agent, immediate here), not
+/// the run time: that is AWS-RunShellScript's `executionTimeout` (default 3600 s).
+fn run_limit(_delivery_timeout: u64, execution_timeout: u64) -> Duration {
+    Duration::from_secs(execution_timeout)
 }
 
 fn truncate(s: &str) -> String {
@@ -390,6 +397,12 @@ fn iso8601(epoch: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeout_seconds_does_not_bound_the_run() {
+        assert_eq!(run_limit(30, 3600), Duration::from_secs(3600));
+        assert_eq!(run_limit(600, 5), Duration::from_secs(5));
+    }
 
     #[test]
     fn iso8601_formats_known_instants() {

@@ -68,6 +68,13 @@ fn start_in(world: &mut World, port: u16, req: &StartInput, document: &str) -> A
     }
     check_run_on(world, "ssm:StartSession", &req.target, document)?;
     let properties = substitute(document, &req.parameters)?;
+    // Session Manager serves hybrid (`mi-…`) nodes only on the advanced tier.
+    if req.target.starts_with("mi-") && world.activation_tier == "standard" {
+        return Err(ApiError::new(
+            "BadRequest",
+            "Enable advanced-instances tier to use Session Manager with your on-premises instances",
+        ));
+    }
     match world.instances.get(&req.target) {
         Some(i) if i.ping_status == PingStatus::Online => {}
         _ => {
@@ -78,7 +85,7 @@ fn start_in(world: &mut World, port: u16, req: &StartInput, document: &str) -> A
         }
     }
     let (id, token) = open_session(world, &req.target, document, properties, req.reason.clone());
-    Ok(session_reply(&id, &token, &stream_endpoint(world, port)))
+    Ok(session_reply(world, &id, &token, port))
 }
 
 /// Creates a session on `target` with its first token; returns both. The
@@ -139,7 +146,6 @@ fn record_end_when_over(shared: &SharedWorld, world: &World, id: &str) {
 pub(super) fn resume(state: &AppState, body: &[u8]) -> ApiResult {
     let req: SessionInput = input(body)?;
     let mut world = state.world();
-    let endpoint = stream_endpoint(&world, state.port);
     let result = (|| {
         let session = session_for(&mut world, "ssm:ResumeSession", &req.session_id)?;
         if *session.terminated.borrow() {
@@ -148,7 +154,7 @@ pub(super) fn resume(state: &AppState, body: &[u8]) -> ApiResult {
         }
         let token = new_token();
         session.unused_tokens.insert(token.clone());
-        Ok(session_reply(&req.session_id, &token, &endpoint))
+        Ok(session_reply(&world, &req.session_id, &token, state.port))
     })();
     recorded(
         &mut world,
@@ -222,11 +228,15 @@ pub(crate) fn stream_endpoint(world: &World, port: u16) -> String {
         .unwrap_or_else(|| format!("127.0.0.1:{port}"))
 }
 
-fn session_reply(id: &str, token: &str, endpoint: &str) -> Value {
+/// The answer of StartSession and ResumeSession; the StreamUrl presigned
+/// when the world's data-channel policy says so.
+fn session_reply(world: &World, id: &str, token: &str, port: u16) -> Value {
+    let endpoint = stream_endpoint(world, port);
+    let url = format!("ws://{endpoint}/v1/data-channel/{id}?role=publish_subscribe");
     json!({
         "SessionId": id,
         "TokenValue": token,
-        "StreamUrl": format!("ws://{endpoint}/v1/data-channel/{id}?role=publish_subscribe"),
+        "StreamUrl": world.stream_url(url),
     })
 }
 

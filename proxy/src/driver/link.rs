@@ -64,9 +64,16 @@ impl<C: SessionControl> Link<C> {
         // A failed dial has not used the token: retry it a few times, as the plugin does.
         let mut attempt = 1;
         let socket = loop {
-            match socket::open(&target, &options.client_version, options.connect_timeout).await {
+            match socket::open(
+                &target,
+                control.as_ref(),
+                &options.client_version,
+                options.connect_timeout,
+            )
+            .await
+            {
                 Ok(socket) => break socket,
-                Err(error) if attempt < INITIAL_DIAL_ATTEMPTS => {
+                Err(error) if attempt < INITIAL_DIAL_ATTEMPTS && !is_final(&error) => {
                     tracing::debug!(attempt, %error, "opening the data channel failed; retrying");
                     sleep(backoff(&options, attempt)).await;
                     attempt += 1;
@@ -274,6 +281,7 @@ impl<C: SessionControl> Link<C> {
             };
             match socket::open(
                 &target,
+                self.control.as_ref(),
                 &self.options.client_version,
                 self.options.connect_timeout,
             )
@@ -289,6 +297,7 @@ impl<C: SessionControl> Link<C> {
                     tracing::debug!(session = %self.session_id, attempt, "data channel reconnected");
                     return Ok(());
                 }
+                Err(error) if is_final(&error) => return Err(error),
                 Err(error) => {
                     tracing::debug!(attempt, %error, "reconnect attempt failed");
                     last = error.to_string();
@@ -353,6 +362,11 @@ impl<C: SessionControl> Link<C> {
 }
 
 /// Exponential backoff from `reconnect_initial_delay`, capped, with jitter in
+/// A dial failure that another attempt cannot cure: no credentials to sign with.
+fn is_final(error: &SessionError) -> bool {
+    matches!(error, SessionError::Sign(_))
+}
+
 /// [50 %, 100 %] so that many sessions do not redial in lockstep.
 fn backoff(options: &Options, attempt: u32) -> Duration {
     let base = options

@@ -18,6 +18,7 @@ mod port;
 mod pump;
 mod socket;
 mod splice;
+mod tunnel;
 
 use std::future::Future;
 use std::time::Duration;
@@ -90,6 +91,39 @@ pub trait SessionControl: Send + Sync + 'static {
     ) -> impl Future<Output = Result<StreamTarget, ControlError>> + Send;
     /// The TerminateSession API.
     fn terminate(&self, session_id: &str) -> impl Future<Output = Result<(), ControlError>> + Send;
+    /// Headers to add to the websocket upgrade `GET stream_url`: the SigV4
+    /// signature (`Authorization`, `X-Amz-Date`, `X-Amz-Security-Token`) made
+    /// with freshly resolved credentials. Called before every dial and redial,
+    /// but not for a presigned URL ([`is_presigned`]), which is sent as it is.
+    /// A non-retryable error (no credentials to be had) ends the session.
+    fn upgrade_headers(
+        &self,
+        stream_url: &str,
+    ) -> impl Future<Output = Result<Vec<(String, String)>, ControlError>> + Send;
+}
+
+/// The query parameters that make a StreamUrl presigned: such a URL is sent
+/// as it is, unsigned (the plugin's `isPresignedURL`).
+pub const PRESIGN_PARAMETERS: [&str; 7] = [
+    "X-Amz-Algorithm",
+    "X-Amz-Credential",
+    "X-Amz-Date",
+    "X-Amz-Expires",
+    "X-Amz-SignedHeaders",
+    "X-Amz-Signature",
+    "X-Amz-Security-Token",
+];
+
+/// Whether `url` carries its own signature in its query.
+pub fn is_presigned(url: &str) -> bool {
+    let Some((_, query)) = url.split_once('?') else {
+        return false;
+    };
+    let query = query.split('#').next().unwrap_or(query);
+    query.split('&').any(|pair| {
+        let name = pair.split('=').next().unwrap_or(pair);
+        PRESIGN_PARAMETERS.contains(&name)
+    })
 }
 
 /// Tunables of a session. `Default` is what `sm-ssh` uses.
@@ -172,6 +206,8 @@ pub enum SessionError {
     TokenRefused,
     #[error("the data channel websocket died and {attempts} reconnect attempts failed (last error: {last})")]
     Disconnected { attempts: u32, last: String },
+    #[error("could not sign the data channel websocket: {0}")]
+    Sign(String),
     #[error("could not resume the session: {0}")]
     Resume(String),
     #[error("no handshake from the agent within {0:?}; is the SSM agent on the target running and up to date?")]

@@ -1,5 +1,6 @@
-//! One websocket to the data channel: dial, authenticate, and a writer task so
-//! that the engine loop never blocks on a slow socket.
+//! One websocket to the data channel: dial (through a proxy if the
+//! environment names one), sign the upgrade, authenticate, and a writer task
+//! so that the engine loop never blocks on a slow socket.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -9,11 +10,13 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
-use super::{SessionError, StreamTarget};
+use super::{is_presigned, tunnel, SessionControl, SessionError, StreamTarget};
 use crate::payload::OpenDataChannel;
 
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -45,9 +48,11 @@ impl Drop for Socket {
     }
 }
 
-/// Dials `target.stream_url` and sends the OpenDataChannel message.
-pub(crate) async fn open(
+/// Dials `target.stream_url` with the upgrade signed by `control` (unless
+/// the URL is presigned) and sends the OpenDataChannel message.
+pub(crate) async fn open<C: SessionControl>(
     target: &StreamTarget,
+    control: &C,
     client_version: &str,
     timeout: Duration,
 ) -> Result<Socket, SessionError> {
@@ -55,21 +60,42 @@ pub(crate) async fn open(
         host: host_of(&target.stream_url),
         reason,
     };
+    let headers = if is_presigned(&target.stream_url) {
+        Vec::new()
+    } else {
+        match control.upgrade_headers(&target.stream_url).await {
+            Ok(headers) => headers,
+            Err(error) if !error.retryable => return Err(SessionError::Sign(error.message)),
+            Err(error) => return Err(dial_error(error.message)),
+        }
+    };
+    let mut request = target
+        .stream_url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| dial_error(describe(&e)))?;
+    for (name, value) in headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| dial_error(format!("bad signing header name {name:?}")))?;
+        let value = HeaderValue::from_str(&value)
+            .map_err(|_| dial_error(format!("bad value for signing header {name}")))?;
+        request.headers_mut().insert(name, value);
+    }
     let connector = if target.stream_url.starts_with("wss:") {
         Connector::Rustls(tls_config().map_err(dial_error)?)
     } else {
         Connector::Plain
     };
-    let dial = tokio_tungstenite::connect_async_tls_with_config(
-        target.stream_url.as_str(),
-        None,
-        true,
-        Some(connector),
-    );
+    let dial = async {
+        let stream = tunnel::connect(request.uri()).await?;
+        tokio_tungstenite::client_async_tls_with_config(request, stream, None, Some(connector))
+            .await
+            .map_err(|e| describe(&e))
+    };
     let (ws, _) = tokio::time::timeout(timeout, dial)
         .await
         .map_err(|_| dial_error(format!("timed out after {timeout:?}")))?
-        .map_err(|e| dial_error(describe(&e)))?;
+        .map_err(dial_error)?;
     let (mut sink, read) = ws.split();
     let open = OpenDataChannel {
         message_schema_version: "1.0".to_owned(),
@@ -125,7 +151,20 @@ fn describe(error: &WsError) -> String {
         Some(tls) => format!(
             "TLS handshake failed: {tls} (trusted: the system's CA store, or SSL_CERT_FILE/SSL_CERT_DIR if set, and Mozilla's roots)"
         ),
-        None => error.to_string(),
+        None => match error {
+            // The service's refusal (a bad or stale signature, expired credentials).
+            WsError::Http(response) => format!(
+                "the service refused the websocket upgrade with HTTP {}{}",
+                response.status(),
+                response
+                    .body()
+                    .as_deref()
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                    .map(|b| format!(": {}", b.trim()))
+                    .unwrap_or_default()
+            ),
+            other => other.to_string(),
+        },
     }
 }
 

@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::handshake::server::Request;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
@@ -51,6 +52,8 @@ pub struct Behaviour {
 #[derive(Default)]
 pub struct Record {
     pub opens: Vec<OpenDataChannel>,
+    /// Per websocket upgrade, whether it carried the header `FakeControl` signs with.
+    pub signed_upgrades: Vec<bool>,
     pub flags: Vec<u32>,
     pub connections: usize,
     pub streams_opened: usize,
@@ -118,9 +121,17 @@ impl FakeAgent {
                 let Some(fake) = weak.upgrade() else { return };
                 let tls = tls.clone();
                 tokio::spawn(async move {
+                    let record = fake.clone();
+                    // The shape is tungstenite's handshake callback.
+                    #[allow(clippy::result_large_err)]
+                    let note = move |request: &Request, response| {
+                        let signed = request.headers().contains_key("x-test-signed");
+                        record.record.lock().unwrap().signed_upgrades.push(signed);
+                        Ok(response)
+                    };
                     match tls {
                         None => {
-                            if let Ok(ws) = tokio_tungstenite::accept_async(tcp).await {
+                            if let Ok(ws) = tokio_tungstenite::accept_hdr_async(tcp, note).await {
                                 fake.serve(ws).await;
                             }
                         }
@@ -128,7 +139,8 @@ impl FakeAgent {
                             let Ok(stream) = tls.accept(tcp).await else {
                                 return;
                             };
-                            if let Ok(ws) = tokio_tungstenite::accept_async(stream).await {
+                            if let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, note).await
+                            {
                                 fake.serve(ws).await;
                             }
                         }
@@ -442,6 +454,8 @@ pub struct FakeControl {
     pub fake: Arc<FakeAgent>,
     pub resumes: AtomicUsize,
     pub terminated: Mutex<Vec<String>>,
+    /// The StreamUrl of every upgrade the driver asked to have signed.
+    pub signed: Mutex<Vec<String>>,
 }
 
 impl FakeControl {
@@ -450,6 +464,7 @@ impl FakeControl {
             fake: fake.clone(),
             resumes: AtomicUsize::new(0),
             terminated: Mutex::default(),
+            signed: Mutex::default(),
         })
     }
 }
@@ -463,5 +478,13 @@ impl SessionControl for FakeControl {
     async fn terminate(&self, session_id: &str) -> Result<(), ControlError> {
         self.terminated.lock().unwrap().push(session_id.to_owned());
         Ok(())
+    }
+
+    async fn upgrade_headers(
+        &self,
+        stream_url: &str,
+    ) -> Result<Vec<(String, String)>, ControlError> {
+        self.signed.lock().unwrap().push(stream_url.to_owned());
+        Ok(vec![("x-test-signed".to_owned(), "yes".to_owned())])
     }
 }

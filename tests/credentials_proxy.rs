@@ -1,0 +1,396 @@
+//! What a dial takes from its environment, end to end with `sm-ssh proxy`
+//! bridging its stdin/stdout to a session whose port 22 is a TCP echo:
+//!
+//! - temporary credentials from a `credential_process` that expire during the
+//!   session (the fake mints them and refuses expired ones), while the fake
+//!   cuts the websocket with `1000 Bye` every few seconds: every ResumeSession
+//!   and signed redial uses fresh credentials, and with none to be had the
+//!   session ends with one clear message naming the login to run;
+//! - an HTTP proxy (Debian's tinyproxy, started here on loopback with its own
+//!   configuration): the API calls and the websocket go through it, proven by
+//!   its log, in upper- or lowercase variables, and `NO_PROXY` bypasses it.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{seed_with, Env};
+use sm_ssh_integration::server::MINT_PATH;
+use sm_ssh_integration::world::{Faults, Instance, Pacing};
+use tokio::net::TcpListener;
+
+const INSTANCE: &str = "mi-0c4ed0c4ed0c4ed00";
+/// A generous bound on every wait, so a broken build fails instead of hanging.
+const SAFETY: Duration = Duration::from_secs(120);
+
+/// A fake cutting each websocket after `cut_every_ms`, whose instance's port
+/// 22 is a TCP echo.
+fn echo_env(cut_every_ms: Option<u64>) -> Env {
+    let mut seed = seed_with(vec![]);
+    seed.pacing = Pacing::Unconstrained;
+    seed.faults = Faults {
+        cut_every_ms,
+        ..Faults::default()
+    };
+    let env = Env::start(seed);
+    let echo = env.runtime().block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut read, mut write) = stream.split();
+                    let _ = tokio::io::copy(&mut read, &mut write).await;
+                });
+            }
+        });
+        addr
+    });
+    let mut instance = Instance {
+        id: INSTANCE.into(),
+        ..Instance::default()
+    };
+    instance.ports.insert(22, echo);
+    env.add_instance(instance);
+    env
+}
+
+/// A running `sm-ssh proxy`: lines written to it come back from the echo.
+struct Tunnel {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Tunnel {
+    fn start(mut command: Command) -> Tunnel {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sm-ssh runs");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let mut pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            sink.lock().unwrap().push_str(&text);
+        });
+        Tunnel {
+            stdin: child.stdin.take(),
+            stdout: BufReader::new(child.stdout.take().unwrap()),
+            child,
+            stderr,
+        }
+    }
+
+    /// Sends `line` and reads it back; `None` once the tunnel has ended.
+    fn echo(&mut self, line: &str) -> Option<String> {
+        let stdin = self.stdin.as_mut()?;
+        stdin.write_all(format!("{line}\n").as_bytes()).ok()?;
+        stdin.flush().ok()?;
+        let mut back = String::new();
+        match self.stdout.read_line(&mut back) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(back.trim_end().to_owned()),
+        }
+    }
+
+    /// Closes stdin (which ends the session) and waits for the exit.
+    fn finish(mut self) -> (std::process::ExitStatus, String) {
+        drop(self.stdin.take());
+        let mut rest = String::new();
+        let _ = self.stdout.read_to_string(&mut rest);
+        let status = self.child.wait().unwrap();
+        // The stderr thread ends at EOF, which the exit implies.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&self.stderr) > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let stderr = self.stderr.lock().unwrap().clone();
+        (status, stderr)
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn proxy_command(env: &Env) -> Command {
+    env.sm_ssh(["proxy", "--push-key", "never", INSTANCE])
+}
+
+// ------------------------------------------------------------ credentials --
+
+/// A profile whose `credential_process` fetches keys valid for `seconds`
+/// from the fake while the file `allow` exists, and fails ("log in again")
+/// once it is gone. Returns the `allow` file.
+fn expiring_profile(env: &Env, seconds: u64) -> PathBuf {
+    let dir = env.home().join("creds");
+    std::fs::create_dir_all(&dir).unwrap();
+    let allow = dir.join("allow");
+    std::fs::write(&allow, "").unwrap();
+    let port = env.fake.addr().port();
+    let script = dir.join("credentials.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/usr/bin/env bash\n\
+             [ -e '{allow}' ] || {{ echo 'the SSO session has expired' >&2; exit 1; }}\n\
+             exec 3<>/dev/tcp/127.0.0.1/{port}\n\
+             printf 'POST {MINT_PATH}?seconds={seconds} HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n\
+             Content-Length: 0\\r\\nConnection: close\\r\\n\\r\\n' >&3\n\
+             sed '1,/^\\r$/d' <&3\n",
+            allow = allow.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        dir.join("config"),
+        format!(
+            "[profile expiring]\ncredential_process = {}\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    allow
+}
+
+/// `sm-ssh proxy` with the expiring profile and no static keys.
+fn expiring_command(env: &Env) -> Command {
+    let dir = env.home().join("creds");
+    let mut command = proxy_command(env);
+    command
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_PROFILE", "expiring")
+        .env("AWS_CONFIG_FILE", dir.join("config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("none"));
+    command
+}
+
+#[test]
+fn a_session_outlives_its_credentials_across_cuts() {
+    // 20 s credentials, a `1000 Bye` every 5 s: the session runs until six
+    // redials happened, well past the first credentials' expiry.
+    let env = echo_env(Some(5000));
+    expiring_profile(&env, 20);
+    let mut tunnel = Tunnel::start(expiring_command(&env));
+    let started = Instant::now();
+    let stats = || env.fake.world().lock().unwrap().data_plane.stats();
+    let mut n = 0;
+    while stats().reconnects < 6 {
+        assert!(started.elapsed() < SAFETY, "{:?}", stats());
+        let line = format!("ping {n}");
+        let back = tunnel.echo(&line);
+        assert_eq!(
+            back.as_deref(),
+            Some(line.as_str()),
+            "{}",
+            tunnel.stderr.lock().unwrap()
+        );
+        n += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let world = env.fake.world();
+    let (minted, first_expired) = {
+        let world = world.lock().unwrap();
+        let first = world.credentials.values().filter_map(|c| c.expires).min();
+        (
+            world.credentials.len(),
+            first.is_some_and(|at| at < std::time::SystemTime::now()),
+        )
+    };
+    assert!(
+        first_expired,
+        "the session did not outlive its first credentials"
+    );
+    assert!(
+        minted >= 2,
+        "credentials were not refreshed ({minted} minted)"
+    );
+    assert_eq!(stats().refused_upgrades, 0, "{:?}", stats());
+    let refused: Vec<_> = env
+        .fake
+        .events()
+        .into_iter()
+        .filter(|e| e.error.is_some())
+        .collect();
+    assert!(refused.is_empty(), "{refused:#?}");
+    let (status, stderr) = tunnel.finish();
+    assert!(status.success(), "{status}\n{stderr}");
+}
+
+#[test]
+fn no_fresh_credentials_end_the_session_with_the_login_to_run() {
+    let env = echo_env(Some(1500));
+    let allow = expiring_profile(&env, 4);
+    let mut tunnel = Tunnel::start(expiring_command(&env));
+    assert_eq!(tunnel.echo("hello").as_deref(), Some("hello"));
+    // The SSO session ends: credential_process fails from now on.
+    std::fs::remove_file(&allow).unwrap();
+    let started = Instant::now();
+    let mut n = 0;
+    while tunnel.echo(&format!("more {n}")).is_some() {
+        assert!(started.elapsed() < SAFETY, "the tunnel never ended");
+        n += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, stderr) = tunnel.finish();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("credentials are missing, invalid or expired"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("aws sso login --profile expiring"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Error {"), "no Debug output: {stderr}");
+}
+
+// ------------------------------------------------------------------ proxy --
+
+/// tinyproxy on a loopback port with its own configuration and log; stopped
+/// when dropped.
+struct Tinyproxy {
+    child: Child,
+    url: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tinyproxy {
+    fn start() -> Tinyproxy {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = dir.path().join("tinyproxy.log");
+        let config = dir.path().join("tinyproxy.conf");
+        // No ConnectPort line: CONNECT may reach any port (the fake's is random).
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListen 127.0.0.1\nTimeout 60\nLogFile \"{}\"\nLogLevel Connect\n\
+                 MaxClients 50\nAllow 127.0.0.1\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("tinyproxy")
+            .arg("-d")
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tinyproxy runs (scripts/test installs tinyproxy-bin)");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < SAFETY, "tinyproxy never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Tinyproxy {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// The requests tinyproxy relayed so far ("CONNECT host:port HTTP/1.1",
+    /// "POST http://… HTTP/1.1").
+    fn requests(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| l.split_once("]: Request (file descriptor ").map(|(_, r)| r))
+            .filter_map(|r| r.split_once("): ").map(|(_, req)| req.to_owned()))
+            .collect()
+    }
+}
+
+impl Drop for Tinyproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One echo through `sm-ssh proxy` run with `vars` set.
+fn echo_with(env: &Env, vars: &[(&str, &str)]) {
+    let mut command = proxy_command(env);
+    for (key, value) in vars {
+        command.env(key, value);
+    }
+    let mut tunnel = Tunnel::start(command);
+    assert_eq!(
+        tunnel.echo("through").as_deref(),
+        Some("through"),
+        "{}",
+        tunnel.stderr.lock().unwrap()
+    );
+    let (status, stderr) = tunnel.finish();
+    assert!(status.success(), "{status}\n{stderr}");
+}
+
+/// tinyproxy relayed the websocket (CONNECT to the fake) and the API calls
+/// (absolute-form POSTs to it).
+#[track_caller]
+fn assert_went_through(env: &Env, proxy: &Tinyproxy) {
+    let requests = proxy.requests();
+    let fake = env.fake.addr().to_string();
+    let connect = format!("CONNECT {fake} HTTP/1.1");
+    let post = format!("POST http://{fake}/ HTTP/1.1");
+    assert!(
+        requests.contains(&connect),
+        "the websocket did not go through the proxy: {requests:#?}"
+    );
+    assert!(
+        requests.contains(&post),
+        "the API calls did not go through the proxy: {requests:#?}"
+    );
+}
+
+#[test]
+fn api_calls_and_the_websocket_go_through_the_proxy() {
+    let env = echo_env(None);
+    let proxy = Tinyproxy::start();
+    // The fake's API is http://, its data channel ws://: HTTP_PROXY covers both.
+    echo_with(
+        &env,
+        &[("HTTP_PROXY", &proxy.url), ("HTTPS_PROXY", &proxy.url)],
+    );
+    assert_went_through(&env, &proxy);
+}
+
+#[test]
+fn lowercase_variables_work_and_no_proxy_bypasses_the_proxy() {
+    let env = echo_env(None);
+    let proxy = Tinyproxy::start();
+    echo_with(
+        &env,
+        &[("http_proxy", &proxy.url), ("no_proxy", "127.0.0.1")],
+    );
+    assert_eq!(
+        proxy.requests(),
+        Vec::<String>::new(),
+        "NO_PROXY was not honoured"
+    );
+    echo_with(&env, &[("http_proxy", &proxy.url)]);
+    assert_went_through(&env, &proxy);
+}
