@@ -7,6 +7,7 @@
 
 pub mod channel;
 pub mod connection;
+pub mod crypto;
 pub mod driver;
 pub mod frame;
 pub mod handshake;
@@ -17,7 +18,8 @@ pub mod smux;
 
 pub use connection::{Connection, EngineConfig, EngineError, Event};
 pub use driver::{
-    bridge, forward_basic, ControlError, MuxPool, MuxSession, MuxStream, Options, SessionControl,
-    SessionEnd, SessionError, SessionStats, StreamTarget,
+    bridge, bridge_open, forward_basic, forward_basic_open, open, shell, shell_open, ControlError,
+    MuxPool, MuxSession, MuxStream, OpenSession, Options, SessionControl, SessionEnd, SessionError,
+    SessionStats, ShellEnd, ShellIo, StreamTarget,
 };
 pub use handshake::{SessionMode, CLIENT_VERSION};

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use super::link::Link;
+use super::open::{open, OpenSession};
 use super::pump::{read_loop, write_loop, Local, Pump, Stop, OUTPUT_QUEUE};
 use super::{Options, SessionControl, SessionEnd, SessionError, StreamTarget};
 use crate::handshake::SessionMode;
@@ -39,8 +39,20 @@ pub async fn forward_basic<C: SessionControl>(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<SessionEnd, SessionError> {
-    let mut pending = Vec::new();
-    let (link, mode) = Link::connect(target, control, options, &mut pending).await?;
+    forward_basic_open(open(target, control, options).await?, listener, shutdown).await
+}
+
+/// [`forward_basic`] on a session [`open`] established.
+pub async fn forward_basic_open<C: SessionControl>(
+    session: OpenSession<C>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<SessionEnd, SessionError> {
+    let OpenSession {
+        link,
+        mode,
+        pending,
+    } = session;
     if mode != SessionMode::BasicPort {
         return Err(SessionError::Unsupported(format!(
             "the agent chose {mode:?} mode, not basic port forwarding; use MuxSession for smux sessions and bridge for SSH sessions"

@@ -5,7 +5,10 @@
 //! * [`forward_basic`] serves local TCP connections one at a time (basic port
 //!   forwarding, agents without smux);
 //! * [`MuxSession`] carries many TCP connections over smux (port forwarding);
-//! * [`MuxPool`] spreads connections over several sessions for throughput.
+//! * [`MuxPool`] spreads connections over several sessions for throughput;
+//! * [`shell`] runs a shell or command session (keystrokes, Size, StdErr, ExitCode);
+//! * [`open`] completes the handshake first, for callers that choose one of
+//!   the above from the session type the agent names (the plugin mode).
 //!
 //! AWS calls (ResumeSession, TerminateSession) are made by the binary through
 //! [`SessionControl`]; this crate never depends on the AWS SDK.
@@ -14,17 +17,22 @@ mod basic;
 mod bridge;
 mod link;
 mod mux;
+mod open;
 mod pump;
+mod shell;
 mod socket;
 
 use std::future::Future;
 use std::time::Duration;
 
-pub use basic::forward_basic;
-pub use bridge::bridge;
+pub use basic::{forward_basic, forward_basic_open};
+pub use bridge::{bridge, bridge_open};
 pub use mux::{MuxPool, MuxSession, MuxStream};
+pub use open::{open, OpenSession};
+pub use shell::{shell, shell_open, ShellEnd, ShellIo};
 
 use crate::channel::Stats;
+use crate::crypto::{DataKey, KeyError};
 use crate::handshake::CLIENT_VERSION;
 
 /// Where and how to open a session's data channel: the StartSession or
@@ -80,6 +88,22 @@ pub trait SessionControl: Send + Sync + 'static {
     ) -> impl Future<Output = Result<StreamTarget, ControlError>> + Send;
     /// The TerminateSession API.
     fn terminate(&self, session_id: &str) -> impl Future<Output = Result<(), ControlError>> + Send;
+    /// `kms:GenerateDataKey` for an encrypted session: `key_id` from the
+    /// agent's request, [`DATA_KEY_BYTES`](crate::crypto::DATA_KEY_BYTES) bytes,
+    /// the context of [`encryption_context`](crate::crypto::encryption_context)
+    /// with the session's target. Without KMS the agent is told Unsupported.
+    fn data_key(
+        &self,
+        session_id: &str,
+        key_id: &str,
+    ) -> impl Future<Output = Result<DataKey, KeyError>> + Send {
+        let _ = (session_id, key_id);
+        async {
+            Err(KeyError::Unsupported(
+                "KMS encryption is not available to this client".to_owned(),
+            ))
+        }
+    }
 }
 
 /// Tunables of a session. `Default` is what `sm-ssh` uses.
@@ -161,6 +185,11 @@ pub enum SessionError {
     Unsupported(String),
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// GenerateDataKey failed; the binary's message (action, key, fix).
+    #[error("{0}")]
+    Kms(String),
+    #[error("{0}")]
+    Decrypt(String),
     #[error("the session was closed by the service: {0}")]
     Closed(String),
     #[error("local stream error: {0}")]

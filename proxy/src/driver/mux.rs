@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::link::{fatal, Link, Turn};
+use super::open::{open, OpenSession};
 use super::{Options, SessionControl, SessionEnd, SessionError, SessionStats, StreamTarget};
 use crate::connection::Event;
 use crate::handshake::SessionMode;
@@ -112,9 +113,19 @@ impl MuxSession {
         control: Arc<C>,
         options: Options,
     ) -> Result<MuxSession, SessionError> {
-        let session_id = target.session_id.clone();
-        let mut pending = Vec::new();
-        let (link, mode) = Link::connect(target, control, options, &mut pending).await?;
+        MuxSession::from_open(open(target, control, options).await?)
+    }
+
+    /// [`connect`](Self::connect) on a session [`open`] established.
+    pub fn from_open<C: SessionControl>(
+        session: OpenSession<C>,
+    ) -> Result<MuxSession, SessionError> {
+        let OpenSession {
+            link,
+            mode,
+            pending,
+        } = session;
+        let session_id = link.session_id().to_owned();
         if mode != SessionMode::MuxPort {
             return Err(SessionError::Unsupported(format!(
                 "the agent chose {mode:?} mode, not multiplexed port forwarding (agent 3.0.196.0 or older, ClientVersion below 1.1.70, or not a port-forwarding document); for BasicPort use forward_basic with a new session"
