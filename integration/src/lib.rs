@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod datachannel;
+pub mod kms;
 pub mod moto;
 pub mod openssh;
 pub mod sandbox;

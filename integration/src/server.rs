@@ -101,6 +101,7 @@ impl FakeAws {
         [
             ("AWS_ENDPOINT_URL_SSM", endpoint.as_str()),
             ("AWS_ENDPOINT_URL_STS", endpoint.as_str()),
+            ("AWS_ENDPOINT_URL_KMS", endpoint.as_str()),
             ("AWS_REGION", region.as_str()),
             ("AWS_DEFAULT_REGION", region.as_str()),
             ("AWS_ACCESS_KEY_ID", "testing"),
@@ -242,6 +243,11 @@ async fn api(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> 
         .unwrap_or_default();
     if let Some(op) = target.strip_prefix("AmazonSSM.") {
         crate::ssm::handle(&state, op, &body).await
+    } else if let Some(op) = target.strip_prefix("TrentService.") {
+        match crate::kms::handle(&state, op, &body) {
+            Ok(v) => crate::ssm::json_response(axum::http::StatusCode::OK, &v),
+            Err(e) => e.into_response(),
+        }
     } else if target.is_empty() && crate::sts::is_query(&body) {
         crate::sts::handle(&state, &body)
     } else {

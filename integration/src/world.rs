@@ -69,6 +69,9 @@ pub struct Instance {
     /// Where SendCommand runs scripts: HOME and an `etc/ssh` folder live here.
     /// Created by the fake when left empty.
     pub sandbox: Option<PathBuf>,
+    /// The KMS key the agent encrypts this instance's shell sessions with,
+    /// overriding the account's session preferences.
+    pub session_kms_key: Option<String>,
 }
 
 impl Default for Instance {
@@ -89,6 +92,7 @@ impl Default for Instance {
             ports: BTreeMap::new(),
             remote_hosts: BTreeMap::new(),
             sandbox: None,
+            session_kms_key: None,
         }
     }
 }
@@ -142,6 +146,9 @@ pub struct Faults {
     pub short_channel_closed: bool,
     /// Extra latency added to each API call and each websocket frame, in milliseconds.
     pub latency_ms: u64,
+    /// The agent encrypts with a key other than the one KMS gave it, so the
+    /// client's decryption fails (a wrong key).
+    pub kms_wrong_key: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -171,6 +178,20 @@ pub struct Seed {
     pub faults: Faults,
     /// `/ssm/managed-instance/activation-tier`: `standard` or `advanced`.
     pub activation_tier: String,
+    /// The Session Manager preferences (SSM-SessionManagerRunShell's inputs).
+    pub session_preferences: SessionPreferences,
+    /// The fake KMS's customer managed keys: key ids or `alias/…` names.
+    pub kms_keys: Vec<String>,
+}
+
+/// The account's Session Manager preferences that shape shell sessions.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SessionPreferences {
+    /// `kmsKeyId`: when set, shell sessions are KMS-encrypted.
+    pub kms_key_id: String,
+    /// `shellProfile.linux`: written into every new shell.
+    pub shell_profile: String,
 }
 
 /// A session created by StartSession.
@@ -200,6 +221,11 @@ pub struct Grant {
     pub terminated: watch::Receiver<bool>,
     pub pacing: Pacing,
     pub faults: Faults,
+    pub session_type: String,
+    /// The key the agent encrypts a shell session with, if any.
+    pub kms_key: Option<String>,
+    pub shell_profile: String,
+    pub sandbox: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -222,6 +248,9 @@ pub struct World {
     pub pacing: Pacing,
     pub faults: Faults,
     pub activation_tier: String,
+    pub session_preferences: SessionPreferences,
+    /// The fake KMS's keys.
+    pub kms: crate::kms::Keys,
     pub sessions: HashMap<String, Session>,
     /// The data channel's live sessions and counters (see `datachannel::DataPlane`).
     pub data_plane: crate::datachannel::DataPlane,
@@ -326,6 +355,8 @@ impl World {
             pacing: seed.pacing,
             faults: seed.faults,
             activation_tier,
+            session_preferences: seed.session_preferences,
+            kms: crate::kms::Keys::new(&seed.kms_keys),
             ..World::default()
         }
     }
@@ -353,6 +384,17 @@ impl World {
             terminated: session.terminated.subscribe(),
             pacing: self.pacing,
             faults: self.faults.clone(),
+            session_type: crate::ssm::session_type(&session.document).to_owned(),
+            // Port sessions are never encrypted (agent `sessionplugin.go` `isEncryptionEnabled`).
+            kms_key: (crate::ssm::session_type(&session.document) != "Port")
+                .then(|| {
+                    instance
+                        .and_then(|i| i.session_kms_key.clone())
+                        .unwrap_or_else(|| self.session_preferences.kms_key_id.clone())
+                })
+                .filter(|k| !k.is_empty()),
+            shell_profile: self.session_preferences.shell_profile.clone(),
+            sandbox: instance.and_then(|i| i.sandbox.clone()),
         })
     }
 }

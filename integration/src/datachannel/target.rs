@@ -33,6 +33,8 @@ pub(crate) enum TargetEvent {
     Closed { id: u64, error: Option<String> },
     /// A chunk (≤ 1024 bytes) of the smux server's outgoing byte stream.
     MuxBytes(Bytes),
+    /// What the shell plugin's process did.
+    Shell(super::shell::ShellEvent),
 }
 
 pub(crate) enum WriteCmd {

@@ -209,6 +209,9 @@ pub(crate) fn substitute(
         default: Some("0"),
         kind: Kind::LocalPort,
     };
+    if let Some(properties) = shell_properties(document, parameters)? {
+        return Ok(properties);
+    }
     let (params, forwarding): (Vec<Param>, bool) = match document {
         "AWS-StartSSHSession" => (vec![port("22")], false),
         "AWS-StartPortForwardingSession" => (vec![port("80"), local], true),
@@ -277,6 +280,56 @@ pub(crate) fn substitute(
         properties.insert("type".into(), Value::String("LocalPortForwarding".into()));
     }
     Ok(Value::Object(properties.into_iter().collect()))
+}
+
+/// The `sessionType` of each document the fake knows (the documents'
+/// `sessionType` field; see docs/fake-aws.md).
+pub(crate) fn session_type(document: &str) -> &'static str {
+    match document {
+        DEFAULT_DOCUMENT => "Standard_Stream",
+        "AWS-StartInteractiveCommand" => "InteractiveCommands",
+        "AWS-StartNonInteractiveCommand" => "NonInteractiveCommands",
+        _ => "Port",
+    }
+}
+
+/// The properties of a shell document (agent `contracts/model.go`
+/// `ShellProperties`): `linux.commands` from the `command` parameter, which
+/// the two command documents require and the shell document does not take.
+fn shell_properties(
+    document: &str,
+    parameters: &BTreeMap<String, Vec<String>>,
+) -> Result<Option<Value>, ApiError> {
+    let kind = session_type(document);
+    if kind == "Port" {
+        return Ok(None);
+    }
+    let allowed: &[&str] = if kind == "Standard_Stream" {
+        &[]
+    } else {
+        &["command"]
+    };
+    if let Some(unknown) = parameters.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::new(
+            "InvalidParameters",
+            format!("Parameter \"{unknown}\" is not defined in document {document}."),
+        ));
+    }
+    let commands = match parameters.get("command").map(Vec::as_slice) {
+        None if allowed.is_empty() => String::new(),
+        Some([command]) if !command.trim().is_empty() => command.clone(),
+        _ => {
+            return Err(ApiError::new(
+                "InvalidParameters",
+                format!("Parameter \"command\" is required by document {document}."),
+            ))
+        }
+    };
+    let mut linux = json!({"commands": commands, "runAsElevated": false});
+    if kind == "NonInteractiveCommands" {
+        linux["separateOutputStream"] = json!(true);
+    }
+    Ok(Some(json!({"linux": linux})))
 }
 
 fn valid(kind: Kind, value: &str) -> bool {
