@@ -16,6 +16,7 @@ mod session;
 mod ssh_client;
 mod sshconfig;
 mod target;
+mod terminal;
 
 use std::process::ExitCode;
 

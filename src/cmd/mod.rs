@@ -4,12 +4,14 @@ pub mod completions;
 pub mod config;
 pub mod connect;
 pub mod doctor;
+pub mod exec;
 pub mod forward;
 pub mod list;
 pub mod playground;
 pub mod plugin;
 pub mod policy;
 pub mod proxy;
+pub mod shell;
 
 use std::process::ExitCode;
 
@@ -20,6 +22,8 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Proxy(args) => proxy::run(args, &global).await,
         Command::Connect(args) => connect::run(args, &global).await,
+        Command::Shell(args) => shell::run(args, &global).await,
+        Command::Exec(args) => exec::run(args, &global).await,
         Command::Forward(args) => forward::run(args, &global).await,
         Command::List(args) => list::run(args, &global).await,
         Command::Config(args) => config::run(args, &global).await,

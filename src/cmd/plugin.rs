@@ -4,15 +4,16 @@
 
 use std::process::ExitCode;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{bail, Context};
 use aws_config::{BehaviorVersion, Region};
 use serde::Deserialize;
-use sm_ssh_proxy::{MuxSession, SessionControl, StreamTarget, CLIENT_VERSION};
+use sm_ssh_proxy::{MuxSession, OpenSession, SessionMode, StreamTarget, CLIENT_VERSION};
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 
-use super::proxy;
+use super::shell;
 use crate::cli::Global;
 use crate::error::{exit, Failure};
 use crate::session::Sessions;
@@ -26,7 +27,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
-    let invocation = parse(&args.args, |name| std::env::var(name).ok())
+    let invocation = parse(&args.args, response_variable)
         .map_err(|e| Failure::new(exit::USAGE, format!("{e:#}")))?;
     let start = match invocation {
         Invocation::Version => {
@@ -36,58 +37,74 @@ pub async fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
         Invocation::Installed => {
             println!(
                 "sm-ssh is installed as session-manager-plugin. Use the AWS CLI to start a session \
-                 (aws ssm start-session --target <id> --document-name AWS-StartSSHSession)."
+                 (aws ssm start-session --target <id>)."
             );
             return Ok(ExitCode::SUCCESS);
         }
         Invocation::Start(start) => start,
     };
-    let sessions = Arc::new(Sessions::new(ssm_client(&start).await));
+    let sdk = sdk_config(&start).await;
+    let mut sessions = Sessions::new(ssm_client(&sdk, &start));
+    // The legacy four-argument call means an AWS CLI too old for KMS; the plugin
+    // then refuses encryption (`streaming.go` `ProcessKMSEncryptionHandshakeAction`).
+    if !start.legacy {
+        sessions = sessions.with_kms(aws_sdk_kms::Client::new(&sdk));
+    }
+    let session_id = start.response.session_id.clone();
+    if let Some(target) = &start.request.target {
+        sessions.set_target(&session_id, target);
+    }
+    let sessions = Arc::new(sessions);
     let target = StreamTarget {
-        session_id: start.response.session_id.clone(),
+        session_id: session_id.clone(),
         stream_url: start.response.stream_url.clone(),
         token: start.response.token_value.clone(),
     };
-    let document = start
-        .request
-        .document_name
-        .as_deref()
-        .unwrap_or("SSM-SessionManagerRunShell");
-    match document {
-        proxy::SSH_DOCUMENT => {
-            eprintln!("Starting session with SessionId: {}", target.session_id);
-            proxy::stdio_bridge(target, sessions, "").await?;
+    let options = crate::session::data_channel_options()?;
+    // The agent's handshake (or a shell's first output) says what the document is.
+    let session = sm_ssh_proxy::open(target, sessions.clone(), options)
+        .await
+        .map_err(shell::session_failure)?;
+    match session.mode() {
+        SessionMode::Stream => {
+            eprintln!("Starting session with SessionId: {session_id}");
+            let end = sm_ssh_proxy::bridge_open(session, tokio::io::stdin(), tokio::io::stdout())
+                .await?;
+            if !end.output.trim().is_empty() {
+                eprintln!("{}", end.output.trim());
+            }
             Ok(ExitCode::SUCCESS)
         }
-        "AWS-StartPortForwardingSession" | "AWS-StartPortForwardingSessionToRemoteHost" => {
-            forward_port(&start, target, sessions).await
+        SessionMode::MuxPort | SessionMode::BasicPort => {
+            forward_port(&start, session, sessions).await
         }
-        other => {
-            // The session exists already: end it rather than leave it open.
-            let _ = sessions.terminate(&target.session_id).await;
-            Err(Failure::new(
-                exit::USAGE,
-                format!(
-                    "sm-ssh's session-manager-plugin supports AWS-StartSSHSession, \
-                     AWS-StartPortForwardingSession and AWS-StartPortForwardingSessionToRemoteHost, \
-                     not {other} (shell sessions need Amazon's session-manager-plugin)"
-                ),
-            )
-            .into())
+        SessionMode::Shell => {
+            println!("\nStarting session with SessionId: {session_id}\n");
+            let local = if crate::terminal::stdin_is_terminal() {
+                shell::Local::Terminal
+            } else {
+                shell::Local::Plain
+            };
+            // The plugin exits 0 however the remote command ended.
+            shell::run_open(session, sessions, local).await?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-/// The SSM client for ResumeSession and TerminateSession: the CLI's region,
-/// profile and endpoint.
-async fn ssm_client(start: &Start) -> aws_sdk_ssm::Client {
+/// The SDK configuration the CLI asked for: its region and profile.
+async fn sdk_config(start: &Start) -> aws_config::SdkConfig {
     let mut loader =
         aws_config::defaults(BehaviorVersion::latest()).region(Region::new(start.region.clone()));
     if let Some(profile) = &start.profile {
         loader = loader.profile_name(profile);
     }
-    let sdk = loader.load().await;
-    let mut config = aws_sdk_ssm::config::Builder::from(&sdk);
+    loader.load().await
+}
+
+/// The SSM client for ResumeSession and TerminateSession, on the CLI's endpoint.
+fn ssm_client(sdk: &aws_config::SdkConfig, start: &Start) -> aws_sdk_ssm::Client {
+    let mut config = aws_sdk_ssm::config::Builder::from(sdk);
     if let Some(endpoint) = &start.endpoint {
         config = config.endpoint_url(endpoint);
     }
@@ -98,41 +115,54 @@ async fn ssm_client(start: &Start) -> aws_sdk_ssm::Client {
 /// `localPortNumber` (0: any) and carry every connection over the session.
 async fn forward_port(
     start: &Start,
-    target: StreamTarget,
+    session: OpenSession<Sessions>,
     sessions: Arc<Sessions>,
 ) -> anyhow::Result<ExitCode> {
     let port: u16 = match start.request.parameter("localPortNumber") {
         None | Some("") => 0,
-        Some(text) => text.parse().map_err(|_| {
-            Failure::new(
-                exit::USAGE,
-                format!("localPortNumber `{text}` is not a port number"),
-            )
-        })?,
+        Some(text) => match text.parse() {
+            Ok(port) => port,
+            Err(_) => {
+                session.abandon().await;
+                return Err(Failure::new(
+                    exit::USAGE,
+                    format!("localPortNumber `{text}` is not a port number"),
+                )
+                .into());
+            }
+        },
     };
-    let session_id = target.session_id.clone();
-    let session = MuxSession::connect(
-        target,
-        sessions.clone(),
-        crate::session::data_channel_options()?,
-    )
-    .await?;
-    let listener = TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| {
-        Failure::new(
-            exit::USAGE,
-            format!("cannot listen on 127.0.0.1:{port}: {e}"),
-        )
-    })?;
+    let session_id = session.session_id().to_owned();
+    let listener = match TcpListener::bind(("127.0.0.1", port)).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            session.abandon().await;
+            return Err(Failure::new(
+                exit::USAGE,
+                format!("cannot listen on 127.0.0.1:{port}: {e}"),
+            )
+            .into());
+        }
+    };
     let local = listener.local_addr()?;
     println!("Starting session with SessionId: {session_id}");
     println!("Port {} opened for sessionId {session_id}.", local.port());
     println!("Waiting for connections...");
-    let session = Arc::new(session);
+    if session.mode() == SessionMode::BasicPort {
+        let interrupted = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        sm_ssh_proxy::forward_basic_open(session, listener, interrupted).await?;
+        println!("\nExiting session with sessionId: {session_id}.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let session = Arc::new(MuxSession::from_open(session)?);
+    let mut connections = JoinSet::new();
     let serving = async {
         loop {
             let (mut socket, peer) = listener.accept().await?;
             let session = session.clone();
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 let result = async {
                     let mut stream = session.open_stream().await?;
                     tokio::io::copy_bidirectional(&mut socket, &mut stream).await?;
@@ -143,6 +173,8 @@ async fn forward_port(
                     eprintln!("sm-ssh: connection from {peer}: {error:#}");
                 }
             });
+            // Forget the connections that are over.
+            while connections.try_join_next().is_some() {}
         }
         #[allow(unreachable_code)]
         anyhow::Ok(())
@@ -151,11 +183,12 @@ async fn forward_port(
         result = serving => result,
         signal = tokio::signal::ctrl_c() => signal.map_err(Into::into),
     };
-    if let Some(session) = Arc::into_inner(session) {
-        session.close().await?;
-    } else {
-        sessions.terminate(&session_id).await?;
-    }
+    // Every connection task holds the session: stop them all first, so the
+    // session is ended once, by its owner (TerminateSession exactly once).
+    connections.shutdown().await;
+    let session = Arc::into_inner(session).expect("no connection task holds the session");
+    session.close().await?;
+    let _ = sessions;
     outcome?;
     println!("\nExiting session with sessionId: {session_id}.");
     Ok(ExitCode::SUCCESS)
@@ -178,7 +211,38 @@ pub fn argv() -> Vec<std::ffi::OsString> {
         args = ["sm-ssh", "plugin", "--"].map(Into::into).into();
         args.extend(rest);
     }
+    if args.get(1).is_some_and(|a| a == "plugin") {
+        take_response_variable(&args[2..]);
+    }
     args
+}
+
+/// The StartSession response read from the variable the CLI named, which is
+/// then removed from the environment (as the plugin does in
+/// `session.go` `ValidateInputAndStartSession`): the token must not reach
+/// anything this process starts. Runs in `main` before any thread exists.
+static TAKEN_RESPONSE: OnceLock<(String, String)> = OnceLock::new();
+
+fn take_response_variable(args: &[std::ffi::OsString]) {
+    let Some(name) = args
+        .iter()
+        .filter_map(|a| a.to_str())
+        .find(|a| a.starts_with(RESPONSE_VARIABLE))
+    else {
+        return;
+    };
+    if let Ok(value) = std::env::var(name) {
+        std::env::remove_var(name);
+        let _ = TAKEN_RESPONSE.set((name.to_owned(), value));
+    }
+}
+
+/// The value of the response variable `name`, taken out of the environment.
+fn response_variable(name: &str) -> Option<String> {
+    match TAKEN_RESPONSE.get() {
+        Some((taken, value)) if taken == name => Some(value.clone()),
+        _ => std::env::var(name).ok(),
+    }
 }
 
 /// The StartSession response the CLI hands over.
@@ -194,6 +258,9 @@ pub struct Response {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Request {
+    /// The StartSession target: the `aws:ssm:TargetId` of a KMS data key.
+    #[serde(default)]
+    pub target: Option<String>,
     #[serde(default)]
     pub document_name: Option<String>,
     #[serde(default)]
@@ -224,6 +291,8 @@ pub struct Start {
     pub profile: Option<String>,
     pub request: Request,
     pub endpoint: Option<String>,
+    /// The four-argument form of AWS CLIs too old for KMS encryption.
+    pub legacy: bool,
 }
 
 /// The prefix of the environment variable that may carry the response.
@@ -271,6 +340,7 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> anyhow::R
         profile: profile.filter(|p| !p.is_empty()).cloned(),
         request,
         endpoint: endpoint.filter(|e| !e.is_empty()).cloned(),
+        legacy: args.len() == 4,
     })))
 }
 
@@ -353,6 +423,15 @@ mod tests {
             .unwrap(),
         );
         assert_eq!(legacy.request.document_name, None);
+    }
+
+    #[test]
+    fn the_response_variable_is_removed_once_read() {
+        let name = "AWS_SSM_START_SESSION_RESPONSE_UNIT_TEST";
+        std::env::set_var(name, RESPONSE);
+        take_response_variable(&["x".into(), name.into()]);
+        assert!(std::env::var(name).is_err(), "removed from the environment");
+        assert_eq!(response_variable(name).as_deref(), Some(RESPONSE));
     }
 
     #[test]
