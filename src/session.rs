@@ -209,7 +209,7 @@ pub fn kms_failure(key_id: &str, error: &AwsError) -> String {
         AwsProblem::AccessDenied { .. } => format!(
             "AWS denied kms:GenerateDataKey on KMS key {key_id}, which your Session Manager \
              preferences use to encrypt this session: allow kms:GenerateDataKey on that key \
-             (`sm-ssh policy` prints the statement) ({})",
+             (`sm-ssh policy kms --key {key_id}` prints the statement) ({})",
             error.detail
         ),
         _ => format!(

@@ -1,6 +1,7 @@
 //! sm-ssh as `session-manager-plugin` under the real AWS CLI
 //! (`SM_SSH_TEST_AWS_CLI`, set by scripts/test): `aws ssm start-session` as
-//! an ssh ProxyCommand, and port forwarding on `localPortNumber`.
+//! an ssh ProxyCommand, and port forwarding on `localPortNumber` (also with
+//! a document of the account's own). Shells: tests/shell.rs.
 
 mod common;
 
@@ -12,6 +13,7 @@ use std::process::{Command, Stdio};
 
 use common::{assert_exit, seed_with, training_instance, Env};
 use sm_ssh_integration::openssh::OpenSshServer;
+use sm_ssh_integration::world::{Seed, SessionDocument};
 
 const INSTANCE: &str = "mi-0a1b2c3d4e5f60718";
 
@@ -77,30 +79,6 @@ fn version_and_installation_check() {
 }
 
 #[test]
-fn shell_documents_are_refused_clearly() {
-    let env = Env::start(seed_with(vec![]));
-    let plugins = plugin_dir();
-    let plugin = plugins.path().join("session-manager-plugin");
-    let response = r#"{"SessionId":"alice-0123456789abcdef0","TokenValue":"t","StreamUrl":"ws://127.0.0.1:9/v1/data-channel/alice-0123456789abcdef0"}"#;
-    let request =
-        format!(r#"{{"Target":"{INSTANCE}","DocumentName":"SSM-SessionManagerRunShell"}}"#);
-    let output = command(&env, &plugin, plugins.path())
-        .args([
-            response,
-            "eu-west-1",
-            "StartSession",
-            "",
-            &request,
-            &env.fake.endpoint(),
-        ])
-        .output()
-        .unwrap();
-    let (_, stderr) = assert_exit(&output, 2);
-    assert!(stderr.contains("SSM-SessionManagerRunShell"), "{stderr}");
-    assert!(stderr.contains("AWS-StartSSHSession"), "{stderr}");
-}
-
-#[test]
 fn aws_cli_start_session_works_as_ssh_proxy_command() {
     let Some(aws) = aws_cli() else { return };
     let env = Env::start(seed_with(vec![]));
@@ -161,8 +139,38 @@ fn aws_cli_start_session_works_as_ssh_proxy_command() {
 
 #[test]
 fn aws_cli_port_forwarding_listens_on_the_local_port() {
+    forward_through_the_cli(
+        seed_with(vec![]),
+        &[
+            "--document-name",
+            "AWS-StartPortForwardingSession",
+            "--parameters",
+            "portNumber=8080,localPortNumber=0",
+        ],
+    );
+}
+
+/// The session type comes from the agent's handshake, not the document's
+/// name: a document of the account's own forwards as well.
+#[test]
+fn a_custom_port_document_forwards_through_the_cli() {
+    let mut seed = seed_with(vec![]);
+    seed.documents.insert(
+        "Team-ForwardWeb".to_owned(),
+        SessionDocument {
+            session_type: "Port".to_owned(),
+            properties: serde_json::json!({"localPortNumber": "0", "portNumber": "8080", "type": "LocalPortForwarding"}),
+        },
+    );
+    forward_through_the_cli(seed, &["--document-name", "Team-ForwardWeb"]);
+}
+
+/// `aws ssm start-session … <document args>` forwarding to a service on the
+/// instance's port 8080; three connections, then Ctrl-C ends the session
+/// with exactly one TerminateSession.
+fn forward_through_the_cli(seed: Seed, document: &[&str]) {
     let Some(aws) = aws_cli() else { return };
-    let env = Env::start(seed_with(vec![]));
+    let env = Env::start(seed);
     let service = TcpListener::bind("127.0.0.1:0").unwrap();
     let service_addr = service.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -182,13 +190,8 @@ fn aws_cli_port_forwarding_listens_on_the_local_port() {
             "--endpoint-url",
             &env.fake.endpoint(),
         ])
-        .args([
-            "--target",
-            INSTANCE,
-            "--document-name",
-            "AWS-StartPortForwardingSession",
-        ])
-        .args(["--parameters", "portNumber=8080,localPortNumber=0"])
+        .args(["--target", INSTANCE])
+        .args(document)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

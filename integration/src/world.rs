@@ -182,6 +182,17 @@ pub struct Seed {
     pub session_preferences: SessionPreferences,
     /// The fake KMS's customer managed keys: key ids or `alias/…` names.
     pub kms_keys: Vec<String>,
+    /// The account's own session documents, by name.
+    pub documents: BTreeMap<String, SessionDocument>,
+}
+
+/// A customer's Session document: its `sessionType` and fixed `properties`
+/// (parameters are not modelled for these).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SessionDocument {
+    pub session_type: String,
+    pub properties: serde_json::Value,
 }
 
 /// The account's Session Manager preferences that shape shell sessions.
@@ -251,6 +262,7 @@ pub struct World {
     pub session_preferences: SessionPreferences,
     /// The fake KMS's keys.
     pub kms: crate::kms::Keys,
+    pub documents: BTreeMap<String, SessionDocument>,
     pub sessions: HashMap<String, Session>,
     /// The data channel's live sessions and counters (see `datachannel::DataPlane`).
     pub data_plane: crate::datachannel::DataPlane,
@@ -357,6 +369,7 @@ impl World {
             activation_tier,
             session_preferences: seed.session_preferences,
             kms: crate::kms::Keys::new(&seed.kms_keys),
+            documents: seed.documents,
             ..World::default()
         }
     }
@@ -384,9 +397,9 @@ impl World {
             terminated: session.terminated.subscribe(),
             pacing: self.pacing,
             faults: self.faults.clone(),
-            session_type: crate::ssm::session_type(&session.document).to_owned(),
+            session_type: crate::ssm::session_type(self, &session.document).to_owned(),
             // Port sessions are never encrypted (agent `sessionplugin.go` `isEncryptionEnabled`).
-            kms_key: (crate::ssm::session_type(&session.document) != "Port")
+            kms_key: (crate::ssm::session_type(self, &session.document) != "Port")
                 .then(|| {
                     instance
                         .and_then(|i| i.session_kms_key.clone())

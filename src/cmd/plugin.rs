@@ -51,6 +51,7 @@ pub async fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
         sessions = sessions.with_kms(aws_sdk_kms::Client::new(&sdk));
     }
     let session_id = start.response.session_id.clone();
+    tracing::debug!(%session_id, document = ?start.request.document_name, "plugin session");
     if let Some(target) = &start.request.target {
         sessions.set_target(&session_id, target);
     }

@@ -36,11 +36,19 @@ pub enum Document {
     },
     /// The execution role's trust policy (SageMaker and SSM).
     Trust,
+    /// KMS-encrypted Session Manager sessions: kms:GenerateDataKey for the
+    /// users, kms:Decrypt for the instance's role, on the preferences' key.
+    Kms {
+        /// The KMS key ARN of the Session Manager preferences.
+        #[arg(long, value_name = "ARN")]
+        key: String,
+    },
 }
 
 pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let document = match args.document {
         Document::Trust => documents::trust(),
+        Document::Kms { key } => documents::kms(&key),
         Document::Server { role, team_tag } => {
             let account = account_of_role(&role)?;
             let scope = Scope {

@@ -222,7 +222,7 @@ pub fn session_failure(error: SessionError) -> anyhow::Error {
             exit::ACCESS_DENIED,
             format!(
                 "the agent could not decrypt this session's KMS data key: the instance's role \
-                 needs kms:Decrypt on the Session Manager KMS key (`sm-ssh policy` prints the \
+                 needs kms:Decrypt on the Session Manager KMS key (`sm-ssh policy kms --key <key>` prints the \
                  statement) (agent: {why})"
             ),
         ),

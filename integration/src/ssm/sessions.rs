@@ -60,7 +60,16 @@ fn start_in(world: &mut World, port: u16, req: &StartInput, document: &str) -> A
         }
     }
     check_run_on(world, "ssm:StartSession", &req.target, document)?;
-    let properties = substitute(document, &req.parameters)?;
+    let properties = match world.documents.get(document) {
+        Some(custom) if req.parameters.is_empty() => custom.properties.clone(),
+        Some(_) => {
+            return Err(ApiError::new(
+                "InvalidParameters",
+                format!("Document {document} takes no parameters in the fake."),
+            ))
+        }
+        None => substitute(document, &req.parameters)?,
+    };
     match world.instances.get(&req.target) {
         Some(i) if i.ping_status == PingStatus::Online => {}
         _ => {
@@ -284,7 +293,14 @@ pub(crate) fn substitute(
 
 /// The `sessionType` of each document the fake knows (the documents'
 /// `sessionType` field; see docs/fake-aws.md).
-pub(crate) fn session_type(document: &str) -> &'static str {
+pub(crate) fn session_type<'a>(world: &'a World, document: &str) -> &'a str {
+    if let Some(custom) = world.documents.get(document) {
+        return &custom.session_type;
+    }
+    builtin_session_type(document)
+}
+
+fn builtin_session_type(document: &str) -> &'static str {
     match document {
         DEFAULT_DOCUMENT => "Standard_Stream",
         "AWS-StartInteractiveCommand" => "InteractiveCommands",
@@ -300,7 +316,7 @@ fn shell_properties(
     document: &str,
     parameters: &BTreeMap<String, Vec<String>>,
 ) -> Result<Option<Value>, ApiError> {
-    let kind = session_type(document);
+    let kind = builtin_session_type(document);
     if kind == "Port" {
         return Ok(None);
     }
