@@ -251,6 +251,16 @@ fn piped_input_reaches_the_shell_and_its_end_ends_it() {
     assert!(stdout.contains("piped-25"), "{stdout}");
 }
 
+#[test]
+fn ssh_to_a_target_without_sshd_suggests_sm_ssh_shell() {
+    let env = env(false);
+    // No port 22 mapped on the instance: the agent cannot reach an sshd.
+    let output = env.run(["proxy", "--push-key", "never", INSTANCE]);
+    let (_, stderr) = common::text(&output);
+    assert!(stderr.contains("Unable to connect to specified port"), "{stderr}");
+    assert!(stderr.contains(&format!("sm-ssh shell {INSTANCE}")), "{stderr}");
+}
+
 fn aws_cli() -> Option<PathBuf> {
     match std::env::var_os("SM_SSH_TEST_AWS_CLI") {
         Some(path) => Some(PathBuf::from(path)),

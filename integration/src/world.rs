@@ -397,9 +397,9 @@ impl World {
             terminated: session.terminated.subscribe(),
             pacing: self.pacing,
             faults: self.faults.clone(),
-            session_type: crate::ssm::session_type(self, &session.document).to_owned(),
+            session_type: crate::ssm::session_type(&self.documents, &session.document).to_owned(),
             // Port sessions are never encrypted (agent `sessionplugin.go` `isEncryptionEnabled`).
-            kms_key: (crate::ssm::session_type(self, &session.document) != "Port")
+            kms_key: (crate::ssm::session_type(&self.documents, &session.document) != "Port")
                 .then(|| {
                     instance
                         .and_then(|i| i.session_kms_key.clone())

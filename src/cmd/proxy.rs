@@ -15,6 +15,8 @@ use crate::target::Target;
 use crate::{aws, keys, known_hosts};
 
 pub const SSH_DOCUMENT: &str = "AWS-StartSSHSession";
+/// How the agent's `channel_closed` says the target port refused it.
+const NO_LISTENER: &str = "Unable to connect to specified port";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -61,6 +63,14 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     tracing::info!(session_id = %stream.session_id, instance_id = %resolved.instance_id, "session started");
     let end = stdio_bridge(stream, sessions, "sm-ssh: ").await?;
     tracing::debug!(stats = ?end.stats, "session over");
+    if end.output.contains(NO_LISTENER) {
+        // The agent could not reach sshd: say what works without one.
+        eprintln!(
+            "sm-ssh: nothing listens on port {} of {} (no SSH server there?); \
+             `sm-ssh shell {}` opens a shell without one",
+            args.port, args.target, args.target
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::{check_action, check_run_on, input, recorded, ApiError, ApiResult, Event};
 use crate::server::AppState;
-use crate::world::{PingStatus, Session, World};
+use crate::world::{PingStatus, Session, SessionDocument, World};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -293,8 +293,11 @@ pub(crate) fn substitute(
 
 /// The `sessionType` of each document the fake knows (the documents'
 /// `sessionType` field; see docs/fake-aws.md).
-pub(crate) fn session_type<'a>(world: &'a World, document: &str) -> &'a str {
-    if let Some(custom) = world.documents.get(document) {
+pub(crate) fn session_type<'a>(
+    documents: &'a BTreeMap<String, SessionDocument>,
+    document: &str,
+) -> &'a str {
+    if let Some(custom) = documents.get(document) {
         return &custom.session_type;
     }
     builtin_session_type(document)
