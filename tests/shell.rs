@@ -45,12 +45,13 @@ impl Tmux {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("tmux.sock");
         let mut vars: Vec<(String, String)> = env.fake.env();
-        vars.extend(extra.iter().cloned());
         vars.push(("AWS_ENDPOINT_URL".into(), env.fake.endpoint()));
         vars.push(("HOME".into(), env.home().display().to_string()));
         vars.push(("SM_SSH_HOME".into(), env.data_dir().display().to_string()));
         vars.push(("PATH".into(), std::env::var("PATH").unwrap()));
         vars.push(("TERM".into(), "xterm-256color".into()));
+        // Later exports win: the test's own come last.
+        vars.extend(extra.iter().cloned());
         let exports: String = vars
             .iter()
             .map(|(k, v)| format!("export {k}='{v}'\n"))
@@ -154,8 +155,12 @@ fn exit_and_check_the_terminal(tmux: &Tmux) {
     while tmux.file("after").is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(tmux.file("before"), tmux.file("after"), "stty -a differs");
-    assert!(!tmux.file("before").is_empty());
+    // The first line holds the window size, which the test changed.
+    let settings = |name: &str| -> Vec<String> {
+        tmux.file(name).lines().skip(1).map(str::to_owned).collect()
+    };
+    assert!(!settings("before").is_empty());
+    assert_eq!(settings("before"), settings("after"), "stty -a differs");
 }
 
 #[test]
