@@ -60,7 +60,11 @@ fn five_megabytes(env: &Env) {
     let output = exec(env, &["cat", "big.txt"]);
     let (_, stderr) = common::text(&output);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
-    assert!(output.stdout == data, "5 MB differ ({} bytes came)", output.stdout.len());
+    assert!(
+        output.stdout == data,
+        "5 MB differ ({} bytes came)",
+        output.stdout.len()
+    );
 }
 
 #[test]
@@ -98,7 +102,15 @@ fn a_missing_command_fails_clearly() {
 #[test]
 fn kms_sessions_encrypt_and_keep_secrets_out_of_the_logs() {
     let env = env(true);
-    let output = env.run(["-vv", "exec", INSTANCE, "--", "sh", "-c", "echo out; echo err >&2; exit 7"]);
+    let output = env.run([
+        "-vv",
+        "exec",
+        INSTANCE,
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 7",
+    ]);
     let (stdout, stderr) = assert_exit(&output, 7);
     assert_eq!(stdout, "out\n");
     assert!(stderr.contains("err\n"), "{stderr}");
@@ -111,7 +123,12 @@ fn kms_sessions_encrypt_and_keep_secrets_out_of_the_logs() {
         .collect();
     assert_eq!(generated.len(), 1);
     // Nothing at -vv shows the data key (plaintext or ciphertext) or a payload.
-    for secret in ["Plaintext", "CiphertextBlob", "KMSCipherTextKey", "EXIT_CODE"] {
+    for secret in [
+        "Plaintext",
+        "CiphertextBlob",
+        "KMSCipherTextKey",
+        "EXIT_CODE",
+    ] {
         assert!(!stderr.contains(secret), "{secret} in the logs:\n{stderr}");
     }
     five_megabytes(&env);

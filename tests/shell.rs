@@ -117,7 +117,10 @@ impl Tmux {
             if screen.matches(text).count() >= times {
                 return screen;
             }
-            assert!(Instant::now() < deadline, "no {text:?} on screen:\n{screen}");
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} on screen:\n{screen}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -147,7 +150,10 @@ fn sm_ssh_shell() -> String {
 fn exit_and_check_the_terminal(tmux: &Tmux) {
     tmux.line("exit 3");
     let screen = tmux.wait_for("exited with ");
-    assert!(screen.contains("Exiting session with sessionId"), "{screen}");
+    assert!(
+        screen.contains("Exiting session with sessionId"),
+        "{screen}"
+    );
     // A shell session reports no exit status (the agent sends none for a pty): 0.
     assert!(screen.contains("exited with 0"), "{screen}");
     tmux.wait_for_count("exited with", 1);
@@ -194,7 +200,10 @@ fn a_shell_in_a_real_terminal() {
         .into_iter()
         .find(|e| e.action == "ssm:StartSession")
         .unwrap();
-    assert_eq!(started.document.as_deref(), Some("SSM-SessionManagerRunShell"));
+    assert_eq!(
+        started.document.as_deref(),
+        Some("SSM-SessionManagerRunShell")
+    );
 }
 
 #[test]
@@ -202,7 +211,10 @@ fn a_kms_encrypted_shell() {
     let env = env(true);
     let tmux = Tmux::start(&env, &[], &sm_ssh_shell());
     let screen = tmux.wait_for(PROMPT);
-    assert!(screen.contains("This session is encrypted using AWS KMS."), "{screen}");
+    assert!(
+        screen.contains("This session is encrypted using AWS KMS."),
+        "{screen}"
+    );
     tmux.line("echo secret-$((2*3))");
     tmux.wait_for("secret-6");
     exit_and_check_the_terminal(&tmux);
@@ -220,7 +232,11 @@ fn a_shell_survives_websocket_cuts_every_2_s_without_loss_or_repeats() {
     tmux.line("for i in 1 2 3 4 5 6; do echo tick-$i; sleep 1; done; echo ticked");
     let screen = tmux.wait_for("\nticked");
     for i in 1..=6 {
-        assert_eq!(screen.matches(&format!("tick-{i}\n")).count(), 1, "{screen}");
+        assert_eq!(
+            screen.matches(&format!("tick-{i}\n")).count(),
+            1,
+            "{screen}"
+        );
     }
     tmux.line("echo typed-$((3+4))");
     tmux.wait_for("typed-7");
@@ -230,7 +246,10 @@ fn a_shell_survives_websocket_cuts_every_2_s_without_loss_or_repeats() {
         .iter()
         .filter(|e| e.action == "ssm:ResumeSession")
         .count();
-    assert!(resumed >= 2, "the websocket was cut and resumed ({resumed})");
+    assert!(
+        resumed >= 2,
+        "the websocket was cut and resumed ({resumed})"
+    );
     exit_and_check_the_terminal(&tmux);
 }
 
@@ -262,8 +281,14 @@ fn ssh_to_a_target_without_sshd_suggests_sm_ssh_shell() {
     // No port 22 mapped on the instance: the agent cannot reach an sshd.
     let output = env.run(["proxy", "--push-key", "never", INSTANCE]);
     let (_, stderr) = common::text(&output);
-    assert!(stderr.contains("Unable to connect to specified port"), "{stderr}");
-    assert!(stderr.contains(&format!("sm-ssh shell {INSTANCE}")), "{stderr}");
+    assert!(
+        stderr.contains("Unable to connect to specified port"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("sm-ssh shell {INSTANCE}")),
+        "{stderr}"
+    );
 }
 
 fn aws_cli() -> Option<PathBuf> {
@@ -300,9 +325,16 @@ fn aws_cli_shell(kms: bool) {
         aws.display(),
         env.fake.endpoint()
     );
-    let tmux = Tmux::start(&env, &[("PATH".into(), path_with(plugins.path()))], &command);
+    let tmux = Tmux::start(
+        &env,
+        &[("PATH".into(), path_with(plugins.path()))],
+        &command,
+    );
     let screen = tmux.wait_for(PROMPT);
-    assert!(screen.contains("Starting session with SessionId"), "{screen}");
+    assert!(
+        screen.contains("Starting session with SessionId"),
+        "{screen}"
+    );
     assert_eq!(screen.contains("encrypted using AWS KMS"), kms, "{screen}");
     tmux.line("echo via-cli-$((4*4))");
     tmux.wait_for("via-cli-16");
@@ -334,8 +366,18 @@ fn aws_cli_interactive_command(kms: bool) {
     let output = command
         .env("SM_SSH_HOME", env.data_dir())
         .env("PATH", path_with(plugins.path()))
-        .args(["ssm", "start-session", "--endpoint-url", &env.fake.endpoint()])
-        .args(["--target", INSTANCE, "--document-name", "AWS-StartInteractiveCommand"])
+        .args([
+            "ssm",
+            "start-session",
+            "--endpoint-url",
+            &env.fake.endpoint(),
+        ])
+        .args([
+            "--target",
+            INSTANCE,
+            "--document-name",
+            "AWS-StartInteractiveCommand",
+        ])
         .args(["--parameters", "command=echo interactive-$((8*8))"])
         .stdin(Stdio::null())
         .output()

@@ -110,7 +110,8 @@ impl Keys {
         if rest.len() < len + 12 {
             return Err(DecryptError::InvalidCiphertext);
         }
-        let name = std::str::from_utf8(&rest[..len]).map_err(|_| DecryptError::InvalidCiphertext)?;
+        let name =
+            std::str::from_utf8(&rest[..len]).map_err(|_| DecryptError::InvalidCiphertext)?;
         let master = self.keys.get(name).ok_or(DecryptError::InvalidCiphertext)?;
         if let Some(key_id) = key_id {
             match self.resolve(key_id) {
@@ -281,13 +282,20 @@ mod tests {
             .generate("arn:aws:kms:us-east-1:1:alias/ssm", 64, &context("s1"))
             .unwrap();
         assert_eq!(plain.len(), 64);
-        assert_eq!(keys.decrypt(&blob, Some("alias/ssm"), &context("s1")), Ok(plain));
+        assert_eq!(
+            keys.decrypt(&blob, Some("alias/ssm"), &context("s1")),
+            Ok(plain)
+        );
         assert_eq!(
             keys.decrypt(&blob, None, &context("s2")),
             Err(DecryptError::InvalidCiphertext)
         );
         assert_eq!(
-            keys.decrypt(&blob, Some("arn:aws:kms:us-east-1:1:key/k2"), &context("s1")),
+            keys.decrypt(
+                &blob,
+                Some("arn:aws:kms:us-east-1:1:key/k2"),
+                &context("s1")
+            ),
             Err(DecryptError::IncorrectKey)
         );
         assert!(keys.generate("alias/other", 64, &context("s1")).is_none());

@@ -69,8 +69,8 @@ pub async fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
     match session.mode() {
         SessionMode::Stream => {
             eprintln!("Starting session with SessionId: {session_id}");
-            let end = sm_ssh_proxy::bridge_open(session, tokio::io::stdin(), tokio::io::stdout())
-                .await?;
+            let end =
+                sm_ssh_proxy::bridge_open(session, tokio::io::stdin(), tokio::io::stdout()).await?;
             if !end.output.trim().is_empty() {
                 eprintln!("{}", end.output.trim());
             }

@@ -41,7 +41,15 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     } else {
         Local::Plain
     };
-    let end = start_and_run(global, &args.target, &args.resolve, &args.document, &[], local).await?;
+    let end = start_and_run(
+        global,
+        &args.target,
+        &args.resolve,
+        &args.document,
+        &[],
+        local,
+    )
+    .await?;
     Ok(exit_status(&end))
 }
 
@@ -120,7 +128,10 @@ pub async fn run_open(
     let (size_tx, size_rx) = mpsc::channel::<Size>(4);
     let raw = match local {
         Local::Terminal => Some(terminal::RawMode::enter().map_err(|e| {
-            Failure::new(exit::FAILURE, format!("cannot put the terminal in raw mode: {e}"))
+            Failure::new(
+                exit::FAILURE,
+                format!("cannot put the terminal in raw mode: {e}"),
+            )
         })?),
         Local::Plain | Local::Command => None,
     };
@@ -191,7 +202,10 @@ fn forward_control_signals(tx: mpsc::Sender<Bytes>) -> std::io::Result<()> {
     for (kind, byte) in [
         (SignalKind::interrupt(), 0x03u8),
         (SignalKind::quit(), 0x1c),
-        (SignalKind::from_raw(rustix::process::Signal::TSTP.as_raw()), 0x1a),
+        (
+            SignalKind::from_raw(rustix::process::Signal::TSTP.as_raw()),
+            0x1a,
+        ),
     ] {
         let mut signals = signal(kind)?;
         let tx = tx.clone();

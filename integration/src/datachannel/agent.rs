@@ -250,8 +250,10 @@ impl Agent {
     pub(crate) async fn run(mut self) {
         // `sessionplugin.go` `Execute`: Port and NonInteractiveCommands always
         // shake hands, the shells only when the session is encrypted.
-        let handshake = matches!(self.session_type.as_str(), "Port" | "NonInteractiveCommands")
-            || self.kms_key.is_some();
+        let handshake = matches!(
+            self.session_type.as_str(),
+            "Port" | "NonInteractiveCommands"
+        ) || self.kms_key.is_some();
         if handshake {
             let mut actions = vec![json!({
                 "ActionType": action_type::SESSION_TYPE,
@@ -431,7 +433,9 @@ impl Agent {
             Phase::Handshake { .. } => {
                 match frame.payload_type {
                     payload_type::HANDSHAKE_RESPONSE => self.on_handshake_response(&frame.payload),
-                    payload_type::ENC_CHALLENGE_RESPONSE => self.on_challenge_response(&frame.payload),
+                    payload_type::ENC_CHALLENGE_RESPONSE => {
+                        self.on_challenge_response(&frame.payload)
+                    }
                     // Anything else before HandshakeComplete is acked and discarded.
                     _ => {}
                 }
@@ -531,7 +535,8 @@ impl Agent {
         })?;
         drop(world);
         self.cipher = Some(
-            BlockCipher::new(&plaintext, self.kms_wrong_key).ok_or("the data key is not 64 bytes")?,
+            BlockCipher::new(&plaintext, self.kms_wrong_key)
+                .ok_or("the data key is not 64 bytes")?,
         );
         Ok(())
     }

@@ -210,7 +210,8 @@ async fn run(spec: ShellSpec, events: mpsc::Sender<TargetEvent>) -> Result<(), S
                 }
                 PtyInput::Size(size) => {
                     let clamp = |n: u32| u16::try_from(n).unwrap_or(u16::MAX);
-                    let _ = input.resize(pty_process::Size::new(clamp(size.rows), clamp(size.cols)));
+                    let _ =
+                        input.resize(pty_process::Size::new(clamp(size.rows), clamp(size.cols)));
                 }
             }
         }
