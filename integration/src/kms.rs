@@ -60,7 +60,7 @@ impl Keys {
     fn resolve(&self, key_id: &str) -> Option<&str> {
         let short = key_id
             .strip_prefix("arn:")
-            .and_then(|arn| arn.splitn(6, ':').nth(4))
+            .and_then(|arn| arn.split(':').nth(4))
             .map(|resource| resource.strip_prefix("key/").unwrap_or(resource))
             .unwrap_or(key_id);
         self.keys
