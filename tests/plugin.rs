@@ -11,32 +11,11 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{assert_exit, seed_with, training_instance, Env};
+use common::{assert_exit, aws_cli, plugin_dir, seed_with, training_instance, Env};
 use sm_ssh_integration::openssh::OpenSshServer;
 use sm_ssh_integration::world::{Seed, SessionDocument};
 
 const INSTANCE: &str = "mi-0a1b2c3d4e5f60718";
-
-fn aws_cli() -> Option<PathBuf> {
-    match std::env::var_os("SM_SSH_TEST_AWS_CLI") {
-        Some(path) => Some(PathBuf::from(path)),
-        None => {
-            eprintln!("SM_SSH_TEST_AWS_CLI is unset (scripts/test sets it); skipping");
-            None
-        }
-    }
-}
-
-/// A directory holding `session-manager-plugin` → the sm-ssh binary.
-fn plugin_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(
-        env!("CARGO_BIN_EXE_sm-ssh"),
-        dir.path().join("session-manager-plugin"),
-    )
-    .unwrap();
-    dir
-}
 
 /// `program` with the fake's environment and the plugin first on PATH.
 fn command(env: &Env, program: &Path, plugins: &Path) -> Command {

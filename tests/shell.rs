@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_exit, seed_with, training_instance, Env};
+use common::{assert_exit, aws_cli, plugin_dir, seed_with, training_instance, Env};
 use sm_ssh_integration::world::{Faults, Seed, SessionPreferences};
 
 const INSTANCE: &str = "mi-0c1d2e3f4a5b6c7d8";
@@ -289,27 +289,6 @@ fn ssh_to_a_target_without_sshd_suggests_sm_ssh_shell() {
         stderr.contains(&format!("sm-ssh shell {INSTANCE}")),
         "{stderr}"
     );
-}
-
-fn aws_cli() -> Option<PathBuf> {
-    match std::env::var_os("SM_SSH_TEST_AWS_CLI") {
-        Some(path) => Some(PathBuf::from(path)),
-        None => {
-            eprintln!("SM_SSH_TEST_AWS_CLI is unset (scripts/test sets it); skipping");
-            None
-        }
-    }
-}
-
-/// A directory holding `session-manager-plugin` → the sm-ssh binary.
-fn plugin_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(
-        env!("CARGO_BIN_EXE_sm-ssh"),
-        dir.path().join("session-manager-plugin"),
-    )
-    .unwrap();
-    dir
 }
 
 fn path_with(dir: &Path) -> String {
