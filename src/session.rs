@@ -120,7 +120,9 @@ impl SessionControl for Sessions {
                 let error = AwsError::from_sdk("ssm:ResumeSession", &error);
                 let message = error.message(None);
                 match error.problem {
-                    AwsProblem::Other => ControlError::retryable(message),
+                    AwsProblem::Other if !session_is_gone(&error) => {
+                        ControlError::retryable(message)
+                    }
                     _ => ControlError::fatal(message),
                 }
             })?;
@@ -195,9 +197,12 @@ impl SessionControl for Sessions {
             .send()
             .await
             .map_err(|error| {
-                ControlError::retryable(
-                    AwsError::from_sdk("ssm:TerminateSession", &error).message(None),
-                )
+                let error = AwsError::from_sdk("ssm:TerminateSession", &error);
+                if session_is_gone(&error) {
+                    ControlError::fatal(error.message(None))
+                } else {
+                    ControlError::retryable(error.message(None))
+                }
             })?;
         Ok(())
     }
@@ -219,10 +224,28 @@ pub fn kms_failure(key_id: &str, error: &AwsError) -> String {
     }
 }
 
-/// StartSession's `Reason`: at most 256 characters.
+/// The codes with which ResumeSession and TerminateSession refuse a session
+/// that no longer exists (or never did): final, however often it is retried.
+const GONE_CODES: [&str; 2] = ["DoesNotExistException", "InvalidParameters"];
+
+fn session_is_gone(error: &AwsError) -> bool {
+    GONE_CODES
+        .iter()
+        .any(|code| error.detail.starts_with(&format!("{code}:")))
+}
+
+/// StartSession's `Reason`: `sm-ssh <version>: <label>`, cut to the
+/// service's 256 characters (docs/admin-guide.md, "Auditing SSH access").
 fn reason(label: &str) -> String {
     let text = format!("sm-ssh {}: {label}", env!("CARGO_PKG_VERSION"));
     text.chars().take(256).collect()
+}
+
+/// The label in a `Reason` sm-ssh wrote (any version), if it wrote it.
+pub fn label_of_reason(reason: &str) -> Option<&str> {
+    let (version, label) = reason.strip_prefix("sm-ssh ")?.split_once(": ")?;
+    let is_version = !version.is_empty() && !version.contains(char::is_whitespace);
+    (is_version && !label.is_empty()).then_some(label)
 }
 
 #[cfg(test)]
@@ -230,11 +253,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_session_that_no_longer_exists_is_final() {
+        let error = |detail: &str| AwsError {
+            action: "ssm:ResumeSession",
+            problem: AwsProblem::Other,
+            detail: detail.to_owned(),
+        };
+        assert!(session_is_gone(&error(
+            "DoesNotExistException: Session alice-0123 does not exist."
+        )));
+        assert!(session_is_gone(&error("InvalidParameters: bad session id")));
+        assert!(!session_is_gone(&error(
+            "ThrottlingException: Rate exceeded"
+        )));
+        assert!(!session_is_gone(&error("InternalServerError: oops")));
+    }
+
+    #[test]
     fn reason_names_the_tool_and_the_target_and_fits() {
         let r = reason("my-job.training.sagemaker");
         assert!(r.starts_with("sm-ssh "));
         assert!(r.ends_with(": my-job.training.sagemaker"));
         assert_eq!(reason(&"x".repeat(400)).chars().count(), 256);
+        assert_eq!(label_of_reason(&r), Some("my-job.training.sagemaker"));
+        assert_eq!(label_of_reason("sm-ssh: x"), None);
+        assert_eq!(
+            label_of_reason("Local user started SageMaker SSH Helper"),
+            None
+        );
     }
 }
 

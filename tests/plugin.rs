@@ -11,7 +11,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{assert_exit, aws_cli, plugin_dir, seed_with, training_instance, Env};
+use common::{assert_exit, aws_cli, me, plugin_dir, seed_with, training_instance, Env};
 use sm_ssh_integration::openssh::OpenSshServer;
 use sm_ssh_integration::world::{Seed, SessionDocument};
 
@@ -30,11 +30,6 @@ fn command(env: &Env, program: &Path, plugins: &Path) -> Command {
     paths.extend(std::env::split_paths(&path));
     command.env("PATH", std::env::join_paths(paths).unwrap());
     command
-}
-
-fn me() -> String {
-    let output = Command::new("id").arg("-un").output().unwrap();
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
 #[test]
@@ -118,15 +113,7 @@ fn aws_cli_start_session_works_as_ssh_proxy_command() {
 
 #[test]
 fn aws_cli_port_forwarding_listens_on_the_local_port() {
-    forward_through_the_cli(
-        seed_with(vec![]),
-        &[
-            "--document-name",
-            "AWS-StartPortForwardingSession",
-            "--parameters",
-            "portNumber=8080,localPortNumber=0",
-        ],
-    );
+    forward_through_the_cli(seed_with(vec![]), FORWARD_8080);
 }
 
 /// The session type comes from the agent's handshake, not the document's
@@ -162,7 +149,73 @@ fn forward_through_the_cli(seed: Seed, document: &[&str]) {
     env.fake.add_instance(instance).unwrap();
 
     let plugins = plugin_dir();
-    let mut child = command(&env, &aws, plugins.path())
+    let (child, port) = start_port_forwarding(&env, &aws, plugins.path(), document);
+    for _ in 0..3 {
+        let mut socket = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut answer = String::new();
+        socket.read_to_string(&mut answer).unwrap();
+        assert_eq!(answer, "forwarded by the plugin\n");
+    }
+    let (_, terminated) = interrupt_and_count(child, &env);
+    assert_eq!(terminated, 1, "Ctrl-C ends the session");
+}
+
+#[test]
+fn aws_cli_port_forwarding_uses_basic_mode_with_an_old_agent() {
+    let Some(aws) = aws_cli() else { return };
+    let env = Env::start(seed_with(vec![]));
+    let service = TcpListener::bind("127.0.0.1:0").unwrap();
+    let service_addr = service.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for socket in service.incoming().map_while(Result::ok) {
+            let mut reader = BufReader::new(socket);
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_ok() {
+                let _ = reader
+                    .get_mut()
+                    .write_all(format!("echo {line}").as_bytes());
+            }
+        }
+    });
+    let mut instance = training_instance(INSTANCE, "old-job", 1_700_000_000);
+    instance.agent_version = "3.0.196.0".into();
+    instance.ports.insert(8080, service_addr);
+    env.fake.add_instance(instance).unwrap();
+
+    let plugins = plugin_dir();
+    let (child, port) = start_port_forwarding(&env, &aws, plugins.path(), FORWARD_8080);
+    // Basic mode: one connection after the other over the one session.
+    for n in 0..2 {
+        let socket = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut reader = BufReader::new(socket);
+        reader
+            .get_mut()
+            .write_all(format!("ping {n}\n").as_bytes())
+            .unwrap();
+        let mut answer = String::new();
+        reader.read_line(&mut answer).unwrap();
+        assert_eq!(answer, format!("echo ping {n}\n"));
+    }
+    assert_eq!(interrupt_and_count(child, &env), (1, 1));
+}
+
+/// AWS-StartPortForwardingSession to the instance's port 8080 on any local port.
+const FORWARD_8080: &[&str] = &[
+    "--document-name",
+    "AWS-StartPortForwardingSession",
+    "--parameters",
+    "portNumber=8080,localPortNumber=0",
+];
+
+/// `aws ssm start-session` with `document` (its name and parameters): the
+/// child and the local port it announced.
+fn start_port_forwarding(
+    env: &Env,
+    aws: &Path,
+    plugins: &Path,
+    document: &[&str],
+) -> (std::process::Child, u16) {
+    let mut child = command(env, aws, plugins)
         .args([
             "ssm",
             "start-session",
@@ -179,7 +232,7 @@ fn forward_through_the_cli(seed: Seed, document: &[&str]) {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let port: u16 = loop {
+    let port = loop {
         let line = lines
             .next()
             .expect("the plugin announces its port")
@@ -188,12 +241,14 @@ fn forward_through_the_cli(seed: Seed, document: &[&str]) {
             break rest.split_whitespace().next().unwrap().parse().unwrap();
         }
     };
-    for _ in 0..3 {
-        let mut socket = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        let mut answer = String::new();
-        socket.read_to_string(&mut answer).unwrap();
-        assert_eq!(answer, "forwarded by the plugin\n");
-    }
+    // Keep reading, so that the plugin's last lines never meet a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, port)
+}
+
+/// Ctrl-C to the CLI's process group; once it exited 0, the successful
+/// StartSession and TerminateSession calls.
+fn interrupt_and_count(mut child: std::process::Child, env: &Env) -> (usize, usize) {
     let group = format!("-{}", child.id());
     let status = Command::new("kill")
         .args(["-INT", "--", &group])
@@ -202,11 +257,12 @@ fn forward_through_the_cli(seed: Seed, document: &[&str]) {
     assert!(status.success());
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
-    let terminated = env
-        .fake
-        .events()
-        .iter()
-        .filter(|e| e.action == "ssm:TerminateSession" && e.error.is_none())
-        .count();
-    assert_eq!(terminated, 1, "Ctrl-C ends the session");
+    let events = env.fake.events();
+    let calls = |action: &str| {
+        events
+            .iter()
+            .filter(|e| e.action == action && e.error.is_none())
+            .count()
+    };
+    (calls("ssm:StartSession"), calls("ssm:TerminateSession"))
 }

@@ -166,18 +166,43 @@ pub struct DirectionFaults {
     pub corrupt_digest: f64,
 }
 
+/// The smux keep-alive of agents that run it (3.0.222.0 to 3.1.1445, and
+/// later ones for clients up to 1.2.331.0): xtaci/smux `DefaultConfig`, a NOP
+/// every `interval_ms` and the session closed after `timeout_ms` without a
+/// frame from the client. Shorter values make tests fast.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct SmuxKeepAlive {
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+}
+
+impl Default for SmuxKeepAlive {
+    fn default() -> Self {
+        SmuxKeepAlive {
+            interval_ms: 10_000,
+            timeout_ms: 30_000,
+        }
+    }
+}
+
 /// Everything a test or the config file seeds.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Seed {
     pub region: String,
     pub identity: Identity,
+    /// Further callers, by the access key id their requests are signed with
+    /// (`Credential=<key>/…` in SigV4's Authorization header). Requests with
+    /// any other key are `identity`'s.
+    pub identities: BTreeMap<String, Identity>,
     pub instances: Vec<Instance>,
     pub denials: Denials,
     pub pacing: Pacing,
     pub faults: Faults,
     /// `/ssm/managed-instance/activation-tier`: `standard` or `advanced`.
     pub activation_tier: String,
+    pub smux_keepalive: SmuxKeepAlive,
     /// The Session Manager preferences (SSM-SessionManagerRunShell's inputs).
     pub session_preferences: SessionPreferences,
     /// The fake KMS's customer managed keys: key ids or `alias/…` names.
@@ -218,6 +243,27 @@ pub struct Session {
     pub unused_tokens: HashSet<String>,
     /// Set to true by TerminateSession; the data plane ends the session.
     pub terminated: watch::Sender<bool>,
+    /// When StartSession created it: the agent's 15 s handshake clock starts here.
+    pub started: std::time::Instant,
+}
+
+/// What Session Manager remembers of a session for DescribeSessions: who
+/// started it, why, and when it started and ended. Kept apart from
+/// [`Session`], which the data plane owns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    pub target: String,
+    pub document: String,
+    /// The identity that called StartSession.
+    pub owner: Identity,
+    /// StartSession's `Reason`.
+    pub reason: Option<String>,
+    /// Epoch seconds.
+    pub started: f64,
+    /// Epoch seconds; set when the session is terminated or ends on its own.
+    pub ended: Option<f64>,
+    /// Whether a client redeemed a token (opened the data channel).
+    pub connected: bool,
 }
 
 /// Everything the data plane needs to run a session, handed out once per
@@ -237,6 +283,9 @@ pub struct Grant {
     pub kms_key: Option<String>,
     pub shell_profile: String,
     pub sandbox: Option<PathBuf>,
+    pub smux_keepalive: SmuxKeepAlive,
+    /// `Session::started`.
+    pub started: std::time::Instant,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -253,7 +302,11 @@ pub enum TokenError {
 #[derive(Debug, Default)]
 pub struct World {
     pub region: String,
+    /// The caller of requests signed with an access key not in `identities`.
+    /// While an API call is answered, this is that call's caller.
     pub identity: Identity,
+    /// Seeded callers by access key id (see [`Seed::identities`]).
+    pub identities: BTreeMap<String, Identity>,
     pub instances: BTreeMap<String, Instance>,
     pub denials: Denials,
     pub pacing: Pacing,
@@ -263,7 +316,10 @@ pub struct World {
     /// The fake KMS's keys.
     pub kms: crate::kms::Keys,
     pub documents: BTreeMap<String, SessionDocument>,
+    pub smux_keepalive: SmuxKeepAlive,
     pub sessions: HashMap<String, Session>,
+    /// Every session StartSession created, by SessionId, for DescribeSessions.
+    pub session_records: HashMap<String, SessionRecord>,
     /// The data channel's live sessions and counters (see `datachannel::DataPlane`).
     pub data_plane: crate::datachannel::DataPlane,
     /// Commands sent with SendCommand, by CommandId.
@@ -358,6 +414,7 @@ impl World {
         World {
             region,
             identity: seed.identity,
+            identities: seed.identities,
             instances: seed
                 .instances
                 .into_iter()
@@ -370,6 +427,7 @@ impl World {
             session_preferences: seed.session_preferences,
             kms: crate::kms::Keys::new(&seed.kms_keys),
             documents: seed.documents,
+            smux_keepalive: seed.smux_keepalive,
             ..World::default()
         }
     }
@@ -386,6 +444,9 @@ impl World {
         }
         if refuse || !session.unused_tokens.remove(token) {
             return Err(TokenError::BadToken);
+        }
+        if let Some(record) = self.session_records.get_mut(session_id) {
+            record.connected = true;
         }
         let instance = self.instances.get(&session.target);
         Ok(Grant {
@@ -408,6 +469,8 @@ impl World {
                 .filter(|k| !k.is_empty()),
             shell_profile: self.session_preferences.shell_profile.clone(),
             sandbox: instance.and_then(|i| i.sandbox.clone()),
+            smux_keepalive: self.smux_keepalive,
+            started: session.started,
         })
     }
 }

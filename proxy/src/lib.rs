@@ -18,8 +18,8 @@ pub mod smux;
 
 pub use connection::{Connection, EngineConfig, EngineError, Event};
 pub use driver::{
-    bridge, bridge_open, forward_basic, forward_basic_open, open, shell, shell_open, ControlError,
-    MuxPool, MuxSession, MuxStream, OpenSession, Options, SessionControl, SessionEnd, SessionError,
-    SessionStats, ShellEnd, ShellIo, StreamTarget,
+    bridge, bridge_open, connect_port, forward_basic, open, shell, shell_open, splice,
+    BasicSession, ControlError, MuxPool, MuxSession, MuxStream, OpenSession, Options, PortSession,
+    SessionControl, SessionEnd, SessionError, SessionStats, ShellEnd, ShellIo, StreamTarget,
 };
 pub use handshake::{SessionMode, CLIENT_VERSION};

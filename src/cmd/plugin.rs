@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use anyhow::{bail, Context};
 use aws_config::{BehaviorVersion, Region};
 use serde::Deserialize;
-use sm_ssh_proxy::{MuxSession, OpenSession, SessionMode, StreamTarget, CLIENT_VERSION};
+use sm_ssh_proxy::{OpenSession, PortSession, SessionMode, StreamTarget, CLIENT_VERSION};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
@@ -145,28 +145,36 @@ async fn forward_port(
             .into());
         }
     };
+    let options = crate::session::data_channel_options()?;
     let local = listener.local_addr()?;
     println!("Starting session with SessionId: {session_id}");
     println!("Port {} opened for sessionId {session_id}.", local.port());
     println!("Waiting for connections...");
-    if session.mode() == SessionMode::BasicPort {
-        let interrupted = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
-        sm_ssh_proxy::forward_basic_open(session, listener, interrupted).await?;
-        println!("\nExiting session with sessionId: {session_id}.");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let session = Arc::new(MuxSession::from_open(session)?);
+    let session = match session.into_port()? {
+        PortSession::Mux(session) => session,
+        PortSession::Basic(basic) => {
+            let interrupted = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            let end = basic.serve(&listener, None, interrupted).await?;
+            if !end.output.is_empty() {
+                eprintln!("{}", end.output);
+            }
+            println!("\nExiting session with sessionId: {session_id}.");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let session = Arc::new(session);
     let mut connections = JoinSet::new();
     let serving = async {
         loop {
-            let (mut socket, peer) = listener.accept().await?;
+            let (socket, peer) = listener.accept().await?;
             let session = session.clone();
+            let options = options.clone();
             connections.spawn(async move {
                 let result = async {
-                    let mut stream = session.open_stream().await?;
-                    tokio::io::copy_bidirectional(&mut socket, &mut stream).await?;
+                    let stream = session.open_stream().await?;
+                    crate::port::carry(socket, stream, &options).await?;
                     anyhow::Ok(())
                 }
                 .await;

@@ -68,7 +68,7 @@ pub async fn bridge_open<C: SessionControl>(
     let driving = async move {
         let mut pump = Pump::new(link, pending);
         let local = Local {
-            input: &mut in_rx,
+            input: Some(&mut in_rx),
             output: &out_tx,
         };
         match pump

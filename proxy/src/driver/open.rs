@@ -4,15 +4,15 @@
 
 use std::sync::Arc;
 
+use super::basic::BasicSession;
 use super::link::Link;
-use super::{Options, SessionControl, SessionError, StreamTarget};
+use super::{MuxSession, Options, PortSession, SessionControl, SessionError, StreamTarget};
 use crate::connection::Event;
 use crate::handshake::SessionMode;
 
 /// An established session: pass it to [`bridge_open`](super::bridge::bridge_open),
-/// [`MuxSession::from_open`](super::MuxSession::from_open),
-/// [`forward_basic_open`](super::basic::forward_basic_open) or
-/// [`shell_open`](super::shell::shell_open) as its [`mode`](Self::mode) says.
+/// [`into_port`](Self::into_port) or [`shell_open`](super::shell::shell_open)
+/// as its [`mode`](Self::mode) says.
 pub struct OpenSession<C> {
     pub(crate) link: Link<C>,
     pub(crate) mode: SessionMode,
@@ -60,13 +60,22 @@ impl<C: SessionControl> OpenSession<C> {
     /// Gives up on a session this caller cannot use: TerminateSession flag,
     /// then the TerminateSession API.
     pub async fn abandon(mut self) {
-        self.link
-            .conn
-            .send_flag(crate::payload::flag::TERMINATE_SESSION);
-        self.link.flush_briefly().await;
-        let link = &self.link;
-        if let Err(error) = link.control().terminate(link.session_id()).await {
-            tracing::debug!(%error, "TerminateSession failed");
+        self.link.terminate().await;
+    }
+
+    /// A port-forwarding session in the mode the agent chose (smux or basic).
+    pub fn into_port(self) -> Result<PortSession<C>, SessionError> {
+        match self.mode {
+            SessionMode::MuxPort => {
+                Ok(PortSession::Mux(MuxSession::start(self.link, self.pending)))
+            }
+            SessionMode::BasicPort => Ok(PortSession::Basic(Box::new(BasicSession::new(
+                self.link,
+                self.pending,
+            )))),
+            other => Err(SessionError::Unsupported(format!(
+                "the agent chose {other:?} mode, not port forwarding"
+            ))),
         }
     }
 }
