@@ -126,12 +126,12 @@ async fn sessions_carry_their_owner_and_move_to_history_when_over() {
     let bobs = vec![filter(SessionFilterKey::Owner, &bob_identity().arn)];
     assert_eq!(
         ids(&alice, SessionState::Active, bobs).await,
-        [theirs.clone()]
+        std::slice::from_ref(&theirs)
     );
     let by_id = vec![filter(SessionFilterKey::SessionId, &first)];
     assert_eq!(
         ids(&alice, SessionState::Active, by_id).await,
-        [first.clone()]
+        std::slice::from_ref(&first)
     );
 
     // Paging, one at a time.
@@ -185,7 +185,7 @@ async fn sessions_carry_their_owner_and_move_to_history_when_over() {
     }
     assert_eq!(
         ids(&alice, SessionState::Active, vec![]).await,
-        [theirs.clone()]
+        std::slice::from_ref(&theirs)
     );
 }
 
