@@ -63,6 +63,10 @@ pub enum Command {
     Proxy(cmd::proxy::Args),
     /// Open an interactive ssh session (or run a command) on the target.
     Connect(cmd::connect::Args),
+    /// Open a shell on the target through Session Manager (no sshd needed).
+    Shell(cmd::shell::Args),
+    /// Run one command on the target: its output, errors and exit status.
+    Exec(cmd::exec::Args),
     /// Forward local ports to the target without ssh.
     Forward(cmd::forward::Args),
     /// List your SSH-enabled SageMaker instances.

@@ -21,6 +21,7 @@ mod signing;
 mod ssh_client;
 mod sshconfig;
 mod target;
+mod terminal;
 
 use std::process::ExitCode;
 

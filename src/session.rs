@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use sm_ssh_proxy::crypto::{encryption_context, DataKey, KeyError, DATA_KEY_BYTES};
 use sm_ssh_proxy::{ControlError, Options, SessionControl, StreamTarget};
 
 use crate::error::{AwsError, AwsProblem};
@@ -21,6 +22,10 @@ pub struct Sessions {
     signer: Arc<UpgradeSigner>,
     /// Each session's latest StreamUrl, for a ResumeSession that returns none.
     urls: Arc<Mutex<HashMap<String, String>>>,
+    /// For KMS-encrypted sessions: GenerateDataKey.
+    kms: Option<aws_sdk_kms::Client>,
+    /// Each session's StartSession target: the `aws:ssm:TargetId` of its data key.
+    targets: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl Sessions {
@@ -30,7 +35,23 @@ impl Sessions {
             ssm,
             signer: Arc::new(UpgradeSigner::new(sdk)),
             urls: Arc::default(),
+            kms: None,
+            targets: Arc::default(),
         }
+    }
+
+    /// Lets sessions whose agent asks for KMS encryption get their data key.
+    pub fn with_kms(mut self, kms: aws_sdk_kms::Client) -> Self {
+        self.kms = Some(kms);
+        self
+    }
+
+    /// Records the target of a session started elsewhere (by the AWS CLI).
+    pub fn set_target(&self, session_id: &str, target: &str) {
+        self.targets
+            .lock()
+            .expect("target map")
+            .insert(session_id.to_owned(), target.to_owned());
     }
 
     /// StartSession. `label` is what the user asked for (a `*.sagemaker` name
@@ -62,6 +83,7 @@ impl Sessions {
         ) {
             (Some(id), Some(token), Some(url)) => {
                 self.remember(id, url);
+                self.set_target(id, target);
                 Ok(StreamTarget {
                     session_id: id.to_owned(),
                     stream_url: url.to_owned(),
@@ -134,6 +156,45 @@ impl SessionControl for Sessions {
         })
     }
 
+    /// GenerateDataKey as the plugin calls it (`streaming.go`
+    /// `ProcessKMSEncryptionHandshakeAction`): 64 bytes, context SessionId and TargetId.
+    async fn data_key(&self, session_id: &str, key_id: &str) -> Result<DataKey, KeyError> {
+        let Some(kms) = &self.kms else {
+            return Err(KeyError::Unsupported(
+                "KMS encryption is not available here".to_owned(),
+            ));
+        };
+        let target = self
+            .targets
+            .lock()
+            .expect("target map")
+            .get(session_id)
+            .cloned()
+            .unwrap_or_default();
+        let mut request = kms
+            .generate_data_key()
+            .key_id(key_id)
+            .number_of_bytes(DATA_KEY_BYTES as i32);
+        for (key, value) in encryption_context(session_id, &target) {
+            request = request.encryption_context(key, value);
+        }
+        let output = request.send().await.map_err(|error| {
+            KeyError::Failed(kms_failure(
+                key_id,
+                &AwsError::from_sdk("kms:GenerateDataKey", &error),
+            ))
+        })?;
+        match (output.ciphertext_blob, output.plaintext) {
+            (Some(ciphertext), Some(plaintext)) => Ok(DataKey {
+                ciphertext: ciphertext.into_inner(),
+                plaintext: plaintext.into_inner(),
+            }),
+            _ => Err(KeyError::Failed(format!(
+                "kms:GenerateDataKey on KMS key {key_id} returned no data key"
+            ))),
+        }
+    }
+
     async fn terminate(&self, session_id: &str) -> Result<(), ControlError> {
         self.ssm
             .terminate_session()
@@ -163,6 +224,22 @@ impl SessionControl for Sessions {
 /// reaches here as AWS_PROFILE only when set that way).
 pub fn profile() -> Option<String> {
     std::env::var("AWS_PROFILE").ok().filter(|p| !p.is_empty())
+}
+
+/// One line for a failed GenerateDataKey: the action, the key, the fix.
+pub fn kms_failure(key_id: &str, error: &AwsError) -> String {
+    match error.problem {
+        AwsProblem::AccessDenied { .. } => format!(
+            "AWS denied kms:GenerateDataKey on KMS key {key_id}, which your Session Manager \
+             preferences use to encrypt this session: allow kms:GenerateDataKey on that key \
+             (`sm-ssh policy kms --key {key_id}` prints the statement) ({})",
+            error.detail
+        ),
+        _ => format!(
+            "kms:GenerateDataKey on KMS key {key_id} (this session is KMS-encrypted) failed: {}",
+            error.detail
+        ),
+    }
 }
 
 /// The codes with which ResumeSession and TerminateSession refuse a session

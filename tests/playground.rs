@@ -31,12 +31,16 @@ fn assert_flow(out: &Output, client: &str) {
         "2/4 pushed key SHA256:",
         "4/4 the command exited with status 0",
         "saw logins as root",
+        "and without sshd: `sm-ssh shell demo.training.sagemaker`",
+        "Exiting session with sessionId",
     ] {
         assert!(stderr.contains(step), "no {step:?} in:\n{stderr}");
     }
     assert!(stderr.contains(client), "not with {client}:\n{stderr}");
     // Computed on the far side, so it cannot come from anywhere else.
     assert_eq!(stdout, "marker-42\n", "stderr:\n{stderr}");
+    // And again through the shell session (the typed line shows only the formula).
+    assert!(stderr.contains("marker-42"), "{stderr}");
 }
 
 #[test]

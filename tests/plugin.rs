@@ -1,40 +1,21 @@
 //! sm-ssh as `session-manager-plugin` under the real AWS CLI
 //! (`SM_SSH_TEST_AWS_CLI`, set by scripts/test): `aws ssm start-session` as
-//! an ssh ProxyCommand, and port forwarding on `localPortNumber`.
+//! an ssh ProxyCommand, and port forwarding on `localPortNumber` (also with
+//! a document of the account's own). Shells: tests/shell.rs.
 
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{assert_exit, me, seed_with, training_instance, Env};
+use common::{assert_exit, aws_cli, me, plugin_dir, seed_with, training_instance, Env};
 use sm_ssh_integration::openssh::OpenSshServer;
+use sm_ssh_integration::world::{Seed, SessionDocument};
 
 const INSTANCE: &str = "mi-0a1b2c3d4e5f60718";
-
-fn aws_cli() -> Option<PathBuf> {
-    match std::env::var_os("SM_SSH_TEST_AWS_CLI") {
-        Some(path) => Some(PathBuf::from(path)),
-        None => {
-            eprintln!("SM_SSH_TEST_AWS_CLI is unset (scripts/test sets it); skipping");
-            None
-        }
-    }
-}
-
-/// A directory holding `session-manager-plugin` → the sm-ssh binary.
-fn plugin_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(
-        env!("CARGO_BIN_EXE_sm-ssh"),
-        dir.path().join("session-manager-plugin"),
-    )
-    .unwrap();
-    dir
-}
 
 /// `program` with the fake's environment and the plugin first on PATH.
 fn command(env: &Env, program: &Path, plugins: &Path) -> Command {
@@ -69,30 +50,6 @@ fn version_and_installation_check() {
     );
     let output = command(&env, &plugin, plugins.path()).output().unwrap();
     assert_exit(&output, 0);
-}
-
-#[test]
-fn shell_documents_are_refused_clearly() {
-    let env = Env::start(seed_with(vec![]));
-    let plugins = plugin_dir();
-    let plugin = plugins.path().join("session-manager-plugin");
-    let response = r#"{"SessionId":"alice-0123456789abcdef0","TokenValue":"t","StreamUrl":"ws://127.0.0.1:9/v1/data-channel/alice-0123456789abcdef0"}"#;
-    let request =
-        format!(r#"{{"Target":"{INSTANCE}","DocumentName":"SSM-SessionManagerRunShell"}}"#);
-    let output = command(&env, &plugin, plugins.path())
-        .args([
-            response,
-            "eu-west-1",
-            "StartSession",
-            "",
-            &request,
-            &env.fake.endpoint(),
-        ])
-        .output()
-        .unwrap();
-    let (_, stderr) = assert_exit(&output, 2);
-    assert!(stderr.contains("SSM-SessionManagerRunShell"), "{stderr}");
-    assert!(stderr.contains("AWS-StartSSHSession"), "{stderr}");
 }
 
 #[test]
@@ -156,8 +113,30 @@ fn aws_cli_start_session_works_as_ssh_proxy_command() {
 
 #[test]
 fn aws_cli_port_forwarding_listens_on_the_local_port() {
+    forward_through_the_cli(seed_with(vec![]), FORWARD_8080);
+}
+
+/// The session type comes from the agent's handshake, not the document's
+/// name: a document of the account's own forwards as well.
+#[test]
+fn a_custom_port_document_forwards_through_the_cli() {
+    let mut seed = seed_with(vec![]);
+    seed.documents.insert(
+        "Team-ForwardWeb".to_owned(),
+        SessionDocument {
+            session_type: "Port".to_owned(),
+            properties: serde_json::json!({"localPortNumber": "0", "portNumber": "8080", "type": "LocalPortForwarding"}),
+        },
+    );
+    forward_through_the_cli(seed, &["--document-name", "Team-ForwardWeb"]);
+}
+
+/// `aws ssm start-session … <document args>` forwarding to a service on the
+/// instance's port 8080; three connections, then Ctrl-C ends the session
+/// with exactly one TerminateSession.
+fn forward_through_the_cli(seed: Seed, document: &[&str]) {
     let Some(aws) = aws_cli() else { return };
-    let env = Env::start(seed_with(vec![]));
+    let env = Env::start(seed);
     let service = TcpListener::bind("127.0.0.1:0").unwrap();
     let service_addr = service.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -170,7 +149,7 @@ fn aws_cli_port_forwarding_listens_on_the_local_port() {
     env.fake.add_instance(instance).unwrap();
 
     let plugins = plugin_dir();
-    let (child, port) = start_port_forwarding(&env, &aws, plugins.path());
+    let (child, port) = start_port_forwarding(&env, &aws, plugins.path(), document);
     for _ in 0..3 {
         let mut socket = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         let mut answer = String::new();
@@ -204,7 +183,7 @@ fn aws_cli_port_forwarding_uses_basic_mode_with_an_old_agent() {
     env.fake.add_instance(instance).unwrap();
 
     let plugins = plugin_dir();
-    let (child, port) = start_port_forwarding(&env, &aws, plugins.path());
+    let (child, port) = start_port_forwarding(&env, &aws, plugins.path(), FORWARD_8080);
     // Basic mode: one connection after the other over the one session.
     for n in 0..2 {
         let socket = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -220,9 +199,22 @@ fn aws_cli_port_forwarding_uses_basic_mode_with_an_old_agent() {
     assert_eq!(interrupt_and_count(child, &env), (1, 1));
 }
 
-/// `aws ssm start-session` with AWS-StartPortForwardingSession to the
-/// instance's port 8080 on any local port: the child and that port.
-fn start_port_forwarding(env: &Env, aws: &Path, plugins: &Path) -> (std::process::Child, u16) {
+/// AWS-StartPortForwardingSession to the instance's port 8080 on any local port.
+const FORWARD_8080: &[&str] = &[
+    "--document-name",
+    "AWS-StartPortForwardingSession",
+    "--parameters",
+    "portNumber=8080,localPortNumber=0",
+];
+
+/// `aws ssm start-session` with `document` (its name and parameters): the
+/// child and the local port it announced.
+fn start_port_forwarding(
+    env: &Env,
+    aws: &Path,
+    plugins: &Path,
+    document: &[&str],
+) -> (std::process::Child, u16) {
     let mut child = command(env, aws, plugins)
         .args([
             "ssm",
@@ -230,13 +222,8 @@ fn start_port_forwarding(env: &Env, aws: &Path, plugins: &Path) -> (std::process
             "--endpoint-url",
             &env.fake.endpoint(),
         ])
-        .args([
-            "--target",
-            INSTANCE,
-            "--document-name",
-            "AWS-StartPortForwardingSession",
-        ])
-        .args(["--parameters", "portNumber=8080,localPortNumber=0"])
+        .args(["--target", INSTANCE])
+        .args(document)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

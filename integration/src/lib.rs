@@ -8,6 +8,7 @@ mod caller;
 pub mod config;
 pub mod datachannel;
 pub mod iam;
+pub mod kms;
 pub mod moto;
 pub mod openssh;
 pub mod sagemaker;

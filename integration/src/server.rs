@@ -123,6 +123,7 @@ impl FakeAws {
             ("AWS_ENDPOINT_URL_IAM", endpoint.as_str()),
             // Every other service too: nothing the fake does not serve may reach AWS.
             ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("AWS_ENDPOINT_URL_KMS", endpoint.as_str()),
             ("AWS_REGION", region.as_str()),
             ("AWS_DEFAULT_REGION", region.as_str()),
             ("AWS_ACCESS_KEY_ID", "testing"),
@@ -361,6 +362,11 @@ async fn api(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> 
         crate::sagemaker::handle(&state, op, &body).await
     } else if target.is_empty() && crate::iam::is_iam(&body) {
         crate::iam::handle(&state, &body)
+    } else if let Some(op) = target.strip_prefix("TrentService.") {
+        match crate::kms::handle(&state, op, &body) {
+            Ok(v) => crate::ssm::json_response(axum::http::StatusCode::OK, &v),
+            Err(e) => e.into_response(),
+        }
     } else if target.is_empty() && crate::sts::is_query(&body) {
         crate::sts::handle(&state, &body)
     } else {

@@ -71,6 +71,9 @@ pub struct Instance {
     /// Where SendCommand runs scripts: HOME and an `etc/ssh` folder live here.
     /// Created by the fake when left empty.
     pub sandbox: Option<PathBuf>,
+    /// The KMS key the agent encrypts this instance's shell sessions with,
+    /// overriding the account's session preferences.
+    pub session_kms_key: Option<String>,
 }
 
 impl Default for Instance {
@@ -91,6 +94,7 @@ impl Default for Instance {
             ports: BTreeMap::new(),
             remote_hosts: BTreeMap::new(),
             sandbox: None,
+            session_kms_key: None,
         }
     }
 }
@@ -144,6 +148,9 @@ pub struct Faults {
     pub short_channel_closed: bool,
     /// Extra latency added to each API call and each websocket frame, in milliseconds.
     pub latency_ms: u64,
+    /// The agent encrypts with a key other than the one KMS gave it, so the
+    /// client's decryption fails (a wrong key).
+    pub kms_wrong_key: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -206,6 +213,31 @@ pub struct Seed {
     /// What the data channel demands of a websocket (on by default).
     pub data_channel: DataChannelPolicy,
     pub smux_keepalive: SmuxKeepAlive,
+    /// The Session Manager preferences (SSM-SessionManagerRunShell's inputs).
+    pub session_preferences: SessionPreferences,
+    /// The fake KMS's customer managed keys: key ids or `alias/…` names.
+    pub kms_keys: Vec<String>,
+    /// The account's own session documents, by name.
+    pub documents: BTreeMap<String, SessionDocument>,
+}
+
+/// A customer's Session document: its `sessionType` and fixed `properties`
+/// (parameters are not modelled for these).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SessionDocument {
+    pub session_type: String,
+    pub properties: serde_json::Value,
+}
+
+/// The account's Session Manager preferences that shape shell sessions.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SessionPreferences {
+    /// `kmsKeyId`: when set, shell sessions are KMS-encrypted.
+    pub kms_key_id: String,
+    /// `shellProfile.linux`: written into every new shell.
+    pub shell_profile: String,
 }
 
 /// A session created by StartSession.
@@ -256,6 +288,11 @@ pub struct Grant {
     pub terminated: watch::Receiver<bool>,
     pub pacing: Pacing,
     pub faults: Faults,
+    pub session_type: String,
+    /// The key the agent encrypts a shell session with, if any.
+    pub kms_key: Option<String>,
+    pub shell_profile: String,
+    pub sandbox: Option<PathBuf>,
     pub smux_keepalive: SmuxKeepAlive,
     /// `Session::started`.
     pub started: std::time::Instant,
@@ -291,6 +328,10 @@ pub struct World {
     pub data_channel: DataChannelPolicy,
     /// The secret of the key the service presigns StreamUrls with.
     pub service_secret: String,
+    pub session_preferences: SessionPreferences,
+    /// The fake KMS's keys.
+    pub kms: crate::kms::Keys,
+    pub documents: BTreeMap<String, SessionDocument>,
     pub smux_keepalive: SmuxKeepAlive,
     pub sessions: HashMap<String, Session>,
     /// Every session StartSession created, by SessionId, for DescribeSessions.
@@ -414,6 +455,9 @@ impl World {
                 .collect(),
             data_channel: seed.data_channel,
             service_secret: uuid::Uuid::new_v4().simple().to_string(),
+            session_preferences: seed.session_preferences,
+            kms: crate::kms::Keys::new(&seed.kms_keys),
+            documents: seed.documents,
             smux_keepalive: seed.smux_keepalive,
             ..World::default()
         }
@@ -445,6 +489,17 @@ impl World {
             terminated: session.terminated.subscribe(),
             pacing: self.pacing,
             faults: self.faults.clone(),
+            session_type: crate::ssm::session_type(&self.documents, &session.document).to_owned(),
+            // Port sessions are never encrypted (agent `sessionplugin.go` `isEncryptionEnabled`).
+            kms_key: (crate::ssm::session_type(&self.documents, &session.document) != "Port")
+                .then(|| {
+                    instance
+                        .and_then(|i| i.session_kms_key.clone())
+                        .unwrap_or_else(|| self.session_preferences.kms_key_id.clone())
+                })
+                .filter(|k| !k.is_empty()),
+            shell_profile: self.session_preferences.shell_profile.clone(),
+            sandbox: instance.and_then(|i| i.sandbox.clone()),
             smux_keepalive: self.smux_keepalive,
             started: session.started,
         })

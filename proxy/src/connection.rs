@@ -6,10 +6,20 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+
 use crate::channel::{Channel, ChannelConfig, Stats};
+use crate::crypto::{DataKey, KeyError, SessionCipher};
 use crate::frame::{message_type, payload_type, Frame, FrameError};
-use crate::handshake::{self, SessionMode};
-use crate::payload::{flag, parse_flag, HandshakeComplete, HandshakeRequest};
+use crate::handshake::{self, KmsAnswer, SessionMode};
+use crate::payload::{
+    flag, parse_exit_code, parse_flag, EncryptionChallenge, HandshakeComplete, HandshakeRequest,
+    Size,
+};
+
+/// Plaintext bytes per encrypted Output message (the plugin's stdin read size).
+const SEALED_CHUNK: usize = 1024;
 
 /// Tunables of a [`Connection`].
 #[derive(Clone, Debug)]
@@ -40,6 +50,11 @@ pub enum EngineError {
     Unsupported(String),
     #[error("the agent sent a handshake this client cannot parse: {0}")]
     BadHandshake(String),
+    /// GenerateDataKey failed; the text comes from the binary's KMS call.
+    #[error("{0}")]
+    Kms(String),
+    #[error("{0}")]
+    Decrypt(String),
 }
 
 /// What the engine reports to its driver.
@@ -51,8 +66,15 @@ pub enum Event {
         agent_version: String,
         customer_message: String,
     },
-    /// Output bytes from the agent, in order.
+    /// Output bytes from the agent, in order (decrypted when the session is).
     Data(Bytes),
+    /// StdErr bytes (payload type 11: non-interactive commands with separate streams).
+    StdErr(Bytes),
+    /// The remote command's exit status (payload type 12, `EXIT_CODE: <n>`).
+    ExitCode(i32),
+    /// The agent asked for KMS encryption: call GenerateDataKey for `key_id`
+    /// and hand the answer to [`Connection::provide_data_key`].
+    DataKeyNeeded { key_id: String },
     /// The agent could not reach the target (mux: for one stream).
     ConnectToPortError,
     /// The service ended the session (`channel_closed`); `output` may say why.
@@ -77,6 +99,9 @@ pub struct Connection {
     agent_version: String,
     handshake_deadline: Instant,
     events: VecDeque<Event>,
+    /// A HandshakeRequest waiting for its data key.
+    awaiting_key: Option<HandshakeRequest>,
+    cipher: Option<SessionCipher>,
 }
 
 impl Connection {
@@ -89,6 +114,8 @@ impl Connection {
             mode: None,
             agent_version: String::new(),
             events: VecDeque::new(),
+            awaiting_key: None,
+            cipher: None,
         }
     }
 
@@ -128,24 +155,70 @@ impl Connection {
         if self.state == State::Over {
             return;
         }
-        match frame.payload_type {
-            payload_type::HANDSHAKE_REQUEST => self.on_handshake_request(&frame.payload),
-            payload_type::HANDSHAKE_COMPLETE => self.on_handshake_complete(&frame.payload),
-            payload_type::OUTPUT => {
-                if !frame.payload.is_empty() {
-                    self.events.push_back(Event::Data(frame.payload));
+        let payload = match frame.payload_type {
+            payload_type::OUTPUT | payload_type::STDERR | payload_type::EXIT_CODE => {
+                match self.decrypted(frame.payload) {
+                    Some(payload) => payload,
+                    None => return,
                 }
             }
-            payload_type::FLAG => match parse_flag(&frame.payload) {
+            _ => frame.payload,
+        };
+        match frame.payload_type {
+            payload_type::HANDSHAKE_REQUEST => self.on_handshake_request(&payload),
+            payload_type::HANDSHAKE_COMPLETE => self.on_handshake_complete(&payload),
+            payload_type::ENC_CHALLENGE_REQUEST => self.on_challenge(&payload),
+            payload_type::OUTPUT => {
+                if self.state == State::Handshaking
+                    && self.mode.is_none()
+                    && self.awaiting_key.is_none()
+                {
+                    // No handshake: a shell session (plugin `session.go` `ProcessFirstMessage`).
+                    self.mode = Some(SessionMode::Shell);
+                    self.state = State::Established;
+                    self.events.push_back(Event::HandshakeComplete {
+                        mode: SessionMode::Shell,
+                        agent_version: String::new(),
+                        customer_message: String::new(),
+                    });
+                }
+                if !payload.is_empty() {
+                    self.events.push_back(Event::Data(payload));
+                }
+            }
+            payload_type::STDERR => {
+                if !payload.is_empty() {
+                    self.events.push_back(Event::StdErr(payload));
+                }
+            }
+            payload_type::EXIT_CODE => match parse_exit_code(&payload) {
+                Some(code) => self.events.push_back(Event::ExitCode(code)),
+                None => tracing::debug!("ignored a malformed ExitCode payload"),
+            },
+            payload_type::FLAG => match parse_flag(&payload) {
                 Some(flag::CONNECT_TO_PORT_ERROR) => {
                     self.events.push_back(Event::ConnectToPortError)
                 }
                 other => tracing::debug!(?other, "ignored an unexpected flag from the agent"),
             },
-            payload_type::ENC_CHALLENGE_REQUEST => self.finish(Event::Failed(
-                EngineError::Unsupported("KMS encryption challenge".to_owned()),
-            )),
             other => tracing::debug!(payload_type = other, "ignored a payload type"),
+        }
+    }
+
+    /// The payload as sent, or decrypted when the session is encrypted; None
+    /// (and the session failed) when it does not decrypt.
+    fn decrypted(&mut self, payload: Bytes) -> Option<Bytes> {
+        let Some(cipher) = &self.cipher else {
+            return Some(payload);
+        };
+        match cipher.open(&payload) {
+            Ok(plain) => Some(plain.into()),
+            Err(error) => {
+                self.finish(Event::Failed(EngineError::Decrypt(format!(
+                    "a payload from the agent does not decrypt ({error}); the agent and this client disagree on the session's KMS data key"
+                ))));
+                None
+            }
         }
     }
 
@@ -156,14 +229,80 @@ impl Connection {
         };
         // How a path announces its session type is not always public (Studio spaces): log it.
         tracing::debug!(?request, "HandshakeRequest");
-        let outcome = handshake::answer(&request, &self.config.client_version);
+        match handshake::kms_key_id(&request) {
+            Some(Ok(key_id)) => {
+                self.agent_version = request.agent_version.clone();
+                self.awaiting_key = Some(request);
+                self.events.push_back(Event::DataKeyNeeded { key_id });
+            }
+            Some(Err(why)) => self.respond(&request, Some(&KmsAnswer::Unsupported(why))),
+            None => self.respond(&request, None),
+        }
+    }
+
+    /// The answer to [`Event::DataKeyNeeded`]: completes the HandshakeResponse.
+    pub fn provide_data_key(&mut self, key: Result<DataKey, KeyError>) {
+        let Some(request) = self.awaiting_key.take() else {
+            return;
+        };
+        let answer = match key {
+            Ok(key) => match SessionCipher::client(&key) {
+                Ok(cipher) => {
+                    self.cipher = Some(cipher);
+                    KmsAnswer::Key(key.ciphertext)
+                }
+                Err(error) => KmsAnswer::Failed(format!("kms:GenerateDataKey: {error}")),
+            },
+            Err(KeyError::Failed(why)) => KmsAnswer::Failed(why),
+            Err(KeyError::Unsupported(why)) => KmsAnswer::Unsupported(why),
+        };
+        self.respond(&request, Some(&answer));
+    }
+
+    fn respond(&mut self, request: &HandshakeRequest, kms: Option<&KmsAnswer>) {
+        let outcome = handshake::answer(request, &self.config.client_version, kms);
         // The response goes out even when it refuses: that is how the agent learns to stop.
         self.channel
             .send_message(payload_type::HANDSHAKE_RESPONSE, &outcome.response);
         self.agent_version = outcome.agent_version;
         match outcome.result {
             Ok(mode) => self.mode = Some(mode),
-            Err(why) => self.finish(Event::Failed(EngineError::Unsupported(why))),
+            Err(why) => {
+                self.cipher = None;
+                let error = match kms {
+                    Some(KmsAnswer::Failed(why)) => EngineError::Kms(why.clone()),
+                    _ => EngineError::Unsupported(why),
+                };
+                self.finish(Event::Failed(error))
+            }
+        }
+    }
+
+    /// EncChallengeRequest: decrypt with the agent's key, encrypt with ours,
+    /// send it back (plugin `streaming.go` `handleEncryptionChallengeRequest`).
+    fn on_challenge(&mut self, payload: &[u8]) {
+        let Some(cipher) = &self.cipher else {
+            return self.finish(Event::Failed(EngineError::BadHandshake(
+                "an encryption challenge in a session without KMS".to_owned(),
+            )));
+        };
+        let opened = serde_json::from_slice::<EncryptionChallenge>(payload)
+            .map_err(|e| e.to_string())
+            .and_then(|c| BASE64.decode(c.challenge).map_err(|e| e.to_string()))
+            .and_then(|sealed| cipher.open(&sealed).map_err(|e| e.to_string()));
+        match opened {
+            Ok(plain) => {
+                let answer = EncryptionChallenge {
+                    challenge: BASE64.encode(cipher.seal(&plain)),
+                };
+                let body = serde_json::to_vec(&answer).expect("challenge serialises");
+                self.channel
+                    .send_message(payload_type::ENC_CHALLENGE_RESPONSE, &body);
+            }
+            Err(why) => self.finish(Event::Failed(EngineError::Decrypt(format!(
+                "the agent's KMS encryption challenge does not decrypt with the data key ({why}); \
+                 the agent used another key or encryption context"
+            )))),
         }
     }
 
@@ -199,7 +338,31 @@ impl Connection {
         if self.state != State::Established {
             return 0;
         }
-        self.channel.send_data(bytes)
+        let Some(cipher) = &self.cipher else {
+            return self.channel.send_data(bytes);
+        };
+        let mut accepted = 0;
+        while accepted < bytes.len() && self.channel.window_available() > 0 {
+            let n = SEALED_CHUNK.min(bytes.len() - accepted);
+            let sealed = cipher.seal(&bytes[accepted..accepted + n]);
+            self.channel.send_message(payload_type::OUTPUT, &sealed);
+            accepted += n;
+        }
+        accepted
+    }
+
+    /// Queues a Size message (shell sessions; never encrypted, as the plugin
+    /// sends it). Ignored before the session is established.
+    pub fn send_size(&mut self, size: Size) {
+        if self.state == State::Established {
+            let body = serde_json::to_vec(&size).expect("size serialises");
+            self.channel.send_message(payload_type::SIZE, &body);
+        }
+    }
+
+    /// True when the agent asked for KMS and every payload is encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.cipher.is_some()
     }
 
     /// Whether `send_data` would accept at least one byte.

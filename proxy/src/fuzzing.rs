@@ -157,7 +157,7 @@ pub fn payloads(data: &[u8]) {
     round_trip::<SessionTypeParameters>(data);
     round_trip::<HandshakeRequest>(data);
     if let Ok(request) = serde_json::from_slice::<HandshakeRequest>(data) {
-        let outcome = handshake::answer(&request, CLIENT_VERSION);
+        let outcome = handshake::answer(&request, CLIENT_VERSION, None);
         let response: HandshakeResponse =
             serde_json::from_slice(&outcome.response).expect("our HandshakeResponse parses");
         assert_eq!(

@@ -2,9 +2,12 @@
 
 use serde_json::Value;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+
 use crate::payload::{
-    action_status, action_type, HandshakeRequest, HandshakeResponse, ProcessedClientAction,
-    SessionTypeParameters,
+    action_status, action_type, HandshakeRequest, HandshakeResponse, KmsEncryptionRequest,
+    KmsEncryptionResponse, ProcessedClientAction, SessionTypeParameters,
 };
 
 /// The ClientVersion we report, in OpenDataChannel and the HandshakeResponse
@@ -41,6 +44,10 @@ pub enum SessionMode {
     BasicPort,
     /// `LocalPortForwarding` over an smux v1 session.
     MuxPort,
+    /// A shell or command session (`Standard_Stream`, `InteractiveCommands`,
+    /// `NonInteractiveCommands`): keystrokes and Size in, Output, StdErr and
+    /// ExitCode out.
+    Shell,
 }
 
 /// What answering a HandshakeRequest produced.
@@ -53,41 +60,85 @@ pub struct HandshakeOutcome {
     pub agent_version: String,
 }
 
-/// Answers a HandshakeRequest: `SessionType` `Port` succeeds, every other action
-/// is reported Unsupported (status 3) and makes the outcome an error.
-pub fn answer(request: &HandshakeRequest, client_version: &str) -> HandshakeOutcome {
+/// The key id of the request's `KMSEncryption` action, if it has one.
+pub fn kms_key_id(request: &HandshakeRequest) -> Option<Result<String, String>> {
+    let action = request
+        .requested_client_actions
+        .iter()
+        .find(|a| a.action_type == action_type::KMS_ENCRYPTION)?;
+    Some(
+        serde_json::from_value::<KmsEncryptionRequest>(action.action_parameters.clone())
+            .map(|r| r.kms_key_id)
+            .map_err(|e| format!("malformed KMSEncryption parameters: {e}")),
+    )
+}
+
+/// How the client fared with the `KMSEncryption` action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KmsAnswer {
+    /// GenerateDataKey returned this `CiphertextBlob`.
+    Key(Vec<u8>),
+    /// GenerateDataKey failed (status 2, Failed).
+    Failed(String),
+    /// This client cannot encrypt (status 3, Unsupported).
+    Unsupported(String),
+}
+
+/// Answers a HandshakeRequest: a `SessionType` this client speaks succeeds,
+/// `KMSEncryption` as `kms` says, every other action is Unsupported (status 3)
+/// and makes the outcome an error.
+pub fn answer(
+    request: &HandshakeRequest,
+    client_version: &str,
+    kms: Option<&KmsAnswer>,
+) -> HandshakeOutcome {
     let mut processed = Vec::new();
     let mut errors = Vec::new();
     let mut mode = None;
     for action in &request.requested_client_actions {
+        let mut result = Value::Null;
         let verdict = if action.action_type == action_type::SESSION_TYPE {
             session_type(
                 &action.action_parameters,
                 &request.agent_version,
                 client_version,
             )
+            .map(|m| mode = Some(m))
+            .map_err(|e| (action_status::UNSUPPORTED, e))
         } else if action.action_type == action_type::KMS_ENCRYPTION {
-            Err("KMS encryption is not supported for port and SSH sessions".to_owned())
+            match kms {
+                Some(KmsAnswer::Key(blob)) => {
+                    result = serde_json::to_value(KmsEncryptionResponse {
+                        cipher_text_key: BASE64.encode(blob),
+                        cipher_text_hash: None,
+                    })
+                    .expect("KMS response serialises");
+                    Ok(())
+                }
+                Some(KmsAnswer::Failed(e)) => Err((action_status::FAILED, e.clone())),
+                Some(KmsAnswer::Unsupported(e)) => Err((action_status::UNSUPPORTED, e.clone())),
+                None => Err((
+                    action_status::UNSUPPORTED,
+                    "KMS encryption is not available to this client".to_owned(),
+                )),
+            }
         } else {
-            Err(format!(
-                "handshake action {:?} is not supported",
-                action.action_type
+            Err((
+                action_status::UNSUPPORTED,
+                format!("handshake action {:?} is not supported", action.action_type),
             ))
         };
         let (status, error) = match verdict {
-            Ok(m) => {
-                mode = Some(m);
-                (action_status::SUCCESS, String::new())
-            }
-            Err(e) => {
+            Ok(()) => (action_status::SUCCESS, String::new()),
+            Err((status, e)) => {
                 errors.push(e.clone());
-                (action_status::UNSUPPORTED, e)
+                (status, e)
             }
         };
         processed.push(ProcessedClientAction {
             action_type: action.action_type.clone(),
             action_status: status,
-            action_result: Value::Null,
+            action_result: result,
             error,
         });
     }
@@ -115,11 +166,14 @@ fn session_type(
 ) -> Result<SessionMode, String> {
     let parameters: SessionTypeParameters = serde_json::from_value(parameters.clone())
         .map_err(|e| format!("malformed SessionType parameters: {e}"))?;
-    if parameters.session_type != "Port" {
-        return Err(format!(
-            "session type {:?} is not supported (only Port sessions: SSH and port forwarding)",
-            parameters.session_type
-        ));
+    match parameters.session_type.as_str() {
+        "Port" => {}
+        // The plugin runs all three as its shell session (`streaming.go`
+        // `ProcessSessionTypeHandshakeAction`).
+        "Standard_Stream" | "InteractiveCommands" | "NonInteractiveCommands" => {
+            return Ok(SessionMode::Shell)
+        }
+        other => return Err(format!("unknown session type {other:?}")),
     }
     let forwarding =
         parameters.properties.get("type").and_then(Value::as_str) == Some("LocalPortForwarding");
@@ -173,6 +227,7 @@ mod tests {
                 json!([{"ActionType":"SessionType","ActionParameters":{"SessionType":"Port","Properties":{"portNumber":"22"}}}]),
             ),
             CLIENT_VERSION,
+            None,
         );
         assert_eq!(outcome.result, Ok(SessionMode::Stream));
         assert_eq!(
@@ -184,13 +239,17 @@ mod tests {
     #[test]
     fn port_forwarding_uses_mux_with_modern_agents_and_basic_with_old_ones() {
         let actions = json!([{"ActionType":"SessionType","ActionParameters":{"SessionType":"Port","Properties":{"localPortNumber":"0","portNumber":"8888","type":"LocalPortForwarding"}}}]);
-        let modern = answer(&request("3.3.1802.0", actions.clone()), CLIENT_VERSION);
+        let modern = answer(
+            &request("3.3.1802.0", actions.clone()),
+            CLIENT_VERSION,
+            None,
+        );
         assert_eq!(modern.result, Ok(SessionMode::MuxPort));
-        let old = answer(&request("3.0.196.0", actions.clone()), CLIENT_VERSION);
+        let old = answer(&request("3.0.196.0", actions.clone()), CLIENT_VERSION, None);
         assert_eq!(old.result, Ok(SessionMode::BasicPort));
-        let old_client = answer(&request("3.3.1802.0", actions.clone()), "1.0.0.0");
+        let old_client = answer(&request("3.3.1802.0", actions.clone()), "1.0.0.0", None);
         assert_eq!(old_client.result, Ok(SessionMode::BasicPort));
-        let threshold = answer(&request("3.3.1802.0", actions), "1.1.70.0");
+        let threshold = answer(&request("3.3.1802.0", actions), "1.1.70.0", None);
         assert_eq!(threshold.result, Ok(SessionMode::MuxPort));
     }
 
@@ -205,6 +264,7 @@ mod tests {
                 ]),
             ),
             CLIENT_VERSION,
+            None,
         );
         let error = outcome.result.clone().unwrap_err();
         assert!(error.contains("KMS"), "{error}");
@@ -219,21 +279,64 @@ mod tests {
     }
 
     #[test]
-    fn shell_sessions_and_unknown_actions_are_unsupported() {
+    fn kms_key_goes_back_as_base64_and_failures_as_status_2() {
+        let request = request(
+            "3.3.1802.0",
+            json!([
+                {"ActionType":"SessionType","ActionParameters":{"SessionType":"Standard_Stream","Properties":{}}},
+                {"ActionType":"KMSEncryption","ActionParameters":{"KMSKeyId":"alias/ssm","Challenge":"AAAA"}}
+            ]),
+        );
+        assert_eq!(kms_key_id(&request), Some(Ok("alias/ssm".to_owned())));
+        let ok = answer(
+            &request,
+            CLIENT_VERSION,
+            Some(&KmsAnswer::Key(vec![1, 2, 3])),
+        );
+        assert_eq!(ok.result, Ok(SessionMode::Shell));
+        assert_eq!(
+            response(&ok)["ProcessedClientActions"][1],
+            json!({"ActionType":"KMSEncryption","ActionStatus":1,"ActionResult":{"KMSCipherTextKey":"AQID","KMSCipherTextHash":null},"Error":""})
+        );
+        let denied = answer(
+            &request,
+            CLIENT_VERSION,
+            Some(&KmsAnswer::Failed("kms:GenerateDataKey denied".into())),
+        );
+        assert_eq!(
+            response(&denied)["ProcessedClientActions"][1]["ActionStatus"],
+            2
+        );
+        assert!(denied.result.unwrap_err().contains("denied"));
+    }
+
+    #[test]
+    fn shell_session_types_are_shells_and_unknown_actions_unsupported() {
         let shell = answer(
             &request(
                 "3.3.1802.0",
                 json!([{"ActionType":"SessionType","ActionParameters":{"SessionType":"Standard_Stream","Properties":{}}}]),
             ),
             CLIENT_VERSION,
+            None,
         );
-        assert!(shell.result.unwrap_err().contains("Standard_Stream"));
+        assert_eq!(shell.result, Ok(SessionMode::Shell));
+        let custom = answer(
+            &request(
+                "3.3.1802.0",
+                json!([{"ActionType":"SessionType","ActionParameters":{"SessionType":"Teleport_Stream","Properties":{}}}]),
+            ),
+            CLIENT_VERSION,
+            None,
+        );
+        assert!(custom.result.unwrap_err().contains("Teleport_Stream"));
         let unknown = answer(
             &request(
                 "3.3.1802.0",
                 json!([{"ActionType":"Teleport","ActionParameters":{}}]),
             ),
             CLIENT_VERSION,
+            None,
         );
         assert!(unknown.result.unwrap_err().contains("Teleport"));
         assert_eq!(

@@ -7,6 +7,7 @@
 
 pub mod channel;
 pub mod connection;
+pub mod crypto;
 pub mod driver;
 pub mod frame;
 #[doc(hidden)]
@@ -19,8 +20,8 @@ pub mod smux;
 
 pub use connection::{Connection, EngineConfig, EngineError, Event};
 pub use driver::{
-    bridge, connect_port, forward_basic, is_presigned, splice, BasicSession, ControlError, MuxPool,
-    MuxSession, MuxStream, Options, PortSession, SessionControl, SessionEnd, SessionError,
-    SessionStats, StreamTarget,
+    bridge, bridge_open, connect_port, forward_basic, is_presigned, open, shell, shell_open, splice,
+    BasicSession, ControlError, MuxPool, MuxSession, MuxStream, OpenSession, Options, PortSession,
+    SessionControl, SessionEnd, SessionError, SessionStats, ShellEnd, ShellIo, StreamTarget,
 };
 pub use handshake::{SessionMode, CLIENT_VERSION};

@@ -146,6 +146,53 @@ pub struct SessionTypeParameters {
     pub properties: Value,
 }
 
+/// Size (payload type 3, client to agent, never encrypted): the terminal's
+/// columns and rows (agent `contracts/model.go` `SizeData`).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Size {
+    pub cols: u32,
+    pub rows: u32,
+}
+
+/// The `KMSEncryption` action's parameters (agent `KMSEncryptionRequest`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KmsEncryptionRequest {
+    #[serde(rename = "KMSKeyId")]
+    pub kms_key_id: String,
+    #[serde(rename = "Challenge", default)]
+    pub challenge: String,
+}
+
+/// The `KMSEncryption` action's result (agent `KMSEncryptionResponse`; Go
+/// encodes `[]byte` as standard base64).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KmsEncryptionResponse {
+    #[serde(rename = "KMSCipherTextKey")]
+    pub cipher_text_key: String,
+    #[serde(rename = "KMSCipherTextHash")]
+    pub cipher_text_hash: Option<String>,
+}
+
+/// EncChallengeRequest (8) and EncChallengeResponse (9): base64 of an
+/// encrypted payload.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EncryptionChallenge {
+    #[serde(rename = "Challenge")]
+    pub challenge: String,
+}
+
+/// Parses an ExitCode payload (type 12): ASCII `EXIT_CODE: <n>` (agent
+/// `shell.go` `sendExitCode`).
+pub fn parse_exit_code(payload: &[u8]) -> Option<i32> {
+    std::str::from_utf8(payload)
+        .ok()?
+        .trim()
+        .strip_prefix("EXIT_CODE:")?
+        .trim()
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +238,18 @@ mod tests {
             Value::Null
         );
         assert_eq!(response.processed_client_actions[0].error, "");
+    }
+
+    #[test]
+    fn size_and_exit_code_have_the_agent_shapes() {
+        let size = Size { cols: 80, rows: 24 };
+        assert_eq!(
+            serde_json::to_string(&size).unwrap(),
+            r#"{"cols":80,"rows":24}"#
+        );
+        assert_eq!(parse_exit_code(b"EXIT_CODE: 7"), Some(7));
+        assert_eq!(parse_exit_code(b"EXIT_CODE: -1"), Some(-1));
+        assert_eq!(parse_exit_code(b"exit 7"), None);
     }
 
     #[test]

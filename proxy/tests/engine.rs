@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::{json, Value};
 use sm_ssh_proxy::channel::{ChannelConfig, MAX_PAYLOAD, MAX_RESEND_WAIT, PAUSE_LIMIT};
+use sm_ssh_proxy::crypto::KeyError;
 use sm_ssh_proxy::frame::{header_flags, message_type, payload_type, Frame};
 use sm_ssh_proxy::payload::{flag, Acknowledge};
 use sm_ssh_proxy::{Connection, EngineConfig, EngineError, Event, SessionMode};
@@ -483,6 +484,15 @@ fn kms_request_is_refused_with_status_unsupported() {
         now,
         &agent_frame(0, payload_type::HANDSHAKE_REQUEST, &request).encode(),
     );
+    assert_eq!(
+        events(&mut c),
+        [Event::DataKeyNeeded {
+            key_id: "k".to_owned()
+        }]
+    );
+    c.provide_data_key(Err(KeyError::Unsupported(
+        "KMS encryption is not available".to_owned(),
+    )));
     let frames = decode_all(&mut c, now);
     let response: Value = serde_json::from_slice(&frames[1].payload).unwrap();
     assert_eq!(response["ProcessedClientActions"][1]["ActionStatus"], 3);

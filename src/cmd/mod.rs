@@ -4,6 +4,7 @@ pub mod completions;
 pub mod config;
 pub mod connect;
 pub mod doctor;
+pub mod exec;
 pub mod forward;
 mod forward_ssh;
 pub mod list;
@@ -13,6 +14,7 @@ pub mod policy;
 pub mod proxy;
 pub mod sessions;
 pub mod space;
+pub mod shell;
 
 use std::process::ExitCode;
 
@@ -23,6 +25,8 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Proxy(args) => proxy::run(args, &global).await,
         Command::Connect(args) => connect::run(args, &global).await,
+        Command::Shell(args) => shell::run(args, &global).await,
+        Command::Exec(args) => exec::run(args, &global).await,
         Command::Forward(args) => forward::run(args, &global).await,
         Command::List(args) => list::run(args, &global).await,
         Command::Config(args) => config::run(args, &global).await,

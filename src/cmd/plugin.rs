@@ -4,14 +4,15 @@
 
 use std::process::ExitCode;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use aws_config::{BehaviorVersion, Region};
-use sm_ssh_proxy::{connect_port, PortSession, SessionControl, StreamTarget, CLIENT_VERSION};
+use sm_ssh_proxy::{OpenSession, PortSession, SessionMode, StreamTarget, CLIENT_VERSION};
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 
-use super::proxy;
-pub use args::{parse, Invocation, Start};
+use super::shell;
+pub use args::{parse, Invocation, Start, RESPONSE_VARIABLE};
 
 mod args;
 use crate::cli::Global;
@@ -27,7 +28,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
-    let invocation = parse(&args.args, |name| std::env::var(name).ok())
+    let invocation = parse(&args.args, response_variable)
         .map_err(|e| Failure::new(exit::USAGE, format!("{e:#}")))?;
     let start = match invocation {
         Invocation::Version => {
@@ -37,89 +38,107 @@ pub async fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
         Invocation::Installed => {
             println!(
                 "sm-ssh is installed as session-manager-plugin. Use the AWS CLI to start a session \
-                 (aws ssm start-session --target <id> --document-name AWS-StartSSHSession)."
+                 (aws ssm start-session --target <id>)."
             );
             return Ok(ExitCode::SUCCESS);
         }
         Invocation::Start(start) => start,
     };
-    let sessions = Arc::new(sessions(&start).await);
+    let sdk = sdk_config(&start).await;
+    let mut sessions = Sessions::new(ssm_client(&sdk, &start), &sdk);
+    // The legacy four-argument call means an AWS CLI too old for KMS; the plugin
+    // then refuses encryption (`streaming.go` `ProcessKMSEncryptionHandshakeAction`).
+    if !start.legacy {
+        sessions = sessions.with_kms(aws_sdk_kms::Client::new(&sdk));
+    }
+    let session_id = start.response.session_id.clone();
+    tracing::debug!(%session_id, document = ?start.request.document_name, "plugin session");
+    if let Some(target) = &start.request.target {
+        sessions.set_target(&session_id, target);
+    }
+    let sessions = Arc::new(sessions);
     let target = StreamTarget {
-        session_id: start.response.session_id.clone(),
+        session_id: session_id.clone(),
         stream_url: start.response.stream_url.clone(),
         token: start.response.token_value.clone(),
     };
-    let document = start
-        .request
-        .document_name
-        .as_deref()
-        .unwrap_or("SSM-SessionManagerRunShell");
-    match document {
-        proxy::SSH_DOCUMENT => {
-            eprintln!("Starting session with SessionId: {}", target.session_id);
-            proxy::stdio_bridge(target, sessions, "").await?;
+    let options = crate::session::data_channel_options()?;
+    // The agent's handshake (or a shell's first output) says what the document is.
+    let session = sm_ssh_proxy::open(target, sessions.clone(), options)
+        .await
+        .map_err(shell::session_failure)?;
+    match session.mode() {
+        SessionMode::Stream => {
+            eprintln!("Starting session with SessionId: {session_id}");
+            let end =
+                sm_ssh_proxy::bridge_open(session, tokio::io::stdin(), tokio::io::stdout()).await?;
+            if !end.output.trim().is_empty() {
+                eprintln!("{}", end.output.trim());
+            }
             Ok(ExitCode::SUCCESS)
         }
-        "AWS-StartPortForwardingSession" | "AWS-StartPortForwardingSessionToRemoteHost" => {
-            forward_port(&start, target, sessions).await
+        SessionMode::MuxPort | SessionMode::BasicPort => {
+            forward_port(&start, session, sessions).await
         }
-        other => {
-            // The session exists already: end it rather than leave it open.
-            let _ = sessions.terminate(&target.session_id).await;
-            Err(Failure::new(
-                exit::USAGE,
-                format!(
-                    "sm-ssh's session-manager-plugin supports AWS-StartSSHSession, \
-                     AWS-StartPortForwardingSession and AWS-StartPortForwardingSessionToRemoteHost, \
-                     not {other} (shell sessions need Amazon's session-manager-plugin)"
-                ),
-            )
-            .into())
+        SessionMode::Shell => {
+            println!("\nStarting session with SessionId: {session_id}\n");
+            let local = if crate::terminal::stdin_is_terminal() {
+                shell::Local::Terminal
+            } else {
+                shell::Local::Plain
+            };
+            // The plugin exits 0 however the remote command ended.
+            shell::run_open(session, sessions, local).await?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-/// ResumeSession, TerminateSession and the upgrade's signature: the CLI's
-/// region, profile and endpoint.
-async fn sessions(start: &Start) -> Sessions {
+/// The SDK configuration the CLI asked for: its region and profile.
+async fn sdk_config(start: &Start) -> aws_config::SdkConfig {
     let mut loader =
         aws_config::defaults(BehaviorVersion::latest()).region(Region::new(start.region.clone()));
     if let Some(profile) = &start.profile {
         loader = loader.profile_name(profile);
     }
-    let sdk = loader.load().await;
-    let mut config = aws_sdk_ssm::config::Builder::from(&sdk);
+    loader.load().await
+}
+
+/// The SSM client for ResumeSession and TerminateSession, on the CLI's endpoint.
+fn ssm_client(sdk: &aws_config::SdkConfig, start: &Start) -> aws_sdk_ssm::Client {
+    let mut config = aws_sdk_ssm::config::Builder::from(sdk);
     if let Some(endpoint) = &start.endpoint {
         config = config.endpoint_url(endpoint);
     }
-    Sessions::new(aws_sdk_ssm::Client::from_conf(config.build()), &sdk)
+    aws_sdk_ssm::Client::from_conf(config.build())
 }
 
 /// Port forwarding as the AWS CLI user expects it: listen on
 /// `localPortNumber` (0: any) and carry every connection over the session.
 async fn forward_port(
     start: &Start,
-    target: StreamTarget,
+    session: OpenSession<Sessions>,
     sessions: Arc<Sessions>,
 ) -> anyhow::Result<ExitCode> {
     let port: u16 = match start.request.parameter("localPortNumber") {
         None | Some("") => 0,
-        Some(text) => text.parse().map_err(|_| {
-            Failure::new(
-                exit::USAGE,
-                format!("localPortNumber `{text}` is not a port number"),
-            )
-        })?,
+        Some(text) => match text.parse() {
+            Ok(port) => port,
+            Err(_) => {
+                session.abandon().await;
+                return Err(Failure::new(
+                    exit::USAGE,
+                    format!("localPortNumber `{text}` is not a port number"),
+                )
+                .into());
+            }
+        },
     };
-    let session_id = target.session_id.clone();
-    let options = crate::session::data_channel_options()?;
-    // The mode comes from the agent's handshake: smux, or basic for agents
-    // 3.0.196.0 and older.
-    let session = connect_port(target, sessions.clone(), options.clone()).await?;
+    let session_id = session.session_id().to_owned();
     let listener = match TcpListener::bind(("127.0.0.1", port)).await {
         Ok(listener) => listener,
         Err(e) => {
-            crate::port::close_all([session]).await;
+            session.abandon().await;
             return Err(Failure::new(
                 exit::USAGE,
                 format!("cannot listen on 127.0.0.1:{port}: {e}"),
@@ -127,11 +146,12 @@ async fn forward_port(
             .into());
         }
     };
+    let options = crate::session::data_channel_options()?;
     let local = listener.local_addr()?;
     println!("Starting session with SessionId: {session_id}");
     println!("Port {} opened for sessionId {session_id}.", local.port());
     println!("Waiting for connections...");
-    let session = match session {
+    let session = match session.into_port()? {
         PortSession::Mux(session) => session,
         PortSession::Basic(basic) => {
             let interrupted = async {
@@ -146,12 +166,13 @@ async fn forward_port(
         }
     };
     let session = Arc::new(session);
+    let mut connections = JoinSet::new();
     let serving = async {
         loop {
             let (socket, peer) = listener.accept().await?;
             let session = session.clone();
             let options = options.clone();
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 let result = async {
                     let stream = session.open_stream().await?;
                     crate::port::carry(socket, stream, &options).await?;
@@ -162,6 +183,8 @@ async fn forward_port(
                     eprintln!("sm-ssh: connection from {peer}: {error:#}");
                 }
             });
+            // Forget the connections that are over.
+            while connections.try_join_next().is_some() {}
         }
         #[allow(unreachable_code)]
         anyhow::Ok(())
@@ -170,11 +193,12 @@ async fn forward_port(
         result = serving => result,
         signal = tokio::signal::ctrl_c() => signal.map_err(Into::into),
     };
-    if let Some(session) = Arc::into_inner(session) {
-        session.close().await?;
-    } else {
-        sessions.terminate(&session_id).await?;
-    }
+    // Every connection task holds the session: stop them all first, so the
+    // session is ended once, by its owner (TerminateSession exactly once).
+    connections.shutdown().await;
+    let session = Arc::into_inner(session).expect("no connection task holds the session");
+    session.close().await?;
+    let _ = sessions;
     outcome?;
     println!("\nExiting session with sessionId: {session_id}.");
     Ok(ExitCode::SUCCESS)
@@ -197,7 +221,38 @@ pub fn argv() -> Vec<std::ffi::OsString> {
         args = ["sm-ssh", "plugin", "--"].map(Into::into).into();
         args.extend(rest);
     }
+    if args.get(1).is_some_and(|a| a == "plugin") {
+        take_response_variable(&args[2..]);
+    }
     args
+}
+
+/// The StartSession response read from the variable the CLI named, which is
+/// then removed from the environment (as the plugin does in
+/// `session.go` `ValidateInputAndStartSession`): the token must not reach
+/// anything this process starts. Runs in `main` before any thread exists.
+static TAKEN_RESPONSE: OnceLock<(String, String)> = OnceLock::new();
+
+fn take_response_variable(args: &[std::ffi::OsString]) {
+    let Some(name) = args
+        .iter()
+        .filter_map(|a| a.to_str())
+        .find(|a| a.starts_with(RESPONSE_VARIABLE))
+    else {
+        return;
+    };
+    if let Ok(value) = std::env::var(name) {
+        std::env::remove_var(name);
+        let _ = TAKEN_RESPONSE.set((name.to_owned(), value));
+    }
+}
+
+/// The value of the response variable `name`, taken out of the environment.
+fn response_variable(name: &str) -> Option<String> {
+    match TAKEN_RESPONSE.get() {
+        Some((taken, value)) if taken == name => Some(value.clone()),
+        _ => std::env::var(name).ok(),
+    }
 }
 
 #[cfg(test)]
@@ -279,6 +334,15 @@ mod tests {
             .unwrap(),
         );
         assert_eq!(legacy.request.document_name, None);
+    }
+
+    #[test]
+    fn the_response_variable_is_removed_once_read() {
+        let name = "AWS_SSM_START_SESSION_RESPONSE_UNIT_TEST";
+        std::env::set_var(name, RESPONSE);
+        take_response_variable(&["x".into(), name.into()]);
+        assert!(std::env::var(name).is_err(), "removed from the environment");
+        assert_eq!(response_variable(name).as_deref(), Some(RESPONSE));
     }
 
     #[test]

@@ -46,6 +46,13 @@ pub enum Document {
         #[arg(long, value_name = "KEY")]
         team_tag: Option<String>,
     },
+    /// KMS-encrypted Session Manager sessions: kms:GenerateDataKey for the
+    /// users, kms:Decrypt for the instance's role, on the preferences' key.
+    Kms {
+        /// The KMS key ARN of the Session Manager preferences.
+        #[arg(long, value_name = "ARN")]
+        key: String,
+    },
     /// Telling apart in CloudTrail the notebooks that share an execution role:
     /// the role's permission to assume itself (default), its trust policy
     /// with itself added, or the notebook lifecycle script that re-assumes it
@@ -73,6 +80,7 @@ pub enum AttributionPart {
 pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let document = match args.document {
         Document::Trust => documents::trust(),
+        Document::Kms { key } => documents::kms(&key),
         Document::Attribution { role, print } => {
             account_of_role(&role)?;
             match print {

@@ -15,7 +15,8 @@ use crate::path::{self, Control, Purpose};
 use crate::resolve::ResolveArgs;
 use crate::target::Target;
 
-pub use crate::path::ssm::SSH_DOCUMENT;
+/// How the agent's `channel_closed` says the target port refused it.
+const NO_LISTENER: &str = "Unable to connect to specified port";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -55,6 +56,14 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     tracing::info!(session_id = %stream.session_id, target = %reach.session_target, "session started");
     let end = stdio_bridge(stream, control, "sm-ssh: ").await?;
     tracing::debug!(stats = ?end.stats, "session over");
+    if end.output.contains(NO_LISTENER) {
+        // The agent could not reach sshd: say what works without one.
+        eprintln!(
+            "sm-ssh: nothing listens on port {} of {} (no SSH server there?); \
+             `sm-ssh shell {}` opens a shell without one",
+            args.port, args.target, args.target
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -158,8 +158,36 @@ pub async fn run_flow(options: FlowOptions) -> anyhow::Result<ExitCode> {
     if status != 0 {
         bail!("the command on {DEMO_HOST} failed with status {status}");
     }
+    // The same instance through a Session Manager shell: no sshd, no key.
+    steps.say(format!(
+        "and without sshd: `sm-ssh shell {DEMO_HOST}` (a Session Manager shell session)"
+    ));
+    shell_session(&proxy, &options.command).await?;
     steps.say("done; the fake AWS and the SSH server stop now");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `sm-ssh shell <demo>` as a child with `command` typed into it, then `exit`.
+async fn shell_session(proxy: &ProxyCommand, command: &str) -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = Command::new(&proxy.exe);
+    // Its terminal output goes to stderr with the steps: stdout is the command's.
+    child
+        .args(["shell", DEMO_HOST])
+        .stdin(Stdio::piped())
+        .stdout(std::io::stderr());
+    proxy.apply_env(&mut child);
+    let mut child = child.spawn().context("cannot start `sm-ssh shell`")?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin
+        .write_all(format!("{command}\nexit\n").as_bytes())
+        .await?;
+    drop(stdin);
+    let status = child.wait().await?;
+    if !status.success() {
+        bail!("`sm-ssh shell {DEMO_HOST}` failed ({status})");
+    }
+    Ok(())
 }
 
 fn is_terminal() -> bool {

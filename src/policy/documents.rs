@@ -95,6 +95,29 @@ pub fn trust() -> Value {
 /// The services the execution role must trust.
 pub const TRUSTED_SERVICES: [&str; 2] = ["sagemaker.amazonaws.com", "ssm.amazonaws.com"];
 
+/// The statements KMS-encrypted sessions need (plugin `streaming.go`
+/// GenerateDataKey, agent `blockcipher.go` Decrypt): the first in the users'
+/// policy, the second in the instance's (execution) role.
+pub fn kms(key_arn: &str) -> Value {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "UsersEncryptSessionsWithTheKey",
+                "Effect": "Allow",
+                "Action": "kms:GenerateDataKey",
+                "Resource": key_arn
+            },
+            {
+                "Sid": "InstanceRoleDecryptsSessionKeys",
+                "Effect": "Allow",
+                "Action": "kms:Decrypt",
+                "Resource": key_arn
+            }
+        ]
+    })
+}
+
 fn managed_instances(scope: &Scope) -> String {
     format!(
         "arn:{}:ssm:*:{}:managed-instance/mi-*",

@@ -324,3 +324,26 @@ impl Drop for Forward {
         let _ = self.child.wait();
     }
 }
+
+/// The AWS CLI the tests run (`SM_SSH_TEST_AWS_CLI`, set by scripts/test),
+/// or None (the test then skips, saying so).
+pub fn aws_cli() -> Option<PathBuf> {
+    match std::env::var_os("SM_SSH_TEST_AWS_CLI") {
+        Some(path) => Some(PathBuf::from(path)),
+        None => {
+            eprintln!("SM_SSH_TEST_AWS_CLI is unset (scripts/test sets it); skipping");
+            None
+        }
+    }
+}
+
+/// A directory holding `session-manager-plugin` → the sm-ssh binary.
+pub fn plugin_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_sm-ssh"),
+        dir.path().join("session-manager-plugin"),
+    )
+    .unwrap();
+    dir
+}

@@ -15,15 +15,20 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use sm_ssh_proxy::frame::{header_flags, message_type, payload_type, Frame, FrameError};
 use sm_ssh_proxy::payload::{
-    action_status, action_type, flag, flag_payload, parse_flag, Acknowledge, HandshakeComplete,
-    HandshakeResponse,
+    action_status, action_type, flag, flag_payload, parse_flag, Acknowledge, EncryptionChallenge,
+    HandshakeComplete, HandshakeResponse,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{interval, sleep_until, Instant, MissedTickBehavior};
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+
+use super::crypto::BlockCipher;
 use super::faults::{Kind, Relayed};
 use super::mgs::{now_millis, Hub};
+use super::shell::{Shell, ShellEvent, ShellSpec};
 use super::smux::{self, Demuxer, SmuxFrame};
 use super::target::{self, Conn, TargetEvent};
 use super::{pacing, DataPlane};
@@ -106,9 +111,10 @@ enum Phase {
     },
 }
 
-/// The port plugin, once the handshake picked a mode.
+/// The session plugin, once the handshake picked a mode.
 enum Plugin {
     None,
+    Shell(Shell),
     Basic { ssh: bool, conn: BasicConn },
     Mux(Mux),
 }
@@ -164,6 +170,16 @@ pub(crate) struct Agent {
     withhold_acks: bool,
     fail_target_dial: bool,
     short_channel_closed: bool,
+    session_type: String,
+    /// The KMS key the session is encrypted with (shell types only).
+    kms_key: Option<String>,
+    kms_wrong_key: bool,
+    /// Set once the client's data key is decrypted.
+    cipher: Option<BlockCipher>,
+    /// The random bytes of the encryption challenge, while it is outstanding.
+    challenge: Option<Vec<u8>>,
+    shell_profile: String,
+    sandbox: Option<std::path::PathBuf>,
     world: SharedWorld,
     plane: DataPlane,
     terminated: watch::Receiver<bool>,
@@ -218,6 +234,13 @@ impl Agent {
             withhold_acks: grant.faults.withhold_acks,
             fail_target_dial: grant.faults.fail_target_dial,
             short_channel_closed: grant.faults.short_channel_closed,
+            session_type: grant.session_type,
+            kms_key: grant.kms_key,
+            kms_wrong_key: grant.faults.kms_wrong_key,
+            cipher: None,
+            challenge: None,
+            shell_profile: grant.shell_profile,
+            sandbox: grant.sandbox,
             world,
             plane,
             terminated: grant.terminated,
@@ -246,14 +269,32 @@ impl Agent {
     }
 
     pub(crate) async fn run(mut self) {
-        let request = json!({
-            "AgentVersion": self.agent_version,
-            "RequestedClientActions": [{
+        // `sessionplugin.go` `Execute`: Port and NonInteractiveCommands always
+        // shake hands, the shells only when the session is encrypted.
+        let handshake = matches!(
+            self.session_type.as_str(),
+            "Port" | "NonInteractiveCommands"
+        ) || self.kms_key.is_some();
+        if handshake {
+            let mut actions = vec![json!({
                 "ActionType": action_type::SESSION_TYPE,
-                "ActionParameters": {"SessionType": "Port", "Properties": self.properties},
-            }],
-        });
-        self.send_stream(payload_type::HANDSHAKE_REQUEST, json_bytes(&request));
+                "ActionParameters": {"SessionType": self.session_type, "Properties": self.properties},
+            })];
+            if let Some(key) = &self.kms_key {
+                actions.push(json!({
+                    "ActionType": action_type::KMS_ENCRYPTION,
+                    "ActionParameters": {"KMSKeyId": key, "Challenge": random_base64(16)},
+                }));
+            }
+            let request = json!({
+                "AgentVersion": self.agent_version,
+                "RequestedClientActions": actions,
+            });
+            self.send_stream(payload_type::HANDSHAKE_REQUEST, json_bytes(&request));
+        } else {
+            self.phase = Phase::Running;
+            self.start_plugin(sm_ssh_proxy::CLIENT_VERSION);
+        }
         let mut resend = interval(RESEND_INTERVAL);
         resend.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut keepalive = interval(Duration::from_millis(
@@ -416,14 +457,35 @@ impl Agent {
     async fn take(&mut self, frame: &Frame) -> Taken {
         match self.phase {
             Phase::Handshake { .. } => {
-                if frame.payload_type == payload_type::HANDSHAKE_RESPONSE {
-                    self.on_handshake_response(&frame.payload);
+                match frame.payload_type {
+                    payload_type::HANDSHAKE_RESPONSE => self.on_handshake_response(&frame.payload),
+                    payload_type::ENC_CHALLENGE_RESPONSE => {
+                        self.on_challenge_response(&frame.payload)
+                    }
+                    // Anything else before HandshakeComplete is acked and discarded.
+                    _ => {}
                 }
-                // Anything else before HandshakeComplete is acked and discarded.
                 Taken::Ready
             }
             Phase::Running | Phase::Draining { .. } => match frame.payload_type {
-                payload_type::OUTPUT => self.on_output(frame.payload.clone()).await,
+                payload_type::OUTPUT => {
+                    // `processStreamDataMessage`: only Output is encrypted by clients.
+                    let payload = match &self.cipher {
+                        None => frame.payload.clone(),
+                        Some(cipher) => match cipher.decrypt(&frame.payload) {
+                            Some(plain) => plain.into(),
+                            None => {
+                                self.end("Error decrypting stream data message", false);
+                                return Taken::Ready;
+                            }
+                        },
+                    };
+                    self.on_output(payload).await
+                }
+                payload_type::SIZE => match &mut self.plugin {
+                    Plugin::Shell(shell) if !shell.resize(&frame.payload) => Taken::NotReady,
+                    _ => Taken::Ready,
+                },
                 payload_type::FLAG => {
                     self.on_flag(parse_flag(&frame.payload));
                     Taken::Ready
@@ -449,17 +511,117 @@ impl Agent {
             );
             return self.end(&output, false);
         }
+        if self.kms_key.is_some() {
+            let result = response
+                .processed_client_actions
+                .iter()
+                .find(|a| a.action_type == action_type::KMS_ENCRYPTION)
+                .map(|a| a.action_result.clone());
+            if let Err(why) = self.finalize_kms(result) {
+                let output = format!("Encountered error while initiating handshake. {why}");
+                return self.end(&output, false);
+            }
+        }
         self.handshake_accepted = Some(response.client_version);
     }
 
-    /// After the HandshakeResponse's ack: HandshakeComplete, then the plugin.
+    /// `datachannel.go` `finalizeKMSEncryption`: KMS Decrypt of the client's
+    /// data key with the session's context, as the instance.
+    fn finalize_kms(&mut self, result: Option<Value>) -> Result<(), String> {
+        let blob = result
+            .as_ref()
+            .and_then(|r| r.get("KMSCipherTextKey"))
+            .and_then(Value::as_str)
+            .and_then(|b| BASE64.decode(b).ok())
+            .ok_or("client did not return a KMSCipherTextKey")?;
+        let key = self.kms_key.clone().unwrap_or_default();
+        let context = BTreeMap::from([
+            ("aws:ssm:SessionId".to_owned(), self.session_id.clone()),
+            ("aws:ssm:TargetId".to_owned(), self.target_id.clone()),
+        ]);
+        let world = self.world.lock().unwrap_or_else(|e| e.into_inner());
+        let denied = world.denials.actions.contains("kms:Decrypt");
+        let plaintext = if denied {
+            Err(crate::ssm::access_denied(
+                &world,
+                "kms:Decrypt",
+                &crate::kms::key_arn(&world, &key),
+            ))
+        } else {
+            world
+                .kms
+                .decrypt(&blob, Some(&key), &context)
+                .map_err(|e| crate::kms::decrypt_error(&world, e))
+        }
+        .map_err(|e| {
+            format!(
+                "Unable to retrieve data key, {}",
+                crate::kms::error_text(&e)
+            )
+        })?;
+        drop(world);
+        self.cipher = Some(
+            BlockCipher::new(&plaintext, self.kms_wrong_key)
+                .ok_or("the data key is not 64 bytes")?,
+        );
+        Ok(())
+    }
+
+    /// EncChallengeResponse: it must be our challenge, sealed with the client's key.
+    fn on_challenge_response(&mut self, payload: &[u8]) {
+        let (Some(cipher), Some(expected)) = (&self.cipher, self.challenge.take()) else {
+            return;
+        };
+        let answer = serde_json::from_slice::<EncryptionChallenge>(payload)
+            .ok()
+            .and_then(|c| BASE64.decode(c.challenge).ok())
+            .and_then(|sealed| cipher.decrypt(&sealed));
+        if answer.as_deref() != Some(&expected[..]) {
+            return self.end(
+                "Encountered error while initiating handshake. Encryption challenge does not match!",
+                false,
+            );
+        }
+        self.complete_handshake();
+    }
+
+    /// After the HandshakeResponse's ack: the encryption challenge if the
+    /// session is encrypted, else HandshakeComplete and the plugin.
     async fn after_ack(&mut self) {
+        if self.handshake_accepted.is_none() {
+            return;
+        }
+        if let Some(cipher) = &self.cipher {
+            if self.challenge.is_none() {
+                // `sendEncryptionChallenge`: 64 random bytes, sealed with the agent's key.
+                let mut challenge = vec![0u8; 64];
+                rand::Rng::fill(&mut rand::rng(), &mut challenge[..]);
+                let request = EncryptionChallenge {
+                    challenge: BASE64.encode(cipher.encrypt(&challenge)),
+                };
+                self.challenge = Some(challenge);
+                let payload = serde_json::to_vec(&request).expect("challenge serialises");
+                self.send_stream(payload_type::ENC_CHALLENGE_REQUEST, payload.into());
+                self.phase = Phase::Handshake {
+                    deadline: Instant::now() + HANDSHAKE_TIMEOUT,
+                };
+            }
+            return;
+        }
+        self.complete_handshake();
+    }
+
+    fn complete_handshake(&mut self) {
         let Some(client_version) = self.handshake_accepted.take() else {
             return;
         };
         let complete = HandshakeComplete {
             handshake_time_to_complete: self.handshake_started.elapsed().as_nanos() as i64,
-            customer_message: String::new(),
+            customer_message: if self.cipher.is_some() {
+                "This session is encrypted using AWS KMS.".to_owned()
+            } else {
+                String::new()
+            },
         };
         let payload = serde_json::to_vec(&complete).expect("HandshakeComplete serialises");
         self.send_stream(payload_type::HANDSHAKE_COMPLETE, payload.into());
@@ -470,6 +632,30 @@ impl Agent {
     /// §6.1 and §12: basic raw bytes unless LocalPortForwarding with an
     /// agent that has smux and a smux-capable client (port.go `GetSession`).
     fn start_plugin(&mut self, client_version: &str) {
+        if self.session_type != "Port" {
+            let linux = self.properties.get("linux");
+            let text = |key: &str| {
+                linux
+                    .and_then(|l| l.get(key))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let separate = linux
+                .and_then(|l| l.get("separateOutputStream"))
+                .is_some_and(|v| v == &json!(true) || v == &json!("true"));
+            let spec = ShellSpec {
+                session_type: self.session_type.clone(),
+                commands: text("commands"),
+                separate_output: separate,
+                sandbox: self.sandbox.clone(),
+                shell_profile: self.shell_profile.clone(),
+                pause: pacing::pump_pause(self.pacing),
+            };
+            let shell = Shell::start(spec, self.target_tx.clone(), &mut self.tasks);
+            self.plugin = Plugin::Shell(shell);
+            return;
+        }
         if self.property("portNumber").is_none() {
             return self.end(
                 "Unable to start the port plugin: portNumber is required",
@@ -562,6 +748,13 @@ impl Agent {
     async fn on_output(&mut self, payload: Bytes) -> Taken {
         match &mut self.plugin {
             Plugin::None => Taken::Ready,
+            Plugin::Shell(shell) => {
+                if payload.is_empty() || shell.input(payload) {
+                    Taken::Ready
+                } else {
+                    Taken::NotReady
+                }
+            }
             Plugin::Basic { conn, .. } => match conn {
                 BasicConn::Open { conn, .. } => {
                     conn.write(payload);
@@ -694,6 +887,7 @@ impl Agent {
                 }
             }
             TargetEvent::MuxBytes(chunk) => self.send_stream(payload_type::OUTPUT, chunk),
+            TargetEvent::Shell(event) => self.on_shell(event),
             // The target ended (its FIN is on the pipe): the connection closes both ways.
             TargetEvent::MuxEnded(sid) => {
                 if let Plugin::Mux(mux) = &mut self.plugin {
@@ -778,6 +972,24 @@ impl Agent {
         }
     }
 
+    fn on_shell(&mut self, event: ShellEvent) {
+        match event {
+            ShellEvent::Ready(control) => {
+                if let Plugin::Shell(shell) = &mut self.plugin {
+                    shell.on_ready(control);
+                }
+            }
+            ShellEvent::Output(bytes) => self.send_stream(payload_type::OUTPUT, bytes),
+            ShellEvent::StdErr(bytes) => self.send_stream(payload_type::STDERR, bytes),
+            ShellEvent::ExitCode(code) => {
+                let text = format!("EXIT_CODE: {code}");
+                self.send_stream(payload_type::EXIT_CODE, Bytes::from(text));
+            }
+            ShellEvent::Done => self.end("", true),
+            ShellEvent::Failed(why) => self.end(&why, true),
+        }
+    }
+
     fn keepalive_on(&self) -> bool {
         matches!(&self.plugin, Plugin::Mux(mux) if mux.keepalive.is_some())
     }
@@ -831,6 +1043,18 @@ impl Agent {
 
     /// Sequences, buffers and (unless paused) sends one `output_stream_data`.
     fn send_stream(&mut self, payload_type: u32, payload: Bytes) {
+        // `SendStreamDataMessage`: Output, StdErr and ExitCode are encrypted.
+        let payload = match &self.cipher {
+            Some(cipher)
+                if matches!(
+                    payload_type,
+                    payload_type::OUTPUT | payload_type::STDERR | payload_type::EXIT_CODE
+                ) =>
+            {
+                Bytes::from(cipher.encrypt(&payload))
+            }
+            _ => payload,
+        };
         let seq = self.next_seq;
         self.next_seq += 1;
         let flags = if seq == 0 {
@@ -956,6 +1180,12 @@ pub(crate) fn version(text: &str) -> Vec<u64> {
     text.split('.')
         .map(|c| c.trim().parse().unwrap_or(0))
         .collect()
+}
+
+fn random_base64(bytes: usize) -> String {
+    let mut random = vec![0u8; bytes];
+    rand::Rng::fill(&mut rand::rng(), &mut random[..]);
+    BASE64.encode(random)
 }
 
 fn json_bytes(value: &Value) -> Bytes {

@@ -10,14 +10,18 @@
 //! - `mgs`: the websocket endpoint, the per-session hub and MGS's own frames;
 //! - `faults`: one relay direction with its seeded faults, delay and ceiling;
 //! - `agent`: the agent's session (handshake, sequencing, port plugin);
+//! - `shell`: the agent's shell plugin (pty shells and commands);
+//! - `crypto`: the agent's KMS session encryption;
 //! - `target`: the agent's TCP connections to the target;
 //! - `smux`: the smux v1 server of mux port forwarding;
 //! - `pacing`: the pump pause and the message-rate ceiling.
 
 mod agent;
+mod crypto;
 mod faults;
 mod mgs;
 mod pacing;
+mod shell;
 mod smux;
 mod target;
 

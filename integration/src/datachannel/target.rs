@@ -35,6 +35,8 @@ pub(crate) enum TargetEvent {
     MuxBytes(Bytes),
     /// The target of smux stream `sid` ended; its FIN is on the pipe.
     MuxEnded(u32),
+    /// What the shell plugin's process did.
+    Shell(super::shell::ShellEvent),
 }
 
 /// Dials `addr`, or fails as the `fail_target_dial` fault asks.

@@ -8,6 +8,8 @@ mod instances;
 pub(crate) mod sessions;
 mod settings;
 
+pub(crate) use sessions::session_type;
+
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;

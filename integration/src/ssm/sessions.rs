@@ -15,7 +15,7 @@ use super::{
     access_denied, check_action, check_run_on, input, now, recorded, ApiError, ApiResult, Event,
 };
 use crate::server::AppState;
-use crate::world::{PingStatus, Session, SessionRecord, SharedWorld, World};
+use crate::world::{PingStatus, Session, SessionDocument, SessionRecord, SharedWorld, World};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -67,7 +67,16 @@ fn start_in(world: &mut World, port: u16, req: &StartInput, document: &str) -> A
         }
     }
     check_run_on(world, "ssm:StartSession", &req.target, document)?;
-    let properties = substitute(document, &req.parameters)?;
+    let properties = match world.documents.get(document) {
+        Some(custom) if req.parameters.is_empty() => custom.properties.clone(),
+        Some(_) => {
+            return Err(ApiError::new(
+                "InvalidParameters",
+                format!("Document {document} takes no parameters in the fake."),
+            ))
+        }
+        None => substitute(document, &req.parameters)?,
+    };
     // Session Manager serves hybrid (`mi-…`) nodes only on the advanced tier.
     if req.target.starts_with("mi-") && world.activation_tier == "standard" {
         return Err(ApiError::new(
@@ -294,6 +303,9 @@ pub(crate) fn substitute(
         default: Some("0"),
         kind: Kind::LocalPort,
     };
+    if let Some(properties) = shell_properties(document, parameters)? {
+        return Ok(properties);
+    }
     let (params, forwarding): (Vec<Param>, bool) = match document {
         "AWS-StartSSHSession" => (vec![port("22")], false),
         "AWS-StartPortForwardingSession" => (vec![port("80"), local], true),
@@ -362,6 +374,66 @@ pub(crate) fn substitute(
         properties.insert("type".into(), Value::String("LocalPortForwarding".into()));
     }
     Ok(Value::Object(properties.into_iter().collect()))
+}
+
+/// The `sessionType` of each document the fake knows (the documents'
+/// `sessionType` field; see docs/fake-aws.md).
+pub(crate) fn session_type<'a>(
+    documents: &'a BTreeMap<String, SessionDocument>,
+    document: &str,
+) -> &'a str {
+    if let Some(custom) = documents.get(document) {
+        return &custom.session_type;
+    }
+    builtin_session_type(document)
+}
+
+fn builtin_session_type(document: &str) -> &'static str {
+    match document {
+        DEFAULT_DOCUMENT => "Standard_Stream",
+        "AWS-StartInteractiveCommand" => "InteractiveCommands",
+        "AWS-StartNonInteractiveCommand" => "NonInteractiveCommands",
+        _ => "Port",
+    }
+}
+
+/// The properties of a shell document (agent `contracts/model.go`
+/// `ShellProperties`): `linux.commands` from the `command` parameter, which
+/// the two command documents require and the shell document does not take.
+fn shell_properties(
+    document: &str,
+    parameters: &BTreeMap<String, Vec<String>>,
+) -> Result<Option<Value>, ApiError> {
+    let kind = builtin_session_type(document);
+    if kind == "Port" {
+        return Ok(None);
+    }
+    let allowed: &[&str] = if kind == "Standard_Stream" {
+        &[]
+    } else {
+        &["command"]
+    };
+    if let Some(unknown) = parameters.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::new(
+            "InvalidParameters",
+            format!("Parameter \"{unknown}\" is not defined in document {document}."),
+        ));
+    }
+    let commands = match parameters.get("command").map(Vec::as_slice) {
+        None if allowed.is_empty() => String::new(),
+        Some([command]) if !command.trim().is_empty() => command.clone(),
+        _ => {
+            return Err(ApiError::new(
+                "InvalidParameters",
+                format!("Parameter \"command\" is required by document {document}."),
+            ))
+        }
+    };
+    let mut linux = json!({"commands": commands, "runAsElevated": false});
+    if kind == "NonInteractiveCommands" {
+        linux["separateOutputStream"] = json!(true);
+    }
+    Ok(Some(json!({"linux": linux})))
 }
 
 fn valid(kind: Kind, value: &str) -> bool {

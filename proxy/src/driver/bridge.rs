@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
-use super::link::Link;
+use super::open::{open, OpenSession};
 use super::pump::{read_loop, write_loop, Local, Pump, Stop, OUTPUT_QUEUE};
 use super::{Options, SessionControl, SessionEnd, SessionError, StreamTarget};
 use crate::handshake::SessionMode;
@@ -30,13 +30,33 @@ pub async fn bridge<C: SessionControl>(
     reader: impl AsyncRead + Unpin + Send,
     writer: impl AsyncWrite + Unpin + Send,
 ) -> Result<SessionEnd, SessionError> {
-    let mut pending = Vec::new();
-    let (link, mode) = Link::connect(target, control, options, &mut pending).await?;
-    if mode == SessionMode::MuxPort {
-        return Err(SessionError::Unsupported(
-            "this port-forwarding session multiplexes connections (smux); use MuxSession"
-                .to_owned(),
-        ));
+    bridge_open(open(target, control, options).await?, reader, writer).await
+}
+
+/// [`bridge`] on a session [`open`] established.
+pub async fn bridge_open<C: SessionControl>(
+    session: OpenSession<C>,
+    reader: impl AsyncRead + Unpin + Send,
+    writer: impl AsyncWrite + Unpin + Send,
+) -> Result<SessionEnd, SessionError> {
+    let OpenSession {
+        link,
+        mode,
+        pending,
+    } = session;
+    match mode {
+        SessionMode::MuxPort => {
+            return Err(SessionError::Unsupported(
+                "this port-forwarding session multiplexes connections (smux); use MuxSession"
+                    .to_owned(),
+            ))
+        }
+        SessionMode::Shell => {
+            return Err(SessionError::Unsupported(
+                "this is a shell session; use shell".to_owned(),
+            ))
+        }
+        SessionMode::Stream | SessionMode::BasicPort => {}
     }
     let (in_tx, mut in_rx) = mpsc::channel::<Bytes>(4);
     let (out_tx, out_rx) = mpsc::channel::<Bytes>(OUTPUT_QUEUE);

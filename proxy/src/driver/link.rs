@@ -39,6 +39,8 @@ pub(crate) struct Link<C> {
     /// Reconnect attempts used in the current outage: a new socket only counts as
     /// a recovery once something (a frame or a pong) arrives on it.
     failed_attempts: u32,
+    /// HandshakeComplete's CustomerMessage ("This session is encrypted using AWS KMS.").
+    pub customer_message: String,
 }
 
 enum Wake {
@@ -101,15 +103,27 @@ impl<C: SessionControl> Link<C> {
             pong_deadline: None,
             reconnects: 0,
             failed_attempts: 0,
+            customer_message: String::new(),
             options,
         };
         loop {
             link.turn(true, std::future::pending::<()>()).await?;
             while let Some(event) = link.conn.poll_event() {
                 match event {
-                    Event::HandshakeComplete { mode, .. } => {
+                    Event::HandshakeComplete {
+                        mode,
+                        customer_message,
+                        ..
+                    } => {
                         tracing::debug!(?mode, "handshake complete");
+                        if !customer_message.is_empty() {
+                            link.customer_message = customer_message;
+                        }
                         return Ok((link, mode));
+                    }
+                    Event::DataKeyNeeded { key_id } => {
+                        let key = link.control.data_key(&link.session_id, &key_id).await;
+                        link.conn.provide_data_key(key);
                     }
                     other => pending.push(other),
                 }
@@ -384,6 +398,8 @@ pub(crate) fn fatal(event: &Event) -> Option<SessionError> {
             Some(SessionError::Unsupported(why.clone()))
         }
         Event::Failed(EngineError::BadHandshake(why)) => Some(SessionError::Protocol(why.clone())),
+        Event::Failed(EngineError::Kms(why)) => Some(SessionError::Kms(why.clone())),
+        Event::Failed(EngineError::Decrypt(why)) => Some(SessionError::Decrypt(why.clone())),
         Event::Closed { output } => Some(SessionError::Closed(if output.is_empty() {
             "no reason given".to_owned()
         } else {

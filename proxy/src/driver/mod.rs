@@ -5,7 +5,10 @@
 //! * [`forward_basic`] serves local TCP connections one at a time (basic port
 //!   forwarding, agents without smux);
 //! * [`MuxSession`] carries many TCP connections over smux (port forwarding);
-//! * [`MuxPool`] spreads connections over several sessions for throughput.
+//! * [`MuxPool`] spreads connections over several sessions for throughput;
+//! * [`shell`] runs a shell or command session (keystrokes, Size, StdErr, ExitCode);
+//! * [`open`] completes the handshake first, for callers that choose one of
+//!   the above from the session type the agent names (the plugin mode).
 //!
 //! AWS calls (ResumeSession, TerminateSession) are made by the binary through
 //! [`SessionControl`]; this crate never depends on the AWS SDK.
@@ -14,8 +17,10 @@ mod basic;
 mod bridge;
 mod link;
 mod mux;
+mod open;
 mod port;
 mod pump;
+mod shell;
 mod socket;
 mod splice;
 mod tunnel;
@@ -24,12 +29,15 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use basic::{forward_basic, BasicSession};
-pub use bridge::bridge;
+pub use bridge::{bridge, bridge_open};
 pub use mux::{MuxPool, MuxSession, MuxStream};
+pub use open::{open, OpenSession};
 pub use port::{connect_port, PortSession};
+pub use shell::{shell, shell_open, ShellEnd, ShellIo};
 pub use splice::splice;
 
 use crate::channel::Stats;
+use crate::crypto::{DataKey, KeyError};
 use crate::handshake::CLIENT_VERSION;
 
 /// The plugin's smux keep-alive period (smux's `DefaultConfig`).
@@ -100,6 +108,22 @@ pub trait SessionControl: Send + Sync + 'static {
         &self,
         stream_url: &str,
     ) -> impl Future<Output = Result<Vec<(String, String)>, ControlError>> + Send;
+    /// `kms:GenerateDataKey` for an encrypted session: `key_id` from the
+    /// agent's request, [`DATA_KEY_BYTES`](crate::crypto::DATA_KEY_BYTES) bytes,
+    /// the context of [`encryption_context`](crate::crypto::encryption_context)
+    /// with the session's target. Without KMS the agent is told Unsupported.
+    fn data_key(
+        &self,
+        session_id: &str,
+        key_id: &str,
+    ) -> impl Future<Output = Result<DataKey, KeyError>> + Send {
+        let _ = (session_id, key_id);
+        async {
+            Err(KeyError::Unsupported(
+                "KMS encryption is not available to this client".to_owned(),
+            ))
+        }
+    }
 }
 
 /// The query parameters that make a StreamUrl presigned: such a URL is sent
@@ -216,6 +240,11 @@ pub enum SessionError {
     Unsupported(String),
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// GenerateDataKey failed; the binary's message (action, key, fix).
+    #[error("{0}")]
+    Kms(String),
+    #[error("{0}")]
+    Decrypt(String),
     #[error("the session was closed by the service: {0}")]
     Closed(String),
     #[error("local stream error: {0}")]

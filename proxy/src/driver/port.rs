@@ -40,7 +40,7 @@ pub async fn connect_port<C: SessionControl>(
         SessionMode::BasicPort => Ok(PortSession::Basic(Box::new(BasicSession::new(
             link, pending,
         )))),
-        SessionMode::Stream => {
+        SessionMode::Stream | SessionMode::Shell => {
             link.terminate().await;
             Err(SessionError::Unsupported(
                 "the agent opened a plain stream, not port forwarding (an SSH document?); the session was terminated: use bridge".to_owned(),

@@ -18,6 +18,9 @@ pub struct Response {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Request {
+    /// The StartSession target: the `aws:ssm:TargetId` of a KMS data key.
+    #[serde(default)]
+    pub target: Option<String>,
     #[serde(default)]
     pub document_name: Option<String>,
     #[serde(default)]
@@ -48,10 +51,12 @@ pub struct Start {
     pub profile: Option<String>,
     pub request: Request,
     pub endpoint: Option<String>,
+    /// The four-argument form of AWS CLIs too old for KMS encryption.
+    pub legacy: bool,
 }
 
 /// The prefix of the environment variable that may carry the response.
-const RESPONSE_VARIABLE: &str = "AWS_SSM_START_SESSION_RESPONSE";
+pub const RESPONSE_VARIABLE: &str = "AWS_SSM_START_SESSION_RESPONSE";
 
 /// Parses the CLI's arguments. `env` looks up (and the caller then removes)
 /// the variable named instead of the response JSON.
@@ -95,5 +100,6 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> anyhow::R
         profile: profile.filter(|p| !p.is_empty()).cloned(),
         request,
         endpoint: endpoint.filter(|e| !e.is_empty()).cloned(),
+        legacy: args.len() == 4,
     })))
 }
