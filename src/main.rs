@@ -3,6 +3,7 @@
 mod aws;
 mod cli;
 mod cmd;
+mod copy;
 mod doctor;
 mod error;
 mod keypush;

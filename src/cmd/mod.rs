@@ -3,6 +3,7 @@
 pub mod completions;
 pub mod config;
 pub mod connect;
+pub mod cp;
 pub mod doctor;
 pub mod forward;
 pub mod list;
@@ -21,6 +22,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Proxy(args) => proxy::run(args, &global).await,
         Command::Connect(args) => connect::run(args, &global).await,
         Command::Forward(args) => forward::run(args, &global).await,
+        Command::Cp(args) => cp::run(args, &global).await,
         Command::List(args) => list::run(args, &global).await,
         Command::Config(args) => config::run(args, &global).await,
         Command::Doctor(args) => doctor::run(args, &global).await,
