@@ -50,7 +50,6 @@ pub struct Fleet {
     endpoint: Endpoint,
     /// `--document`, or the choice made by the first worker.
     document: tokio::sync::Mutex<Option<Document>>,
-    forced: bool,
     setups: Semaphore,
     live: Mutex<HashSet<String>>,
 }
@@ -92,7 +91,6 @@ impl Fleet {
             sessions,
             options,
             endpoint,
-            forced: document.is_some(),
             document: tokio::sync::Mutex::new(document),
             setups: Semaphore::new(CONCURRENT_SETUPS),
             live: Mutex::default(),
@@ -109,18 +107,26 @@ impl Fleet {
     pub async fn connect(&self) -> Result<Worker, ConnectError> {
         let _permit = self.setups.acquire().await.expect("never closed");
         let mut chosen = self.document.lock().await;
-        let document = chosen.unwrap_or(Document::PortForwarding);
+        if let Some(document) = *chosen {
+            drop(chosen);
+            return self
+                .connect_with(document)
+                .await
+                .map_err(Failed::into_connect_error);
+        }
+        // The first worker decides, holding the lock so the others wait for it.
+        let document = Document::PortForwarding;
         let result = self.connect_with(document).await;
         let fallback = match &result {
-            Err(Failed::Denied(_)) if !self.forced && document != Document::Ssh => {
+            Err(Failed::Denied(_)) => {
                 format!("IAM denies {}", document.name())
             }
-            Err(Failed::NoMux(reason)) if !self.forced => {
+            Err(Failed::NoMux(reason)) => {
                 format!("{} cannot multiplex here ({reason})", document.name())
             }
             _ => {
                 if result.is_ok() {
-                    chosen.get_or_insert(document);
+                    *chosen = Some(document);
                 }
                 return result.map_err(Failed::into_connect_error);
             }
