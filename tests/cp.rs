@@ -438,3 +438,28 @@ fn read_only_and_missing_paths_fail_with_one_clear_line() {
     assert!(stderr.contains("nothing-here: No such file or directory"), "{stderr}");
     assert_eq!(world.open_sessions(), 0, "every session was ended");
 }
+
+#[test]
+fn throttled_start_session_calls_are_retried_with_backoff() {
+    let world = World::start(Pacing::Unconstrained);
+    let source = world.path("t.bin");
+    std::fs::write(&source, data(9000, 23)).unwrap();
+    // More throttles in a row than the SDK's own three attempts absorb.
+    world.env.fake.set_faults(sm_ssh_integration::world::Faults {
+        throttle_start_session: 5,
+        ..Default::default()
+    });
+    let dest = world.path("t-copy.bin");
+    let output = world.cp(&[source.to_str().unwrap(), &remote(&dest)]);
+    assert_exit(&output, 0);
+    let throttled = world
+        .env
+        .fake
+        .events()
+        .iter()
+        .filter(|e| e.action == "ssm:StartSession")
+        .filter(|e| e.error.as_deref().is_some_and(|m| m.contains("Throttling")))
+        .count();
+    assert_eq!(throttled, 5);
+    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&source).unwrap());
+}

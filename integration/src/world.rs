@@ -142,6 +142,8 @@ pub struct Faults {
     pub short_channel_closed: bool,
     /// Extra latency added to each API call and each websocket frame, in milliseconds.
     pub latency_ms: u64,
+    /// Answer this many StartSession calls with ThrottlingException, then serve again.
+    pub throttle_start_session: u32,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

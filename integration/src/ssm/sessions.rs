@@ -60,6 +60,10 @@ fn start_in(world: &mut World, port: u16, req: &StartInput, document: &str) -> A
         }
     }
     check_run_on(world, "ssm:StartSession", &req.target, document)?;
+    if world.faults.throttle_start_session > 0 {
+        world.faults.throttle_start_session -= 1;
+        return Err(ApiError::new("ThrottlingException", "Rate exceeded"));
+    }
     let properties = substitute(document, &req.parameters)?;
     match world.instances.get(&req.target) {
         Some(i) if i.ping_status == PingStatus::Online => {}
