@@ -240,9 +240,13 @@ fn known_host(file: &std::path::Path, alias: &str, key: &PublicKey) -> Result<()
     let _guard = FILE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     match russh::keys::check_known_hosts_path(alias, 22, key, file) {
         Ok(true) => Ok(()),
-        Ok(false) => russh::keys::known_hosts::learn_known_hosts_path(alias, 22, key, file).map_err(|e| {
-            format!("cannot record the host key of {alias} in {}: {e}", file.display())
-        }),
+        Ok(false) => russh::keys::known_hosts::learn_known_hosts_path(alias, 22, key, file)
+            .map_err(|e| {
+                format!(
+                    "cannot record the host key of {alias} in {}: {e}",
+                    file.display()
+                )
+            }),
         Err(russh::keys::Error::KeyChanged { line }) => Err(format!(
             "the host key of {alias} changed (it presented {}; {}:{line} holds another); \
              remove that line if the instance was rebuilt",

@@ -122,7 +122,10 @@ fn remote(path: &Path) -> String {
 }
 
 fn me() -> String {
-    let output = std::process::Command::new("id").arg("-un").output().unwrap();
+    let output = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
@@ -181,7 +184,10 @@ fn files_of_every_shape_go_up_and_come_back_byte_identical() {
     let (_, stderr) = assert_exit(&world.cp(&args), 0);
     assert!(stderr.contains("copied 4 files"), "{stderr}");
     assert!(stderr.contains("SHA-256 verified"), "{stderr}");
-    assert!(world.started(PORT_FORWARDING) >= 2, "several sessions carried the copy");
+    assert!(
+        world.started(PORT_FORWARDING) >= 2,
+        "several sessions carried the copy"
+    );
 
     let remotes: Vec<String> = files
         .iter()
@@ -195,11 +201,22 @@ fn files_of_every_shape_go_up_and_come_back_byte_identical() {
 
     for (name, _) in files {
         let original = std::fs::read(local.join(name)).unwrap();
-        assert_eq!(std::fs::read(far.join(name)).unwrap(), original, "{name} up");
-        assert_eq!(std::fs::read(back.join(name)).unwrap(), original, "{name} down");
+        assert_eq!(
+            std::fs::read(far.join(name)).unwrap(),
+            original,
+            "{name} up"
+        );
+        assert_eq!(
+            std::fs::read(back.join(name)).unwrap(),
+            original,
+            "{name} down"
+        );
         assert!(!part(&far.join(name)).exists() && !part(&back.join(name)).exists());
     }
-    assert!(world.state_files().is_empty(), "state files are removed on success");
+    assert!(
+        world.state_files().is_empty(),
+        "state files are removed on success"
+    );
     assert_eq!(world.open_sessions(), 0, "every session was ended");
 }
 
@@ -214,7 +231,13 @@ fn a_tree_is_copied_with_r_both_ways() {
     std::fs::write(tree.join("a/zero"), b"").unwrap();
 
     let far = world.path("far-tree");
-    let output = world.cp(&["-r", "--range-size", "6000", tree.to_str().unwrap(), &remote(&far)]);
+    let output = world.cp(&[
+        "-r",
+        "--range-size",
+        "6000",
+        tree.to_str().unwrap(),
+        &remote(&far),
+    ]);
     assert_exit(&output, 0);
     let back = world.path("back");
     std::fs::create_dir(&back).unwrap();
@@ -226,7 +249,11 @@ fn a_tree_is_copied_with_r_both_ways() {
     for rel in ["top.txt", "a/b c/it's.bin", "a/zero"] {
         let original = std::fs::read(tree.join(rel)).unwrap();
         assert_eq!(std::fs::read(far.join(rel)).unwrap(), original, "{rel} up");
-        assert_eq!(std::fs::read(copy.join(rel)).unwrap(), original, "{rel} down");
+        assert_eq!(
+            std::fs::read(copy.join(rel)).unwrap(),
+            original,
+            "{rel} down"
+        );
     }
     // Without -r a directory is refused.
     let output = world.cp(&[tree.to_str().unwrap(), &remote(&far)]);
@@ -257,7 +284,10 @@ fn a_denied_port_forwarding_document_falls_back_to_ssh_sessions() {
     assert!(stderr.contains(SSH_SESSION), "{stderr}");
     assert_eq!(world.started(PORT_FORWARDING), 0);
     assert_eq!(world.started(SSH_SESSION), 2);
-    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&source).unwrap());
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        std::fs::read(&source).unwrap()
+    );
 }
 
 #[test]
@@ -276,8 +306,13 @@ fn a_session_killed_mid_transfer_hands_its_range_to_another() {
         source.to_str().unwrap(),
         &remote(&dest),
     ]);
-    wait_for("the first bytes on the far side", || size_of(&part(&dest)) > 0);
-    assert!(child.try_wait().unwrap().is_none(), "the copy is still running");
+    wait_for("the first bytes on the far side", || {
+        size_of(&part(&dest)) > 0
+    });
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the copy is still running"
+    );
     let killed = world.kill_one_session();
     let output = child.wait_with_output().unwrap();
     let (_, stderr) = assert_exit(&output, 0);
@@ -285,8 +320,14 @@ fn a_session_killed_mid_transfer_hands_its_range_to_another() {
         stderr.contains(&format!("session {killed} failed")),
         "{stderr}"
     );
-    assert!(world.started(PORT_FORWARDING) >= 3, "a new session replaced it");
-    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&source).unwrap());
+    assert!(
+        world.started(PORT_FORWARDING) >= 3,
+        "a new session replaced it"
+    );
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        std::fs::read(&source).unwrap()
+    );
 }
 
 #[test]
@@ -307,13 +348,17 @@ fn a_killed_copy_resumes_with_the_ranges_it_lacks() {
     let mut child = world.spawn(&args);
     // Two ranges recorded as done in the state file, then kill -9.
     wait_for("two verified ranges in the state file", || {
-        world.state_files().iter().any(|f| {
-            std::fs::read_to_string(f).is_ok_and(|t| t.matches("\":\"").count() >= 2)
-        })
+        world
+            .state_files()
+            .iter()
+            .any(|f| std::fs::read_to_string(f).is_ok_and(|t| t.matches("\":\"").count() >= 2))
     });
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(!dest.exists(), "a partial copy never has the destination's name");
+    assert!(
+        !dest.exists(),
+        "a partial copy never has the destination's name"
+    );
 
     world.env.fake.set_pacing(Pacing::Unconstrained);
     let output = world.cp(&args);
@@ -329,7 +374,10 @@ fn a_killed_copy_resumes_with_the_ranges_it_lacks() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{resumed}"));
     assert!((2..12).contains(&already), "{resumed}");
-    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&source).unwrap());
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        std::fs::read(&source).unwrap()
+    );
     assert!(world.state_files().is_empty());
     assert!(!part(&dest).exists());
 }
@@ -348,7 +396,9 @@ fn ctrl_c_terminates_every_session_and_keeps_the_partial_copy_apart() {
         source.to_str().unwrap(),
         &remote(&dest),
     ]);
-    wait_for("the first bytes on the far side", || size_of(&part(&dest)) > 0);
+    wait_for("the first bytes on the far side", || {
+        size_of(&part(&dest)) > 0
+    });
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -369,7 +419,10 @@ fn ctrl_c_terminates_every_session_and_keeps_the_partial_copy_apart() {
         .filter(|e| e.action == "ssm:TerminateSession" && e.error.is_none())
         .count();
     assert!(started >= 2, "{started}");
-    assert!(terminated >= started, "{terminated} of {started} sessions terminated");
+    assert!(
+        terminated >= started,
+        "{terminated} of {started} sessions terminated"
+    );
 }
 
 /// A directory this process cannot write to: a read-only tmpfs when root
@@ -389,11 +442,17 @@ impl ReadOnlyDir {
                 .status()
                 .expect("mount runs");
             assert!(status.success(), "mounting a read-only tmpfs");
-            ReadOnlyDir { path, mounted: true }
+            ReadOnlyDir {
+                path,
+                mounted: true,
+            }
         } else {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o555)).unwrap();
-            ReadOnlyDir { path, mounted: false }
+            ReadOnlyDir {
+                path,
+                mounted: false,
+            }
         }
     }
 }
@@ -401,7 +460,9 @@ impl ReadOnlyDir {
 impl Drop for ReadOnlyDir {
     fn drop(&mut self) {
         if self.mounted {
-            let _ = std::process::Command::new("umount").arg(&self.path).status();
+            let _ = std::process::Command::new("umount")
+                .arg(&self.path)
+                .status();
         }
     }
 }
@@ -420,7 +481,10 @@ fn read_only_and_missing_paths_fail_with_one_clear_line() {
         stderr.contains("Read-only file system") || stderr.contains("Permission denied"),
         "{stderr}"
     );
-    assert!(stderr.contains(&format!("{HOST}:{}", locked.path.display())), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{HOST}:{}", locked.path.display())),
+        "{stderr}"
+    );
     assert!(!stderr.contains("copied"), "{stderr}");
 
     world.cp(&[source.to_str().unwrap(), &remote(&world.path("r.bin"))]);
@@ -433,9 +497,15 @@ fn read_only_and_missing_paths_fail_with_one_clear_line() {
     );
     assert!(std::fs::read_dir(&locked.path).unwrap().next().is_none());
 
-    let output = world.cp(&[&remote(&world.path("nothing-here")), world.dir.path().to_str().unwrap()]);
+    let output = world.cp(&[
+        &remote(&world.path("nothing-here")),
+        world.dir.path().to_str().unwrap(),
+    ]);
     let (_, stderr) = assert_exit(&output, 1);
-    assert!(stderr.contains("nothing-here: No such file or directory"), "{stderr}");
+    assert!(
+        stderr.contains("nothing-here: No such file or directory"),
+        "{stderr}"
+    );
     assert_eq!(world.open_sessions(), 0, "every session was ended");
 }
 
@@ -445,10 +515,13 @@ fn throttled_start_session_calls_are_retried_with_backoff() {
     let source = world.path("t.bin");
     std::fs::write(&source, data(9000, 23)).unwrap();
     // More throttles in a row than the SDK's own three attempts absorb.
-    world.env.fake.set_faults(sm_ssh_integration::world::Faults {
-        throttle_start_session: 5,
-        ..Default::default()
-    });
+    world
+        .env
+        .fake
+        .set_faults(sm_ssh_integration::world::Faults {
+            throttle_start_session: 5,
+            ..Default::default()
+        });
     let dest = world.path("t-copy.bin");
     let output = world.cp(&[source.to_str().unwrap(), &remote(&dest)]);
     assert_exit(&output, 0);
@@ -461,5 +534,8 @@ fn throttled_start_session_calls_are_retried_with_backoff() {
         .filter(|e| e.error.as_deref().is_some_and(|m| m.contains("Throttling")))
         .count();
     assert_eq!(throttled, 5);
-    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&source).unwrap());
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        std::fs::read(&source).unwrap()
+    );
 }

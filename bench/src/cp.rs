@@ -26,7 +26,12 @@ pub async fn cp(fx: &Fixture, tools: &Tools, bytes: u64, results: &mut Results) 
     fx.conditions(Pacing::Realistic, Faults::default());
 }
 
-async fn cp_all(fx: &Fixture, tools: &Tools, bytes: u64, results: &mut Results) -> anyhow::Result<()> {
+async fn cp_all(
+    fx: &Fixture,
+    tools: &Tools,
+    bytes: u64,
+    results: &mut Results,
+) -> anyhow::Result<()> {
     let (_sshd, config) = fx.add_openssh_instance(&tools.sm_ssh)?;
     let dir = tempfile::tempdir()?;
     let local = dir.path().join("local.bin");
@@ -38,9 +43,19 @@ async fn cp_all(fx: &Fixture, tools: &Tools, bytes: u64, results: &mut Results) 
     let remote = |path: &Path| format!("{host}:{}", path.display());
     let sm = tools.sm_ssh.display().to_string();
     let cp_args = |n: u16, from: String, to: String| -> Vec<String> {
-        [sm.as_str(), "cp", "--quiet", "--user", &user, "--sessions", &n.to_string(), &from, &to]
-            .map(str::to_owned)
-            .to_vec()
+        [
+            sm.as_str(),
+            "cp",
+            "--quiet",
+            "--user",
+            &user,
+            "--sessions",
+            &n.to_string(),
+            &from,
+            &to,
+        ]
+        .map(str::to_owned)
+        .to_vec()
     };
 
     fx.conditions(Pacing::Realistic, Faults::default());
@@ -50,25 +65,61 @@ async fn cp_all(fx: &Fixture, tools: &Tools, bytes: u64, results: &mut Results) 
                 Direction::Upload => cp_args(n, local.display().to_string(), remote(&far)),
                 Direction::Download => cp_args(n, remote(&far), back.display().to_string()),
             };
-            let row = measure(fx, &args, bytes).await.with_context(|| format!("cp --sessions {n}"))?;
-            same(&local, if direction == Direction::Upload { &far } else { &back })?;
+            let row = measure(fx, &args, bytes)
+                .await
+                .with_context(|| format!("cp --sessions {n}"))?;
+            same(
+                &local,
+                if direction == Direction::Upload {
+                    &far
+                } else {
+                    &back
+                },
+            )?;
             eprintln!("cp: {n} sessions {}: {:.2} MB/s", direction.name(), row.0);
-            results.cp.push(CpRow::new(format!("sm-ssh cp --sessions {n}"), direction, n, bytes, row));
+            results.cp.push(CpRow::new(
+                format!("sm-ssh cp --sessions {n}"),
+                direction,
+                n,
+                bytes,
+                row,
+            ));
         }
     }
 
     for direction in [Direction::Upload, Direction::Download] {
         let (from, to) = match direction {
-            Direction::Upload => (local.display().to_string(), format!("{host}:{}", far.display())),
-            Direction::Download => (format!("{host}:{}", far.display()), back.display().to_string()),
+            Direction::Upload => (
+                local.display().to_string(),
+                format!("{host}:{}", far.display()),
+            ),
+            Direction::Download => (
+                format!("{host}:{}", far.display()),
+                back.display().to_string(),
+            ),
         };
         let args: Vec<String> = ["scp", "-q", "-F", &config.display().to_string(), &from, &to]
             .map(str::to_owned)
             .to_vec();
-        let row = measure(fx, &args, bytes).await.context("scp through sm-ssh proxy")?;
-        same(&local, if direction == Direction::Upload { &far } else { &back })?;
+        let row = measure(fx, &args, bytes)
+            .await
+            .context("scp through sm-ssh proxy")?;
+        same(
+            &local,
+            if direction == Direction::Upload {
+                &far
+            } else {
+                &back
+            },
+        )?;
         eprintln!("cp: scp {}: {:.2} MB/s", direction.name(), row.0);
-        results.cp.push(CpRow::new("scp via sm-ssh proxy (1 session)".into(), direction, 1, bytes, row));
+        results.cp.push(CpRow::new(
+            "scp via sm-ssh proxy (1 session)".into(),
+            direction,
+            1,
+            bytes,
+            row,
+        ));
     }
 
     fx.conditions(
@@ -84,8 +135,17 @@ async fn cp_all(fx: &Fixture, tools: &Tools, bytes: u64, results: &mut Results) 
             Direction::Download => cp_args(CUT_SESSIONS, remote(&far), back.display().to_string()),
         };
         let cuts = fx.cuts();
-        let row = measure(fx, &args, bytes).await.context("cp under websocket cuts")?;
-        same(&local, if direction == Direction::Upload { &far } else { &back })?;
+        let row = measure(fx, &args, bytes)
+            .await
+            .context("cp under websocket cuts")?;
+        same(
+            &local,
+            if direction == Direction::Upload {
+                &far
+            } else {
+                &back
+            },
+        )?;
         let mut row = CpRow::new(
             format!("sm-ssh cp --sessions {CUT_SESSIONS}, websocket cut every {CUT_EVERY_MS} ms"),
             direction,
@@ -94,7 +154,12 @@ async fn cp_all(fx: &Fixture, tools: &Tools, bytes: u64, results: &mut Results) 
             row,
         );
         row.cuts = Some(fx.cuts() - cuts);
-        eprintln!("cp: cuts {}: {:.2} MB/s, {:?} cuts", direction.name(), row.mb_s, row.cuts);
+        eprintln!(
+            "cp: cuts {}: {:.2} MB/s, {:?} cuts",
+            direction.name(),
+            row.mb_s,
+            row.cuts
+        );
         results.cp.push(row);
     }
     Ok(())

@@ -400,7 +400,10 @@ fn cp(o: &mut String, r: &Results) {
         "## `sm-ssh cp` (realistic pacing, {} file, wall time of the whole command)\n",
         mib(r.cp[0].bytes)
     );
-    let _ = writeln!(o, "| scenario | direction | MB/s | of N × ceiling | CPU s/GB | cuts |");
+    let _ = writeln!(
+        o,
+        "| scenario | direction | MB/s | of N × ceiling | CPU s/GB | cuts |"
+    );
     let _ = writeln!(o, "|---|---|---|---|---|---|");
     for row in &r.cp {
         let _ = writeln!(

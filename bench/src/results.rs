@@ -107,8 +107,22 @@ pub struct CpRow {
 }
 
 impl CpRow {
-    pub fn new(scenario: String, direction: Direction, sessions: u16, bytes: u64, (mb_s, cpu_s_per_gb): (f64, f64)) -> CpRow {
-        CpRow { scenario, direction, sessions, bytes, mb_s, cpu_s_per_gb, cuts: None }
+    pub fn new(
+        scenario: String,
+        direction: Direction,
+        sessions: u16,
+        bytes: u64,
+        (mb_s, cpu_s_per_gb): (f64, f64),
+    ) -> CpRow {
+        CpRow {
+            scenario,
+            direction,
+            sessions,
+            bytes,
+            mb_s,
+            cpu_s_per_gb,
+            cuts: None,
+        }
     }
 
     /// MB/s over the sessions' combined ceiling.

@@ -71,7 +71,13 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let fleet = Arc::new(Fleet::new(sessions, options, endpoint, args.document));
     let first = fleet.connect().await.map_err(|e| e.error)?;
     let host = remote.target.clone();
-    let remote_path = |path: &str| if path.is_empty() { ".".to_owned() } else { path.to_owned() };
+    let remote_path = |path: &str| {
+        if path.is_empty() {
+            ".".to_owned()
+        } else {
+            path.to_owned()
+        }
+    };
     let planned = match (&dest, direction) {
         (Operand::Remote(spec), Direction::Upload) => {
             let locals: Vec<PathBuf> = sources
@@ -81,7 +87,14 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
                     Operand::Remote(_) => unreachable!("checked by sides"),
                 })
                 .collect();
-            plan::upload(&first, &host, &locals, &remote_path(&spec.path), args.recursive).await
+            plan::upload(
+                &first,
+                &host,
+                &locals,
+                &remote_path(&spec.path),
+                args.recursive,
+            )
+            .await
         }
         (Operand::Local(path), _) => {
             let remotes: Vec<String> = sources
@@ -104,7 +117,9 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     };
     let total: u64 = plan.items.iter().map(|i| i.size).sum();
     let settings = Settings {
-        sessions: args.sessions.unwrap_or_else(|| plan::default_sessions(total)),
+        sessions: args
+            .sessions
+            .unwrap_or_else(|| plan::default_sessions(total)),
         range_size: args.range_size,
         host: host.clone(),
         instance_id,

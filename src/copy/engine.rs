@@ -67,14 +67,25 @@ struct FileJob {
 impl FileJob {
     fn range(&self, index: u64) -> (u64, u64) {
         let offset = index * self.range_size;
-        (offset, self.range_size.min(self.item.size - offset.min(self.item.size)))
+        (
+            offset,
+            self.range_size
+                .min(self.item.size - offset.min(self.item.size)),
+        )
     }
 }
 
 #[derive(Clone, Copy, Debug)]
 enum Job {
-    Range { file: usize, index: u64, attempts: u32 },
-    Seal { file: usize, attempts: u32 },
+    Range {
+        file: usize,
+        index: u64,
+        attempts: u32,
+    },
+    Seal {
+        file: usize,
+        attempts: u32,
+    },
 }
 
 enum JobError {
@@ -171,7 +182,8 @@ pub async fn run(
                 done.len()
             ));
         }
-        file.left.store(ranges - done.len() as u64, Ordering::Release);
+        file.left
+            .store(ranges - done.len() as u64, Ordering::Release);
         if ranges == done.len() as u64 {
             jobs.push(Job::Seal {
                 file: i,
@@ -185,7 +197,10 @@ pub async fn run(
         direction: plan.direction,
         host: settings.host.clone(),
         outstanding: AtomicUsize::new(
-            jobs.iter().filter(|j| matches!(j, Job::Range { .. })).count() + files.len(),
+            jobs.iter()
+                .filter(|j| matches!(j, Job::Range { .. }))
+                .count()
+                + files.len(),
         ),
         files,
         queue: Mutex::new(jobs.into()),
@@ -231,7 +246,9 @@ async fn make_dirs(worker: &Worker, plan: &Plan, host: &str) -> anyhow::Result<(
                 batch.push(dir);
                 length += dir.len() + 3;
                 if length > 32 << 10 {
-                    worker.check(&remote::mkdirs(batch.drain(..)), host, dir).await?;
+                    worker
+                        .check(&remote::mkdirs(batch.drain(..)), host, dir)
+                        .await?;
                     length = 0;
                 }
             }
@@ -421,7 +438,9 @@ async fn run_job(shared: &Shared, worker: &Worker, job: Job) -> Result<(), JobEr
         (Job::Range { file, index, .. }, Direction::Download) => {
             download_range(shared, worker, &shared.files[file], index).await
         }
-        (Job::Seal { file, .. }, direction) => seal(shared, worker, &shared.files[file], direction).await,
+        (Job::Seal { file, .. }, direction) => {
+            seal(shared, worker, &shared.files[file], direction).await
+        }
     }
 }
 
@@ -443,7 +462,10 @@ async fn upload_range(
     let local = &file.item.local;
     let local_error = |e: std::io::Error| fatal(format!("{}: {e}", local.display()));
     let mut source = tokio::fs::File::open(local).await.map_err(local_error)?;
-    source.seek(SeekFrom::Start(offset)).await.map_err(local_error)?;
+    source
+        .seek(SeekFrom::Start(offset))
+        .await
+        .map_err(local_error)?;
     let tally = Arc::new(Tally::default());
     let reader = Counted {
         inner: source.take(len),
@@ -471,7 +493,12 @@ async fn upload_range(
         )));
     }
     shared.progress.add(moved);
-    verified(file, index, &hash, remote::digest(&String::from_utf8_lossy(&stdout)))
+    verified(
+        file,
+        index,
+        &hash,
+        remote::digest(&String::from_utf8_lossy(&stdout)),
+    )
 }
 
 async fn download_range(
@@ -490,7 +517,9 @@ async fn download_range(
         .open(&part)
         .await
         .map_err(local_error)?;
-    sink.seek(SeekFrom::Start(offset)).await.map_err(local_error)?;
+    sink.seek(SeekFrom::Start(offset))
+        .await
+        .map_err(local_error)?;
     let tally = Arc::new(Tally::default());
     let mut writer = Counted {
         inner: sink,
@@ -528,11 +557,21 @@ async fn download_range(
         )));
     }
     shared.progress.add(moved);
-    verified(file, index, &hash, remote::digest(&String::from_utf8_lossy(&hash_out)))
+    verified(
+        file,
+        index,
+        &hash,
+        remote::digest(&String::from_utf8_lossy(&hash_out)),
+    )
 }
 
 /// Records range `index` as done when both sides' hashes agree.
-fn verified(file: &FileJob, index: u64, ours: &str, theirs: Option<String>) -> Result<(), JobError> {
+fn verified(
+    file: &FileJob,
+    index: u64,
+    ours: &str,
+    theirs: Option<String>,
+) -> Result<(), JobError> {
     if theirs.as_deref() != Some(ours) {
         return Err(JobError::Mismatch(format!(
             "range {index} of {} did not verify (SHA-256 {ours} here, {} there)",
@@ -578,7 +617,10 @@ async fn seal(
     };
     let local_hash = tokio::task::spawn_blocking(move || sized_hash(&local_path, size));
     let remote_hash = match direction {
-        Direction::Upload => remote_check(remote::seal(&file.part, item.size, item.mode), file.part.clone()),
+        Direction::Upload => remote_check(
+            remote::seal(&file.part, item.size, item.mode),
+            file.part.clone(),
+        ),
         Direction::Download => remote_check(remote::hash_file(&item.remote), item.remote.clone()),
     };
     let (local_hash, remote_hash) = tokio::join!(local_hash, remote_hash);
@@ -599,7 +641,11 @@ async fn seal(
     }
     match direction {
         Direction::Upload => {
-            remote_check(remote::rename(&file.part, &item.remote), item.remote.clone()).await?;
+            remote_check(
+                remote::rename(&file.part, &item.remote),
+                item.remote.clone(),
+            )
+            .await?;
         }
         Direction::Download => std::fs::rename(&file.part, &item.local)
             .map_err(|e| fatal(format!("{}: {e}", item.local.display())))?,
@@ -708,7 +754,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
                 self.progress.add(*n as u64);
             }
             Poll::Ready(Err(e)) => {
-                *self.tally.error.lock().expect("error") = Some(std::io::Error::new(e.kind(), e.to_string()));
+                *self.tally.error.lock().expect("error") =
+                    Some(std::io::Error::new(e.kind(), e.to_string()));
             }
             Poll::Pending => {}
         }
@@ -718,7 +765,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let result = Pin::new(&mut self.inner).poll_flush(cx);
         if let Poll::Ready(Err(e)) = &result {
-            *self.tally.error.lock().expect("error") = Some(std::io::Error::new(e.kind(), e.to_string()));
+            *self.tally.error.lock().expect("error") =
+                Some(std::io::Error::new(e.kind(), e.to_string()));
         }
         result
     }

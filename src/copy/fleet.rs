@@ -211,13 +211,12 @@ impl Fleet {
             let ssh = self.login(near).await?;
             return Ok((ssh, Carrier::Bridge(task)));
         }
-        let session = match MuxSession::connect(target, self.sessions.clone(), self.options.clone())
-            .await
-        {
-            Ok(session) => session,
-            Err(SessionError::Unsupported(reason)) => return Err(Failed::NoMux(reason)),
-            Err(error) => return Err(retry(error.into())),
-        };
+        let session =
+            match MuxSession::connect(target, self.sessions.clone(), self.options.clone()).await {
+                Ok(session) => session,
+                Err(SessionError::Unsupported(reason)) => return Err(Failed::NoMux(reason)),
+                Err(error) => return Err(retry(error.into())),
+            };
         let stream = match session.open_stream().await {
             Ok(stream) => stream,
             Err(error) => {
@@ -307,7 +306,10 @@ impl Failed {
                 error: Failure::new(exit::FAILURE, reason).into(),
                 fatal: true,
             },
-            Failed::Retry(error) => ConnectError { error, fatal: false },
+            Failed::Retry(error) => ConnectError {
+                error,
+                fatal: false,
+            },
             Failed::Fatal(error) => ConnectError { error, fatal: true },
         }
     }

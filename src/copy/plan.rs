@@ -157,7 +157,11 @@ pub async fn upload(
     if !into_dir && (sources.len() > 1 || dest.ends_with('/')) {
         return Err(failure(format!(
             "{host}:{dest}: {}",
-            if dest_kind == Kind::Missing { "No such directory" } else { "Not a directory" }
+            if dest_kind == Kind::Missing {
+                "No such directory"
+            } else {
+                "Not a directory"
+            }
         )));
     }
     let mut plan = Plan {
@@ -166,8 +170,8 @@ pub async fn upload(
         items: Vec::new(),
     };
     for source in sources {
-        let meta = std::fs::metadata(source)
-            .map_err(|e| failure(format!("{}: {e}", source.display())))?;
+        let meta =
+            std::fs::metadata(source).map_err(|e| failure(format!("{}: {e}", source.display())))?;
         let name = source
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -179,7 +183,10 @@ pub async fn upload(
         };
         if meta.is_dir() {
             if !recursive {
-                return Err(usage(format!("{}: is a directory (add -r)", source.display())));
+                return Err(usage(format!(
+                    "{}: is a directory (add -r)",
+                    source.display()
+                )));
             }
             if !into_dir && matches!(dest_kind, Kind::File { .. } | Kind::Other) {
                 return Err(failure(format!(
@@ -217,8 +224,8 @@ fn walk_local(dir: &Path, remote: &str, plan: &mut Plan) -> anyhow::Result<()> {
     for entry in entries {
         let path = entry.path();
         let name = utf8(Path::new(&entry.file_name()))?.to_owned();
-        let meta = std::fs::metadata(&path)
-            .map_err(|e| failure(format!("{}: {e}", path.display())))?;
+        let meta =
+            std::fs::metadata(&path).map_err(|e| failure(format!("{}: {e}", path.display())))?;
         let target = remote_join(remote, &name);
         if meta.is_dir() {
             plan.dirs.push(target.clone());
@@ -245,7 +252,11 @@ pub async fn download(
     if !into_dir && (sources.len() > 1 || dest_text.ends_with('/')) {
         return Err(failure(format!(
             "{dest_text}: {}",
-            if dest.exists() { "Not a directory" } else { "No such directory" }
+            if dest.exists() {
+                "Not a directory"
+            } else {
+                "No such directory"
+            }
         )));
     }
     let mut plan = Plan {
@@ -261,7 +272,9 @@ pub async fn download(
         };
         match probe(worker, host, source).await? {
             Kind::Missing => {
-                return Err(failure(format!("{host}:{source}: No such file or directory")))
+                return Err(failure(format!(
+                    "{host}:{source}: No such file or directory"
+                )))
             }
             Kind::Other => return Err(failure(format!("{host}:{source}: not a regular file"))),
             Kind::File { size, mtime } => plan.items.push(Item {
@@ -281,7 +294,9 @@ pub async fn download(
                         base.display()
                     )));
                 }
-                let listing = worker.check(&remote::list_tree(source), host, source).await?;
+                let listing = worker
+                    .check(&remote::list_tree(source), host, source)
+                    .await?;
                 plan.dirs.push(utf8(&base)?.to_owned());
                 read_listing(&listing, source, &base, &mut plan)?;
             }
@@ -297,7 +312,8 @@ fn read_listing(listing: &str, source: &str, base: &Path, plan: &mut Plan) -> an
             plan.dirs.push(utf8(&base.join(rel))?.to_owned());
         } else if let Some(rest) = line.strip_prefix("f ") {
             let mut fields = rest.splitn(3, ' ');
-            let (Some(size), Some(mtime), Some(rel)) = (fields.next(), fields.next(), fields.next())
+            let (Some(size), Some(mtime), Some(rel)) =
+                (fields.next(), fields.next(), fields.next())
             else {
                 continue;
             };

@@ -45,8 +45,7 @@ impl Progress {
     /// Takes back bytes of a range that will be moved again.
     pub fn take_back(&self, bytes: u64) {
         self.moved.fetch_sub(bytes, Ordering::Relaxed);
-        self.bar
-            .set_position(self.moved.load(Ordering::Relaxed));
+        self.bar.set_position(self.moved.load(Ordering::Relaxed));
     }
 
     /// Counts bytes an earlier run already moved (resumed ranges).

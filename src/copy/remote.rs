@@ -156,8 +156,12 @@ mod tests {
         let (_, out, _) = sh(&read_range(&part, 1000, 2), b"");
         assert_eq!(out, &data[2000..]);
         let (_, out, _) = sh(&hash_ranges(&part, 1000, &[1, 2]), b"");
-        let lines: Vec<Option<String>> = String::from_utf8_lossy(&out).lines().map(digest).collect();
-        assert_eq!(lines, [Some(hex(&data[1000..2000])), Some(hex(&data[2000..]))]);
+        let lines: Vec<Option<String>> =
+            String::from_utf8_lossy(&out).lines().map(digest).collect();
+        assert_eq!(
+            lines,
+            [Some(hex(&data[1000..2000])), Some(hex(&data[2000..]))]
+        );
     }
 
     #[test]
@@ -175,15 +179,24 @@ mod tests {
         assert_eq!(code, 0);
         let out = String::from_utf8(out).unwrap();
         assert!(out.contains("d ./a b/c\n"), "{out}");
-        assert!(out.lines().any(|l| l.starts_with("f 5 ") && l.ends_with(" ./a b/c/x y")), "{out}");
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("f 5 ") && l.ends_with(" ./a b/c/x y")),
+            "{out}"
+        );
     }
 
     #[test]
     fn complaints_skip_dd_statistics() {
         let stderr = b"1+0 records in\n1+0 records out\n\
             dd: error writing '/x/p': No space left on device\n";
-        assert_eq!(complaint(stderr), "dd: error writing '/x/p': No space left on device");
-        assert_eq!(complaint(b"sh: 1: cannot create /r/p: Read-only file system\n"),
-            "sh: 1: cannot create /r/p: Read-only file system");
+        assert_eq!(
+            complaint(stderr),
+            "dd: error writing '/x/p': No space left on device"
+        );
+        assert_eq!(
+            complaint(b"sh: 1: cannot create /r/p: Read-only file system\n"),
+            "sh: 1: cannot create /r/p: Read-only file system"
+        );
     }
 }
