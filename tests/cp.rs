@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_exit, seed_with, text, training_instance, Env};
+use common::{assert_exit, me, seed_with, text, training_instance, Env};
 use sm_ssh_integration::openssh::OpenSshServer;
 use sm_ssh_integration::world::Pacing;
 
@@ -119,14 +119,6 @@ impl World {
 
 fn remote(path: &Path) -> String {
     format!("{HOST}:{}", path.display())
-}
-
-fn me() -> String {
-    let output = std::process::Command::new("id")
-        .arg("-un")
-        .output()
-        .unwrap();
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
 /// Incompressible, reproducible bytes.

@@ -4,7 +4,7 @@
 //! SSH logins, both SHA-256 passes); CPU is the measured command's and its
 //! children's (`times` in the shell that runs it).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -34,94 +34,32 @@ async fn cp_all(
 ) -> anyhow::Result<()> {
     let (_sshd, config) = fx.add_openssh_instance(&tools.sm_ssh)?;
     let dir = tempfile::tempdir()?;
-    let local = dir.path().join("local.bin");
-    let far = dir.path().join("far.bin");
-    let back = dir.path().join("back.bin");
-    write_pattern(&local, bytes)?;
-    let host = format!("{}.training.sagemaker", fixture::SSH_JOB);
-    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
-    let remote = |path: &Path| format!("{host}:{}", path.display());
-    let sm = tools.sm_ssh.display().to_string();
-    let cp_args = |n: u16, from: String, to: String| -> Vec<String> {
-        [
-            sm.as_str(),
-            "cp",
-            "--quiet",
-            "--user",
-            &user,
-            "--sessions",
-            &n.to_string(),
-            &from,
-            &to,
-        ]
-        .map(str::to_owned)
-        .to_vec()
+    let files = Files {
+        local: dir.path().join("local.bin"),
+        far: dir.path().join("far.bin"),
+        back: dir.path().join("back.bin"),
+        host: format!("{}.training.sagemaker", fixture::SSH_JOB),
     };
+    write_pattern(&files.local, bytes)?;
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let sm = tools.sm_ssh.display().to_string();
+    let cp = |n: u16| {
+        let head = [&sm, "cp", "--quiet", "--user", &user, "--sessions"].map(str::to_owned);
+        head.into_iter().chain([n.to_string()]).collect::<Vec<_>>()
+    };
+    let scp = ["scp", "-q", "-F", &config.display().to_string()].map(str::to_owned);
 
     fx.conditions(Pacing::Realistic, Faults::default());
     for n in SESSIONS {
-        for direction in [Direction::Upload, Direction::Download] {
-            let args = match direction {
-                Direction::Upload => cp_args(n, local.display().to_string(), remote(&far)),
-                Direction::Download => cp_args(n, remote(&far), back.display().to_string()),
-            };
-            let row = measure(fx, &args, bytes)
-                .await
-                .with_context(|| format!("cp --sessions {n}"))?;
-            same(
-                &local,
-                if direction == Direction::Upload {
-                    &far
-                } else {
-                    &back
-                },
-            )?;
-            eprintln!("cp: {n} sessions {}: {:.2} MB/s", direction.name(), row.0);
-            results.cp.push(CpRow::new(
-                format!("sm-ssh cp --sessions {n}"),
-                direction,
-                n,
-                bytes,
-                row,
-            ));
-        }
+        let scenario = format!("sm-ssh cp --sessions {n}");
+        files
+            .both_ways(fx, &cp(n), &scenario, n, bytes, results)
+            .await?;
     }
-
-    for direction in [Direction::Upload, Direction::Download] {
-        let (from, to) = match direction {
-            Direction::Upload => (
-                local.display().to_string(),
-                format!("{host}:{}", far.display()),
-            ),
-            Direction::Download => (
-                format!("{host}:{}", far.display()),
-                back.display().to_string(),
-            ),
-        };
-        let args: Vec<String> = ["scp", "-q", "-F", &config.display().to_string(), &from, &to]
-            .map(str::to_owned)
-            .to_vec();
-        let row = measure(fx, &args, bytes)
-            .await
-            .context("scp through sm-ssh proxy")?;
-        same(
-            &local,
-            if direction == Direction::Upload {
-                &far
-            } else {
-                &back
-            },
-        )?;
-        eprintln!("cp: scp {}: {:.2} MB/s", direction.name(), row.0);
-        results.cp.push(CpRow::new(
-            "scp via sm-ssh proxy (1 session)".into(),
-            direction,
-            1,
-            bytes,
-            row,
-        ));
-    }
-
+    let scenario = "scp via sm-ssh proxy (1 session)";
+    files
+        .both_ways(fx, &scp, scenario, 1, bytes, results)
+        .await?;
     fx.conditions(
         Pacing::Realistic,
         Faults {
@@ -129,40 +67,65 @@ async fn cp_all(
             ..Faults::default()
         },
     );
-    for direction in [Direction::Upload, Direction::Download] {
-        let args = match direction {
-            Direction::Upload => cp_args(CUT_SESSIONS, local.display().to_string(), remote(&far)),
-            Direction::Download => cp_args(CUT_SESSIONS, remote(&far), back.display().to_string()),
-        };
-        let cuts = fx.cuts();
-        let row = measure(fx, &args, bytes)
-            .await
-            .context("cp under websocket cuts")?;
-        same(
-            &local,
-            if direction == Direction::Upload {
-                &far
-            } else {
-                &back
-            },
-        )?;
-        let mut row = CpRow::new(
-            format!("sm-ssh cp --sessions {CUT_SESSIONS}, websocket cut every {CUT_EVERY_MS} ms"),
-            direction,
+    let scenario =
+        format!("sm-ssh cp --sessions {CUT_SESSIONS}, websocket cut every {CUT_EVERY_MS} ms");
+    files
+        .both_ways(
+            fx,
+            &cp(CUT_SESSIONS),
+            &scenario,
             CUT_SESSIONS,
             bytes,
-            row,
-        );
-        row.cuts = Some(fx.cuts() - cuts);
-        eprintln!(
-            "cp: cuts {}: {:.2} MB/s, {:?} cuts",
-            direction.name(),
-            row.mb_s,
-            row.cuts
-        );
-        results.cp.push(row);
+            results,
+        )
+        .await
+}
+
+/// The file, where it goes on the instance, and where it comes back.
+struct Files {
+    local: PathBuf,
+    far: PathBuf,
+    back: PathBuf,
+    host: String,
+}
+
+impl Files {
+    /// `command` up (local → far) then down (far → back), each checked
+    /// byte for byte, recorded with the websocket cuts that fell inside.
+    async fn both_ways(
+        &self,
+        fx: &Fixture,
+        command: &[String],
+        scenario: &str,
+        sessions: u16,
+        bytes: u64,
+        results: &mut Results,
+    ) -> anyhow::Result<()> {
+        let far = format!("{}:{}", self.host, self.far.display());
+        for direction in [Direction::Upload, Direction::Download] {
+            let (from, to, copy) = match direction {
+                Direction::Upload => (self.local.display().to_string(), far.clone(), &self.far),
+                Direction::Download => (far.clone(), self.back.display().to_string(), &self.back),
+            };
+            let mut args = command.to_vec();
+            args.extend([from, to]);
+            let cuts = fx.cuts();
+            let figures = measure(fx, &args, bytes)
+                .await
+                .with_context(|| format!("{scenario} {}", direction.name()))?;
+            same(&self.local, copy)?;
+            let mut row = CpRow::new(scenario.to_owned(), direction, sessions, bytes, figures);
+            row.cuts = Some(fx.cuts() - cuts).filter(|&c| c > 0);
+            eprintln!(
+                "cp: {scenario} {}: {:.2} MB/s, {:.1} CPU s/GB",
+                direction.name(),
+                row.mb_s,
+                row.cpu_s_per_gb
+            );
+            results.cp.push(row);
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Runs `args` in a shell that reports its children's CPU; returns MB/s and CPU s/GB.

@@ -478,13 +478,8 @@ async fn upload_range(
     let (moved, hash) = tally.take();
     shared.progress.take_back(moved);
     let outcome = outcome.map_err(JobError::Transport)?;
-    if outcome.status != 0 {
-        return Err(fatal(format!(
-            "{}:{}: {}",
-            shared.host,
-            file.part,
-            remote::complaint(&outcome.stderr)
-        )));
+    if let Some(refusal) = outcome.refused(&shared.host, &file.part) {
+        return Err(JobError::Fatal(refusal.into()));
     }
     if moved != len {
         return Err(fatal(format!(
@@ -541,13 +536,8 @@ async fn download_range(
     let outcome = outcome.map_err(JobError::Transport)?;
     let hashed = hashed.map_err(JobError::Transport)?;
     for result in [&outcome, &hashed] {
-        if result.status != 0 {
-            return Err(fatal(format!(
-                "{}:{}: {}",
-                shared.host,
-                file.item.remote,
-                remote::complaint(&result.stderr)
-            )));
+        if let Some(refusal) = result.refused(&shared.host, &file.item.remote) {
+            return Err(JobError::Fatal(refusal.into()));
         }
     }
     if moved != len {
@@ -603,11 +593,8 @@ async fn seal(
             .run(&script, tokio::io::empty(), &mut out)
             .await
             .map_err(JobError::Transport)?;
-        if outcome.status != 0 {
-            return Err(fatal(format!(
-                "{host}:{path}: {}",
-                remote::complaint(&outcome.stderr)
-            )));
+        if let Some(refusal) = outcome.refused(host, &path) {
+            return Err(JobError::Fatal(refusal.into()));
         }
         Ok(remote::digest(&String::from_utf8_lossy(&out)))
     };

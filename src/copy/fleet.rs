@@ -80,6 +80,18 @@ pub struct Outcome {
     pub stderr: Vec<u8>,
 }
 
+impl Outcome {
+    /// The far side's refusal about `host:path` (its complaint), if the command failed.
+    pub fn refused(&self, host: &str, path: &str) -> Option<Failure> {
+        (self.status != 0).then(|| {
+            Failure::new(
+                exit::FAILURE,
+                format!("{host}:{path}: {}", remote::complaint(&self.stderr)),
+            )
+        })
+    }
+}
+
 impl Fleet {
     pub fn new(
         sessions: Arc<Sessions>,
@@ -342,12 +354,8 @@ impl Worker {
             .run(script, tokio::io::empty(), &mut stdout)
             .await
             .with_context(|| format!("{host}:{path}"))?;
-        if outcome.status != 0 {
-            return Err(Failure::new(
-                exit::FAILURE,
-                format!("{host}:{path}: {}", remote::complaint(&outcome.stderr)),
-            )
-            .into());
+        if let Some(refusal) = outcome.refused(host, path) {
+            return Err(refusal.into());
         }
         Ok(String::from_utf8_lossy(&stdout).into_owned())
     }
