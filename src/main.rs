@@ -12,6 +12,7 @@ mod known_hosts;
 mod logging;
 mod playground;
 mod policy;
+mod port;
 mod resolve;
 mod session;
 mod ssh_client;

@@ -98,7 +98,9 @@ impl SessionControl for Sessions {
                 let error = AwsError::from_sdk("ssm:ResumeSession", &error);
                 let message = error.message(None);
                 match error.problem {
-                    AwsProblem::Other => ControlError::retryable(message),
+                    AwsProblem::Other if !session_is_gone(&error) => {
+                        ControlError::retryable(message)
+                    }
                     _ => ControlError::fatal(message),
                 }
             })?;
@@ -134,12 +136,25 @@ impl SessionControl for Sessions {
             .send()
             .await
             .map_err(|error| {
-                ControlError::retryable(
-                    AwsError::from_sdk("ssm:TerminateSession", &error).message(None),
-                )
+                let error = AwsError::from_sdk("ssm:TerminateSession", &error);
+                if session_is_gone(&error) {
+                    ControlError::fatal(error.message(None))
+                } else {
+                    ControlError::retryable(error.message(None))
+                }
             })?;
         Ok(())
     }
+}
+
+/// The codes with which ResumeSession and TerminateSession refuse a session
+/// that no longer exists (or never did): final, however often it is retried.
+const GONE_CODES: [&str; 2] = ["DoesNotExistException", "InvalidParameters"];
+
+fn session_is_gone(error: &AwsError) -> bool {
+    GONE_CODES
+        .iter()
+        .any(|code| error.detail.starts_with(&format!("{code}:")))
 }
 
 /// StartSession's `Reason`: at most 256 characters.
@@ -151,6 +166,23 @@ fn reason(label: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_that_no_longer_exists_is_final() {
+        let error = |detail: &str| AwsError {
+            action: "ssm:ResumeSession",
+            problem: AwsProblem::Other,
+            detail: detail.to_owned(),
+        };
+        assert!(session_is_gone(&error(
+            "DoesNotExistException: Session alice-0123 does not exist."
+        )));
+        assert!(session_is_gone(&error("InvalidParameters: bad session id")));
+        assert!(!session_is_gone(&error(
+            "ThrottlingException: Rate exceeded"
+        )));
+        assert!(!session_is_gone(&error("InternalServerError: oops")));
+    }
 
     #[test]
     fn reason_names_the_tool_and_the_target_and_fits() {

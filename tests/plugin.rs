@@ -10,7 +10,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{assert_exit, seed_with, training_instance, Env};
+use common::{assert_exit, me, seed_with, training_instance, Env};
 use sm_ssh_integration::openssh::OpenSshServer;
 
 const INSTANCE: &str = "mi-0a1b2c3d4e5f60718";
@@ -49,11 +49,6 @@ fn command(env: &Env, program: &Path, plugins: &Path) -> Command {
     paths.extend(std::env::split_paths(&path));
     command.env("PATH", std::env::join_paths(paths).unwrap());
     command
-}
-
-fn me() -> String {
-    let output = Command::new("id").arg("-un").output().unwrap();
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
 #[test]
@@ -175,7 +170,60 @@ fn aws_cli_port_forwarding_listens_on_the_local_port() {
     env.fake.add_instance(instance).unwrap();
 
     let plugins = plugin_dir();
-    let mut child = command(&env, &aws, plugins.path())
+    let (child, port) = start_port_forwarding(&env, &aws, plugins.path());
+    for _ in 0..3 {
+        let mut socket = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut answer = String::new();
+        socket.read_to_string(&mut answer).unwrap();
+        assert_eq!(answer, "forwarded by the plugin\n");
+    }
+    let (_, terminated) = interrupt_and_count(child, &env);
+    assert_eq!(terminated, 1, "Ctrl-C ends the session");
+}
+
+#[test]
+fn aws_cli_port_forwarding_uses_basic_mode_with_an_old_agent() {
+    let Some(aws) = aws_cli() else { return };
+    let env = Env::start(seed_with(vec![]));
+    let service = TcpListener::bind("127.0.0.1:0").unwrap();
+    let service_addr = service.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for socket in service.incoming().map_while(Result::ok) {
+            let mut reader = BufReader::new(socket);
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_ok() {
+                let _ = reader
+                    .get_mut()
+                    .write_all(format!("echo {line}").as_bytes());
+            }
+        }
+    });
+    let mut instance = training_instance(INSTANCE, "old-job", 1_700_000_000);
+    instance.agent_version = "3.0.196.0".into();
+    instance.ports.insert(8080, service_addr);
+    env.fake.add_instance(instance).unwrap();
+
+    let plugins = plugin_dir();
+    let (child, port) = start_port_forwarding(&env, &aws, plugins.path());
+    // Basic mode: one connection after the other over the one session.
+    for n in 0..2 {
+        let socket = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut reader = BufReader::new(socket);
+        reader
+            .get_mut()
+            .write_all(format!("ping {n}\n").as_bytes())
+            .unwrap();
+        let mut answer = String::new();
+        reader.read_line(&mut answer).unwrap();
+        assert_eq!(answer, format!("echo ping {n}\n"));
+    }
+    assert_eq!(interrupt_and_count(child, &env), (1, 1));
+}
+
+/// `aws ssm start-session` with AWS-StartPortForwardingSession to the
+/// instance's port 8080 on any local port: the child and that port.
+fn start_port_forwarding(env: &Env, aws: &Path, plugins: &Path) -> (std::process::Child, u16) {
+    let mut child = command(env, aws, plugins)
         .args([
             "ssm",
             "start-session",
@@ -197,7 +245,7 @@ fn aws_cli_port_forwarding_listens_on_the_local_port() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let port: u16 = loop {
+    let port = loop {
         let line = lines
             .next()
             .expect("the plugin announces its port")
@@ -206,12 +254,14 @@ fn aws_cli_port_forwarding_listens_on_the_local_port() {
             break rest.split_whitespace().next().unwrap().parse().unwrap();
         }
     };
-    for _ in 0..3 {
-        let mut socket = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        let mut answer = String::new();
-        socket.read_to_string(&mut answer).unwrap();
-        assert_eq!(answer, "forwarded by the plugin\n");
-    }
+    // Keep reading, so that the plugin's last lines never meet a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, port)
+}
+
+/// Ctrl-C to the CLI's process group; once it exited 0, the successful
+/// StartSession and TerminateSession calls.
+fn interrupt_and_count(mut child: std::process::Child, env: &Env) -> (usize, usize) {
     let group = format!("-{}", child.id());
     let status = Command::new("kill")
         .args(["-INT", "--", &group])
@@ -220,11 +270,12 @@ fn aws_cli_port_forwarding_listens_on_the_local_port() {
     assert!(status.success());
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
-    let terminated = env
-        .fake
-        .events()
-        .iter()
-        .filter(|e| e.action == "ssm:TerminateSession" && e.error.is_none())
-        .count();
-    assert_eq!(terminated, 1, "Ctrl-C ends the session");
+    let events = env.fake.events();
+    let calls = |action: &str| {
+        events
+            .iter()
+            .filter(|e| e.action == action && e.error.is_none())
+            .count()
+    };
+    (calls("ssm:StartSession"), calls("ssm:TerminateSession"))
 }

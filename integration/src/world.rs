@@ -161,6 +161,26 @@ pub struct DirectionFaults {
     pub corrupt_digest: f64,
 }
 
+/// The smux keep-alive of agents that run it (3.0.222.0 to 3.1.1445, and
+/// later ones for clients up to 1.2.331.0): xtaci/smux `DefaultConfig`, a NOP
+/// every `interval_ms` and the session closed after `timeout_ms` without a
+/// frame from the client. Shorter values make tests fast.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct SmuxKeepAlive {
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+}
+
+impl Default for SmuxKeepAlive {
+    fn default() -> Self {
+        SmuxKeepAlive {
+            interval_ms: 10_000,
+            timeout_ms: 30_000,
+        }
+    }
+}
+
 /// Everything a test or the config file seeds.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -173,6 +193,7 @@ pub struct Seed {
     pub faults: Faults,
     /// `/ssm/managed-instance/activation-tier`: `standard` or `advanced`.
     pub activation_tier: String,
+    pub smux_keepalive: SmuxKeepAlive,
 }
 
 /// A session created by StartSession.
@@ -188,6 +209,8 @@ pub struct Session {
     pub unused_tokens: HashSet<String>,
     /// Set to true by TerminateSession; the data plane ends the session.
     pub terminated: watch::Sender<bool>,
+    /// When StartSession created it: the agent's 15 s handshake clock starts here.
+    pub started: std::time::Instant,
 }
 
 /// Everything the data plane needs to run a session, handed out once per
@@ -202,6 +225,9 @@ pub struct Grant {
     pub terminated: watch::Receiver<bool>,
     pub pacing: Pacing,
     pub faults: Faults,
+    pub smux_keepalive: SmuxKeepAlive,
+    /// `Session::started`.
+    pub started: std::time::Instant,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -224,6 +250,7 @@ pub struct World {
     pub pacing: Pacing,
     pub faults: Faults,
     pub activation_tier: String,
+    pub smux_keepalive: SmuxKeepAlive,
     pub sessions: HashMap<String, Session>,
     /// The data channel's live sessions and counters (see `datachannel::DataPlane`).
     pub data_plane: crate::datachannel::DataPlane,
@@ -328,6 +355,7 @@ impl World {
             pacing: seed.pacing,
             faults: seed.faults,
             activation_tier,
+            smux_keepalive: seed.smux_keepalive,
             ..World::default()
         }
     }
@@ -355,6 +383,8 @@ impl World {
             terminated: session.terminated.subscribe(),
             pacing: self.pacing,
             faults: self.faults.clone(),
+            smux_keepalive: self.smux_keepalive,
+            started: session.started,
         })
     }
 }

@@ -69,6 +69,7 @@ async fn two_connections_one_after_the_other_through_one_basic_session() {
                 properties: serde_json::json!({"portNumber": "8080", "localPortNumber": "0", "type": "LocalPortForwarding"}),
                 unused_tokens: HashSet::from(["token-0".to_string()]),
                 terminated,
+                started: std::time::Instant::now(),
             },
         )]
         .into(),

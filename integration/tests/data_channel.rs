@@ -151,6 +151,7 @@ impl Fake {
             properties: serde_json::from_str(properties).unwrap(),
             unused_tokens: tokens.iter().map(|t| t.to_string()).collect::<HashSet<_>>(),
             terminated,
+            started: std::time::Instant::now(),
         };
         self.world
             .lock()

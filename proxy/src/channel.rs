@@ -12,7 +12,8 @@
 //!   from messages sent once, and each resend doubles that message's timeout
 //!   (Karn);
 //! * the number of unacknowledged messages is bounded (backpressure, never
-//!   eviction); `pause_publication` stops stream transmission.
+//!   eviction); `pause_publication` stops stream transmission, for at most
+//!   [`PAUSE_LIMIT`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -28,6 +29,14 @@ use crate::rto::RtoEstimator;
 pub const MAX_PAYLOAD: usize = 1024;
 /// Resends of one message that double its timeout; later ones keep the last value.
 const MAX_BACKOFF_EXPONENT: usize = 5;
+/// The longest a backed-off message waits before its next resend: the agent
+/// and the plugin re-check every 100 ms with an RTO of at most 1 s, so a
+/// longer wait would only stall a recovery that the peer is ready for.
+pub const MAX_RESEND_WAIT: Duration = Duration::from_secs(2);
+/// How long a `pause_publication` holds without a `start_publication`: the
+/// service may lose the latter, and a stall for good is worse than a few
+/// messages sent into a pause (they are resent if lost).
+pub const PAUSE_LIMIT: Duration = Duration::from_secs(5);
 
 /// Tunables of a [`Channel`].
 #[derive(Clone, Debug)]
@@ -108,7 +117,8 @@ pub struct Channel {
     control: VecDeque<Bytes>,
     rto: RtoEstimator,
     pacer: Pacer,
-    paused: bool,
+    /// When `pause_publication` arrived, while it is in force.
+    paused: Option<Instant>,
     expected: i64,
     reorder: BTreeMap<i64, Frame>,
     delivered: VecDeque<Frame>,
@@ -134,7 +144,7 @@ impl Channel {
             urgent: VecDeque::new(),
             control: VecDeque::new(),
             rto: RtoEstimator::default(),
-            paused: false,
+            paused: None,
             expected: 0,
             reorder: BTreeMap::new(),
             delivered: VecDeque::new(),
@@ -186,14 +196,18 @@ impl Channel {
         self.expected
     }
 
-    /// Whether `pause_publication` is in force.
-    pub fn is_paused(&self) -> bool {
-        self.paused
+    /// Whether `pause_publication` is in force at `now` (it lapses after [`PAUSE_LIMIT`]).
+    pub fn is_paused(&mut self, now: Instant) -> bool {
+        if self.paused.is_some_and(|since| now >= since + PAUSE_LIMIT) {
+            tracing::debug!("no start_publication within {PAUSE_LIMIT:?}; resuming");
+            self.paused = None;
+        }
+        self.paused.is_some()
     }
 
-    /// `pause_publication` (true) / `start_publication` (false).
-    pub fn set_paused(&mut self, paused: bool) {
-        self.paused = paused;
+    /// `pause_publication` (true) / `start_publication` (false), received at `now`.
+    pub fn set_paused(&mut self, now: Instant, paused: bool) {
+        self.paused = paused.then_some(now);
     }
 
     /// Room left in the outgoing window, in messages.
@@ -250,13 +264,13 @@ impl Channel {
                 self.stats.undecodable += 1;
             }
             // Any sign of life from the peer lifts a pause, as the agent does.
-            self.paused = false;
+            self.paused = None;
             return;
         }
         if !frame.is_stream_data() {
             return;
         }
-        self.paused = false;
+        self.paused = None;
         let seq = frame.sequence_number;
         if seq < self.expected {
             self.stats.duplicates += 1;
@@ -340,7 +354,7 @@ impl Channel {
     /// After a new websocket is up: lift any pause and resend everything in flight
     /// at once (it may have died with the old socket).
     pub fn on_reconnected(&mut self) {
-        self.paused = false;
+        self.paused = None;
         self.urgent.clear();
         for (i, slot) in self.outgoing.iter().enumerate() {
             if matches!(slot, Slot::Sent { .. }) {
@@ -355,7 +369,7 @@ impl Channel {
         if let Some(bytes) = self.control.pop_front() {
             return Some(bytes);
         }
-        if self.paused {
+        if self.is_paused(now) {
             return None;
         }
         let seq = self.next_stream_candidate(now)?;
@@ -398,7 +412,8 @@ impl Channel {
     /// The earliest (deadline, seq) over the queues, dropping stale entries.
     /// A message's timeout is the current RTO doubled per resend (Karn's
     /// backoff): without it, acks delayed by queueing at the service turn the
-    /// whole window into resends that deepen the queue.
+    /// whole window into resends that deepen the queue. The doubling stops at
+    /// [`MAX_RESEND_WAIT`].
     fn earliest_resend(&mut self) -> Option<(Instant, i64)> {
         let rto = self.rto.rto();
         let mut earliest: Option<(Instant, i64)> = None;
@@ -408,7 +423,7 @@ impl Channel {
                     Some(Slot::Sent {
                         last_sent, resends, ..
                     }) if *last_sent == at && backoff_exponent(*resends) == exponent => {
-                        let deadline = at + rto * (1 << exponent);
+                        let deadline = at + (rto * (1 << exponent)).min(MAX_RESEND_WAIT);
                         if earliest.is_none_or(|(e, _)| deadline < e) {
                             earliest = Some((deadline, seq));
                         }
@@ -477,8 +492,8 @@ impl Channel {
 
     /// When `poll_transmit` may next have something that it does not have now.
     pub fn poll_timeout(&mut self, now: Instant) -> Option<Instant> {
-        if self.paused {
-            return None;
+        if let Some(since) = self.paused {
+            return Some(since + PAUSE_LIMIT);
         }
         let pending = !self.urgent.is_empty() || self.next_unsent < self.next_seq();
         let resend = self.earliest_resend().map(|(deadline, _)| deadline);

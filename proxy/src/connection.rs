@@ -9,7 +9,7 @@ use bytes::Bytes;
 use crate::channel::{Channel, ChannelConfig, Stats};
 use crate::frame::{message_type, payload_type, Frame, FrameError};
 use crate::handshake::{self, SessionMode};
-use crate::payload::{flag, parse_flag, ChannelClosed, HandshakeComplete, HandshakeRequest};
+use crate::payload::{flag, parse_flag, HandshakeComplete, HandshakeRequest};
 
 /// Tunables of a [`Connection`].
 #[derive(Clone, Debug)]
@@ -108,15 +108,11 @@ impl Connection {
             }
         };
         match frame.message_type.as_str() {
-            message_type::CHANNEL_CLOSED => {
-                let closed: ChannelClosed =
-                    serde_json::from_slice(&frame.payload).unwrap_or_default();
-                self.finish(Event::Closed {
-                    output: closed.output,
-                });
-            }
-            message_type::PAUSE_PUBLICATION => self.channel.set_paused(true),
-            message_type::START_PUBLICATION => self.channel.set_paused(false),
+            message_type::CHANNEL_CLOSED => self.finish(Event::Closed {
+                output: channel_closed_output(&frame.payload),
+            }),
+            message_type::PAUSE_PUBLICATION => self.channel.set_paused(now, true),
+            message_type::START_PUBLICATION => self.channel.set_paused(now, false),
             message_type::ACKNOWLEDGE => self.channel.receive(now, frame),
             _ if frame.is_stream_data() => {
                 self.channel.receive(now, frame);
@@ -262,6 +258,11 @@ impl Connection {
         self.state == State::Established
     }
 
+    /// The agent version of the HandshakeRequest (empty before it).
+    pub fn agent_version(&self) -> &str {
+        &self.agent_version
+    }
+
     /// The mode agreed in the handshake.
     pub fn mode(&self) -> Option<SessionMode> {
         self.mode
@@ -280,4 +281,13 @@ impl Connection {
     pub fn channel(&self) -> &Channel {
         &self.channel
     }
+}
+
+/// `channel_closed`'s Output, read leniently: whatever else in the body is
+/// missing or mistyped (the service's JSON has varied), a string Output is kept.
+fn channel_closed_output(payload: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|body| body.get("Output")?.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }

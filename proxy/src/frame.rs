@@ -156,8 +156,12 @@ impl Frame {
             return Err(FrameError::TooShort(bytes.len()));
         }
         let message_type = parse_message_type(&bytes[4..36])?;
+        // The plugin skips validation for the publication messages
+        // (messageparser.go, Validate): no CreatedDate or digest check.
+        let unchecked = message_type == message_type::START_PUBLICATION
+            || message_type == message_type::PAUSE_PUBLICATION;
         let created_date = be_u64(bytes, 40);
-        if created_date == 0 {
+        if created_date == 0 && !unchecked {
             return Err(FrameError::ZeroCreatedDate);
         }
         let mut id = [0u8; 16];
@@ -176,8 +180,6 @@ impl Frame {
             });
         }
         let payload = &bytes[hl + 4..hl + 4 + declared];
-        let unchecked = message_type == message_type::START_PUBLICATION
-            || message_type == message_type::PAUSE_PUBLICATION;
         if !payload.is_empty() && !unchecked && Sha256::digest(payload)[..] != bytes[80..112] {
             return Err(FrameError::DigestMismatch);
         }

@@ -17,6 +17,17 @@ pub const CLIENT_VERSION: &str = "1.2.707.0";
 const MUX_AGENT_VERSION: &str = "3.0.196.0";
 /// Agents run smux only for clients reporting at least this version.
 const MUX_CLIENT_VERSION: &str = "1.1.70";
+/// Agents up to this version may run smux with its keep-alive on (the plugin's
+/// `TCPMultiplexingWithSmuxKeepAliveDisabledAfterThisAgentVersion`).
+const KEEPALIVE_AGENT_VERSION: &str = "3.1.1511.0";
+
+/// Whether the client must send smux NOPs on a mux session with this agent:
+/// agents 3.0.222.0 to 3.1.1445 close an smux session after 30 s without a
+/// frame. The plugin's rule (`muxportforwarding.go`, `initialize`): keep-alive
+/// unless the agent is newer than 3.1.1511.0 (an unparsable version keeps it).
+pub fn agent_needs_keepalive(agent_version: &str) -> bool {
+    !version_greater(agent_version, KEEPALIVE_AGENT_VERSION)
+}
 
 /// How the byte stream of the session is to be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -228,6 +239,16 @@ mod tests {
                 [0]["ActionStatus"],
             3
         );
+    }
+
+    #[test]
+    fn keepalive_follows_the_plugins_agent_version_rule() {
+        assert!(agent_needs_keepalive("3.0.222.0"));
+        assert!(agent_needs_keepalive("3.1.1000.0"));
+        assert!(agent_needs_keepalive("3.1.1511.0"));
+        assert!(!agent_needs_keepalive("3.1.1511.1"));
+        assert!(!agent_needs_keepalive("3.3.1802.0"));
+        assert!(agent_needs_keepalive(""));
     }
 
     #[test]

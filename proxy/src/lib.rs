@@ -17,7 +17,8 @@ pub mod smux;
 
 pub use connection::{Connection, EngineConfig, EngineError, Event};
 pub use driver::{
-    bridge, forward_basic, ControlError, MuxPool, MuxSession, MuxStream, Options, SessionControl,
-    SessionEnd, SessionError, SessionStats, StreamTarget,
+    bridge, connect_port, forward_basic, splice, BasicSession, ControlError, MuxPool, MuxSession,
+    MuxStream, Options, PortSession, SessionControl, SessionEnd, SessionError, SessionStats,
+    StreamTarget,
 };
 pub use handshake::{SessionMode, CLIENT_VERSION};

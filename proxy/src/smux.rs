@@ -1,9 +1,11 @@
 //! xtaci/smux protocol version 1, client side, free of I/O (protocol §6.4).
 //!
 //! Frame: `ver:u8 = 1 | cmd:u8 | length:u16 LE | stream id:u32 LE | data`.
-//! Commands SYN (open), FIN (half-close), PSH (data), NOP (keep-alive, unused
-//! here: the agent's keep-alive is off for our ClientVersion, and ours is too).
-//! Client stream ids are odd, from 3. Version 1 has no flow control.
+//! Commands SYN (open), FIN (close), PSH (data), NOP (keep-alive: the driver
+//! sends one every 10 s to agents that need it, see
+//! `handshake::agent_needs_keepalive`). Client stream ids are odd, from 3.
+//! Version 1 has no flow control. The agent has no half-close: a FIN either
+//! way ends the whole connection to the target.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -114,10 +116,9 @@ impl Mux {
         }
     }
 
-    /// Drops a stream locally without telling the peer, after the agent already
-    /// closed it (ConnectToPortError).
-    pub fn forget(&mut self, id: u32) {
-        self.streams.remove(&id);
+    /// Queues a keep-alive NOP (stream id 0, as smux sends it).
+    pub fn nop(&mut self) {
+        self.put_frame(cmd::NOP, 0, &[]);
     }
 
     /// Streams still open in either direction.
@@ -284,6 +285,13 @@ mod tests {
             other.handle_input(&frame(9, 1, b"")),
             Err(MuxError::Command(9))
         );
+    }
+
+    #[test]
+    fn nop_is_an_empty_frame_on_stream_zero() {
+        let mut mux = Mux::new();
+        mux.nop();
+        assert_eq!(&mux.take_output()[..], &frame(cmd::NOP, 0, b"")[..]);
     }
 
     #[test]

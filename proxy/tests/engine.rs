@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use sm_ssh_proxy::channel::{ChannelConfig, MAX_PAYLOAD};
+use sm_ssh_proxy::channel::{ChannelConfig, MAX_PAYLOAD, MAX_RESEND_WAIT, PAUSE_LIMIT};
 use sm_ssh_proxy::frame::{header_flags, message_type, payload_type, Frame};
 use sm_ssh_proxy::payload::{flag, Acknowledge};
 use sm_ssh_proxy::{Connection, EngineConfig, EngineError, Event, SessionMode};
@@ -319,7 +319,7 @@ fn pause_publication_holds_data_and_start_publication_releases_it() {
     c.handle_frame(now, &service_frame(message_type::PAUSE_PUBLICATION, b""));
     c.send_data(b"held");
     assert!(c.poll_transmit(now).is_none());
-    assert_eq!(c.poll_timeout(now), None);
+    assert_eq!(c.poll_timeout(now), Some(now + PAUSE_LIMIT));
     // Acks still flow while paused.
     c.handle_frame(now, &agent_frame(2, payload_type::OUTPUT, b"x").encode());
     c.handle_frame(now, &service_frame(message_type::PAUSE_PUBLICATION, b""));
@@ -329,6 +329,81 @@ fn pause_publication_holds_data_and_start_publication_releases_it() {
     c.handle_frame(now, &service_frame(message_type::START_PUBLICATION, b""));
     exchange(now, &mut c, &mut agent);
     assert_eq!(agent.received, b"held");
+}
+
+#[test]
+fn a_pause_without_start_publication_lapses_by_itself() {
+    let now = Instant::now();
+    let (mut c, mut agent) = established(now, unpaced());
+    c.handle_frame(now, &service_frame(message_type::PAUSE_PUBLICATION, b""));
+    c.send_data(b"not stuck");
+    let lapse = now + PAUSE_LIMIT;
+    assert!(c.poll_transmit(lapse - Duration::from_millis(1)).is_none());
+    assert_eq!(c.poll_timeout(now), Some(lapse));
+    exchange(lapse, &mut c, &mut agent);
+    assert_eq!(agent.received, b"not stuck");
+}
+
+#[test]
+fn publication_frames_are_exempt_from_validation() {
+    let now = Instant::now();
+    let (mut c, mut agent) = established(now, unpaced());
+    // CreatedDate 0 and a payload whose digest does not match: the plugin
+    // skips validation for these two types (messageparser.go).
+    let odd = |kind: &str| {
+        let mut bytes = Frame::new(kind, 1, 0, 0, payload_type::NONE, b"{}".to_vec())
+            .encode()
+            .to_vec();
+        bytes[40..48].copy_from_slice(&0u64.to_be_bytes());
+        bytes[80] ^= 0xff;
+        bytes
+    };
+    c.handle_frame(now, &odd(message_type::PAUSE_PUBLICATION));
+    c.send_data(b"held");
+    assert!(c.poll_transmit(now).is_none(), "paused");
+    c.handle_frame(now, &odd(message_type::START_PUBLICATION));
+    exchange(now, &mut c, &mut agent);
+    assert_eq!(agent.received, b"held");
+    assert_eq!(c.stats().undecodable + c.stats().digest_drops, 0);
+}
+
+#[test]
+fn resends_back_off_but_never_wait_more_than_the_cap() {
+    let now = Instant::now();
+    let (mut c, _agent) = established(now, unpaced());
+    c.send_data(b"lost forever");
+    let mut at = now;
+    assert!(c.poll_transmit(at).is_some());
+    let mut waits = Vec::new();
+    for _ in 0..12 {
+        let next = c.poll_timeout(at).expect("a resend is due later");
+        waits.push(next - at);
+        at = next;
+        assert!(c.poll_transmit(at).is_some(), "resent at its deadline");
+    }
+    assert!(waits.windows(2).all(|w| w[1] >= w[0]), "{waits:?}");
+    assert_eq!(*waits.last().unwrap(), MAX_RESEND_WAIT, "{waits:?}");
+    assert!(waits.iter().all(|w| *w <= MAX_RESEND_WAIT), "{waits:?}");
+}
+
+#[test]
+fn channel_closed_output_survives_a_malformed_body() {
+    let now = Instant::now();
+    let (mut c, _agent) = established(now, unpaced());
+    let body = json!({"Output": "Idle timeout", "SchemaVersion": "one", "CreatedDate": 5, "MessageId": null});
+    c.handle_frame(
+        now,
+        &service_frame(
+            message_type::CHANNEL_CLOSED,
+            &serde_json::to_vec(&body).unwrap(),
+        ),
+    );
+    assert_eq!(
+        events(&mut c),
+        vec![Event::Closed {
+            output: "Idle timeout".into()
+        }]
+    );
 }
 
 #[test]

@@ -6,13 +6,16 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
-use sm_ssh_proxy::{bridge, MuxPool, MuxSession, MuxStream, Options, SessionControl, StreamTarget};
+use sm_ssh_proxy::{
+    bridge, BasicSession, MuxPool, MuxSession, MuxStream, Options, SessionControl, StreamTarget,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::RwLock;
 
 use crate::aws;
 use crate::cli::Global;
 use crate::error::{exit, Failure};
+use crate::port::{self, OpenError, Opened};
 use crate::resolve::{self, ResolveArgs};
 use crate::session::Sessions;
 use crate::target::Target;
@@ -156,36 +159,13 @@ impl Context {
             .await
     }
 
-    /// `n` sessions with `document`; on a failure, ends those already started.
-    async fn start_many(
-        &self,
-        document: Document,
-        spec: &Spec,
-        n: u16,
-    ) -> Result<Vec<StreamTarget>, crate::error::AwsError> {
-        let mut targets = Vec::new();
-        for _ in 0..n {
-            match self.start(document, spec).await {
-                Ok(target) => targets.push(target),
-                Err(error) => {
-                    for target in &targets {
-                        let _ = self.sessions.terminate(&target.session_id).await;
-                    }
-                    return Err(error);
-                }
-            }
-        }
-        Ok(targets)
-    }
-
-    async fn connect_pool(
-        &self,
-        document: Document,
-        targets: Vec<StreamTarget>,
-    ) -> anyhow::Result<MuxPool> {
-        MuxPool::connect(targets, self.sessions.clone(), self.options.clone())
-            .await
-            .with_context(|| format!("opening {} to {}", document.name(), self.instance_id))
+    /// `n` sessions with `document`, started and connected concurrently; on a
+    /// failure, ends those already started.
+    async fn open(&self, document: Document, spec: &Spec, n: u16) -> Result<Opened, OpenError> {
+        port::open(&self.sessions, &self.options, n, || {
+            self.start(document, spec)
+        })
+        .await
     }
 
     async fn terminate_live(&self) {
@@ -207,6 +187,13 @@ enum Backend {
         spec: Spec,
         sessions: u16,
         pool: RwLock<Option<MuxPool>>,
+    },
+    /// The agent has no smux: one connection at a time. Each listener serves
+    /// its own session; the first one opened waits here for the first listener.
+    Basic {
+        document: Document,
+        spec: Spec,
+        first: std::sync::Mutex<Option<Box<BasicSession<Sessions>>>>,
     },
     /// One AWS-StartSSHSession per connection.
     PerConnection { spec: Spec },
@@ -237,9 +224,9 @@ impl Backend {
                 }
                 return Ok(Backend::PerConnection { spec: spec.clone() });
             }
-            let targets = match context.start_many(document, spec, sessions).await {
-                Ok(targets) => targets,
-                Err(error) if Sessions::is_denied(&error) && forced.is_none() => {
+            let opened = match context.open(document, spec, sessions).await {
+                Ok(opened) => opened,
+                Err(OpenError::Start(error)) if Sessions::is_denied(&error) && forced.is_none() => {
                     tracing::info!(
                         document = document.name(),
                         "document denied; trying the next one"
@@ -247,7 +234,14 @@ impl Backend {
                     denied.push(document.name());
                     continue;
                 }
-                Err(error) => return Err(error.into()),
+                Err(OpenError::Start(error)) => return Err(error.into()),
+                Err(OpenError::Connect(error)) => {
+                    return Err(anyhow::Error::new(error).context(format!(
+                        "opening {} to {}",
+                        document.name(),
+                        context.instance_id
+                    )))
+                }
             };
             if !denied.is_empty() {
                 eprintln!(
@@ -256,12 +250,23 @@ impl Backend {
                     document.name()
                 );
             }
-            let pool = context.connect_pool(document, targets).await?;
-            return Ok(Backend::Mux {
-                document,
-                spec: spec.clone(),
-                sessions,
-                pool: RwLock::new(Some(pool)),
+            return Ok(match opened {
+                Opened::Mux(opened) => Backend::Mux {
+                    document,
+                    spec: spec.clone(),
+                    sessions,
+                    pool: RwLock::new(Some(MuxPool::from_sessions(opened))),
+                },
+                Opened::Basic(session) => {
+                    if sessions > 1 {
+                        eprintln!("sm-ssh: --sessions is ignored: the agent on {} has no smux (3.0.196.0 or older)", context.instance_id);
+                    }
+                    Backend::Basic {
+                        document,
+                        spec: spec.clone(),
+                        first: std::sync::Mutex::new(Some(session)),
+                    }
+                }
             });
         }
         Err(Failure::new(
@@ -291,6 +296,10 @@ impl Backend {
                     if n == 1 { "" } else { "s" }
                 )
             }
+            Backend::Basic { document, .. } => format!(
+                "{}, basic port forwarding: the agent has no smux, one connection at a time",
+                document.name()
+            ),
             Backend::PerConnection { .. } => {
                 "AWS-StartSSHSession, one session per connection".to_owned()
             }
@@ -338,8 +347,16 @@ impl Backend {
                 "sm-ssh: the sessions to {} ended; starting new ones",
                 spec.destination()
             );
-            let targets = context.start_many(*document, spec, *sessions).await?;
-            let fresh = context.connect_pool(*document, targets).await?;
+            let fresh = match context.open(*document, spec, *sessions).await? {
+                Opened::Mux(fresh) => MuxPool::from_sessions(fresh),
+                Opened::Basic(session) => {
+                    let _ = session.close().await;
+                    anyhow::bail!(
+                        "the agent on {} no longer speaks smux; restart sm-ssh forward",
+                        context.instance_id
+                    );
+                }
+            };
             if let Some(old) = guard.replace(fresh) {
                 old.close().await;
             }
@@ -349,13 +366,14 @@ impl Backend {
     }
 
     /// Carries one accepted connection to the destination.
-    async fn serve(&self, context: &Context, mut socket: TcpStream) -> anyhow::Result<()> {
+    async fn serve(&self, context: &Context, socket: TcpStream) -> anyhow::Result<()> {
         match self {
             Backend::Mux { .. } => {
-                let mut stream = self.open_mux_stream(context).await?;
-                tokio::io::copy_bidirectional(&mut socket, &mut stream).await?;
+                let stream = self.open_mux_stream(context).await?;
+                port::carry(socket, stream, &context.options).await?;
                 Ok(())
             }
+            Backend::Basic { .. } => unreachable!("basic forwards accept in serve_basic"),
             Backend::PerConnection { spec } => {
                 let target = context.start(Document::Ssh, spec).await?;
                 let id = target.session_id.clone();
@@ -386,6 +404,9 @@ async fn accept_loop(
     backend: Arc<Backend>,
     context: Arc<Context>,
 ) -> anyhow::Result<()> {
+    if let Backend::Basic { .. } = &*backend {
+        return serve_basic(listener, &backend, &context).await;
+    }
     loop {
         let (socket, peer) = listener.accept().await.context("accepting a connection")?;
         let _ = socket.set_nodelay(true);
@@ -400,6 +421,68 @@ async fn accept_loop(
                 );
             }
         });
+    }
+}
+
+/// Basic port forwarding on one listener: its session serves the
+/// connections one at a time; when the service ends it, the next connection
+/// starts a new one. Ctrl-C aborts this task and `terminate_live` ends the
+/// session.
+async fn serve_basic(
+    listener: TcpListener,
+    backend: &Backend,
+    context: &Context,
+) -> anyhow::Result<()> {
+    let Backend::Basic {
+        document,
+        spec,
+        first,
+    } = backend
+    else {
+        unreachable!("only called for basic backends");
+    };
+    let mut session = first.lock().expect("first session").take();
+    loop {
+        let mut waiting = None;
+        let current = match session.take() {
+            Some(current) => current,
+            None => {
+                let (socket, _) = listener.accept().await.context("accepting a connection")?;
+                waiting = Some(socket);
+                match context.open(*document, spec, 1).await? {
+                    Opened::Basic(current) => current,
+                    Opened::Mux(sessions) => {
+                        for session in sessions {
+                            let _ = session.close().await;
+                        }
+                        anyhow::bail!(
+                            "the agent on {} now speaks smux; restart sm-ssh forward",
+                            context.instance_id
+                        );
+                    }
+                }
+            }
+        };
+        let id = current.session_id().to_owned();
+        context
+            .live
+            .lock()
+            .expect("live sessions")
+            .insert(id.clone());
+        let ended = current
+            .serve(&listener, waiting, std::future::pending())
+            .await;
+        context.live.lock().expect("live sessions").remove(&id);
+        let end = ended?;
+        let why = if end.output.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", end.output)
+        };
+        eprintln!(
+            "sm-ssh: the session to {} ended{why}; the next connection starts a new one",
+            spec.destination()
+        );
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use aws_config::{BehaviorVersion, Region};
 use serde::Deserialize;
-use sm_ssh_proxy::{MuxSession, SessionControl, StreamTarget, CLIENT_VERSION};
+use sm_ssh_proxy::{connect_port, PortSession, SessionControl, StreamTarget, CLIENT_VERSION};
 use tokio::net::TcpListener;
 
 use super::proxy;
@@ -111,31 +111,49 @@ async fn forward_port(
         })?,
     };
     let session_id = target.session_id.clone();
-    let session = MuxSession::connect(
-        target,
-        sessions.clone(),
-        crate::session::data_channel_options()?,
-    )
-    .await?;
-    let listener = TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| {
-        Failure::new(
-            exit::USAGE,
-            format!("cannot listen on 127.0.0.1:{port}: {e}"),
-        )
-    })?;
+    let options = crate::session::data_channel_options()?;
+    // The mode comes from the agent's handshake: smux, or basic for agents
+    // 3.0.196.0 and older.
+    let session = connect_port(target, sessions.clone(), options.clone()).await?;
+    let listener = match TcpListener::bind(("127.0.0.1", port)).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            crate::port::close_all([session]).await;
+            return Err(Failure::new(
+                exit::USAGE,
+                format!("cannot listen on 127.0.0.1:{port}: {e}"),
+            )
+            .into());
+        }
+    };
     let local = listener.local_addr()?;
     println!("Starting session with SessionId: {session_id}");
     println!("Port {} opened for sessionId {session_id}.", local.port());
     println!("Waiting for connections...");
+    let session = match session {
+        PortSession::Mux(session) => session,
+        PortSession::Basic(basic) => {
+            let interrupted = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            let end = basic.serve(&listener, None, interrupted).await?;
+            if !end.output.is_empty() {
+                eprintln!("{}", end.output);
+            }
+            println!("\nExiting session with sessionId: {session_id}.");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let session = Arc::new(session);
     let serving = async {
         loop {
-            let (mut socket, peer) = listener.accept().await?;
+            let (socket, peer) = listener.accept().await?;
             let session = session.clone();
+            let options = options.clone();
             tokio::spawn(async move {
                 let result = async {
-                    let mut stream = session.open_stream().await?;
-                    tokio::io::copy_bidirectional(&mut socket, &mut stream).await?;
+                    let stream = session.open_stream().await?;
+                    crate::port::carry(socket, stream, &options).await?;
                     anyhow::Ok(())
                 }
                 .await;

@@ -198,6 +198,15 @@ pub fn seed_with(instances: Vec<Instance>) -> Seed {
     }
 }
 
+/// The user the tests run as (the one the test sshd lets in).
+pub fn me() -> String {
+    let output = Command::new("id").arg("-un").output().expect("id runs");
+    String::from_utf8(output.stdout)
+        .expect("a UTF-8 user name")
+        .trim()
+        .to_owned()
+}
+
 /// stdout and stderr as text, for assertions and failure messages.
 pub fn text(output: &Output) -> (String, String) {
     (

@@ -27,7 +27,7 @@ use super::mgs::{now_millis, Hub};
 use super::smux::{self, Demuxer, SmuxFrame};
 use super::target::{self, Conn, TargetEvent};
 use super::{pacing, DataPlane};
-use crate::world::{Grant, Pacing, SharedWorld};
+use crate::world::{Grant, Pacing, SharedWorld, SmuxKeepAlive};
 
 /// The agent version announced in the HandshakeRequest when the instance has none.
 const DEFAULT_AGENT_VERSION: &str = "3.3.1802.0";
@@ -40,8 +40,17 @@ const OUTGOING_CAPACITY: usize = 100_000;
 const INCOMING_CAPACITY: usize = 100_000;
 /// Target events waiting for the agent; small, so a paused agent stops its readers.
 const TARGET_QUEUE: usize = 16;
-/// The first client version that speaks smux for LocalPortForwarding.
+/// The first client version that speaks smux for LocalPortForwarding
+/// (port.go `muxSupportedClientVersion`).
 const MUX_MIN_CLIENT_VERSION: [u64; 3] = [1, 1, 70];
+/// Agents after this one have the smux port plugin (3.0.222.0 added it).
+const MUX_AGENT_AFTER: [u64; 4] = [3, 0, 196, 0];
+/// 3.1.1446.0 turned smux keep-alive off for every client …
+const KEEPALIVE_OFF_FROM_AGENT: [u64; 4] = [3, 1, 1446, 0];
+/// … and 3.1.1575.0 only for clients above this one
+/// (port.go `muxKeepAliveDisabledAfterThisClientVersion`).
+const KEEPALIVE_CLIENT_GATE_FROM_AGENT: [u64; 4] = [3, 1, 1575, 0];
+const KEEPALIVE_OFF_AFTER_CLIENT: [u64; 4] = [1, 2, 331, 0];
 const HANDSHAKE_TIMEOUT_MESSAGE: &str =
     "Handshake timed out. Please ensure that you have the latest version of the session manager plugin.";
 
@@ -119,8 +128,16 @@ enum BasicConn {
 struct Mux {
     demuxer: Demuxer,
     streams: HashMap<u32, MuxStream>,
+    /// Accepted streams waiting for their dial; the agent dials one at a
+    /// time, in order (port_mux.go `handleServerConnections`). The front is
+    /// being dialled.
+    dial_queue: VecDeque<u32>,
     pipe: mpsc::Sender<Bytes>,
     control: mpsc::UnboundedSender<Bytes>,
+    /// smux keep-alive, when this agent and client version run it.
+    keepalive: Option<SmuxKeepAlive>,
+    /// When the last smux frame (of any kind) came from the client.
+    last_frame: Instant,
 }
 
 enum MuxStream {
@@ -143,6 +160,7 @@ pub(crate) struct Agent {
     remote_hosts: BTreeMap<String, SocketAddr>,
     agent_version: String,
     pacing: Pacing,
+    smux_keepalive: SmuxKeepAlive,
     withhold_acks: bool,
     fail_target_dial: bool,
     short_channel_closed: bool,
@@ -196,6 +214,7 @@ impl Agent {
             remote_hosts: grant.remote_hosts,
             agent_version,
             pacing: grant.pacing,
+            smux_keepalive: grant.smux_keepalive,
             withhold_acks: grant.faults.withhold_acks,
             fail_target_dial: grant.faults.fail_target_dial,
             short_channel_closed: grant.faults.short_channel_closed,
@@ -213,10 +232,12 @@ impl Agent {
             paused: false,
             expected: 0,
             incoming: BTreeMap::new(),
+            // The agent starts its handshake when the session starts
+            // (datachannel.go, handshakeTimeout), not when the client connects.
             phase: Phase::Handshake {
-                deadline: Instant::now() + HANDSHAKE_TIMEOUT,
+                deadline: Instant::from_std(grant.started) + HANDSHAKE_TIMEOUT,
             },
-            handshake_started: Instant::now(),
+            handshake_started: Instant::from_std(grant.started),
             handshake_accepted: None,
             plugin: Plugin::None,
             next_conn_id: 0,
@@ -235,6 +256,10 @@ impl Agent {
         self.send_stream(payload_type::HANDSHAKE_REQUEST, json_bytes(&request));
         let mut resend = interval(RESEND_INTERVAL);
         resend.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut keepalive = interval(Duration::from_millis(
+            self.smux_keepalive.interval_ms.max(1),
+        ));
+        keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let output = loop {
             if let Some(output) = self.check_end() {
                 break output;
@@ -255,6 +280,7 @@ impl Agent {
                     }
                 }
                 _ = resend.tick() => self.resend(),
+                _ = keepalive.tick(), if self.keepalive_on() => self.keepalive(),
                 _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     match std::mem::replace(&mut self.phase, Phase::Running) {
                         Phase::Draining { output, .. } => break output,
@@ -441,7 +467,8 @@ impl Agent {
         self.start_plugin(&client_version);
     }
 
-    /// §6.1: basic raw bytes unless LocalPortForwarding with a smux-capable client.
+    /// §6.1 and §12: basic raw bytes unless LocalPortForwarding with an
+    /// agent that has smux and a smux-capable client (port.go `GetSession`).
     fn start_plugin(&mut self, client_version: &str) {
         if self.property("portNumber").is_none() {
             return self.end(
@@ -450,7 +477,9 @@ impl Agent {
             );
         }
         let forwarding = self.property("type").as_deref() == Some("LocalPortForwarding");
-        if forwarding && version(client_version) >= MUX_MIN_CLIENT_VERSION.to_vec() {
+        let agent = version(&self.agent_version);
+        let mux_agent = agent > MUX_AGENT_AFTER.to_vec();
+        if forwarding && mux_agent && version(client_version) >= MUX_MIN_CLIENT_VERSION.to_vec() {
             let (pipe, frames) = mpsc::channel(TARGET_QUEUE);
             let (control, control_rx) = mpsc::unbounded_channel();
             let pause = pacing::pump_pause(self.pacing);
@@ -461,11 +490,16 @@ impl Agent {
                 pause,
                 &mut self.tasks,
             );
+            let keepalive =
+                keepalive_runs(&agent, &version(client_version)).then_some(self.smux_keepalive);
             self.plugin = Plugin::Mux(Mux {
                 demuxer: Demuxer::default(),
                 streams: HashMap::new(),
+                dial_queue: VecDeque::new(),
                 pipe,
                 control,
+                keepalive,
+                last_frame: Instant::now(),
             });
         } else {
             let id = self.spawn_dial(None);
@@ -554,7 +588,10 @@ impl Agent {
                 mux.demuxer.push(&payload);
                 while let Plugin::Mux(mux) = &mut self.plugin {
                     match mux.demuxer.next_frame() {
-                        Ok(Some(frame)) => self.on_smux(frame),
+                        Ok(Some(frame)) => {
+                            mux.last_frame = Instant::now();
+                            self.on_smux(frame);
+                        }
                         Ok(None) => break,
                         Err(e) => {
                             self.end(&e, false);
@@ -583,7 +620,10 @@ impl Agent {
                         fin: false,
                     },
                 );
-                self.spawn_dial(Some(sid));
+                mux.dial_queue.push_back(sid);
+                if mux.dial_queue.len() == 1 {
+                    self.spawn_dial(Some(sid));
+                }
             }
             SmuxFrame::Psh(sid, data) => {
                 let Plugin::Mux(mux) = &mut self.plugin else {
@@ -600,8 +640,14 @@ impl Agent {
                     return;
                 };
                 match mux.streams.get_mut(&sid) {
-                    // Half-close; the reader runs on until the target's EOF sends our FIN.
-                    Some(MuxStream::Open(conn)) => conn.shutdown(),
+                    // No half-close: io.Copy ends at the FIN and the agent closes
+                    // the target connection, then the stream (port_mux.go
+                    // handleDataTransfer). Dropping the Conn writes what is queued
+                    // and closes the socket.
+                    Some(MuxStream::Open(_)) => {
+                        mux.streams.remove(&sid);
+                        let _ = mux.control.send(smux::encode(smux::CMD_FIN, sid, b""));
+                    }
                     Some(MuxStream::Dialing { fin, .. }) => *fin = true,
                     None => {}
                 }
@@ -648,6 +694,14 @@ impl Agent {
                 }
             }
             TargetEvent::MuxBytes(chunk) => self.send_stream(payload_type::OUTPUT, chunk),
+            // The target ended (its FIN is on the pipe): the connection closes both ways.
+            TargetEvent::MuxEnded(sid) => {
+                if let Plugin::Mux(mux) = &mut self.plugin {
+                    if matches!(mux.streams.get(&sid), Some(MuxStream::Open(_))) {
+                        mux.streams.remove(&sid);
+                    }
+                }
+            }
         }
     }
 
@@ -669,34 +723,81 @@ impl Agent {
             }
             Plugin::Mux(_) => {
                 let sid = id as u32;
+                let target_tx = self.target_tx.clone();
                 let Plugin::Mux(mux) = &mut self.plugin else {
                     return;
                 };
-                let Some(MuxStream::Dialing { pending, fin }) = mux.streams.remove(&sid) else {
-                    return;
-                };
-                match result {
-                    Ok(stream) => {
-                        let conn = target::open_mux(stream, sid, mux.pipe.clone(), &mut self.tasks);
-                        for data in pending {
-                            conn.write(data);
+                if mux.dial_queue.front() == Some(&sid) {
+                    mux.dial_queue.pop_front();
+                }
+                let next = mux.dial_queue.front().copied();
+                if let Some(MuxStream::Dialing { pending, fin }) = mux.streams.remove(&sid) {
+                    match result {
+                        Ok(stream) => {
+                            let conn = target::open_mux(
+                                stream,
+                                sid,
+                                mux.pipe.clone(),
+                                target_tx,
+                                &mut self.tasks,
+                            );
+                            for data in pending {
+                                conn.write(data);
+                            }
+                            if fin {
+                                // The client is gone already: write what it sent, then close.
+                                drop(conn);
+                                let _ = mux.control.send(smux::encode(smux::CMD_FIN, sid, b""));
+                            } else {
+                                mux.streams.insert(sid, MuxStream::Open(conn));
+                            }
                         }
-                        if fin {
-                            conn.shutdown();
+                        Err(e) => {
+                            tracing::info!(
+                                session_id = self.session_id,
+                                sid,
+                                "mux dial failed: {e}"
+                            );
+                            self.plane.stats.dial_failures.fetch_add(1, Relaxed);
+                            // The flag, then the stream's FIN (port_mux.go
+                            // handleServerConnections: SendStreamDataMessage, then
+                            // stream.Close): the FIN goes round the pipe, so it
+                            // reaches the client after the flag.
+                            let fin = smux::encode(smux::CMD_FIN, sid, b"");
+                            let _ = mux.control.send(fin);
+                            let payload = flag_payload(flag::CONNECT_TO_PORT_ERROR);
+                            self.send_stream(payload_type::FLAG, Bytes::copy_from_slice(&payload));
                         }
-                        mux.streams.insert(sid, MuxStream::Open(conn));
                     }
-                    Err(e) => {
-                        tracing::info!(session_id = self.session_id, sid, "mux dial failed: {e}");
-                        let _ = mux.control.send(smux::encode(smux::CMD_FIN, sid, b""));
-                        self.plane.stats.dial_failures.fetch_add(1, Relaxed);
-                        let payload = flag_payload(flag::CONNECT_TO_PORT_ERROR);
-                        self.send_stream(payload_type::FLAG, Bytes::copy_from_slice(&payload));
-                    }
+                }
+                if let Some(next) = next {
+                    self.spawn_dial(Some(next));
                 }
             }
             _ => {}
         }
+    }
+
+    fn keepalive_on(&self) -> bool {
+        matches!(&self.plugin, Plugin::Mux(mux) if mux.keepalive.is_some())
+    }
+
+    /// smux keep-alive (xtaci/smux `keepalive`): a NOP every interval; the
+    /// smux session, and with it the agent's port plugin and the session,
+    /// ends once nothing came from the client for the timeout.
+    fn keepalive(&mut self) {
+        let Plugin::Mux(mux) = &self.plugin else {
+            return;
+        };
+        let Some(keepalive) = mux.keepalive else {
+            return;
+        };
+        if mux.last_frame.elapsed() >= Duration::from_millis(keepalive.timeout_ms) {
+            tracing::info!(session_id = self.session_id, "smux keep-alive timed out");
+            // The real Output is not public; the plugin ends with the session.
+            return self.end("", false);
+        }
+        let _ = mux.control.send(smux::encode(smux::CMD_NOP, 0, b""));
     }
 
     fn dial_failed(&mut self, error: &str) {
@@ -836,6 +937,20 @@ fn decode_unverified(bytes: &[u8]) -> Result<Frame, FrameError> {
     }
 }
 
+/// Whether an agent of version `agent` runs smux keep-alive with a client of
+/// version `client`: 3.0.222.0 to 3.1.1445 always, 3.1.1446.0 to 3.1.1574 never
+/// (5bdad830), later ones for clients up to 1.2.331.0 (4426b37d, port_mux.go
+/// `initialize`).
+fn keepalive_runs(agent: &[u64], client: &[u64]) -> bool {
+    if agent < &KEEPALIVE_OFF_FROM_AGENT[..] {
+        true
+    } else if agent < &KEEPALIVE_CLIENT_GATE_FROM_AGENT[..] {
+        false
+    } else {
+        client <= &KEEPALIVE_OFF_AFTER_CLIENT[..]
+    }
+}
+
 /// A version's numeric components; fewer components compare smaller.
 fn version(text: &str) -> Vec<u64> {
     text.split('.')
@@ -877,6 +992,20 @@ mod tests {
         assert!(version("1.1.69.9") < MUX_MIN_CLIENT_VERSION.to_vec());
         assert!(version("0.0.1") < MUX_MIN_CLIENT_VERSION.to_vec());
         assert!(version("1.1") < MUX_MIN_CLIENT_VERSION.to_vec());
+    }
+
+    #[test]
+    fn keepalive_follows_the_agent_and_client_versions() {
+        let runs = |agent: &str, client: &str| keepalive_runs(&version(agent), &version(client));
+        assert!(runs("3.0.222.0", "1.2.764.0"));
+        assert!(runs("3.1.1000.0", "1.2.764.0"));
+        assert!(!runs("3.1.1446.0", "1.0.0.0"));
+        assert!(!runs("3.1.1511.0", "1.2.764.0"));
+        assert!(runs("3.1.1575.0", "1.2.331.0"));
+        assert!(!runs("3.1.1575.0", "1.2.332.0"));
+        assert!(!runs("3.3.1802.0", "1.2.764.0"));
+        assert!(version("3.0.196.0") <= MUX_AGENT_AFTER.to_vec());
+        assert!(version("3.0.222.0") > MUX_AGENT_AFTER.to_vec());
     }
 
     #[test]

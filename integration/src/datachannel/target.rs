@@ -33,12 +33,8 @@ pub(crate) enum TargetEvent {
     Closed { id: u64, error: Option<String> },
     /// A chunk (≤ 1024 bytes) of the smux server's outgoing byte stream.
     MuxBytes(Bytes),
-}
-
-pub(crate) enum WriteCmd {
-    Data(Bytes),
-    /// Half-close: the peer sent FIN.
-    Shutdown,
+    /// The target of smux stream `sid` ended; its FIN is on the pipe.
+    MuxEnded(u32),
 }
 
 /// Dials `addr`, or fails as the `fail_target_dial` fault asks.
@@ -63,20 +59,18 @@ pub(crate) async fn dial(
 /// One open target connection. Dropping it stops the reader and, once the
 /// writer has flushed, closes the socket.
 pub(crate) struct Conn {
-    writer: mpsc::UnboundedSender<WriteCmd>,
+    writer: mpsc::UnboundedSender<Bytes>,
     reader: AbortHandle,
 }
 
 impl Conn {
     pub(crate) fn write(&self, bytes: Bytes) {
-        let _ = self.writer.send(WriteCmd::Data(bytes));
-    }
-
-    pub(crate) fn shutdown(&self) {
-        let _ = self.writer.send(WriteCmd::Shutdown);
+        let _ = self.writer.send(bytes);
     }
 }
 
+/// The reader stops at once; the writer writes what is queued and then the
+/// socket closes in both directions.
 impl Drop for Conn {
     fn drop(&mut self) {
         self.reader.abort();
@@ -123,11 +117,13 @@ pub(crate) fn open_basic(
     }
 }
 
-/// A mux stream's connection: reads become smux PSH frames on the pipe, EOF a FIN.
+/// A mux stream's connection: reads become smux PSH frames on the pipe; EOF
+/// or an error a FIN, and `MuxEnded` so that the agent closes the connection.
 pub(crate) fn open_mux(
     stream: TcpStream,
     sid: u32,
     pipe: mpsc::Sender<Bytes>,
+    events: mpsc::Sender<TargetEvent>,
     tasks: &mut JoinSet<()>,
 ) -> Conn {
     let (mut read, write) = stream.into_split();
@@ -146,6 +142,7 @@ pub(crate) fn open_mux(
                 }
                 _ => {
                     let _ = pipe.send(smux::encode(smux::CMD_FIN, sid, b"")).await;
+                    let _ = events.send(TargetEvent::MuxEnded(sid)).await;
                     return;
                 }
             }
@@ -160,20 +157,12 @@ pub(crate) fn open_mux(
 fn spawn_writer(
     mut write: tokio::net::tcp::OwnedWriteHalf,
     tasks: &mut JoinSet<()>,
-) -> mpsc::UnboundedSender<WriteCmd> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
+) -> mpsc::UnboundedSender<Bytes> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
     tasks.spawn(async move {
-        while let Some(command) = rx.recv().await {
-            match command {
-                WriteCmd::Data(bytes) => {
-                    if write.write_all(&bytes).await.is_err() {
-                        return;
-                    }
-                }
-                WriteCmd::Shutdown => {
-                    let _ = write.shutdown().await;
-                    return;
-                }
+        while let Some(bytes) = rx.recv().await {
+            if write.write_all(&bytes).await.is_err() {
+                return;
             }
         }
     });

@@ -86,6 +86,7 @@ fn start_in(world: &mut World, port: u16, req: &StartInput, document: &str) -> A
             properties,
             unused_tokens: HashSet::from([token.clone()]),
             terminated,
+            started: std::time::Instant::now(),
         },
     );
     Ok(session_reply(&id, &token, port))

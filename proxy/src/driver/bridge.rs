@@ -48,7 +48,7 @@ pub async fn bridge<C: SessionControl>(
     let driving = async move {
         let mut pump = Pump::new(link, pending);
         let local = Local {
-            input: &mut in_rx,
+            input: Some(&mut in_rx),
             output: &out_tx,
         };
         match pump

@@ -117,6 +117,10 @@ impl<C: SessionControl> Link<C> {
         &self.session_id
     }
 
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
     pub fn control(&self) -> &Arc<C> {
         &self.control
     }
@@ -302,6 +306,28 @@ impl<C: SessionControl> Link<C> {
             }
         })
         .await;
+    }
+
+    /// Ends the session from our side: Flag TerminateSession, wait for the
+    /// acknowledgements (≤ `drain_timeout`), then the TerminateSession API.
+    /// Returns the `channel_closed` Output if one came meanwhile.
+    pub async fn terminate(&mut self) -> String {
+        self.conn.send_flag(crate::payload::flag::TERMINATE_SESSION);
+        let mut events = Vec::new();
+        let drained = self.drain(&mut events).await;
+        if let Err(error) = self.control.terminate(&self.session_id).await {
+            tracing::debug!(%error, "TerminateSession failed");
+        }
+        if let Err(error) = drained {
+            tracing::debug!(%error, "the session ended while draining");
+        }
+        events
+            .into_iter()
+            .find_map(|e| match e {
+                Event::Closed { output } => Some(output),
+                _ => None,
+            })
+            .unwrap_or_default()
     }
 
     /// Waits until everything queued is acknowledged, the session ends, or the

@@ -14,18 +14,28 @@ mod basic;
 mod bridge;
 mod link;
 mod mux;
+mod port;
 mod pump;
 mod socket;
+mod splice;
 
 use std::future::Future;
 use std::time::Duration;
 
-pub use basic::forward_basic;
+pub use basic::{forward_basic, BasicSession};
 pub use bridge::bridge;
 pub use mux::{MuxPool, MuxSession, MuxStream};
+pub use port::{connect_port, PortSession};
+pub use splice::splice;
 
 use crate::channel::Stats;
 use crate::handshake::CLIENT_VERSION;
+
+/// The plugin's smux keep-alive period (smux's `DefaultConfig`).
+pub const SMUX_KEEPALIVE: Duration = Duration::from_secs(10);
+
+/// Default of [`Options::half_close_grace`].
+pub const HALF_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Where and how to open a session's data channel: the StartSession or
 /// ResumeSession answer. `Debug` hides the token.
@@ -106,6 +116,13 @@ pub struct Options {
     pub handshake_timeout: Duration,
     /// On local EOF, how long to wait for outstanding data to be acknowledged.
     pub drain_timeout: Duration,
+    /// smux NOP period on mux sessions with agents that need keep-alive
+    /// (3.1.1511.0 and older); `None` never sends them.
+    pub smux_keepalive: Option<Duration>,
+    /// After a local client half-closes a forwarded connection, how long the
+    /// target may stay quiet before the connection is closed (the agent has no
+    /// half-close; see docs/user-guide.md).
+    pub half_close_grace: Duration,
 }
 
 impl Default for Options {
@@ -122,6 +139,8 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(15),
             handshake_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(5),
+            smux_keepalive: Some(SMUX_KEEPALIVE),
+            half_close_grace: HALF_CLOSE_GRACE,
         }
     }
 }

@@ -1,23 +1,25 @@
 //! Port forwarding over smux: many TCP connections over one session, and a
 //! pool of sessions for throughput.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, Instant};
 
 use super::link::{fatal, Link, Turn};
+use super::port::{connect_port, PortSession};
 use super::{Options, SessionControl, SessionEnd, SessionError, SessionStats, StreamTarget};
 use crate::connection::Event;
-use crate::handshake::SessionMode;
-use crate::payload::flag;
+use crate::handshake::agent_needs_keepalive;
 use crate::smux::{Mux, MuxEvent};
 
 /// Bytes buffered inside each stream's in-memory pipe.
@@ -25,8 +27,9 @@ const STREAM_BUFFER: usize = 64 * 1024;
 /// smux bytes waiting for the engine's window before local reads pause.
 const MUX_BACKLOG: usize = 256 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
-/// Closed streams remembered for a late ConnectToPortError, at most.
-const MAX_AWAITING: usize = 256;
+/// What a stream's read fails with when the agent could not dial for it.
+const DIAL_FAILED: &str =
+    "the agent could not connect to the destination port (see the SSM agent logs)";
 
 type ErrorSlot = Arc<Mutex<Option<String>>>;
 
@@ -106,29 +109,48 @@ pub struct MuxSession {
 
 impl MuxSession {
     /// Opens the data channel and completes the handshake; fails unless the agent
-    /// agreed to multiplexed port forwarding.
+    /// agreed to multiplexed port forwarding (a session it cannot use is
+    /// terminated). [`connect_port`] takes either mode.
     pub async fn connect<C: SessionControl>(
         target: StreamTarget,
         control: Arc<C>,
         options: Options,
     ) -> Result<MuxSession, SessionError> {
-        let session_id = target.session_id.clone();
-        let mut pending = Vec::new();
-        let (link, mode) = Link::connect(target, control, options, &mut pending).await?;
-        if mode != SessionMode::MuxPort {
-            return Err(SessionError::Unsupported(format!(
-                "the agent chose {mode:?} mode, not multiplexed port forwarding (agent 3.0.196.0 or older, ClientVersion below 1.1.70, or not a port-forwarding document); for BasicPort use forward_basic with a new session"
-            )));
+        match connect_port(target, control, options).await? {
+            PortSession::Mux(session) => Ok(session),
+            PortSession::Basic(basic) => {
+                let _ = basic.close().await;
+                Err(SessionError::Unsupported(
+                    "the agent chose basic port forwarding, not smux (agent 3.0.196.0 or older, or ClientVersion below 1.1.70); the session was terminated: use connect_port or forward_basic".to_owned(),
+                ))
+            }
         }
+    }
+
+    /// Starts the session task on a link whose handshake chose smux.
+    pub(crate) fn start<C: SessionControl>(link: Link<C>, pending: Vec<Event>) -> MuxSession {
+        let session_id = link.session_id().to_owned();
+        // The plugin's rule: NOPs for agents that may run smux keep-alive.
+        let keepalive = link
+            .options()
+            .smux_keepalive
+            .filter(|_| agent_needs_keepalive(link.conn.agent_version()));
         let (commands, rx) = mpsc::channel(64);
         let stats = Arc::new(Mutex::new(link.stats()));
-        let task = tokio::spawn(run(link, rx, commands.downgrade(), pending, stats.clone()));
-        Ok(MuxSession {
+        let task = tokio::spawn(run(
+            link,
+            rx,
+            commands.downgrade(),
+            pending,
+            stats.clone(),
+            keepalive,
+        ));
+        MuxSession {
             commands,
             task,
             session_id,
             stats,
-        })
+        }
     }
 
     pub fn session_id(&self) -> &str {
@@ -181,13 +203,16 @@ async fn run<C: SessionControl>(
     commands: mpsc::WeakSender<Command>,
     mut events: Vec<Event>,
     stats: Arc<Mutex<SessionStats>>,
+    keepalive: Option<Duration>,
 ) -> Result<SessionEnd, SessionError> {
     let mut mux = Mux::new();
     let mut streams: HashMap<u32, StreamHandle> = HashMap::new();
-    // Streams that have not heard from the target yet, oldest first: the agent
-    // reports a failed dial with a bare ConnectToPortError flag, which we pin on
-    // the oldest of them.
-    let mut awaiting: VecDeque<u32> = VecDeque::new();
+    // The agent reports a failed dial with a bare ConnectToPortError flag and
+    // then a FIN on that stream (port_mux.go, handleServerConnections): each
+    // flag not yet matched waits for the next FIN of a stream that never
+    // received data.
+    let mut dial_errors = DialErrors::default();
+    let mut next_nop = keepalive.map(|every| Instant::now() + every);
     let mut detached = false;
     let result = loop {
         events.extend(std::iter::from_fn(|| link.conn.poll_event()));
@@ -199,26 +224,9 @@ async fn run<C: SessionControl>(
                         outcome = Some(Err(SessionError::Protocol(error.to_string())));
                         break;
                     }
-                    dispatch(&mut mux, &mut streams, &mut awaiting);
+                    dispatch(&mut mux, &mut streams, &mut dial_errors);
                 }
-                Event::ConnectToPortError => match awaiting.pop_front() {
-                    Some(id) => match streams.remove(&id) {
-                        Some(handle) => {
-                            let why = "the agent could not connect to the destination port (see the SSM agent logs)";
-                            *handle.error.lock().expect("error slot") = Some(why.to_owned());
-                            let _ = handle.tx.send(Inbound::Fail);
-                            mux.forget(id);
-                        }
-                        // The agent closed that stream before reporting it.
-                        None => tracing::debug!(
-                            stream = id,
-                            "the agent could not connect for a closed stream"
-                        ),
-                    },
-                    None => {
-                        tracing::debug!("ConnectToPortError with no stream awaiting its target")
-                    }
-                },
+                Event::ConnectToPortError => dial_errors.unmatched += 1,
                 Event::Closed { output } => {
                     outcome = Some(Ok(output));
                     break;
@@ -244,24 +252,28 @@ async fn run<C: SessionControl>(
         }
         *stats.lock().expect("stats") = link.stats();
         if detached && streams.is_empty() {
-            break terminate(&mut link).await;
+            break Ok(link.terminate().await);
         }
         let accept = !detached && mux.pending_output() < MUX_BACKLOG;
         let app = async {
-            if accept {
-                rx.recv().await
-            } else {
-                std::future::pending().await
+            tokio::select! {
+                command = rx.recv(), if accept => Some(command),
+                () = sleep_until_opt(next_nop) => None,
             }
         };
         match link.turn(true, app).await {
             Err(error) => break Err(error),
             Ok(Turn::Engine) => {}
-            Ok(Turn::App(Some(Command::Close))) => break terminate(&mut link).await,
+            // smux keep-alive: the agent closes the session after 30 s without a frame.
+            Ok(Turn::App(None)) => {
+                mux.nop();
+                next_nop = keepalive.map(|every| Instant::now() + every);
+            }
+            Ok(Turn::App(Some(Some(Command::Close)))) => break Ok(link.terminate().await),
             // The MuxSession and every stream's writer are gone: finish once the
             // agent has closed the remaining streams.
-            Ok(Turn::App(None)) => detached = true,
-            Ok(Turn::App(Some(Command::Open(reply)))) => {
+            Ok(Turn::App(Some(None))) => detached = true,
+            Ok(Turn::App(Some(Some(Command::Open(reply))))) => {
                 // The requester holds a sender, so the upgrade succeeds.
                 let Some(commands) = commands.upgrade() else {
                     continue;
@@ -269,11 +281,11 @@ async fn run<C: SessionControl>(
                 let id = mux.open();
                 let (stream, handle) = spawn_stream(id, commands);
                 streams.insert(id, handle);
-                awaiting.push_back(id);
+                dial_errors.silent.insert(id);
                 let _ = reply.send(stream);
             }
-            Ok(Turn::App(Some(Command::Data(id, bytes)))) => mux.write(id, &bytes),
-            Ok(Turn::App(Some(Command::Fin(id)))) => mux.finish(id),
+            Ok(Turn::App(Some(Some(Command::Data(id, bytes))))) => mux.write(id, &bytes),
+            Ok(Turn::App(Some(Some(Command::Fin(id))))) => mux.finish(id),
         }
     };
     *stats.lock().expect("stats") = link.stats();
@@ -291,44 +303,45 @@ async fn run<C: SessionControl>(
     })
 }
 
-fn dispatch(mux: &mut Mux, streams: &mut HashMap<u32, StreamHandle>, awaiting: &mut VecDeque<u32>) {
+/// Which streams a ConnectToPortError can belong to.
+#[derive(Default)]
+struct DialErrors {
+    /// Flags received and not yet matched to a stream.
+    unmatched: usize,
+    /// Open streams that have not received any data.
+    silent: HashSet<u32>,
+}
+
+fn dispatch(mux: &mut Mux, streams: &mut HashMap<u32, StreamHandle>, dial: &mut DialErrors) {
     while let Some(event) = mux.poll_event() {
         match event {
             MuxEvent::Data(id, bytes) => {
-                awaiting.retain(|&a| a != id);
+                dial.silent.remove(&id);
                 if let Some(handle) = streams.get(&id) {
                     let _ = handle.tx.send(Inbound::Data(bytes));
                 }
             }
             MuxEvent::Fin(id) => {
-                // Stays in `awaiting`: a ConnectToPortError may follow the FIN.
-                // Dropping the sender ends the pipe: the application reads EOF.
-                streams.remove(&id);
-                if awaiting.len() > MAX_AWAITING {
-                    awaiting.retain(|a| streams.contains_key(a));
+                // Dropping the sender ends the pipe: the application reads EOF,
+                // or the dial error if this FIN follows a ConnectToPortError.
+                let handle = streams.remove(&id);
+                if dial.silent.remove(&id) && dial.unmatched > 0 {
+                    dial.unmatched -= 1;
+                    if let Some(handle) = handle {
+                        *handle.error.lock().expect("error slot") = Some(DIAL_FAILED.to_owned());
+                        let _ = handle.tx.send(Inbound::Fail);
+                    }
                 }
             }
         }
     }
 }
 
-async fn terminate<C: SessionControl>(link: &mut Link<C>) -> Result<String, SessionError> {
-    link.conn.send_flag(flag::TERMINATE_SESSION);
-    let mut events = Vec::new();
-    let drained = link.drain(&mut events).await;
-    if let Err(error) = link.control().terminate(link.session_id()).await {
-        tracing::debug!(%error, "TerminateSession failed");
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
     }
-    if let Err(error) = drained {
-        tracing::debug!(%error, "the session ended while draining");
-    }
-    Ok(events
-        .into_iter()
-        .find_map(|e| match e {
-            Event::Closed { output } => Some(output),
-            _ => None,
-        })
-        .unwrap_or_default())
 }
 
 /// Connects the application's end of a pipe to the session task: one task
@@ -403,6 +416,14 @@ impl MuxPool {
             sessions,
             next: AtomicUsize::new(0),
         })
+    }
+
+    /// A pool of sessions already connected.
+    pub fn from_sessions(sessions: Vec<MuxSession>) -> MuxPool {
+        MuxPool {
+            sessions,
+            next: AtomicUsize::new(0),
+        }
     }
 
     pub fn sessions(&self) -> &[MuxSession] {

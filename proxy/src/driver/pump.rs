@@ -21,7 +21,8 @@ const READ_CHUNK: usize = 16 * 1024;
 /// The application end attached to the session: where input comes from and
 /// where received bytes go.
 pub(crate) struct Local<'a> {
-    pub input: &'a mut mpsc::Receiver<Bytes>,
+    /// `None` once the local side has ended its input (basic mode's half-close grace).
+    pub input: Option<&'a mut mpsc::Receiver<Bytes>>,
     pub output: &'a mpsc::Sender<Bytes>,
 }
 
@@ -110,12 +111,12 @@ impl<C: SessionControl> Pump<C> {
                 }
             }
             let attached = local.is_some();
-            let want_input = attached && self.input.is_none() && self.link.conn.can_send();
-            let want_output = attached && !self.output.is_empty();
             let (in_rx, out_tx) = match &mut local {
-                Some(local) => (Some(&mut *local.input), Some(local.output)),
+                Some(local) => (local.input.as_deref_mut(), Some(local.output)),
                 None => (None, None),
             };
+            let want_input = in_rx.is_some() && self.input.is_none() && self.link.conn.can_send();
+            let want_output = attached && !self.output.is_empty();
             let other = &mut other;
             let app = async move {
                 tokio::select! {
@@ -165,6 +166,11 @@ impl<C: SessionControl> Pump<C> {
     pub fn disconnect(&mut self) {
         self.input = None;
         self.link.conn.send_flag(flag::DISCONNECT_TO_PORT);
+    }
+
+    /// Stream messages delivered so far (to tell whether the agent sent anything).
+    pub fn delivered(&self) -> u64 {
+        self.link.conn.stats().messages_delivered
     }
 
     pub fn end(self, output: String) -> SessionEnd {

@@ -386,7 +386,8 @@ enum Reply {
     DialFailed(u32),
 }
 
-/// The agent's smux server with an echo "target" behind every stream.
+/// The agent's smux server with an echo "target" behind every stream; a
+/// failed dial sends Flag ConnectToPortError, then the stream's FIN.
 #[derive(Default)]
 struct SmuxServer {
     buffer: Vec<u8>,
@@ -416,6 +417,9 @@ impl SmuxServer {
                         replies.push(Reply::DialFailed(id));
                     }
                 }
+                // No half-close, as on the agent (port_mux.go handleDataTransfer):
+                // the client's FIN closes the echo target both ways; it answers
+                // FIN and drops whatever comes later for the stream.
                 1 => {
                     if self.open.remove(&id) {
                         replies.push(Reply::Bytes(smux_frame(1, id, &[])));
