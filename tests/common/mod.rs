@@ -304,9 +304,3 @@ impl Drop for Forward {
         let _ = self.child.wait();
     }
 }
-
-/// The user the tests run as: the only user a test's sshd can log in.
-pub fn me() -> String {
-    let output = Command::new("id").arg("-un").output().expect("id runs");
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
