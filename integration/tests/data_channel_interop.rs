@@ -320,8 +320,10 @@ async fn idle_sessions_live_on_old_agents_only_through_nops() {
     ];
     let runs = cases.map(|(agent, client, nops, alive)| async move {
         let fake = start_port(agent, echo, keepalive).await;
-        let mut options = Options::default();
-        options.smux_keepalive = nops.then_some(std::time::Duration::from_millis(333));
+        let mut options = Options {
+            smux_keepalive: nops.then_some(std::time::Duration::from_millis(333)),
+            ..Options::default()
+        };
         if let Some(client) = client {
             options.client_version = client.into();
         }
