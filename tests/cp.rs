@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_exit, me, seed_with, text, training_instance, Env};
+use common::{assert_exit, me, pseudo_random as data, seed_with, text, training_instance, Env};
 use sm_ssh_integration::openssh::OpenSshServer;
 use sm_ssh_integration::world::Pacing;
 
@@ -119,20 +119,6 @@ impl World {
 
 fn remote(path: &Path) -> String {
     format!("{HOST}:{}", path.display())
-}
-
-/// Incompressible, reproducible bytes.
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 /// Waits (on the file system, polled) until `done` holds; panics after a minute.

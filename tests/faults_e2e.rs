@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{assert_exit, seed_with, start_forward, training_instance, Env};
+use common::{assert_exit, pseudo_random, seed_with, start_forward, training_instance, Env};
 use sha2::{Digest, Sha256};
 use sm_ssh_integration::datachannel::StatsSnapshot;
 use sm_ssh_integration::openssh::OpenSshServer;
@@ -67,20 +67,6 @@ fn assert_faults_happened(env: &Env, context: &str) {
         stats.dropped > 0 && stats.duplicated > 0 && stats.reordered > 0 && stats.cuts > 0,
         "the faults did not all happen ({context}): {stats:#?}"
     );
-}
-
-/// Incompressible, reproducible bytes (xorshift64 from `seed`).
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut data = Vec::with_capacity(len + 8);
-    let mut state = seed | 1;
-    while data.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        data.extend_from_slice(&state.to_le_bytes());
-    }
-    data.truncate(len);
-    data
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
