@@ -79,6 +79,8 @@ pub enum Command {
     Playground(cmd::playground::Args),
     /// Act as `session-manager-plugin` for the AWS CLI.
     Plugin(cmd::plugin::Args),
+    /// Who is (or was) on which instance: Session Manager sessions, and `terminate`.
+    Sessions(cmd::sessions::Args),
     /// Print shell completions.
     Completions(cmd::completions::Args),
 }

@@ -1,5 +1,6 @@
 //! `sm-ssh`: SSH into SageMaker and SSM-managed instances through Session Manager.
 
+mod audit;
 mod aws;
 mod cli;
 mod cmd;
@@ -13,6 +14,7 @@ mod logging;
 mod playground;
 mod policy;
 mod port;
+mod prompt;
 mod resolve;
 mod session;
 mod ssh_client;

@@ -157,10 +157,18 @@ fn session_is_gone(error: &AwsError) -> bool {
         .any(|code| error.detail.starts_with(&format!("{code}:")))
 }
 
-/// StartSession's `Reason`: at most 256 characters.
+/// StartSession's `Reason`: `sm-ssh <version>: <label>`, cut to the
+/// service's 256 characters (docs/admin-guide.md, "Auditing SSH access").
 fn reason(label: &str) -> String {
     let text = format!("sm-ssh {}: {label}", env!("CARGO_PKG_VERSION"));
     text.chars().take(256).collect()
+}
+
+/// The label in a `Reason` sm-ssh wrote (any version), if it wrote it.
+pub fn label_of_reason(reason: &str) -> Option<&str> {
+    let (version, label) = reason.strip_prefix("sm-ssh ")?.split_once(": ")?;
+    let is_version = !version.is_empty() && !version.contains(char::is_whitespace);
+    (is_version && !label.is_empty()).then_some(label)
 }
 
 #[cfg(test)]
@@ -190,6 +198,12 @@ mod tests {
         assert!(r.starts_with("sm-ssh "));
         assert!(r.ends_with(": my-job.training.sagemaker"));
         assert_eq!(reason(&"x".repeat(400)).chars().count(), 256);
+        assert_eq!(label_of_reason(&r), Some("my-job.training.sagemaker"));
+        assert_eq!(label_of_reason("sm-ssh: x"), None);
+        assert_eq!(
+            label_of_reason("Local user started SageMaker SSH Helper"),
+            None
+        );
     }
 }
 

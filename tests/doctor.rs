@@ -46,9 +46,15 @@ struct Account {
 impl Account {
     /// An account with nothing set up yet, with the SSM tier `tier`.
     fn empty(prefix: &str, tier: &str) -> Account {
+        Account::empty_in(prefix, tier, REGION)
+    }
+
+    /// The same in `region`, for tests whose SageMaker resources other
+    /// tests (sharing moto, in REGION) must not see.
+    fn empty_in(prefix: &str, tier: &str, region: &str) -> Account {
         let moto = moto();
         let seed = Seed {
-            region: REGION.into(),
+            region: region.into(),
             identity: Identity {
                 account: ACCOUNT.into(),
                 arn: format!("arn:aws:sts::{ACCOUNT}:assumed-role/{prefix}-Developer/alice"),
@@ -66,7 +72,7 @@ impl Account {
         let iam = aws_sdk_iam::Client::from_conf(
             aws_sdk_iam::config::Builder::new()
                 .behavior_version(BehaviorVersion::latest())
-                .region(Region::new(REGION))
+                .region(Region::new(region.to_owned()))
                 .endpoint_url(moto.endpoint())
                 .credentials_provider(credentials.clone())
                 .build(),
@@ -74,7 +80,7 @@ impl Account {
         let sagemaker = aws_sdk_sagemaker::Client::from_conf(
             aws_sdk_sagemaker::config::Builder::new()
                 .behavior_version(BehaviorVersion::latest())
-                .region(Region::new(REGION))
+                .region(Region::new(region.to_owned()))
                 .endpoint_url(moto.endpoint())
                 .credentials_provider(credentials)
                 .build(),
@@ -92,7 +98,11 @@ impl Account {
     /// own documents: trust and server policy on the execution role, client
     /// policy on the caller's role, advanced tier.
     fn well_configured(prefix: &str) -> Account {
-        let account = Account::empty(prefix, "advanced");
+        Account::well_configured_in(prefix, REGION)
+    }
+
+    fn well_configured_in(prefix: &str, region: &str) -> Account {
+        let account = Account::empty_in(prefix, "advanced", region);
         let trust = account.policy(&["trust"]);
         account.create_role(&account.exec_role_name(), "/service-role/", &trust);
         account.put_role_policy(
@@ -158,6 +168,18 @@ impl Account {
                 .send(),
         )
         .expect("PutRolePolicy on moto");
+    }
+
+    /// Replaces the execution role's trust policy.
+    fn update_exec_trust(&self, document: &str) {
+        self.block_on(
+            self.iam
+                .update_assume_role_policy()
+                .role_name(self.exec_role_name())
+                .policy_document(document)
+                .send(),
+        )
+        .expect("UpdateAssumeRolePolicy on moto");
     }
 
     fn delete_role_policy(&self, role: &str, name: &str) {
@@ -240,6 +262,7 @@ fn expected(changes: &[(&str, &str)]) -> Vec<(String, String)> {
         ("client-policy", "pass"),
         ("network", "skip"),
         ("managed-instances", "pass"),
+        ("attribution", "pass"),
     ];
     all.extend(LOCAL);
     for (id, status) in changes {
@@ -302,7 +325,7 @@ fn a_well_configured_account_passes_every_check() {
         );
     }
     assert!(
-        stdout.ends_with("9 passed, 1 warnings, 0 failed, 1 skipped: nothing blocks SSH.\n"),
+        stdout.ends_with("10 passed, 1 warnings, 0 failed, 1 skipped: nothing blocks SSH.\n"),
         "{stdout}"
     );
 }
@@ -332,16 +355,7 @@ fn the_standard_tier_fails_with_the_update_command() {
 fn a_trust_policy_without_ssm_fails_with_the_trust_document() {
     let account = Account::well_configured("nossmtrust");
     let sagemaker_only = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"sagemaker.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
-    account
-        .block_on(
-            account
-                .iam
-                .update_assume_role_policy()
-                .role_name(account.exec_role_name())
-                .policy_document(sagemaker_only)
-                .send(),
-        )
-        .unwrap();
+    account.update_exec_trust(sagemaker_only);
     let report = account.doctor_json(&["--role", &account.exec_role_arn()], 1);
     assert_statuses(&report, &[("role-trust", "fail")]);
     let trust = check(&report, "role-trust");
@@ -751,6 +765,7 @@ fn json_output_has_the_documented_shape() {
             "client-policy",
             "network",
             "managed-instances",
+            "attribution",
             "ssh-client",
             "ssh-config",
             "ssh-keys"
@@ -1497,6 +1512,13 @@ fn studio(domain: Domain, profiles: Vec<Profile>) -> IamStub {
                     )),
                 }
             }
+            // An account with no notebooks or jobs, for the attribution check.
+            "SageMaker.ListNotebookInstances" => {
+                json_answer(serde_json::json!({"NotebookInstances": []}))
+            }
+            "SageMaker.ListTrainingJobs" => {
+                json_answer(serde_json::json!({"TrainingJobSummaries": []}))
+            }
             "SageMaker.DescribeDomain" | "SageMaker.DescribeUserProfile" => not_found(&format!(
                 "Domain {} does not exist.",
                 arn("domain", domain_id)
@@ -1716,5 +1738,158 @@ fn an_unknown_studio_profile_fails_with_the_command_that_lists_profiles() {
         check(&report, "role-trust")["fix"],
         "check the name and region (--region): \
          aws sagemaker list-user-profiles --region eu-west-1 --domain-id-equals d-nosuch"
+    );
+}
+
+/// A notebook instance on moto running as `role`, with a lifecycle configuration if given.
+fn create_notebook(account: &Account, name: &str, role: &str, lifecycle: Option<&str>) {
+    account
+        .block_on(
+            account
+                .sagemaker
+                .create_notebook_instance()
+                .notebook_instance_name(name)
+                .instance_type(aws_sdk_sagemaker::types::InstanceType::MlT3Medium)
+                .role_arn(role)
+                .set_lifecycle_config_name(lifecycle.map(str::to_owned))
+                .send(),
+        )
+        .expect("CreateNotebookInstance on moto");
+}
+
+fn delete_notebook(account: &Account, name: &str) {
+    account.block_on(async {
+        let sagemaker = &account.sagemaker;
+        let stop = sagemaker
+            .stop_notebook_instance()
+            .notebook_instance_name(name);
+        stop.send().await.expect("StopNotebookInstance on moto");
+        let delete = sagemaker
+            .delete_notebook_instance()
+            .notebook_instance_name(name);
+        delete.send().await.expect("DeleteNotebookInstance on moto");
+    });
+}
+
+#[test]
+fn notebooks_sharing_a_role_warn_until_it_assumes_itself_and_they_re_assume_it() {
+    // Its own region: the other tests' notebooks (in REGION) stay out of it.
+    let region = "ap-southeast-2";
+    let account = Account::well_configured_in("attribution", region);
+    let shared = account.exec_role_arn();
+    let other_name = "attribution-Other";
+    account.create_role(other_name, "/", &account.policy(&["trust"]));
+    let other = format!("arn:aws:iam::{ACCOUNT}:role/{other_name}");
+
+    // Distinct roles: CloudTrail tells them apart.
+    create_notebook(&account, "attr-nb-a", &shared, None);
+    create_notebook(&account, "attr-nb-b", &other, None);
+    let report = account.doctor_json(&["--role", &shared], 0);
+    let attribution = check(&report, "attribution");
+    assert_eq!(attribution["status"], "pass", "{attribution}");
+    assert!(
+        text_of(&attribution["detail"]).contains(region),
+        "{attribution}"
+    );
+
+    // A second notebook on the same role: WARN, with the fix filled in.
+    create_notebook(&account, "attr-nb-c", &shared, None);
+    let report = account.doctor_json(&["--role", &shared], 0);
+    let attribution = check(&report, "attribution");
+    assert_eq!(attribution["status"], "warn", "{attribution}");
+    let detail = text_of(&attribution["detail"]);
+    for part in [
+        &format!("notebook instances attr-nb-a, attr-nb-c in {region} share"),
+        &format!("assumed-role/{}/SageMaker", account.exec_role_name()),
+        "do not allow sts:AssumeRole on itself",
+        "does not trust the role itself",
+        "notebook attr-nb-a has no lifecycle configuration",
+    ] {
+        assert!(detail.contains(part), "no {part:?} in {detail}");
+    }
+    let fix = text_of(&attribution["fix"]);
+    let put = format!(
+        "aws iam put-role-policy --role-name {} --policy-name SSHAttributionSelfAssume \
+         --policy-document \"$(sm-ssh policy attribution --role {shared})\"",
+        account.exec_role_name()
+    );
+    assert!(fix.contains(&put), "{fix}");
+    assert!(
+        fix.contains("--print trust") && fix.contains("--print lifecycle-script"),
+        "{fix}"
+    );
+    let output = account.doctor(&["--role", &shared]);
+    let (stdout, _) = assert_exit(&output, 0);
+    assert!(
+        stdout.contains("WARN  attribution: notebook instances attr-nb-a, attr-nb-c"),
+        "{stdout}"
+    );
+
+    // Apply what it printed: the permission, the trust, the lifecycle script.
+    account.put_role_policy(
+        &account.exec_role_name(),
+        "SSHAttributionSelfAssume",
+        &account.policy(&["attribution", "--role", &shared]),
+    );
+    let trust = account.policy(&["attribution", "--role", &shared, "--print", "trust"]);
+    account.update_exec_trust(&trust);
+    let output = account.env.run([
+        "policy",
+        "attribution",
+        "--role",
+        &shared,
+        "--print",
+        "lifecycle-script",
+    ]);
+    let (script, _) = assert_exit(&output, 0);
+    assert!(script.starts_with("#!/bin/bash\n"), "{script}");
+    let hook = aws_sdk_sagemaker::types::NotebookInstanceLifecycleHook::builder()
+        .content(aws_smithy_types::base64::encode(&script))
+        .build();
+    account
+        .block_on(
+            account
+                .sagemaker
+                .create_notebook_instance_lifecycle_config()
+                .notebook_instance_lifecycle_config_name("sm-ssh-attribution")
+                .on_start(hook)
+                .send(),
+        )
+        .expect("CreateNotebookInstanceLifecycleConfig on moto");
+    // moto has no UpdateNotebookInstance: the notebooks are made again with it.
+    for name in ["attr-nb-a", "attr-nb-c"] {
+        delete_notebook(&account, name);
+        create_notebook(&account, name, &shared, Some("sm-ssh-attribution"));
+    }
+    let report = account.doctor_json(&["--role", &shared], 0);
+    let attribution = check(&report, "attribution");
+    assert_eq!(attribution["status"], "pass", "{attribution}");
+    assert!(
+        text_of(&attribution["detail"]).contains("can assume itself"),
+        "{attribution}"
+    );
+}
+
+#[test]
+fn attribution_skips_naming_the_permission_when_notebooks_cannot_be_listed() {
+    let mut account = Account::well_configured("attribution-denied");
+    let sagemaker = IamStub::start(|_, _| {
+        json_error(
+            "400 Bad Request",
+            "AccessDeniedException",
+            "User: arn:aws:sts::123456789012:assumed-role/attribution-denied-Developer/alice is \
+             not authorized to perform: sagemaker:ListNotebookInstances",
+        )
+    });
+    account
+        .env
+        .extra_env
+        .push(("AWS_ENDPOINT_URL_SAGEMAKER".into(), sagemaker.endpoint()));
+    let report = account.doctor_json(&["--role", &account.exec_role_arn()], 0);
+    assert_statuses(&report, &[("attribution", "skip")]);
+    let detail = text_of(&check(&report, "attribution")["detail"]);
+    assert!(
+        detail.contains("sagemaker:ListNotebookInstances"),
+        "{detail}"
     );
 }

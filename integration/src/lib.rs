@@ -2,6 +2,7 @@
 //! STS, and the Session Manager data channel with the agent behind it.
 //! Tests, benchmarks and the playground run against it; see `docs/fake-aws.md`.
 
+mod caller;
 pub mod config;
 pub mod datachannel;
 pub mod moto;

@@ -25,6 +25,15 @@ pub(crate) struct AppState {
     pub port: u16,
     /// For instances put straight into the world without a sandbox.
     pub sandboxes: Arc<Sandboxes>,
+    /// The access key id this request was signed with (see `caller`).
+    pub access_key: Option<String>,
+}
+
+impl AppState {
+    /// The world, locked, as this request's caller sees it.
+    pub(crate) fn world(&self) -> crate::caller::CallerWorld<'_> {
+        crate::caller::CallerWorld::lock(&self.world, self.access_key.as_deref())
+    }
 }
 
 /// A running fake AWS. Stops when dropped.
@@ -52,6 +61,7 @@ impl FakeAws {
             world: world.clone(),
             port: addr.port(),
             sandboxes: sandboxes.clone(),
+            access_key: None,
         };
         let app = Router::new()
             .route("/", post(api))
@@ -192,6 +202,15 @@ impl FakeAws {
         self.world.lock().unwrap().identity = identity;
     }
 
+    /// Makes requests signed with `access_key_id` come from `identity`.
+    pub fn add_identity(&self, access_key_id: &str, identity: crate::world::Identity) {
+        self.world
+            .lock()
+            .unwrap()
+            .identities
+            .insert(access_key_id.into(), identity);
+    }
+
     /// Applies to sessions whose token is redeemed from now on.
     pub fn set_faults(&self, faults: Faults) {
         self.world.lock().unwrap().faults = faults;
@@ -232,6 +251,10 @@ impl Drop for FakeAws {
 /// `POST /`: SSM when `X-Amz-Target` names it, STS when the body is a
 /// Query-protocol form.
 async fn api(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let state = AppState {
+        access_key: crate::caller::access_key_id(&headers),
+        ..state
+    };
     let latency = state.world.lock().unwrap().faults.latency_ms;
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;

@@ -25,7 +25,7 @@ pub(crate) fn handle(state: &AppState, body: &[u8]) -> Response {
             &request_id,
         );
     }
-    let mut world = state.world.lock().unwrap();
+    let mut world = state.world();
     let denied = world
         .denials
         .actions

@@ -187,6 +187,10 @@ impl Default for SmuxKeepAlive {
 pub struct Seed {
     pub region: String,
     pub identity: Identity,
+    /// Further callers, by the access key id their requests are signed with
+    /// (`Credential=<key>/…` in SigV4's Authorization header). Requests with
+    /// any other key are `identity`'s.
+    pub identities: BTreeMap<String, Identity>,
     pub instances: Vec<Instance>,
     pub denials: Denials,
     pub pacing: Pacing,
@@ -211,6 +215,25 @@ pub struct Session {
     pub terminated: watch::Sender<bool>,
     /// When StartSession created it: the agent's 15 s handshake clock starts here.
     pub started: std::time::Instant,
+}
+
+/// What Session Manager remembers of a session for DescribeSessions: who
+/// started it, why, and when it started and ended. Kept apart from
+/// [`Session`], which the data plane owns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    pub target: String,
+    pub document: String,
+    /// The identity that called StartSession.
+    pub owner: Identity,
+    /// StartSession's `Reason`.
+    pub reason: Option<String>,
+    /// Epoch seconds.
+    pub started: f64,
+    /// Epoch seconds; set when the session is terminated or ends on its own.
+    pub ended: Option<f64>,
+    /// Whether a client redeemed a token (opened the data channel).
+    pub connected: bool,
 }
 
 /// Everything the data plane needs to run a session, handed out once per
@@ -244,7 +267,11 @@ pub enum TokenError {
 #[derive(Debug, Default)]
 pub struct World {
     pub region: String,
+    /// The caller of requests signed with an access key not in `identities`.
+    /// While an API call is answered, this is that call's caller.
     pub identity: Identity,
+    /// Seeded callers by access key id (see [`Seed::identities`]).
+    pub identities: BTreeMap<String, Identity>,
     pub instances: BTreeMap<String, Instance>,
     pub denials: Denials,
     pub pacing: Pacing,
@@ -252,6 +279,8 @@ pub struct World {
     pub activation_tier: String,
     pub smux_keepalive: SmuxKeepAlive,
     pub sessions: HashMap<String, Session>,
+    /// Every session StartSession created, by SessionId, for DescribeSessions.
+    pub session_records: HashMap<String, SessionRecord>,
     /// The data channel's live sessions and counters (see `datachannel::DataPlane`).
     pub data_plane: crate::datachannel::DataPlane,
     /// Commands sent with SendCommand, by CommandId.
@@ -346,6 +375,7 @@ impl World {
         World {
             region,
             identity: seed.identity,
+            identities: seed.identities,
             instances: seed
                 .instances
                 .into_iter()
@@ -372,6 +402,9 @@ impl World {
         }
         if refuse || !session.unused_tokens.remove(token) {
             return Err(TokenError::BadToken);
+        }
+        if let Some(record) = self.session_records.get_mut(session_id) {
+            record.connected = true;
         }
         let instance = self.instances.get(&session.target);
         Ok(Grant {

@@ -229,12 +229,25 @@ fn table(rows: &[Row], now: i64) -> String {
             row.host.clone(),
         ]);
     }
-    let widths: Vec<usize> = (0..7)
-        .map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0))
+    aligned(&lines)
+}
+
+/// Rows of cells as left-aligned columns two spaces apart, one line each.
+pub fn aligned<R: AsRef<[String]>>(lines: &[R]) -> String {
+    let columns = lines.first().map_or(0, |l| l.as_ref().len());
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| {
+            lines
+                .iter()
+                .map(|l| l.as_ref()[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for line in lines {
         let cells: Vec<String> = line
+            .as_ref()
             .iter()
             .enumerate()
             .map(|(i, cell)| format!("{cell:<width$}", width = widths[i]))

@@ -11,6 +11,7 @@ pub mod playground;
 pub mod plugin;
 pub mod policy;
 pub mod proxy;
+pub mod sessions;
 
 use std::process::ExitCode;
 
@@ -29,6 +30,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Policy(args) => policy::run(args, &global).await,
         Command::Playground(args) => playground::run(args, &global).await,
         Command::Plugin(args) => plugin::run(args, &global).await,
+        Command::Sessions(args) => sessions::run(args, &global).await,
         Command::Completions(args) => completions::run(args, &global).await,
     };
     match result {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 
 use crate::cli::Global;
+use crate::policy::attribution;
 use crate::policy::documents::{self, Scope};
 
 #[derive(Debug, clap::Args)]
@@ -36,11 +37,44 @@ pub enum Document {
     },
     /// The execution role's trust policy (SageMaker and SSM).
     Trust,
+    /// Telling apart in CloudTrail the notebooks that share an execution role:
+    /// the role's permission to assume itself (default), its trust policy
+    /// with itself added, or the notebook lifecycle script that re-assumes it
+    /// under the notebook's name.
+    Attribution {
+        /// The shared execution role's ARN.
+        #[arg(long, value_name = "ARN")]
+        role: String,
+        /// Which part to print.
+        #[arg(long, value_enum, default_value_t = AttributionPart::Permission)]
+        print: AttributionPart,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttributionPart {
+    /// The identity policy: sts:AssumeRole on the role's own ARN.
+    Permission,
+    /// The trust policy: SageMaker, SSM and the role itself.
+    Trust,
+    /// The on-start script of the notebook lifecycle configuration.
+    LifecycleScript,
 }
 
 pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let document = match args.document {
         Document::Trust => documents::trust(),
+        Document::Attribution { role, print } => {
+            account_of_role(&role)?;
+            match print {
+                AttributionPart::Permission => attribution::permission(&role),
+                AttributionPart::Trust => attribution::trust(&role),
+                AttributionPart::LifecycleScript => {
+                    print!("{}", attribution::lifecycle_script(&role));
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+        }
         Document::Server { role, team_tag } => {
             let account = account_of_role(&role)?;
             let scope = Scope {

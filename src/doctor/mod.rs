@@ -2,6 +2,7 @@
 //! with the exact fix. A check the caller may not run is skipped with the
 //! permission it needs; nothing here makes doctor itself fail.
 
+mod attribution;
 mod client;
 mod iam;
 mod identity;
@@ -134,6 +135,7 @@ pub async fn run(options: &Options, sdk: &SdkConfig) -> Report {
             "no region is configured (see the region check)",
         ));
     }
+    checks.push(attribution::check(sdk, &home_region).await);
     checks.extend(local::checks());
     Report::new(Some(me.account.clone()), region, checks, true)
 }

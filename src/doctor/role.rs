@@ -344,6 +344,16 @@ fn trust_check(role: &iam::Role, role_arn: &str, what: &str) -> Check {
 
 /// Whether a trust policy lets `service` call sts:AssumeRole.
 fn trusts(trust: &serde_json::Value, service: &str) -> bool {
+    trusts_principal(trust, "Service", |name| name == service)
+}
+
+/// Whether a trust policy lets a principal of type `key` (`Service`, `AWS`)
+/// whose name passes `wanted` call sts:AssumeRole.
+pub(super) fn trusts_principal(
+    trust: &serde_json::Value,
+    key: &str,
+    wanted: impl Fn(&str) -> bool,
+) -> bool {
     let statements = match &trust["Statement"] {
         serde_json::Value::Array(list) => list.clone(),
         single @ serde_json::Value::Object(_) => vec![single.clone()],
@@ -362,10 +372,9 @@ fn trusts(trust: &serde_json::Value, service: &str) -> bool {
         let assumes = action
             .iter()
             .any(|a| crate::policy::eval::glob(&a.to_ascii_lowercase(), "sts:assumerole"));
-        let principal = &statement["Principal"]["Service"];
-        let named = match principal {
-            serde_json::Value::String(s) => s == service,
-            serde_json::Value::Array(list) => list.iter().any(|s| s == service),
+        let named = match &statement["Principal"][key] {
+            serde_json::Value::String(s) => wanted(s),
+            serde_json::Value::Array(list) => list.iter().filter_map(|s| s.as_str()).any(&wanted),
             _ => false,
         };
         allows && assumes && named

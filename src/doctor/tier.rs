@@ -1,8 +1,6 @@
 //! Check 3: the SSM advanced-instances tier, without which Session Manager
 //! refuses sessions to managed (`mi-…`) instances; `--fix` turns it on.
 
-use std::io::{BufRead, IsTerminal, Write};
-
 use aws_config::{Region, SdkConfig};
 
 use super::identity::Me;
@@ -103,18 +101,8 @@ async fn read(ssm: &aws_sdk_ssm::Client) -> Result<String, Failure> {
 
 /// `--yes`, or a "y" typed on a terminal.
 fn confirmed(region: &str, yes: bool) -> bool {
-    if yes {
-        return true;
-    }
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        return false;
-    }
-    eprint!("Turn on the advanced-instances tier in {region}? [y/N] ");
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    if stdin.lock().read_line(&mut answer).is_err() {
-        return false;
-    }
-    matches!(answer.trim(), "y" | "Y" | "yes" | "Yes")
+    crate::prompt::confirm(
+        &format!("Turn on the advanced-instances tier in {region}?"),
+        yes,
+    )
 }

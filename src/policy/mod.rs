@@ -2,5 +2,6 @@
 //! `sm-ssh policy` and `sm-ssh doctor`) and a local evaluator that tells
 //! whether a set of policies grants a request.
 
+pub mod attribution;
 pub mod documents;
 pub mod eval;

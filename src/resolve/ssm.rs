@@ -121,7 +121,8 @@ pub async fn fetch_tags(
         .await
 }
 
-async fn tags(
+/// One instance's tags (ListTagsForResource).
+pub async fn tags(
     ssm: &aws_sdk_ssm::Client,
     instance_id: &str,
 ) -> Result<BTreeMap<String, String>, AwsError> {

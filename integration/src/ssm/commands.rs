@@ -57,7 +57,7 @@ struct Job {
 
 pub(super) fn send(state: &AppState, body: &[u8]) -> ApiResult {
     let req: SendInput = input(body)?;
-    let mut world = state.world.lock().unwrap();
+    let mut world = state.world();
     let mut ids = req.instance_ids.clone();
     for t in &req.targets {
         if t.key == "InstanceIds" {
@@ -248,7 +248,7 @@ fn command_json(c: &Command) -> Value {
 async fn execute(state: AppState, job: Job) {
     tokio::time::sleep(PICKUP).await;
     let update = |f: &dyn Fn(&mut Invocation)| {
-        let mut world = state.world.lock().unwrap();
+        let mut world = state.world();
         if let Some(inv) = world
             .commands
             .get_mut(&job.command_id)
@@ -300,7 +300,7 @@ struct InvocationInput {
 
 pub(super) fn get_invocation(state: &AppState, body: &[u8]) -> ApiResult {
     let req: InvocationInput = input(body)?;
-    let mut world = state.world.lock().unwrap();
+    let mut world = state.world();
     let result = get_in(&mut world, &req);
     recorded(
         &mut world,

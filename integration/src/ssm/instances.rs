@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{check_action, input, recorded, target_arn, ApiError, ApiResult, Event};
+use super::{check_action, input, paging, recorded, target_arn, ApiError, ApiResult, Event};
 use crate::server::AppState;
 use crate::world::{Instance, World};
 
@@ -39,7 +39,7 @@ const TOKEN_PREFIX: &str = "fake-ssm-page-";
 
 pub(super) fn describe(state: &AppState, body: &[u8]) -> ApiResult {
     let req: DescribeInput = input(body)?;
-    let mut world = state.world.lock().unwrap();
+    let mut world = state.world();
     let result = describe_in(&world, req);
     recorded(
         &mut world,
@@ -51,25 +51,13 @@ pub(super) fn describe(state: &AppState, body: &[u8]) -> ApiResult {
 
 fn describe_in(world: &World, req: DescribeInput) -> ApiResult {
     check_action(world, "ssm:DescribeInstanceInformation", "*")?;
-    let page = match req.max_results {
-        None => DEFAULT_PAGE,
-        Some(n @ 5..=50) => n as usize,
-        Some(n) => {
-            return Err(ApiError::validation(format!(
-                "1 validation error detected: Value '{n}' at 'maxResults' failed to satisfy \
-                 constraint: Member must have value between 5 and 50"
-            )))
-        }
-    };
-    let offset = match req.next_token.as_deref() {
-        None | Some("") => 0,
-        Some(t) => t
-            .strip_prefix(TOKEN_PREFIX)
-            .and_then(|n| n.parse::<usize>().ok())
-            .ok_or_else(|| {
-                ApiError::new("InvalidNextToken", "The specified token is not valid.")
-            })?,
-    };
+    let (page, offset) = paging(
+        req.max_results,
+        5..=50,
+        DEFAULT_PAGE,
+        req.next_token.as_deref(),
+        TOKEN_PREFIX,
+    )?;
     let filters: Vec<(String, Vec<String>)> = req
         .instance_information_filter_list
         .into_iter()
@@ -197,7 +185,7 @@ fn with_tags(
     op: impl FnOnce(&mut BTreeMap<String, String>, TagTarget) -> ApiResult,
 ) -> ApiResult {
     let req: TagTarget = input(body)?;
-    let mut world = state.world.lock().unwrap();
+    let mut world = state.world();
     let id = req.resource_id.clone();
     let result = (|| {
         check_action(&world, action, &target_arn(&world, &id))?;

@@ -3,6 +3,7 @@
 //! with `{"__type": code, "message": text}` (what aws-sdk-ssm reads).
 
 mod commands;
+mod history;
 mod instances;
 mod sessions;
 mod settings;
@@ -79,6 +80,7 @@ pub(crate) async fn handle(state: &AppState, operation: &str, body: &[u8]) -> Re
         "StartSession" => sessions::start(state, body),
         "ResumeSession" => sessions::resume(state, body),
         "TerminateSession" => sessions::terminate(state, body),
+        "DescribeSessions" => history::describe(state, body),
         "SendCommand" => commands::send(state, body),
         "GetCommandInvocation" => commands::get_invocation(state, body),
         "GetServiceSetting" => settings::get(state, body),
@@ -196,6 +198,39 @@ impl<'a> Event<'a> {
             ..Event::default()
         }
     }
+}
+
+/// A list call's page: (page size, offset) from `MaxResults` (within
+/// `sizes`, `default` when absent) and `NextToken` (`<prefix><offset>`).
+pub(crate) fn paging(
+    max_results: Option<i64>,
+    sizes: std::ops::RangeInclusive<i64>,
+    default: usize,
+    next_token: Option<&str>,
+    prefix: &str,
+) -> Result<(usize, usize), ApiError> {
+    let page = match max_results {
+        None => default,
+        Some(n) if sizes.contains(&n) => n as usize,
+        Some(n) => {
+            return Err(ApiError::validation(format!(
+                "1 validation error detected: Value '{n}' at 'maxResults' failed to satisfy \
+                 constraint: Member must have value between {} and {}",
+                sizes.start(),
+                sizes.end()
+            )))
+        }
+    };
+    let offset = match next_token {
+        None | Some("") => 0,
+        Some(t) => t
+            .strip_prefix(prefix)
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| {
+                ApiError::new("InvalidNextToken", "The specified token is not valid.")
+            })?,
+    };
+    Ok((page, offset))
 }
 
 /// Epoch seconds now.

@@ -1,5 +1,7 @@
 //! StartSession, ResumeSession and TerminateSession: the control half of a
 //! Session Manager session. The data plane redeems the tokens issued here.
+//! Each session's record (owner, reason, start and end) is what
+//! DescribeSessions (`history.rs`) reports.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -9,9 +11,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use super::{check_action, check_run_on, input, recorded, ApiError, ApiResult, Event};
+use super::{
+    access_denied, check_action, check_run_on, input, now, recorded, ApiError, ApiResult, Event,
+};
 use crate::server::AppState;
-use crate::world::{PingStatus, Session, World};
+use crate::world::{PingStatus, Session, SessionRecord, SharedWorld, World};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -38,8 +42,11 @@ pub(super) fn start(state: &AppState, body: &[u8]) -> ApiResult {
         .document_name
         .clone()
         .unwrap_or_else(|| DEFAULT_DOCUMENT.to_string());
-    let mut world = state.world.lock().unwrap();
+    let mut world = state.world();
     let result = start_in(&mut world, state.port, &req, &document);
+    if let Some(id) = result.as_ref().ok().and_then(|v| v["SessionId"].as_str()) {
+        record_end_when_over(&state.world, &world, id);
+    }
     let event = Event {
         resource: Some(&req.target),
         document: Some(&document),
@@ -89,12 +96,40 @@ fn start_in(world: &mut World, port: u16, req: &StartInput, document: &str) -> A
             started: std::time::Instant::now(),
         },
     );
+    let record = SessionRecord {
+        target: req.target.clone(),
+        document: document.to_string(),
+        owner: world.identity.clone(),
+        reason: req.reason.clone(),
+        started: now(),
+        ended: None,
+        connected: false,
+    };
+    world.session_records.insert(id.clone(), record);
     Ok(session_reply(&id, &token, port))
+}
+
+/// Stamps the session's end time once it is over, however it ends:
+/// TerminateSession, or the agent closing it (`channel_closed`), both of
+/// which set its `terminated` watch.
+fn record_end_when_over(shared: &SharedWorld, world: &World, id: &str) {
+    let Some(mut terminated) = world.sessions.get(id).map(|s| s.terminated.subscribe()) else {
+        return;
+    };
+    let (shared, id) = (shared.clone(), id.to_owned());
+    tokio::spawn(async move {
+        // An error means the session is gone from the world: over as well.
+        let _ = terminated.wait_for(|over| *over).await;
+        let mut world = shared.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(record) = world.session_records.get_mut(&id) {
+            record.ended.get_or_insert_with(now);
+        }
+    });
 }
 
 pub(super) fn resume(state: &AppState, body: &[u8]) -> ApiResult {
     let req: SessionInput = input(body)?;
-    let mut world = state.world.lock().unwrap();
+    let mut world = state.world();
     let result = (|| {
         let session = session_for(&mut world, "ssm:ResumeSession", &req.session_id)?;
         if *session.terminated.borrow() {
@@ -115,11 +150,15 @@ pub(super) fn resume(state: &AppState, body: &[u8]) -> ApiResult {
 
 pub(super) fn terminate(state: &AppState, body: &[u8]) -> ApiResult {
     let req: SessionInput = input(body)?;
-    let mut world = state.world.lock().unwrap();
+    let mut world = state.world();
     let result = (|| {
+        check_own_session(&world, &req.session_id)?;
         let session = session_for(&mut world, "ssm:TerminateSession", &req.session_id)?;
         session.unused_tokens.clear();
         session.terminated.send_replace(true);
+        if let Some(record) = world.session_records.get_mut(&req.session_id) {
+            record.ended.get_or_insert_with(now);
+        }
         Ok(json!({ "SessionId": req.session_id }))
     })();
     recorded(
@@ -145,7 +184,20 @@ fn session_for<'w>(
     })
 }
 
-fn session_arn(world: &World, id: &str) -> String {
+/// The client policy's `TerminateOwnSessions` condition,
+/// `ssm:resourceTag/aws:ssmmessages:session-id = ${aws:userid}`: with
+/// `enforce_owner_tag`, only the identity that started a session may end it.
+fn check_own_session(world: &World, id: &str) -> Result<(), ApiError> {
+    let owner = world.session_records.get(id).map(|r| &r.owner.user_id);
+    match owner {
+        Some(owner) if world.denials.enforce_owner_tag && *owner != world.identity.user_id => Err(
+            access_denied(world, "ssm:TerminateSession", &session_arn(world, id)),
+        ),
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn session_arn(world: &World, id: &str) -> String {
     format!(
         "arn:aws:ssm:{}:{}:session/{id}",
         world.region, world.identity.account

@@ -49,7 +49,7 @@ fn setting_arn(world: &World) -> String {
 
 pub(super) fn get(state: &AppState, body: &[u8]) -> ApiResult {
     let req: SettingInput = input(body)?;
-    let mut world = state.world.lock().unwrap();
+    let mut world = state.world();
     let result = (|| {
         check_action(&world, "ssm:GetServiceSetting", &setting_arn(&world))?;
         setting_path(&world, &req.setting_id)?;
@@ -77,7 +77,7 @@ pub(super) fn get(state: &AppState, body: &[u8]) -> ApiResult {
 
 pub(super) fn update(state: &AppState, body: &[u8]) -> ApiResult {
     let req: SettingInput = input(body)?;
-    let mut world = state.world.lock().unwrap();
+    let mut world = state.world();
     let result = (|| {
         check_action(&world, "ssm:UpdateServiceSetting", &setting_arn(&world))?;
         setting_path(&world, &req.setting_id)?;
@@ -122,7 +122,7 @@ struct Tag {
 
 pub(super) fn create_activation(state: &AppState, body: &[u8]) -> ApiResult {
     let req: ActivationInput = input(body)?;
-    let mut world = state.world.lock().unwrap();
+    let mut world = state.world();
     let result = (|| {
         check_action(&world, "ssm:CreateActivation", "*")?;
         check_action(&world, "iam:PassRole", &req.iam_role)?;
