@@ -69,6 +69,8 @@ pub enum Command {
     Exec(cmd::exec::Args),
     /// Forward local ports to the target without ssh.
     Forward(cmd::forward::Args),
+    /// Copy files to or from the target over several sessions at once, verified and resumable.
+    Cp(cmd::cp::Args),
     /// List your SSH-enabled SageMaker instances.
     List(cmd::list::Args),
     /// Print or install the `Host *.sagemaker` block of ~/.ssh/config.

@@ -4,6 +4,7 @@ mod audit;
 mod aws;
 mod cli;
 mod cmd;
+mod copy;
 mod doctor;
 mod error;
 mod keypush;

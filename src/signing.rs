@@ -109,7 +109,10 @@ impl UpgradeSigner {
                     tracing::debug!(error = %crate::error::chain_line(&error), "refreshing credentials failed; signing with the current ones");
                     return Ok(cached);
                 }
-                return Err(fatal(AwsProblem::Credentials, crate::error::chain_line(&error)));
+                return Err(fatal(
+                    AwsProblem::Credentials,
+                    crate::error::chain_line(&error),
+                ));
             }
         };
         if credentials

@@ -1,14 +1,16 @@
-//! sm-ssh's own SSH client, for machines without OpenSSH: it runs one command
+//! sm-ssh's own SSH client: for machines without OpenSSH it runs one command
 //! or an interactive shell over a ProxyCommand-style child process (normally
-//! `sm-ssh proxy <target>`), whose stdin and stdout carry the SSH stream.
+//! `sm-ssh proxy <target>`), whose stdin and stdout carry the SSH stream; `cp`
+//! runs it over in-process session streams, many commands per connection.
 //!
 //! It does only what sm-ssh needs: public-key authentication with one key,
-//! a pinned (or known_hosts) host key, one session channel.
+//! a pinned (or known_hosts) host key, session channels.
 
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use russh::client::{self, Handle};
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, Disconnect};
@@ -20,16 +22,31 @@ use tokio::sync::mpsc;
 pub struct Login {
     pub user: String,
     pub key: Arc<PrivateKey>,
-    /// The host key the server must present (pinned: the playground and
-    /// sm-ssh's own known hosts know it).
-    pub host_key: PublicKey,
+    /// Which host key the server must present.
+    pub host_key: HostKeyCheck,
 }
 
-/// An authenticated SSH connection over a proxy process.
+/// How the server's host key is checked.
+#[derive(Clone, Debug)]
+pub enum HostKeyCheck {
+    /// Exactly this key (the playground knows its server's key).
+    Pinned(PublicKey),
+    /// The key recorded for `alias` in `file`; an alias not yet there is
+    /// learnt (ssh's `StrictHostKeyChecking accept-new`).
+    KnownHosts { file: PathBuf, alias: String },
+}
+
+impl From<PublicKey> for HostKeyCheck {
+    fn from(key: PublicKey) -> HostKeyCheck {
+        HostKeyCheck::Pinned(key)
+    }
+}
+
+/// An authenticated SSH connection over a proxy process or a stream.
 pub struct Connection {
     handle: Handle<Verifier>,
-    /// The proxy process carrying the stream.
-    proxy: Child,
+    /// The proxy process carrying the stream, if any.
+    proxy: Option<Child>,
 }
 
 impl Connection {
@@ -47,7 +64,7 @@ impl Connection {
         match login_over(tokio::io::join(stdout, stdin), login).await {
             Ok(handle) => Ok(Connection {
                 handle,
-                proxy: child,
+                proxy: Some(child),
             }),
             Err(error) => {
                 // The usual cause is the proxy giving up; say so with its status.
@@ -63,6 +80,18 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Logs in over `stream` (e.g. a Session Manager session's bytes).
+    pub async fn over_stream<S>(stream: S, login: &Login) -> anyhow::Result<Connection>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let handle = login_over(stream, login).await?;
+        Ok(Connection {
+            handle,
+            proxy: None,
+        })
     }
 
     /// Runs `command`, feeding it `stdin` and copying its output; returns its
@@ -109,9 +138,11 @@ impl Connection {
             .disconnect(Disconnect::ByApplication, "", "en")
             .await;
         drop(self.handle);
-        let status = self.proxy.wait().await?;
-        if !status.success() {
-            tracing::debug!("proxy command exited with {status}");
+        if let Some(proxy) = &mut self.proxy {
+            let status = proxy.wait().await?;
+            if !status.success() {
+                tracing::debug!("proxy command exited with {status}");
+            }
         }
         Ok(())
     }
@@ -134,7 +165,7 @@ where
         Ok(handle) => handle,
         Err(error) => {
             if let Some(reason) = rejected.lock().expect("lock").take() {
-                bail!("{reason}");
+                return Err(Refused(reason).into());
             }
             return Err(anyhow!(error).context("the SSH handshake failed"));
         }
@@ -146,18 +177,25 @@ where
         .await
         .context("SSH authentication failed")?;
     if !auth.success() {
-        bail!(
+        return Err(Refused(format!(
             "the server refused the key {} for user {} (was the key pushed to the instance?)",
             login.key.public_key().fingerprint(HashAlg::Sha256),
             login.user
-        );
+        ))
+        .into());
     }
     Ok(handle)
 }
 
+/// The server was reached and refused us (host key or user key): trying
+/// again over another connection would not help.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
 /// Checks the server's host key against the login's policy.
 struct Verifier {
-    host_key: PublicKey,
+    host_key: HostKeyCheck,
     /// Why the key was refused, for a clearer error than russh's.
     rejected: Arc<Mutex<Option<String>>>,
 }
@@ -175,14 +213,14 @@ impl client::Handler for Verifier {
             );
             return Ok(false);
         };
-        let verdict = if self.host_key.key_data() == key.key_data() {
-            Ok(())
-        } else {
-            Err(format!(
+        let verdict = match &self.host_key {
+            HostKeyCheck::Pinned(expected) if expected.key_data() == key.key_data() => Ok(()),
+            HostKeyCheck::Pinned(expected) => Err(format!(
                 "host key mismatch: the server presented {}, expected {}",
                 key.fingerprint(HashAlg::Sha256),
-                self.host_key.fingerprint(HashAlg::Sha256)
-            ))
+                expected.fingerprint(HashAlg::Sha256)
+            )),
+            HostKeyCheck::KnownHosts { file, alias } => known_host(file, alias, key),
         };
         match verdict {
             Ok(()) => Ok(true),
@@ -191,6 +229,31 @@ impl client::Handler for Verifier {
                 Ok(false)
             }
         }
+    }
+}
+
+/// Checks `key` against `alias`'s line in `file` (port 22: that is how ssh
+/// records a `HostKeyAlias`), learning it when there is none.
+fn known_host(file: &std::path::Path, alias: &str, key: &PublicKey) -> Result<(), String> {
+    // Connections opened together must not each append the same new key.
+    static FILE_LOCK: Mutex<()> = Mutex::new(());
+    let _guard = FILE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    match russh::keys::check_known_hosts_path(alias, 22, key, file) {
+        Ok(true) => Ok(()),
+        Ok(false) => russh::keys::known_hosts::learn_known_hosts_path(alias, 22, key, file)
+            .map_err(|e| {
+                format!(
+                    "cannot record the host key of {alias} in {}: {e}",
+                    file.display()
+                )
+            }),
+        Err(russh::keys::Error::KeyChanged { line }) => Err(format!(
+            "the host key of {alias} changed (it presented {}; {}:{line} holds another); \
+             remove that line if the instance was rebuilt",
+            key.fingerprint(HashAlg::Sha256),
+            file.display()
+        )),
+        Err(e) => Err(format!("cannot read {}: {e}", file.display())),
     }
 }
 
@@ -336,7 +399,7 @@ mod tests {
         Login {
             user: "sagemaker-user".into(),
             key: key.clone(),
-            host_key: server.host_public_key().clone(),
+            host_key: server.host_public_key().clone().into(),
         }
     }
 
@@ -382,7 +445,7 @@ mod tests {
         let key = new_key();
         let server = server_for(dir.path(), &key).await;
         let mut wrong = login(&key, &server);
-        wrong.host_key = new_key().public_key().clone();
+        wrong.host_key = new_key().public_key().clone().into();
 
         let error = Connection::over_proxy(proxy_to(&server), &wrong)
             .await
@@ -413,7 +476,7 @@ mod tests {
         let login = Login {
             user: "root".into(),
             key: key.clone(),
-            host_key: key.public_key().clone(),
+            host_key: key.public_key().clone().into(),
         };
         let error = Connection::over_proxy(proxy, &login)
             .await

@@ -15,7 +15,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
-use common::ssh::{hex_sha256, pseudo_random, quoted, SshWorld};
+use common::pseudo_random;
+use common::ssh::{hex_sha256, quoted, SshWorld};
 use common::{seed_with, start_forward, training_instance, Env};
 use sm_ssh_integration::datachannel::StatsSnapshot;
 use sm_ssh_integration::world::{DirectionFaults, Faults, Pacing};

@@ -20,7 +20,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::ssh::{hex_sha256, pseudo_random, quoted, SshWorld};
+use common::pseudo_random;
+use common::ssh::{hex_sha256, quoted, SshWorld};
 use common::{seed_with, Env};
 use sm_ssh_integration::world::Faults;
 

@@ -23,7 +23,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::ssh::{hex_sha256, pseudo_random, quoted, SshWorld};
+use common::pseudo_random;
+use common::ssh::{hex_sha256, quoted, SshWorld};
 use common::{seed_with, Env};
 use sm_ssh_integration::datachannel::serve_listener;
 use sm_ssh_integration::world::Pacing;

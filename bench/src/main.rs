@@ -5,6 +5,7 @@
 //!     cargo run --release -p sm-ssh-bench -- --all
 
 mod charts;
+mod cp;
 mod fixture;
 mod machine;
 mod measure;
@@ -47,6 +48,9 @@ struct Args {
     /// Regenerate the report and charts from a saved results file, measuring nothing.
     #[arg(long, value_name = "RESULTS_JSON")]
     render_only: Option<PathBuf>,
+    /// The file `cp` copies, in MiB (default 64; 4 with --quick).
+    #[arg(long, value_name = "MIB")]
+    cp_mib: Option<u64>,
     /// The report to update (only its generated block is replaced).
     #[arg(long, default_value = "docs/benchmarks.md")]
     out: PathBuf,
@@ -62,6 +66,8 @@ enum Part {
     Parallel,
     /// Websocket cuts.
     Reconnect,
+    /// `sm-ssh cp` over 1 to 16 sessions, scp through one session, and under cuts.
+    Cp,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -81,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
             Part::Throughput,
             Part::Parallel,
             Part::Reconnect,
+            Part::Cp,
         ]
     } else {
         args.only.clone()
@@ -165,6 +172,10 @@ async fn main() -> anyhow::Result<()> {
         for tool in &transfer_tools {
             measure::reconnect(&fx, &tools, tool, plan, &mut results).await;
         }
+    }
+    if parts.contains(&Part::Cp) {
+        let mib = args.cp_mib.unwrap_or(if args.quick { 4 } else { 64 });
+        cp::cp(&fx, &tools, mib << 20, &mut results).await;
     }
     results.wall_seconds = started.elapsed().as_secs_f64();
     publish(&root, &out, &results)

@@ -46,6 +46,7 @@ fn render(r: &Results) -> String {
     parallel(o, r);
     cost(o, r);
     reconnect(o, r);
+    cp(o, r);
     unmeasured(o, r);
     let _ = write!(o, "{END}");
     out
@@ -385,6 +386,35 @@ fn reconnect(o: &mut String, r: &Results) {
             x.stall_ms.show(1),
             x.bytes_lost,
             x.bytes_moved
+        );
+    }
+    let _ = writeln!(o);
+}
+
+fn cp(o: &mut String, r: &Results) {
+    if r.cp.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "## `sm-ssh cp` (realistic pacing, {} file, wall time of the whole command)\n",
+        mib(r.cp[0].bytes)
+    );
+    let _ = writeln!(
+        o,
+        "| scenario | direction | MB/s | of N × ceiling | CPU s/GB | cuts |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|");
+    for row in &r.cp {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {:.2} | {:.0}% | {:.1} | {} |",
+            row.scenario,
+            row.direction.name(),
+            row.mb_s,
+            row.of_ceiling() * 100.0,
+            row.cpu_s_per_gb,
+            row.cuts.map_or("".to_owned(), |c| c.to_string())
         );
     }
     let _ = writeln!(o);

@@ -22,6 +22,8 @@ pub struct Results {
     pub parallel: Vec<ParallelRow>,
     pub cost: Vec<CostRow>,
     pub reconnect: Vec<ReconnectRow>,
+    #[serde(default)]
+    pub cp: Vec<CpRow>,
     pub unmeasured: Vec<Unmeasured>,
 }
 
@@ -87,6 +89,46 @@ pub struct ReconnectRow {
     /// Bytes expected minus bytes delivered intact, over all runs.
     pub bytes_lost: u64,
     pub bytes_moved: u64,
+}
+
+/// One file copy (`sm-ssh cp`, or `scp` through `sm-ssh proxy`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CpRow {
+    pub scenario: String,
+    pub direction: Direction,
+    pub sessions: u16,
+    pub bytes: u64,
+    /// Bytes over the whole command's wall time.
+    pub mb_s: f64,
+    /// CPU seconds (the command and its children) per GB copied.
+    pub cpu_s_per_gb: f64,
+    /// Websocket cuts during the copy, when the fake was cutting.
+    pub cuts: Option<u64>,
+}
+
+impl CpRow {
+    pub fn new(
+        scenario: String,
+        direction: Direction,
+        sessions: u16,
+        bytes: u64,
+        (mb_s, cpu_s_per_gb): (f64, f64),
+    ) -> CpRow {
+        CpRow {
+            scenario,
+            direction,
+            sessions,
+            bytes,
+            mb_s,
+            cpu_s_per_gb,
+            cuts: None,
+        }
+    }
+
+    /// MB/s over the sessions' combined ceiling.
+    pub fn of_ceiling(&self) -> f64 {
+        self.mb_s / (f64::from(self.sessions) * CEILING_MB_S)
+    }
 }
 
 /// A figure a tool could not give, and why.

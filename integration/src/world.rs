@@ -151,6 +151,8 @@ pub struct Faults {
     /// The agent encrypts with a key other than the one KMS gave it, so the
     /// client's decryption fails (a wrong key).
     pub kms_wrong_key: bool,
+    /// Answer this many StartSession calls with ThrottlingException, then serve again.
+    pub throttle_start_session: u32,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

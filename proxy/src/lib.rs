@@ -20,8 +20,9 @@ pub mod smux;
 
 pub use connection::{Connection, EngineConfig, EngineError, Event};
 pub use driver::{
-    bridge, bridge_open, connect_port, forward_basic, is_presigned, open, shell, shell_open, splice,
-    BasicSession, ControlError, MuxPool, MuxSession, MuxStream, OpenSession, Options, PortSession,
-    SessionControl, SessionEnd, SessionError, SessionStats, ShellEnd, ShellIo, StreamTarget,
+    bridge, bridge_open, connect_port, forward_basic, is_presigned, open, shell, shell_open,
+    splice, BasicSession, ControlError, MuxPool, MuxSession, MuxStream, OpenSession, Options,
+    PortSession, SessionControl, SessionEnd, SessionError, SessionStats, ShellEnd, ShellIo,
+    StreamTarget,
 };
 pub use handshake::{SessionMode, CLIENT_VERSION};

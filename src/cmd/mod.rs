@@ -3,6 +3,7 @@
 pub mod completions;
 pub mod config;
 pub mod connect;
+pub mod cp;
 pub mod doctor;
 pub mod exec;
 pub mod forward;
@@ -13,8 +14,8 @@ pub mod plugin;
 pub mod policy;
 pub mod proxy;
 pub mod sessions;
-pub mod space;
 pub mod shell;
+pub mod space;
 
 use std::process::ExitCode;
 
@@ -28,6 +29,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Shell(args) => shell::run(args, &global).await,
         Command::Exec(args) => exec::run(args, &global).await,
         Command::Forward(args) => forward::run(args, &global).await,
+        Command::Cp(args) => cp::run(args, &global).await,
         Command::List(args) => list::run(args, &global).await,
         Command::Config(args) => config::run(args, &global).await,
         Command::Doctor(args) => doctor::run(args, &global).await,

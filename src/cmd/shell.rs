@@ -78,7 +78,8 @@ pub async fn start_and_run(
 ) -> anyhow::Result<ShellEnd> {
     let (sdk, instance_id) = resolve_target(global, name, resolve_args).await?;
     let sessions = Arc::new(
-        Sessions::new(aws_sdk_ssm::Client::new(&sdk), &sdk).with_kms(aws_sdk_kms::Client::new(&sdk)),
+        Sessions::new(aws_sdk_ssm::Client::new(&sdk), &sdk)
+            .with_kms(aws_sdk_kms::Client::new(&sdk)),
     );
     let stream = sessions
         .start(&instance_id, name, document, parameters)

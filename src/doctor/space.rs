@@ -248,8 +248,7 @@ async fn network(client: &aws_sdk_sagemaker::Client, info: &SpaceInfo) -> Check 
     {
         Ok(domain) => domain,
         Err(error) => {
-            return Failure::from_sdk("sagemaker:DescribeDomain", error)
-                .skip("space-network")
+            return Failure::from_sdk("sagemaker:DescribeDomain", error).skip("space-network")
         }
     };
     let access = domain

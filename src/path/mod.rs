@@ -142,7 +142,9 @@ pub enum Control {
 impl Control {
     pub fn new(sdk: &SdkConfig, path: Path) -> Control {
         match path {
-            Path::Ssm | Path::Native => Control::Ssm(Sessions::new(aws_sdk_ssm::Client::new(sdk), sdk)),
+            Path::Ssm | Path::Native => {
+                Control::Ssm(Sessions::new(aws_sdk_ssm::Client::new(sdk), sdk))
+            }
             Path::Space => Control::Space(space::SpaceSessions::new(sdk)),
         }
     }
@@ -177,7 +179,10 @@ impl SessionControl for Control {
         }
     }
 
-    async fn upgrade_headers(&self, stream_url: &str) -> Result<Vec<(String, String)>, ControlError> {
+    async fn upgrade_headers(
+        &self,
+        stream_url: &str,
+    ) -> Result<Vec<(String, String)>, ControlError> {
         match self {
             Control::Ssm(sessions) => sessions.upgrade_headers(stream_url).await,
             Control::Space(sessions) => sessions.upgrade_headers(stream_url).await,

@@ -486,7 +486,10 @@ impl SessionControl for SpaceSessions {
     }
 
     /// The same SigV4 upgrade as SSM's sessions (a presigned StreamUrl is sent as it is).
-    async fn upgrade_headers(&self, stream_url: &str) -> Result<Vec<(String, String)>, ControlError> {
+    async fn upgrade_headers(
+        &self,
+        stream_url: &str,
+    ) -> Result<Vec<(String, String)>, ControlError> {
         self.ssm.upgrade_headers(stream_url).await
     }
 }

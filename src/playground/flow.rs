@@ -120,7 +120,7 @@ pub async fn run_flow(options: FlowOptions) -> anyhow::Result<ExitCode> {
             let login = Login {
                 user: user.to_string(),
                 key: Arc::new(identity.private_key().clone()),
-                host_key: demo.sshd.host_public_key().clone(),
+                host_key: demo.sshd.host_public_key().clone().into(),
             };
             let connection = ssh_client::Connection::over_proxy(proxy.command(), &login)
                 .await

@@ -9,20 +9,6 @@ use sm_ssh_integration::openssh::OpenSshServer;
 
 use super::{me, training_instance, Env};
 
-/// Incompressible, reproducible bytes (xorshift64 from `seed`).
-pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut data = Vec::with_capacity(len + 8);
-    let mut state = seed | 1;
-    while data.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        data.extend_from_slice(&state.to_le_bytes());
-    }
-    data.truncate(len);
-    data
-}
-
 pub fn hex_sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()

@@ -67,6 +67,10 @@ fn start_in(world: &mut World, port: u16, req: &StartInput, document: &str) -> A
         }
     }
     check_run_on(world, "ssm:StartSession", &req.target, document)?;
+    if world.faults.throttle_start_session > 0 {
+        world.faults.throttle_start_session -= 1;
+        return Err(ApiError::new("ThrottlingException", "Rate exceeded"));
+    }
     let properties = match world.documents.get(document) {
         Some(custom) if req.parameters.is_empty() => custom.properties.clone(),
         Some(_) => {

@@ -1,0 +1,247 @@
+//! `sm-ssh cp`: copy files to or from a target over N sessions at once, like
+//! scp, with progress, SHA-256 verification and resume (see docs/cp.md).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use indicatif::HumanBytes;
+
+use super::forward::Document;
+use crate::cli::Global;
+use crate::copy::engine::{self, Settings};
+use crate::copy::fleet::{Endpoint, Fleet};
+use crate::copy::plan::{self, Direction, Operand, RemoteSpec};
+use crate::copy::progress::Progress;
+use crate::error::{exit, Failure};
+use crate::keypush::PushKey;
+use crate::path;
+use crate::resolve::ResolveArgs;
+use crate::session::Sessions;
+use crate::ssh_client::{HostKeyCheck, Login};
+use crate::target::Target;
+use crate::{aws, keys};
+
+/// The exit status of a copy stopped by Ctrl-C (128 + SIGINT, as shells report it).
+const INTERRUPTED: u8 = 130;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Copy directories and everything under them.
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
+    /// Sessions to copy over at once (default: from the total size, 1 below
+    /// 2 MiB up to 8 from 64 MiB).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub sessions: Option<u16>,
+    /// The Session Manager document to carry SSH (default: port forwarding
+    /// when IAM allows it, else AWS-StartSSHSession).
+    #[arg(long, value_enum)]
+    pub document: Option<Document>,
+    /// No progress bar and no summary line; errors only.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Login user (default: root, or sagemaker-user for Studio); `user@` in the operand wins.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Port of sshd on the instance.
+    #[arg(long, default_value_t = 22)]
+    pub port: u16,
+    /// When to install our public key on the instance with SendCommand.
+    #[arg(long, value_enum, default_value_t)]
+    pub push_key: PushKey,
+    /// Bytes per range (default: chosen per file); for tests.
+    #[arg(long, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub range_size: Option<u64>,
+    #[command(flatten)]
+    pub resolve: ResolveArgs,
+    /// Sources, then the destination; one side is `[user@]<target>:<path>`.
+    #[arg(value_name = "SRC… DST", num_args = 2.., required = true)]
+    pub paths: Vec<String>,
+}
+
+pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
+    let (sources, dest) = args.paths.split_at(args.paths.len() - 1);
+    let sources: Vec<Operand> = sources.iter().map(|s| Operand::parse(s)).collect();
+    let dest = Operand::parse(&dest[0]);
+    let (direction, remote) = sides(&sources, &dest)?;
+    let options = crate::session::data_channel_options()?;
+    let (sessions, endpoint) = open_target(global, &remote, &args).await?;
+    let instance_id = endpoint.instance_id.clone();
+    let fleet = Arc::new(Fleet::new(sessions, options, endpoint, args.document));
+    let first = fleet.connect().await.map_err(|e| e.error)?;
+    let host = remote.target.clone();
+    let remote_path = |path: &str| {
+        if path.is_empty() {
+            ".".to_owned()
+        } else {
+            path.to_owned()
+        }
+    };
+    let planned = match (&dest, direction) {
+        (Operand::Remote(spec), Direction::Upload) => {
+            let locals: Vec<PathBuf> = sources
+                .iter()
+                .map(|s| match s {
+                    Operand::Local(path) => path.clone(),
+                    Operand::Remote(_) => unreachable!("checked by sides"),
+                })
+                .collect();
+            plan::upload(
+                &first,
+                &host,
+                &locals,
+                &remote_path(&spec.path),
+                args.recursive,
+            )
+            .await
+        }
+        (Operand::Local(path), _) => {
+            let remotes: Vec<String> = sources
+                .iter()
+                .map(|s| match s {
+                    Operand::Remote(spec) => remote_path(&spec.path),
+                    Operand::Local(_) => unreachable!("checked by sides"),
+                })
+                .collect();
+            plan::download(&first, &host, &remotes, path, args.recursive).await
+        }
+        _ => unreachable!("checked by sides"),
+    };
+    let plan = match planned {
+        Ok(plan) => plan,
+        Err(error) => {
+            fleet.close(first).await;
+            return Err(error);
+        }
+    };
+    let total: u64 = plan.items.iter().map(|i| i.size).sum();
+    let settings = Settings {
+        sessions: args
+            .sessions
+            .unwrap_or_else(|| plan::default_sessions(total)),
+        range_size: args.range_size,
+        host: host.clone(),
+        instance_id,
+        state_dir: keys::data_dir()?.join("cp"),
+    };
+    let progress = Arc::new(Progress::new(total, args.quiet));
+    let copying = engine::run(fleet.clone(), first, plan, &settings, progress.clone());
+    let result = tokio::select! {
+        result = copying => result,
+        _ = tokio::signal::ctrl_c() => {
+            progress.abandon();
+            fleet.terminate_all().await;
+            return Err(Failure::new(
+                INTERRUPTED,
+                format!(
+                    "interrupted after {} of {}; every session was terminated. \
+                     Run the same command again to resume",
+                    HumanBytes(progress.moved()),
+                    HumanBytes(total)
+                ),
+            )
+            .into());
+        }
+    };
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(error) => {
+            progress.abandon();
+            fleet.terminate_all().await;
+            return Err(error);
+        }
+    };
+    let document = fleet.document().await.unwrap_or(Document::Ssh).name();
+    progress.finish(|seconds| {
+        format!(
+            "sm-ssh: copied {} file{}, {} in {seconds:.1} s ({}/s moved) over {} session{} ({document}); SHA-256 verified",
+            summary.files,
+            if summary.files == 1 { "" } else { "s" },
+            HumanBytes(summary.bytes),
+            HumanBytes((summary.moved as f64 / seconds.max(0.001)) as u64),
+            settings.sessions,
+            if settings.sessions == 1 { "" } else { "s" },
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Which way the copy goes, and the remote side: exactly one side names a
+/// target, and every remote source names the same one.
+fn sides(sources: &[Operand], dest: &Operand) -> anyhow::Result<(Direction, RemoteSpec)> {
+    let usage = |message: &str| Failure::new(exit::USAGE, message.to_owned());
+    let remotes: Vec<&RemoteSpec> = sources
+        .iter()
+        .filter_map(|s| match s {
+            Operand::Remote(spec) => Some(spec),
+            Operand::Local(_) => None,
+        })
+        .collect();
+    match dest {
+        Operand::Remote(spec) if remotes.is_empty() => Ok((Direction::Upload, spec.clone())),
+        Operand::Remote(_) => Err(usage(
+            "both sides are remote; sm-ssh cp copies between this machine and one target",
+        )
+        .into()),
+        Operand::Local(_) if remotes.len() < sources.len() => Err(usage(
+            "one side must be remote, as `<target>:<path>` (e.g. my-job.training.sagemaker:/opt/ml/model), and every source on the same side",
+        )
+        .into()),
+        Operand::Local(_) => {
+            let first = remotes[0];
+            if remotes
+                .iter()
+                .any(|r| r.target != first.target || r.user != first.user)
+            {
+                return Err(usage("every remote source must be on the same target and user").into());
+            }
+            Ok((Direction::Download, first.clone()))
+        }
+    }
+}
+
+/// Resolution and the key push, as `proxy` does them: the sessions to use
+/// and where the workers go.
+async fn open_target(
+    global: &Global,
+    remote: &RemoteSpec,
+    args: &Args,
+) -> anyhow::Result<(Arc<Sessions>, Endpoint)> {
+    let target = Target::parse(&remote.target)?;
+    let sdk = aws::load(global).await;
+    let path = path::select(&target);
+    if path == path::Path::Space {
+        // A space's channel carries its own SSH server's one stream: use scp through ssh.
+        return Err(Failure::new(
+            exit::USAGE,
+            "sm-ssh cp does not reach Studio spaces yet; use `scp FILE SPACE.space.sagemaker:` through ssh",
+        )
+        .into());
+    }
+    let reach = path.resolve(&sdk, &target, &args.resolve.options()).await?;
+    let user = remote
+        .user
+        .as_deref()
+        .or(args.user.as_deref())
+        .unwrap_or(reach.default_user)
+        .to_owned();
+    path::install_key(&sdk, &reach, &user, args.push_key).await?;
+    let identity = keys::Identity::ensure()?;
+    let login = Login {
+        user,
+        key: Arc::new(identity.private_key().clone()),
+        host_key: HostKeyCheck::KnownHosts {
+            file: keys::known_hosts_path()?,
+            alias: reach.session_target.clone(),
+        },
+    };
+    let endpoint = Endpoint {
+        instance_id: reach.session_target,
+        label: remote.target.clone(),
+        port: args.port,
+        login,
+    };
+    let ssm = aws_sdk_ssm::Client::new(&sdk);
+    Ok((Arc::new(Sessions::new(ssm, &sdk)), endpoint))
+}

@@ -1,0 +1,202 @@
+//! The far side's commands: POSIX `sh` scripts run on exec channels, using
+//! only `dd` (with `bs`/`skip`/`seek` in whole ranges), `sha256sum` (or
+//! `shasum -a 256`), `wc`, `find`, `mkdir`, `chmod` and `mv`. Every operand
+//! is single-quoted; nothing here runs a command itself.
+
+use crate::cmd::connect::shell_quote;
+
+/// `h` hashes its stdin and prints the hex digest first.
+const HASH_FN: &str = "h() { if command -v sha256sum >/dev/null 2>&1; then sha256sum; \
+elif command -v shasum >/dev/null 2>&1; then shasum -a 256; \
+else echo 'neither sha256sum nor shasum is installed' >&2; return 127; fi; }";
+
+/// `m FILE` prints FILE's modification time in seconds (GNU, then BSD stat), or 0.
+const MTIME_FN: &str =
+    "m() { stat -c %Y -- \"$1\" 2>/dev/null || stat -f %m -- \"$1\" 2>/dev/null || echo 0; }";
+
+/// What a path is on the far side: `d`, `f SIZE MTIME`, `o` (another kind) or
+/// `n` (nothing). An unreadable file fails with the shell's own message.
+pub fn probe(path: &str) -> String {
+    let p = shell_quote(path);
+    format!(
+        "{MTIME_FN}; p={p}; if [ -d \"$p\" ]; then echo d; \
+         elif [ -f \"$p\" ]; then s=$(wc -c < \"$p\") || exit 1; echo \"f $s $(m \"$p\")\"; \
+         elif [ -e \"$p\" ]; then echo o; else echo n; fi"
+    )
+}
+
+/// Lists the tree under `dir`: its directories (`d PATH`), then its regular
+/// files (`f SIZE MTIME PATH`), paths relative to `dir` starting with `./`.
+pub fn list_tree(dir: &str) -> String {
+    format!(
+        "cd -- {} || exit 1; find . -type d -exec sh -c 'for d; do echo \"d $d\"; done' sh {{}} + \
+         && find . -type f -exec sh -c '{}; for f; do s=$(wc -c < \"$f\") || exit 1; \
+         echo \"f $s $(m \"$f\") $f\"; done' sh {{}} +",
+        shell_quote(dir),
+        MTIME_FN.replace('\'', "'\\''"),
+    )
+}
+
+/// Creates directories (and their parents).
+pub fn mkdirs<'a>(dirs: impl IntoIterator<Item = &'a str>) -> String {
+    let quoted: Vec<String> = dirs.into_iter().map(shell_quote).collect();
+    format!("mkdir -p -- {}", quoted.join(" "))
+}
+
+/// Writes stdin as range `index` (of `range_size` bytes) of `part`, then
+/// prints the SHA-256 of what landed there.
+pub fn write_range(part: &str, range_size: u64, index: u64) -> String {
+    let p = shell_quote(part);
+    format!(
+        "{HASH_FN}; dd of={p} bs={range_size} seek={index} conv=notrunc || exit 1; \
+         dd if={p} bs={range_size} skip={index} count=1 2>/dev/null | h"
+    )
+}
+
+/// Prints range `index` of `path`.
+pub fn read_range(path: &str, range_size: u64, index: u64) -> String {
+    format!(
+        "dd if={} bs={range_size} skip={index} count=1",
+        shell_quote(path)
+    )
+}
+
+/// Prints the SHA-256 of each range of `path` in `indexes`, one a line.
+pub fn hash_ranges(path: &str, range_size: u64, indexes: &[u64]) -> String {
+    let list: Vec<String> = indexes.iter().map(u64::to_string).collect();
+    format!(
+        "{HASH_FN}; for k in {}; do dd if={} bs={range_size} skip=$k count=1 2>/dev/null | h || exit 1; done",
+        list.join(" "),
+        shell_quote(path)
+    )
+}
+
+/// Prints the SHA-256 of the whole of `path`.
+pub fn hash_file(path: &str) -> String {
+    format!("{HASH_FN}; h < {}", shell_quote(path))
+}
+
+/// Cuts (or extends) `part` to `size` bytes, gives it `mode`, and prints its SHA-256.
+pub fn seal(part: &str, size: u64, mode: u32) -> String {
+    let p = shell_quote(part);
+    format!("{HASH_FN}; dd if=/dev/null of={p} bs=1 seek={size} || exit 1; chmod {mode:o} {p} && h < {p}")
+}
+
+/// Moves `part` over `dest`.
+pub fn rename(part: &str, dest: &str) -> String {
+    format!("mv -f -- {} {}", shell_quote(part), shell_quote(dest))
+}
+
+/// The digest at the start of `sha256sum`'s output, if it is one.
+pub fn digest(output: &str) -> Option<String> {
+    let word = output.split_whitespace().next()?;
+    (word.len() == 64 && word.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| word.to_ascii_lowercase())
+}
+
+/// The line of a failed command's stderr worth showing: `dd`'s own complaint
+/// rather than its record counts.
+pub fn complaint(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.contains("records in") && !l.contains("records out"))
+        .filter(|l| !l.contains("bytes") || l.contains(':'))
+        .collect();
+    lines
+        .iter()
+        .find(|l| l.contains(':'))
+        .or(lines.first())
+        .map(|l| (*l).to_owned())
+        .unwrap_or_else(|| "the command failed without saying why".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str, stdin: &[u8]) -> (i32, Vec<u8>, Vec<u8>) {
+        use std::io::Write;
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code().unwrap_or(-1), out.stdout, out.stderr)
+    }
+
+    fn hex(data: &[u8]) -> String {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    #[test]
+    fn ranges_written_out_of_order_reassemble_and_seal() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("it's a part").display().to_string();
+        let data: Vec<u8> = (0..2500u32).map(|i| (i * 7 % 251) as u8).collect();
+        for index in [2u64, 0, 1] {
+            let range = &data[(index as usize * 1000)..((index as usize + 1) * 1000).min(2500)];
+            let (code, out, err) = sh(&write_range(&part, 1000, index), range);
+            assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
+            assert_eq!(digest(&String::from_utf8_lossy(&out)), Some(hex(range)));
+        }
+        let (code, out, _) = sh(&seal(&part, 2500, 0o640), b"");
+        assert_eq!(code, 0);
+        assert_eq!(digest(&String::from_utf8_lossy(&out)), Some(hex(&data)));
+        assert_eq!(std::fs::read(&part).unwrap(), data);
+        let (_, out, _) = sh(&read_range(&part, 1000, 2), b"");
+        assert_eq!(out, &data[2000..]);
+        let (_, out, _) = sh(&hash_ranges(&part, 1000, &[1, 2]), b"");
+        let lines: Vec<Option<String>> =
+            String::from_utf8_lossy(&out).lines().map(digest).collect();
+        assert_eq!(
+            lines,
+            [Some(hex(&data[1000..2000])), Some(hex(&data[2000..]))]
+        );
+    }
+
+    #[test]
+    fn probe_and_list_describe_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a b/c")).unwrap();
+        std::fs::write(dir.path().join("a b/c/x y"), b"12345").unwrap();
+        let root = dir.path().display().to_string();
+        assert_eq!(sh(&probe(&root), b"").1, b"d\n");
+        let file = format!("{root}/a b/c/x y");
+        let out = String::from_utf8(sh(&probe(&file), b"").1).unwrap();
+        assert!(out.starts_with("f 5 "), "{out}");
+        assert_eq!(sh(&probe(&format!("{root}/none")), b"").1, b"n\n");
+        let (code, out, _) = sh(&list_tree(&root), b"");
+        assert_eq!(code, 0);
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("d ./a b/c\n"), "{out}");
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("f 5 ") && l.ends_with(" ./a b/c/x y")),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn complaints_skip_dd_statistics() {
+        let stderr = b"1+0 records in\n1+0 records out\n\
+            dd: error writing '/x/p': No space left on device\n";
+        assert_eq!(
+            complaint(stderr),
+            "dd: error writing '/x/p': No space left on device"
+        );
+        assert_eq!(
+            complaint(b"sh: 1: cannot create /r/p: Read-only file system\n"),
+            "sh: 1: cannot create /r/p: Read-only file system"
+        );
+    }
+}

@@ -1,0 +1,519 @@
+//! `sm-ssh cp` end to end: the real binary against the fake AWS, whose
+//! instance's port 22 is Debian's sshd (the far side is a real SSH server and
+//! a real shell). Files of 0 and 1 bytes, one range and many odd ranges both
+//! ways, `-r` trees, the SSH-session fallback, a session killed mid-range,
+//! resume after a kill, Ctrl-C, and refusals on either side.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{assert_exit, me, pseudo_random as data, seed_with, text, training_instance, Env};
+use sm_ssh_integration::openssh::OpenSshServer;
+use sm_ssh_integration::world::Pacing;
+
+const INSTANCE: &str = "mi-0c0c0c0c0c0c0c0c0";
+const HOST: &str = "cp-job.training.sagemaker";
+const PORT_FORWARDING: &str = "AWS-StartPortForwardingSession";
+const SSH_SESSION: &str = "AWS-StartSSHSession";
+
+/// A fake with one training job whose port 22 is a real sshd running as
+/// this user; "remote" paths are in `dir` as well (the sshd is local).
+struct World {
+    env: Env,
+    sshd: OpenSshServer,
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    fn start(pacing: Pacing) -> World {
+        let mut seed = seed_with(vec![]);
+        seed.pacing = pacing;
+        let env = Env::start(seed);
+        let sandbox = env
+            .fake
+            .add_instance(training_instance(INSTANCE, "cp-job", 1_700_000_000))
+            .expect("instance added");
+        let sshd = OpenSshServer::start(&sandbox).expect("sshd starts (install openssh-server)");
+        env.fake.map_port(INSTANCE, 22, sshd.addr());
+        World {
+            env,
+            sshd,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let user = me();
+        let mut all = vec!["cp", "--user", &user];
+        all.extend_from_slice(args);
+        let mut command = self.env.sm_ssh(all);
+        command.stdin(Stdio::null());
+        command
+    }
+
+    fn cp(&self, args: &[&str]) -> Output {
+        let output = self.command(args).output().expect("sm-ssh runs");
+        if !output.status.success() {
+            eprintln!("sshd log:\n{}", self.sshd.log());
+        }
+        output
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// StartSession calls that succeeded, by document.
+    fn started(&self, document: &str) -> usize {
+        self.env
+            .fake
+            .events()
+            .iter()
+            .filter(|e| e.action == "ssm:StartSession" && e.error.is_none())
+            .filter(|e| e.document.as_deref() == Some(document))
+            .count()
+    }
+
+    fn state_files(&self) -> Vec<PathBuf> {
+        match std::fs::read_dir(self.env.data_dir().join("cp")) {
+            Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Ends one open session from the service side, as TerminateSession by
+    /// someone else would; returns its id.
+    fn kill_one_session(&self) -> String {
+        let world = self.env.fake.world();
+        let world = world.lock().unwrap();
+        let session = world
+            .sessions
+            .values()
+            .find(|s| !*s.terminated.borrow())
+            .expect("an open session");
+        session.terminated.send_replace(true);
+        session.id.clone()
+    }
+
+    fn open_sessions(&self) -> usize {
+        let world = self.env.fake.world();
+        let world = world.lock().unwrap();
+        world
+            .sessions
+            .values()
+            .filter(|s| !*s.terminated.borrow())
+            .count()
+    }
+}
+
+fn remote(path: &Path) -> String {
+    format!("{HOST}:{}", path.display())
+}
+
+/// Waits (on the file system, polled) until `done` holds; panics after a minute.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn size_of(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+fn part(path: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.sm-ssh-part", path.display()))
+}
+
+#[test]
+fn files_of_every_shape_go_up_and_come_back_byte_identical() {
+    let world = World::start(Pacing::Unconstrained);
+    let local = world.path("local");
+    let far = world.path("far");
+    let back = world.path("back");
+    for dir in [&local, &far, &back] {
+        std::fs::create_dir(dir).unwrap();
+    }
+    // 0 bytes, 1 byte, one range, and many ranges with an odd last one.
+    let files = [("empty", 0), ("one", 1), ("single", 3000), ("many", 50_001)];
+    let mut sources = Vec::new();
+    for (i, (name, len)) in files.iter().enumerate() {
+        let path = local.join(name);
+        std::fs::write(&path, data(*len, i as u64 + 7)).unwrap();
+        sources.push(path.display().to_string());
+    }
+    let mut args = vec!["--sessions", "3", "--range-size", "4093"];
+    args.extend(sources.iter().map(String::as_str));
+    let dest = remote(&far);
+    args.push(&dest);
+    let (_, stderr) = assert_exit(&world.cp(&args), 0);
+    assert!(stderr.contains("copied 4 files"), "{stderr}");
+    assert!(stderr.contains("SHA-256 verified"), "{stderr}");
+    assert!(
+        world.started(PORT_FORWARDING) >= 2,
+        "several sessions carried the copy"
+    );
+
+    let remotes: Vec<String> = files
+        .iter()
+        .map(|(name, _)| remote(&far.join(name)))
+        .collect();
+    let mut args = vec!["--sessions", "2", "--range-size", "7001"];
+    args.extend(remotes.iter().map(String::as_str));
+    let dest = back.display().to_string();
+    args.push(&dest);
+    assert_exit(&world.cp(&args), 0);
+
+    for (name, _) in files {
+        let original = std::fs::read(local.join(name)).unwrap();
+        assert_eq!(
+            std::fs::read(far.join(name)).unwrap(),
+            original,
+            "{name} up"
+        );
+        assert_eq!(
+            std::fs::read(back.join(name)).unwrap(),
+            original,
+            "{name} down"
+        );
+        assert!(!part(&far.join(name)).exists() && !part(&back.join(name)).exists());
+    }
+    assert!(
+        world.state_files().is_empty(),
+        "state files are removed on success"
+    );
+    assert_eq!(world.open_sessions(), 0, "every session was ended");
+}
+
+#[test]
+fn a_tree_is_copied_with_r_both_ways() {
+    let world = World::start(Pacing::Unconstrained);
+    let tree = world.path("tree");
+    std::fs::create_dir_all(tree.join("a/b c")).unwrap();
+    std::fs::create_dir_all(tree.join("empty dir")).unwrap();
+    std::fs::write(tree.join("top.txt"), b"top\n").unwrap();
+    std::fs::write(tree.join("a/b c/it's.bin"), data(20_000, 3)).unwrap();
+    std::fs::write(tree.join("a/zero"), b"").unwrap();
+
+    let far = world.path("far-tree");
+    let output = world.cp(&[
+        "-r",
+        "--range-size",
+        "6000",
+        tree.to_str().unwrap(),
+        &remote(&far),
+    ]);
+    assert_exit(&output, 0);
+    let back = world.path("back");
+    std::fs::create_dir(&back).unwrap();
+    let output = world.cp(&["-r", &remote(&far), back.to_str().unwrap()]);
+    assert_exit(&output, 0);
+
+    let copy = back.join("far-tree");
+    assert!(far.join("empty dir").is_dir() && copy.join("empty dir").is_dir());
+    for rel in ["top.txt", "a/b c/it's.bin", "a/zero"] {
+        let original = std::fs::read(tree.join(rel)).unwrap();
+        assert_eq!(std::fs::read(far.join(rel)).unwrap(), original, "{rel} up");
+        assert_eq!(
+            std::fs::read(copy.join(rel)).unwrap(),
+            original,
+            "{rel} down"
+        );
+    }
+    // Without -r a directory is refused.
+    let output = world.cp(&[tree.to_str().unwrap(), &remote(&far)]);
+    let (_, stderr) = assert_exit(&output, 2);
+    assert!(stderr.contains("is a directory (add -r)"), "{stderr}");
+}
+
+#[test]
+fn a_denied_port_forwarding_document_falls_back_to_ssh_sessions() {
+    let world = World::start(Pacing::Unconstrained);
+    world.env.fake.deny_document(PORT_FORWARDING, true);
+    let source = world.path("f.bin");
+    std::fs::write(&source, data(30_000, 5)).unwrap();
+    let dest = world.path("g.bin");
+    let output = world.cp(&[
+        "--sessions",
+        "2",
+        "--range-size",
+        "8192",
+        source.to_str().unwrap(),
+        &remote(&dest),
+    ]);
+    let (_, stderr) = assert_exit(&output, 0);
+    assert!(
+        stderr.contains("IAM denies AWS-StartPortForwardingSession; using AWS-StartSSHSession"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(SSH_SESSION), "{stderr}");
+    assert_eq!(world.started(PORT_FORWARDING), 0);
+    assert_eq!(world.started(SSH_SESSION), 2);
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        std::fs::read(&source).unwrap()
+    );
+}
+
+#[test]
+fn a_session_killed_mid_transfer_hands_its_range_to_another() {
+    // Realistic pacing (about 1 MB/s per session) so that the copy is still
+    // running when the first bytes land.
+    let world = World::start(Pacing::Realistic);
+    let source = world.path("big.bin");
+    std::fs::write(&source, data(1_500_000, 11)).unwrap();
+    let dest = world.path("big-copy.bin");
+    let mut child = world.spawn(&[
+        "--sessions",
+        "2",
+        "--range-size",
+        "131072",
+        source.to_str().unwrap(),
+        &remote(&dest),
+    ]);
+    wait_for("the first bytes on the far side", || {
+        size_of(&part(&dest)) > 0
+    });
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the copy is still running"
+    );
+    let killed = world.kill_one_session();
+    let output = child.wait_with_output().unwrap();
+    let (_, stderr) = assert_exit(&output, 0);
+    assert!(
+        stderr.contains(&format!("session {killed} failed")),
+        "{stderr}"
+    );
+    assert!(
+        world.started(PORT_FORWARDING) >= 3,
+        "a new session replaced it"
+    );
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        std::fs::read(&source).unwrap()
+    );
+}
+
+#[test]
+fn a_killed_copy_resumes_with_the_ranges_it_lacks() {
+    let world = World::start(Pacing::Realistic);
+    let source = world.path("resume.bin");
+    std::fs::write(&source, data(1_200_000, 13)).unwrap();
+    let dest = world.path("resumed.bin");
+    let dest_text = dest.display().to_string();
+    let args = [
+        "--sessions",
+        "1",
+        "--range-size",
+        "100000",
+        &remote(&source),
+        &dest_text,
+    ];
+    let mut child = world.spawn(&args);
+    // Two ranges recorded as done in the state file, then kill -9.
+    wait_for("two verified ranges in the state file", || {
+        world
+            .state_files()
+            .iter()
+            .any(|f| std::fs::read_to_string(f).is_ok_and(|t| t.matches("\":\"").count() >= 2))
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !dest.exists(),
+        "a partial copy never has the destination's name"
+    );
+
+    world.env.fake.set_pacing(Pacing::Unconstrained);
+    let output = world.cp(&args);
+    let (_, stderr) = assert_exit(&output, 0);
+    let resumed = stderr
+        .lines()
+        .find_map(|l| l.split_once("resuming ").map(|(_, rest)| rest.to_owned()))
+        .unwrap_or_else(|| panic!("no resume line: {stderr}"));
+    let already: u64 = resumed
+        .split(": ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{resumed}"));
+    assert!((2..12).contains(&already), "{resumed}");
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        std::fs::read(&source).unwrap()
+    );
+    assert!(world.state_files().is_empty());
+    assert!(!part(&dest).exists());
+}
+
+#[test]
+fn ctrl_c_terminates_every_session_and_keeps_the_partial_copy_apart() {
+    let world = World::start(Pacing::Realistic);
+    let source = world.path("int.bin");
+    std::fs::write(&source, data(2_000_000, 17)).unwrap();
+    let dest = world.path("int-copy.bin");
+    let child = world.spawn(&[
+        "--sessions",
+        "3",
+        "--range-size",
+        "200000",
+        source.to_str().unwrap(),
+        &remote(&dest),
+    ]);
+    wait_for("the first bytes on the far side", || {
+        size_of(&part(&dest)) > 0
+    });
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted after"), "{stderr}");
+    assert!(!dest.exists());
+    let events = world.env.fake.events();
+    let started = events
+        .iter()
+        .filter(|e| e.action == "ssm:StartSession" && e.error.is_none())
+        .count();
+    let terminated = events
+        .iter()
+        .filter(|e| e.action == "ssm:TerminateSession" && e.error.is_none())
+        .count();
+    assert!(started >= 2, "{started}");
+    assert!(
+        terminated >= started,
+        "{terminated} of {started} sessions terminated"
+    );
+}
+
+/// A directory this process cannot write to: a read-only tmpfs when root
+/// (root ignores permission bits), mode 0555 otherwise. Unmounted on drop.
+struct ReadOnlyDir {
+    path: PathBuf,
+    mounted: bool,
+}
+
+impl ReadOnlyDir {
+    fn new(path: PathBuf) -> ReadOnlyDir {
+        std::fs::create_dir(&path).unwrap();
+        if me() == "root" {
+            let status = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "ro,size=1m", "sm-ssh-test"])
+                .arg(&path)
+                .status()
+                .expect("mount runs");
+            assert!(status.success(), "mounting a read-only tmpfs");
+            ReadOnlyDir {
+                path,
+                mounted: true,
+            }
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o555)).unwrap();
+            ReadOnlyDir {
+                path,
+                mounted: false,
+            }
+        }
+    }
+}
+
+impl Drop for ReadOnlyDir {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = std::process::Command::new("umount")
+                .arg(&self.path)
+                .status();
+        }
+    }
+}
+
+#[test]
+fn read_only_and_missing_paths_fail_with_one_clear_line() {
+    let world = World::start(Pacing::Unconstrained);
+    let source = world.path("s.bin");
+    std::fs::write(&source, data(5000, 19)).unwrap();
+    let locked = ReadOnlyDir::new(world.path("locked"));
+
+    let output = world.cp(&[source.to_str().unwrap(), &remote(&locked.path)]);
+    let (_, stderr) = assert_exit(&output, 1);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("Read-only file system") || stderr.contains("Permission denied"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{HOST}:{}", locked.path.display())),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("copied"), "{stderr}");
+
+    world.cp(&[source.to_str().unwrap(), &remote(&world.path("r.bin"))]);
+    let output = world.cp(&[&remote(&world.path("r.bin")), locked.path.to_str().unwrap()]);
+    let (_, stderr) = assert_exit(&output, 1);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("Read-only file system") || stderr.contains("Permission denied"),
+        "{stderr}"
+    );
+    assert!(std::fs::read_dir(&locked.path).unwrap().next().is_none());
+
+    let output = world.cp(&[
+        &remote(&world.path("nothing-here")),
+        world.dir.path().to_str().unwrap(),
+    ]);
+    let (_, stderr) = assert_exit(&output, 1);
+    assert!(
+        stderr.contains("nothing-here: No such file or directory"),
+        "{stderr}"
+    );
+    assert_eq!(world.open_sessions(), 0, "every session was ended");
+}
+
+#[test]
+fn throttled_start_session_calls_are_retried_with_backoff() {
+    let world = World::start(Pacing::Unconstrained);
+    let source = world.path("t.bin");
+    std::fs::write(&source, data(9000, 23)).unwrap();
+    // More throttles in a row than the SDK's own three attempts absorb.
+    world
+        .env
+        .fake
+        .set_faults(sm_ssh_integration::world::Faults {
+            throttle_start_session: 5,
+            ..Default::default()
+        });
+    let dest = world.path("t-copy.bin");
+    let output = world.cp(&[source.to_str().unwrap(), &remote(&dest)]);
+    assert_exit(&output, 0);
+    let throttled = world
+        .env
+        .fake
+        .events()
+        .iter()
+        .filter(|e| e.action == "ssm:StartSession")
+        .filter(|e| e.error.as_deref().is_some_and(|m| m.contains("Throttling")))
+        .count();
+    assert_eq!(throttled, 5);
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        std::fs::read(&source).unwrap()
+    );
+}
