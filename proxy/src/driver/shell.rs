@@ -16,7 +16,7 @@ use super::pump::{write_loop, OUTPUT_QUEUE};
 use super::{Options, SessionControl, SessionError, SessionStats, StreamTarget};
 use crate::connection::Event;
 use crate::handshake::SessionMode;
-use crate::payload::{flag, Size};
+use crate::payload::Size;
 
 /// The local ends of a shell session.
 pub struct ShellIo<O, E> {
@@ -197,15 +197,8 @@ impl<C: SessionControl> Driver<C> {
 
     /// The local output is gone: end the session ourselves.
     async fn terminate(mut self) -> Result<ShellEnd, SessionError> {
-        self.link.conn.send_flag(flag::TERMINATE_SESSION);
-        let mut events = Vec::new();
-        if let Err(error) = self.link.drain(&mut events).await {
-            tracing::debug!(%error, "the session ended while draining");
-        }
-        let link = &self.link;
-        if let Err(error) = link.control().terminate(link.session_id()).await {
-            tracing::debug!(%error, "TerminateSession failed");
-        }
+        // The agent's closing Output is of no use once nobody reads it.
+        let _ = self.link.terminate().await;
         Ok(self.end(String::new(), false))
     }
 }
