@@ -74,6 +74,12 @@ pub struct Instance {
     /// The KMS key the agent encrypts this instance's shell sessions with,
     /// overriding the account's session preferences.
     pub session_kms_key: Option<String>,
+    /// A target Session Manager resolves itself (`sagemaker-cluster:…`,
+    /// `sagemaker-training-job:…`, `sagemaker-endpoint:…`): `id` is that
+    /// string. SageMaker registers these nodes in its own account, so they
+    /// are not in the caller's DescribeInstanceInformation and SendCommand
+    /// cannot address them; only StartSession reaches them.
+    pub native: bool,
 }
 
 impl Default for Instance {
@@ -95,6 +101,7 @@ impl Default for Instance {
             remote_hosts: BTreeMap::new(),
             sandbox: None,
             session_kms_key: None,
+            native: false,
         }
     }
 }

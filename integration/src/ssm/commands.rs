@@ -152,7 +152,7 @@ fn send_in(
             !world
                 .instances
                 .get(*id)
-                .is_some_and(|i| i.ping_status == PingStatus::Online)
+                .is_some_and(|i| !i.native && i.ping_status == PingStatus::Online)
         })
         .collect();
     if !bad.is_empty() {

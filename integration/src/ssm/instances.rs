@@ -81,7 +81,7 @@ fn describe_in(world: &World, req: DescribeInput) -> ApiResult {
     let matching: Vec<&Instance> = world
         .instances
         .values()
-        .filter(|i| filters.iter().all(|(k, v)| matches(i, k, v)))
+        .filter(|i| !i.native && filters.iter().all(|(k, v)| matches(i, k, v)))
         .collect();
     let list: Vec<Value> = matching
         .iter()
