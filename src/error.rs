@@ -234,7 +234,10 @@ pub fn endpoint_of(action: &str) -> String {
 /// The likely cause of a connection failure, from its error text.
 fn likely_cause(detail: &str) -> &'static str {
     let lower = detail.to_ascii_lowercase();
-    if lower.contains("connection refused") {
+    if lower.contains("identity resolver") {
+        // The SDK gave up waiting for credentials, before any connection.
+        "the credentials took too long to load (a slow credential_process, SSO or metadata service)"
+    } else if lower.contains("connection refused") {
         "nothing accepts connections there"
     } else if lower.contains("dns") || lower.contains("lookup") || lower.contains("resolve") {
         "the host name does not resolve"
@@ -425,6 +428,23 @@ mod tests {
             AwsProblem::AccessDenied {
                 action: "logs:StartQuery".into()
             }
+        );
+    }
+
+    #[test]
+    fn connection_failures_name_their_likely_cause() {
+        // Seen in the soak on a starved machine: not a DNS problem.
+        assert!(
+            likely_cause("other: identity resolver timed out after 21.6s")
+                .starts_with("the credentials took too long")
+        );
+        assert_eq!(
+            likely_cause("dns error: failed to lookup address"),
+            "the host name does not resolve"
+        );
+        assert_eq!(
+            likely_cause("tcp connect error: Connection refused (os error 111)"),
+            "nothing accepts connections there"
         );
     }
 

@@ -194,12 +194,22 @@ fn soak() {
     let world = SshWorld::start(Env::start(seed), INSTANCE, JOB);
     expiring_profile(&world.env, lifetime);
     let mut children: Vec<_> = (0..sessions)
-        .map(|_| {
+        .map(|n| {
             let mut ssh = world.ssh("cat");
             use_expiring_profile(&world.env, &mut ssh);
+            // SM_SSH_SOAK_LOGS=<dir> keeps each session's proxy log and ssh
+            // stderr there, for a failure to be read afterwards.
+            let stderr = match std::env::var_os("SM_SSH_SOAK_LOGS") {
+                Some(dir) => {
+                    let dir = std::path::PathBuf::from(dir);
+                    ssh.env("SM_SSH_LOG", dir.join(format!("proxy-{n}.log")));
+                    Stdio::from(File::create(dir.join(format!("ssh-{n}.err"))).unwrap())
+                }
+                None => Stdio::null(),
+            };
             ssh.stdin(Stdio::piped())
                 .stdout(Stdio::piped())
-                .stderr(Stdio::null())
+                .stderr(stderr)
                 .spawn()
                 .expect("ssh runs")
         })
