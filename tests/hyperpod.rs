@@ -82,6 +82,10 @@ fn eks_cluster() -> Cluster {
 fn caller_role(document: Value) -> Account {
     let mut role = Role {
         name: "Developer".into(),
+        trust: serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{ACCOUNT}:root")}, "Action": "sts:AssumeRole"}]
+        }),
         ..Role::default()
     };
     role.policies.inline.insert("SSHHyperPodPolicy".into(), document);

@@ -281,7 +281,8 @@ pub async fn describe(
                     .unwrap_or_default(),
                 status: summary
                     .instance_status()
-                    .map(|s| s.status().as_str().to_string())
+                    .and_then(|s| s.status())
+                    .map(|s| s.as_str().to_string())
                     .unwrap_or_default(),
                 host_name: summary
                     .private_dns_hostname()
@@ -355,8 +356,9 @@ pub async fn install_key(
         return Ok(());
     }
     tracing::info!(node = %reach.session_target, user, %fingerprint, "installing the SSH key through a command session");
-    let command = shlex::try_join(["sh", "-c", &script(user, &key)])
-        .expect("the script holds no NUL byte");
+    let text = script(user, &key);
+    let command =
+        shlex::try_join(["sh", "-c", text.as_str()]).expect("the script holds no NUL byte");
     let outcome = tokio::time::timeout(INSTALL_LIMIT, run_command(sdk, reach, &command)).await;
     let (code, stdout, stderr) = outcome.map_err(|_| {
         Failure::new(
