@@ -42,10 +42,28 @@ fn group(name: &str) -> InstanceGroup {
 
 fn slurm_cluster() -> Cluster {
     let mut nodes = vec![
-        node("i-0aaa000000000a001", "workers", "Running", 200.0, "ip-10-1-0-1"),
-        node("i-0bbb000000000b002", "workers", "Pending", 250.0, "ip-10-1-0-2"),
+        node(
+            "i-0aaa000000000a001",
+            "workers",
+            "Running",
+            200.0,
+            "ip-10-1-0-1",
+        ),
+        node(
+            "i-0bbb000000000b002",
+            "workers",
+            "Pending",
+            250.0,
+            "ip-10-1-0-2",
+        ),
         node(NODE, "workers", "Running", 300.0, NODE_HOST),
-        node("i-0ddd000000000d004", "controller", "Running", 100.0, "ip-10-1-0-4"),
+        node(
+            "i-0ddd000000000d004",
+            "controller",
+            "Running",
+            100.0,
+            "ip-10-1-0-4",
+        ),
     ];
     nodes.extend((0..SPARES).map(|i| {
         node(
@@ -72,7 +90,13 @@ fn eks_cluster() -> Cluster {
         id: "eks000000001".into(),
         orchestrator: "Eks".into(),
         instance_groups: vec![group("gpu")],
-        nodes: vec![node("i-0fff000000000f001", "gpu", "Running", 100.0, "ip-10-3-0-1")],
+        nodes: vec![node(
+            "i-0fff000000000f001",
+            "gpu",
+            "Running",
+            100.0,
+            "ip-10-3-0-1",
+        )],
         creation_time: 1_700_000_500.0,
         ..Cluster::default()
     }
@@ -88,7 +112,9 @@ fn caller_role(document: Value) -> Account {
         }),
         ..Role::default()
     };
-    role.policies.inline.insert("SSHHyperPodPolicy".into(), document);
+    role.policies
+        .inline
+        .insert("SSHHyperPodPolicy".into(), document);
     Account {
         roles: vec![role],
         ..Account::default()
@@ -113,7 +139,11 @@ impl World {
         seed.iam = caller_role(serde_json::from_slice(&policy.stdout).unwrap());
         let env = Env::start(seed);
         let cluster = slurm_cluster();
-        let target = cluster.nodes.iter().find(|n| n.instance_id == NODE).unwrap();
+        let target = cluster
+            .nodes
+            .iter()
+            .find(|n| n.instance_id == NODE)
+            .unwrap();
         let instance = cluster.node_instance(target);
         let id = instance.id.clone();
         let sandbox = env.fake.add_instance(instance).unwrap();
@@ -200,14 +230,18 @@ fn ssh_by_every_node_form_installs_the_key_once() {
 
     // Installing again on purpose leaves the file as it was.
     let output = world.env.run([
-        "proxy",
+        "connect",
         "--push-key",
         "always",
         "--user",
         &me(),
         &host("2", "workers"),
+        "--",
+        "echo",
+        "again",
     ]);
-    assert_exit(&output, 0);
+    let (stdout, _) = assert_exit(&output, 0);
+    assert_eq!(stdout.trim(), "again");
     assert_eq!(world.sessions("AWS-StartNonInteractiveCommand"), 2);
     assert_eq!(world.authorized_keys(), keys);
 }
@@ -233,14 +267,23 @@ fn names_that_reach_no_running_node_say_what_exists() {
         assert_eq!(stderr.trim().lines().count(), 1, "{name}: {stderr}");
     }
     // EKS nodes log in as ec2-user, who is not a user of the test machine.
-    if Command::new("getent").args(["passwd", "ec2-user"]).status().unwrap().success() {
+    if Command::new("getent")
+        .args(["passwd", "ec2-user"])
+        .status()
+        .unwrap()
+        .success()
+    {
         eprintln!("ec2-user exists here; not checking the missing-user error");
         return;
     }
-    let output = world.env.run(["proxy", "1.gpu.eks-cluster.hyperpod.sagemaker"]);
+    let output = world
+        .env
+        .run(["proxy", "1.gpu.eks-cluster.hyperpod.sagemaker"]);
     let (_, stderr) = assert_exit(&output, 1);
     assert!(
-        stderr.contains("user ec2-user does not exist on 1.gpu.eks-cluster.hyperpod.sagemaker: pass --user"),
+        stderr.contains(
+            "user ec2-user does not exist on 1.gpu.eks-cluster.hyperpod.sagemaker: pass --user"
+        ),
         "{stderr}"
     );
 }
@@ -298,8 +341,15 @@ fn doctor_checks_the_cluster_its_nodes_and_the_session_permission() {
     let nodes = check(&report, "cluster-nodes");
     assert_eq!(nodes["status"], "warn", "{report}");
     assert!(nodes["detail"].as_str().unwrap().contains("workers 2/3"));
-    assert!(nodes["detail"].as_str().unwrap().contains("i-0bbb000000000b002 (workers) Pending"));
-    assert_eq!(check(&report, "cluster-start-session")["status"], "pass", "{report}");
+    assert!(nodes["detail"]
+        .as_str()
+        .unwrap()
+        .contains("i-0bbb000000000b002 (workers) Pending"));
+    assert_eq!(
+        check(&report, "cluster-start-session")["status"],
+        "pass",
+        "{report}"
+    );
 
     // Without the node statement, StartSession is missing.
     world.env.fake.world().lock().unwrap().iam = caller_role(serde_json::json!({
@@ -310,7 +360,13 @@ fn doctor_checks_the_cluster_its_nodes_and_the_session_permission() {
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     let start = check(&report, "cluster-start-session");
     assert_eq!(start["status"], "fail", "{report}");
-    assert!(start["fix"].as_str().unwrap().contains("sm-ssh policy hyperpod"), "{start}");
+    assert!(
+        start["fix"]
+            .as_str()
+            .unwrap()
+            .contains("sm-ssh policy hyperpod"),
+        "{start}"
+    );
 
     let output = world.env.run(["doctor", "--json", "--cluster", "nope"]);
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -342,7 +398,14 @@ fn policy_allows_sessions_on_the_clusters_nodes() {
         serde_json::json!([format!("sagemaker-cluster:{CLUSTER_ID}_*")])
     );
     assert!(stdout.contains("${aws:PrincipalTag/Team}"));
-    let output = env.run(["policy", "hyperpod", "--account", ACCOUNT, "--cluster-id", "ml-cluster"]);
+    let output = env.run([
+        "policy",
+        "hyperpod",
+        "--account",
+        ACCOUNT,
+        "--cluster-id",
+        "ml-cluster",
+    ]);
     let (_, stderr) = assert_exit(&output, 1);
     assert!(stderr.contains("is not a cluster id"), "{stderr}");
 }

@@ -122,13 +122,18 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             cluster_ids,
             team_tag,
         } => {
-            if let Some(bad) = cluster_ids
-                .iter()
-                .find(|id| id.len() != 12 || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
-            {
+            if let Some(bad) = cluster_ids.iter().find(|id| {
+                id.len() != 12
+                    || !id
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            }) {
                 bail!("--cluster-id {bad:?} is not a cluster id (the 12 lowercase letters and digits ending the cluster ARN)");
             }
-            crate::policy::hyperpod::client(&user_scope(account, team_tag, global).await?, &cluster_ids)
+            crate::policy::hyperpod::client(
+                &user_scope(account, team_tag, global).await?,
+                &cluster_ids,
+            )
         }
         Document::Space { account, team_tag } => {
             crate::policy::space::client(&user_scope(account, team_tag, global).await?)

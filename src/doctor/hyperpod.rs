@@ -86,7 +86,12 @@ fn nodes(cluster: &ClusterInfo) -> Check {
 
 /// The caller's ssm:StartSession on a node of this cluster, for each
 /// document, and whether it also reaches targets that are not cluster nodes.
-async fn start_session(sdk: &SdkConfig, me: &Me, cluster: &ClusterInfo, options: &Options) -> Check {
+async fn start_session(
+    sdk: &SdkConfig,
+    me: &Me,
+    cluster: &ClusterInfo,
+    options: &Options,
+) -> Check {
     let id = "cluster-start-session";
     let client = aws_sdk_iam::Client::new(sdk);
     let (policies, source, fix_target) = match kind_of(&me.arn) {
@@ -99,7 +104,9 @@ async fn start_session(sdk: &SdkConfig, me: &Me, cluster: &ClusterInfo, options:
             Err(failure) => return failure.skip(id),
         },
         Kind::Role(name) => match role_policies(&client, &name).await {
-            Ok((policies, _, arn)) => (policies, arn, format!("put-role-policy --role-name {name}")),
+            Ok((policies, _, arn)) => {
+                (policies, arn, format!("put-role-policy --role-name {name}"))
+            }
             Err(failure) => return failure.skip(id),
         },
         Kind::Root | Kind::Other => {
@@ -107,7 +114,10 @@ async fn start_session(sdk: &SdkConfig, me: &Me, cluster: &ClusterInfo, options:
         }
     };
     let partition = documents::partition_of(&me.arn);
-    let region = sdk.region().map(|r| r.to_string()).unwrap_or_else(|| "*".into());
+    let region = sdk
+        .region()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| "*".into());
     let node = cluster
         .nodes
         .iter()

@@ -273,7 +273,10 @@ pub async fn describe(
                 cluster_id: cluster.id.clone(),
                 cluster_arn: cluster.arn.clone(),
                 orchestrator: cluster.orchestrator.clone(),
-                group: summary.instance_group_name().unwrap_or_default().to_string(),
+                group: summary
+                    .instance_group_name()
+                    .unwrap_or_default()
+                    .to_string(),
                 instance_id: summary.instance_id().unwrap_or_default().to_string(),
                 instance_type: summary
                     .instance_type()
@@ -297,9 +300,9 @@ pub async fn describe(
             _ => break,
         }
     }
-    cluster.nodes.sort_by(|a, b| {
-        (a.launch_time, &a.instance_id).cmp(&(b.launch_time, &b.instance_id))
-    });
+    cluster
+        .nodes
+        .sort_by(|a, b| (a.launch_time, &a.instance_id).cmp(&(b.launch_time, &b.instance_id)));
     tracing::debug!(cluster = %cluster.name, nodes = cluster.nodes.len(), "described the cluster");
     Ok(cluster)
 }
@@ -520,8 +523,7 @@ mod tests {
         for form in ["2", "i-0ccc", "ip-10-1-0-3", "IP-10-1-0-3"] {
             let reach = reach_from("n", &cluster(), &target(form, "Workers")).unwrap();
             assert_eq!(
-                reach.session_target,
-                "sagemaker-cluster:abc123def456_workers-i-0ccc",
+                reach.session_target, "sagemaker-cluster:abc123def456_workers-i-0ccc",
                 "{form}"
             );
             assert_eq!(reach.pin.alias, reach.session_target);
@@ -547,7 +549,9 @@ mod tests {
         assert!(error.message.contains("its groups: controller, workers"));
         let error = reach_from("n", &cluster(), &target("3", "workers")).unwrap_err();
         assert!(
-            error.message.contains("running nodes: 1 i-0aaa ip-10-1-0-1, 2 i-0ccc ip-10-1-0-3"),
+            error
+                .message
+                .contains("running nodes: 1 i-0aaa ip-10-1-0-1, 2 i-0ccc ip-10-1-0-3"),
             "{}",
             error.message
         );
@@ -561,7 +565,14 @@ mod tests {
     #[test]
     fn the_script_appends_a_key_once_for_the_running_user() {
         let home = tempfile::tempdir().unwrap();
-        let me = String::from_utf8(std::process::Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+        let me = String::from_utf8(
+            std::process::Command::new("id")
+                .arg("-un")
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
         let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOBnsOmFo4wvE0xd1Fv+VSG8HUbB0KZ5Xh0n7jt5RWg2 sm-ssh";
         let keys = home.path().join(".ssh/authorized_keys");
         std::fs::create_dir_all(keys.parent().unwrap()).unwrap();

@@ -4,6 +4,6 @@
 
 pub mod attribution;
 pub mod documents;
-pub mod hyperpod;
 pub mod eval;
+pub mod hyperpod;
 pub mod space;

@@ -191,7 +191,11 @@ pub(super) fn describe(state: &AppState, body: &[u8]) -> ApiResult {
                     .iter()
                     .filter(|n| n.group == group.name && n.status == "Running")
                     .count();
-                let target = cluster.nodes.iter().filter(|n| n.group == group.name).count();
+                let target = cluster
+                    .nodes
+                    .iter()
+                    .filter(|n| n.group == group.name)
+                    .count();
                 json!({
                     "InstanceGroupName": group.name,
                     "InstanceType": group.instance_type,
@@ -224,11 +228,20 @@ pub(super) fn describe(state: &AppState, body: &[u8]) -> ApiResult {
             "NodeRecovery": "Automatic",
         }))
     })();
-    recorded(&mut world, "sagemaker:DescribeCluster", Event::on(&arn), result)
+    recorded(
+        &mut world,
+        "sagemaker:DescribeCluster",
+        Event::on(&arn),
+        result,
+    )
 }
 
 /// Offset paging: the token is the index of the next item (opaque to clients).
-fn page<T>(items: Vec<T>, max: Option<usize>, token: Option<&str>) -> Result<(Vec<T>, Option<String>), ApiError> {
+fn page<T>(
+    items: Vec<T>,
+    max: Option<usize>,
+    token: Option<&str>,
+) -> Result<(Vec<T>, Option<String>), ApiError> {
     let start = match token {
         None | Some("") => 0,
         Some(token) => token
@@ -245,7 +258,10 @@ fn page<T>(items: Vec<T>, max: Option<usize>, token: Option<&str>) -> Result<(Ve
     }
     let end = (start + max).min(items.len());
     let next = (end < items.len()).then(|| format!("page-{end}"));
-    Ok((items.into_iter().skip(start).take(end - start).collect(), next))
+    Ok((
+        items.into_iter().skip(start).take(end - start).collect(),
+        next,
+    ))
 }
 
 pub(super) fn list(state: &AppState, body: &[u8]) -> ApiResult {
@@ -340,7 +356,12 @@ pub(super) fn list_nodes(state: &AppState, body: &[u8]) -> ApiResult {
         }
         Ok(answer)
     })();
-    recorded(&mut world, "sagemaker:ListClusterNodes", Event::on(&arn), result)
+    recorded(
+        &mut world,
+        "sagemaker:ListClusterNodes",
+        Event::on(&arn),
+        result,
+    )
 }
 
 #[cfg(test)]
