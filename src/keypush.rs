@@ -81,7 +81,7 @@ pub fn default_state_file(data_dir: &Path) -> PathBuf {
 }
 
 /// The `type base64` part of an OpenSSH public key line, checked.
-fn normalise_key(public_key: &str) -> anyhow::Result<String> {
+pub(crate) fn normalise_key(public_key: &str) -> anyhow::Result<String> {
     let line = public_key.trim();
     let mut fields = line.split_whitespace();
     let (Some(kind), Some(blob)) = (fields.next(), fields.next()) else {
@@ -99,7 +99,7 @@ fn normalise_key(public_key: &str) -> anyhow::Result<String> {
 }
 
 /// An identifier for the key in the state file: sha256 of `type base64`.
-fn fingerprint(key: &str) -> String {
+pub(crate) fn fingerprint(key: &str) -> String {
     let material: Vec<&str> = key.split_whitespace().take(2).collect();
     let digest = Sha256::digest(material.join(" ").as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
@@ -260,12 +260,12 @@ async fn wait_for(
 }
 
 /// The pushed-key state file: one `instance-id fingerprint` pair per line.
-struct State {
+pub(crate) struct State {
     lines: Vec<(String, String)>,
 }
 
 impl State {
-    fn load(path: &Path) -> anyhow::Result<State> {
+    pub(crate) fn load(path: &Path) -> anyhow::Result<State> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -281,13 +281,13 @@ impl State {
         Ok(State { lines })
     }
 
-    fn contains(&self, instance_id: &str, fingerprint: &str) -> bool {
+    pub(crate) fn contains(&self, instance_id: &str, fingerprint: &str) -> bool {
         self.lines
             .iter()
             .any(|(i, f)| i == instance_id && f == fingerprint)
     }
 
-    fn record(path: &Path, instance_id: &str, fingerprint: &str) -> anyhow::Result<()> {
+    pub(crate) fn record(path: &Path, instance_id: &str, fingerprint: &str) -> anyhow::Result<()> {
         if Self::load(path)?.contains(instance_id, fingerprint) {
             return Ok(());
         }

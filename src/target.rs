@@ -19,6 +19,9 @@ pub const ACCEPTED_FORMS: &str = "accepted targets:
   arn:aws:sagemaker:<region>:<account>:space/<domain>/<space>
                                     a Studio space by ARN
   sm_lc_…, sm_dl_…                  the AWS Toolkit's host names for a space
+  <node>.<group>.<cluster>.hyperpod.sagemaker
+                                    a HyperPod node: instance id, ip-10-1-2-3 or 1-based index
+                                    (e.g. 1.workers.my-cluster.hyperpod.sagemaker)
   mi-0123456789abcdef0, i-0123456789abcdef0
                                     an SSM managed instance or EC2 instance id
   sagemaker-cluster:..., sagemaker-training-job:..., sagemaker-endpoint:..., ecs:...
@@ -188,12 +191,34 @@ fn toolkit_arn(host: &str) -> Option<String> {
     Some(encoded.replace("_._", ":").replace("__", "/"))
 }
 
+/// A HyperPod cluster node, `<node>.<group>.<cluster>.hyperpod.sagemaker`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HyperPodTarget {
+    /// An instance id (`i-…`), a private DNS host name (`ip-10-1-2-3`) or a
+    /// 1-based index among the group's running nodes.
+    pub node: String,
+    pub group: String,
+    /// The cluster name.
+    pub cluster: String,
+}
+
+impl HyperPodTarget {
+    pub fn host_name(&self) -> String {
+        format!(
+            "{}.{}.{}.hyperpod.sagemaker",
+            self.node, self.group, self.cluster
+        )
+    }
+}
+
 /// A parsed target.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
     SageMaker(SageMakerTarget),
     /// A Studio space (`*.space.sagemaker`, a space ARN, a Toolkit host name).
     Space(SpaceTarget),
+    /// A HyperPod node (`*.hyperpod.sagemaker`).
+    HyperPod(HyperPodTarget),
     /// `mi-…` (SSM managed instance) or `i-…` (EC2 instance).
     Instance(String),
     /// `sagemaker-cluster:…`, `ecs:…` and the like: Session Manager knows
@@ -280,9 +305,26 @@ impl Target {
                 arn: None,
             }));
         }
+        if *kind_label == "hyperpod" {
+            if let Some(label) = names.iter().find(|label| !is_name(label)) {
+                return Err(bad(&format!(
+                    "`{label}` is not a node, instance group or cluster name (letters, digits and hyphens, at most 63)"
+                )));
+            }
+            let [node, group, cluster] = names else {
+                return Err(bad(
+                    "HyperPod nodes are <node>.<group>.<cluster>.hyperpod.sagemaker",
+                ));
+            };
+            return Ok(Target::HyperPod(HyperPodTarget {
+                node: node.to_string(),
+                group: group.to_string(),
+                cluster: cluster.to_string(),
+            }));
+        }
         let kind = Kind::from_label(kind_label).ok_or_else(|| {
             bad(&format!(
-                "`{kind_label}` is not a kind (training, processing, transform, inference, notebook, studio, space)"
+                "`{kind_label}` is not a kind (training, processing, transform, inference, notebook, studio, space, hyperpod)"
             ))
         })?;
         if names.is_empty() {
@@ -322,6 +364,8 @@ impl Target {
         match self {
             Target::SageMaker(target) => target.kind.default_user(),
             Target::Space(_) => "sagemaker-user",
+            // Until DescribeCluster says which orchestrator (path/hyperpod.rs).
+            Target::HyperPod(_) => "ubuntu",
             Target::Instance(_) | Target::Native(_) => "root",
         }
     }
@@ -340,6 +384,7 @@ impl fmt::Display for Target {
             Target::SageMaker(target) => f.write_str(&target.host_name()),
             Target::Space(SpaceTarget { arn: Some(arn), .. }) => f.write_str(arn),
             Target::Space(space) => f.write_str(&space.host_name()),
+            Target::HyperPod(node) => f.write_str(&node.host_name()),
             Target::Instance(id) | Target::Native(id) => f.write_str(id),
         }
     }
@@ -498,6 +543,31 @@ mod tests {
             "arn:aws:sagemaker:us-east-1:123456789012:app/d-abc123/my-space",
             "arn:aws:sagemaker:us-east-1:1234:space/d-abc123/my-space",
             "sm_lc_nonsense",
+        ] {
+            let error = Target::parse(bad).expect_err(bad);
+            assert!(error.to_string().contains(ACCEPTED_FORMS), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hyperpod_nodes_parse_in_every_node_form() {
+        for node in ["i-0123456789abcdef0", "ip-10-1-2-3", "2"] {
+            let host = format!("{node}.workers.My-Cluster.hyperpod.sagemaker");
+            let target = Target::parse(&host).unwrap();
+            assert_eq!(
+                target,
+                Target::HyperPod(HyperPodTarget {
+                    node: node.into(),
+                    group: "workers".into(),
+                    cluster: "My-Cluster".into(),
+                })
+            );
+            assert_eq!(target.to_string(), host);
+        }
+        for bad in [
+            "workers.c.hyperpod.sagemaker",
+            "1.a.b.c.hyperpod.sagemaker",
+            "1.bad_group.c.hyperpod.sagemaker",
         ] {
             let error = Target::parse(bad).expect_err(bad);
             assert!(error.to_string().contains(ACCEPTED_FORMS), "{bad}");

@@ -1,7 +1,10 @@
 //! `OpenSshServer`: Debian's real sshd on 127.0.0.1, reading authorized keys
 //! from an instance sandbox (`<sandbox>/etc/ssh/authorized_keys` and
 //! `authorized_keys.d/%u`), so end-to-end tests log in with keys pushed by
-//! SendCommand exactly as on a SageMaker container.
+//! SendCommand exactly as on a SageMaker container, and from the sandbox's
+//! `home/.ssh/authorized_keys`: the sandbox's HOME is the home of the one
+//! user the fake runs everything as, so a key written into the login user's
+//! own `~/.ssh` (the HyperPod key install) counts too.
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -129,7 +132,7 @@ fn config_text(dir: &Path, host_key: &Path, sandbox: &Path) -> String {
         "ListenAddress 127.0.0.1\n\
          HostKey {host_key}\n\
          PidFile {pid}\n\
-         AuthorizedKeysFile {keys}/authorized_keys {keys}/authorized_keys.d/%u\n\
+         AuthorizedKeysFile {keys}/authorized_keys {keys}/authorized_keys.d/%u {home}/.ssh/authorized_keys\n\
          StrictModes no\n\
          PubkeyAuthentication yes\n\
          PasswordAuthentication no\n\
@@ -147,6 +150,7 @@ fn config_text(dir: &Path, host_key: &Path, sandbox: &Path) -> String {
         host_key = host_key.display(),
         pid = dir.join("sshd.pid").display(),
         keys = keys.display(),
+        home = sandbox.join("home").display(),
     )
 }
 

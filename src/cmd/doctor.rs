@@ -27,6 +27,10 @@ pub struct Args {
     /// image, sagemaker:StartSession and per-user isolation, network.
     #[arg(long, value_name = "SPACE")]
     pub space: Option<String>,
+    /// Check SSH to this HyperPod cluster's nodes: the cluster, its running
+    /// nodes, ssm:StartSession on their targets.
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
     /// Also check the SSM tier (only) in these regions (repeat, or
     /// comma-separate). Repeat --region to check the tier and the managed
     /// instances of several regions.
@@ -67,6 +71,7 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         profile: global.profile.clone(),
         regions: global.region.clone(),
         space: args.space,
+        cluster: args.cluster,
     };
     let sdk = crate::aws::load(global).await;
     let report = doctor::run(&options, &sdk).await;

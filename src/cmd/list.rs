@@ -2,7 +2,8 @@
 //! sagemaker-ssh-helper, tagged `SSHOwner`), the Studio spaces, and the host
 //! name to give ssh. One DescribeInstanceInformation (paged) and concurrent
 //! ListTagsForResource calls; ListSpaces and ListApps for the spaces (see
-//! `list_spaces`). Given a whole target
+//! `list_spaces`); ListClusters, DescribeCluster and ListClusterNodes for
+//! HyperPod nodes (see `list_nodes`). Given a whole target
 //! name, it runs the resolution `connect` and `ssh` use and shows the one
 //! instance they would reach (or fails as they would).
 
@@ -14,6 +15,7 @@ use serde::Serialize;
 
 use crate::cli::Global;
 use crate::error::{exit, Failure};
+use crate::path::hyperpod::{self, NodeInfo};
 use crate::path::space::{self, SpaceInfo};
 use crate::path::{self, Detail, Reach};
 use crate::resolve::candidate::{tagged_resource, Candidate};
@@ -52,6 +54,14 @@ pub struct Row {
     pub computer_name: String,
     pub owner: Option<String>,
     pub resource_arn: Option<String>,
+    /// HyperPod nodes only: the cluster and instance group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_group: Option<String>,
+    /// HyperPod nodes only: the Session Manager target sessions start on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_target: Option<String>,
     /// Spaces only: `SpaceSettings.RemoteAccess` is ENABLED.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_access: Option<bool>,
@@ -74,6 +84,9 @@ impl Row {
             name: resource.as_ref().map(|r| r.name.clone()),
             kind: resource.as_ref().map(|r| r.kind.to_string()),
             remote_access: None,
+            cluster: None,
+            instance_group: None,
+            session_target: None,
             owner: tag("SSHOwner"),
             resource_arn: tag("SSHResourceArn"),
             last_ping: candidate.last_ping.map(rfc3339),
@@ -97,6 +110,29 @@ impl Row {
                 ..Candidate::default()
             }),
             Detail::Space(info) => Row::space(&info),
+            Detail::HyperPod(node) => Row::node(&node),
+        }
+    }
+
+    /// A HyperPod node: named by its instance id, its status the node's.
+    fn node(node: &NodeInfo) -> Row {
+        Row {
+            host: node.host(),
+            name: Some(node.cluster.clone()),
+            kind: Some("hyperpod".into()),
+            instance_id: node.instance_id.clone(),
+            ping_status: node.status.clone(),
+            last_ping: None,
+            registered: Some(node.launch_time).filter(|t| *t > 0).map(rfc3339),
+            computer_name: node.host_name.clone(),
+            owner: None,
+            resource_arn: Some(node.cluster_arn.clone()),
+            remote_access: None,
+            cluster: Some(node.cluster.clone()),
+            instance_group: Some(node.group.clone()),
+            session_target: Some(node.session_target()),
+            last_ping_secs: None,
+            registered_secs: Some(node.launch_time).filter(|t| *t > 0),
         }
     }
 
@@ -114,6 +150,9 @@ impl Row {
             owner: Some(info.owner.clone()).filter(|o| !o.is_empty()),
             resource_arn: Some(info.arn.clone()),
             remote_access: Some(info.remote_access),
+            cluster: None,
+            instance_group: None,
+            session_target: None,
             last_ping_secs: None,
             registered_secs: info.app_created_ms.map(|ms| ms / 1000),
         }
@@ -150,6 +189,9 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             .resolve(&sdk, &target, &args.resolve.options())
             .await?;
         let mut row = Row::from_reach(reach);
+        if let Target::HyperPod(named) = &target {
+            row.host = named.host_name();
+        }
         if let Target::SageMaker(named) = &target {
             row.host = named.host_name();
             row.name = Some(named.name.clone());
@@ -175,11 +217,12 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let instances = ssm::describe(&client, vec![filter]).await?;
     let instances = ssm::fetch_tags(&client, instances).await?;
     tracing::debug!(count = instances.len(), owner = ?owner_id, "listed SSH-enabled instances");
-    let spaces = list_spaces(&sdk).await;
+    let (spaces, nodes) = tokio::join!(list_spaces(&sdk), list_nodes(&sdk));
     let mut rows: Vec<Row> = instances
         .into_iter()
         .map(Row::new)
         .chain(spaces.iter().map(Row::space))
+        .chain(nodes.iter().map(Row::node))
         .filter(|row| args.pattern.as_deref().is_none_or(|p| row.matches(p)))
         .collect();
     sort(&mut rows);
@@ -214,6 +257,20 @@ async fn list_spaces(sdk: &aws_config::SdkConfig) -> Vec<SpaceInfo> {
         Ok(spaces) => spaces,
         Err(error) => {
             eprintln!("sm-ssh: Studio spaces not listed: {}", error.message(None));
+            Vec::new()
+        }
+    }
+}
+
+/// Every HyperPod cluster's nodes (the running ones and the others, with
+/// their status), an addition to the listing as spaces are.
+async fn list_nodes(sdk: &aws_config::SdkConfig) -> Vec<NodeInfo> {
+    let client = aws_sdk_sagemaker::Client::new(sdk);
+    match hyperpod::list(&client).await {
+        Ok(clusters) => clusters.into_iter().flat_map(|c| c.nodes).collect(),
+        Err(error) => {
+            let (_, message) = crate::error::describe(&error, None);
+            eprintln!("sm-ssh: HyperPod nodes not listed: {message}");
             Vec::new()
         }
     }

@@ -46,6 +46,19 @@ pub enum Document {
         #[arg(long, value_name = "KEY")]
         team_tag: Option<String>,
     },
+    /// The connecting user's policy for HyperPod nodes (ssm:StartSession on
+    /// `sagemaker-cluster:*` targets).
+    Hyperpod {
+        /// The account ID (default: the caller's, from STS).
+        #[arg(long, value_name = "ID")]
+        account: Option<String>,
+        /// Only the nodes of these clusters (the id ending the cluster ARN; repeat).
+        #[arg(long = "cluster-id", value_name = "ID")]
+        cluster_ids: Vec<String>,
+        /// Team variant: users describe the clusters of their KEY tag's team.
+        #[arg(long, value_name = "KEY")]
+        team_tag: Option<String>,
+    },
     /// KMS-encrypted Session Manager sessions: kms:GenerateDataKey for the
     /// users, kms:Decrypt for the instance's role, on the preferences' key.
     Kms {
@@ -103,6 +116,24 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         }
         Document::Client { account, team_tag } => {
             documents::client(&user_scope(account, team_tag, global).await?)
+        }
+        Document::Hyperpod {
+            account,
+            cluster_ids,
+            team_tag,
+        } => {
+            if let Some(bad) = cluster_ids.iter().find(|id| {
+                id.len() != 12
+                    || !id
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            }) {
+                bail!("--cluster-id {bad:?} is not a cluster id (the 12 lowercase letters and digits ending the cluster ARN)");
+            }
+            crate::policy::hyperpod::client(
+                &user_scope(account, team_tag, global).await?,
+                &cluster_ids,
+            )
         }
         Document::Space { account, team_tag } => {
             crate::policy::space::client(&user_scope(account, team_tag, global).await?)

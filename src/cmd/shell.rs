@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::cli::Global;
 use crate::error::{exit, Failure};
-use crate::resolve::{self, ResolveArgs};
+use crate::resolve::ResolveArgs;
 use crate::session::Sessions;
 use crate::target::Target;
 use crate::{aws, terminal};
@@ -88,7 +88,7 @@ pub async fn start_and_run(
     run_target(stream, sessions, local).await
 }
 
-/// Target resolution, in one place (the access-path refactor replaces it).
+/// The Session Manager target `name` resolves to on its access path.
 async fn resolve_target(
     global: &Global,
     name: &str,
@@ -96,8 +96,16 @@ async fn resolve_target(
 ) -> anyhow::Result<(aws_config::SdkConfig, String)> {
     let target = Target::parse(name)?;
     let sdk = aws::load(global).await;
-    let resolved = resolve::resolve(&sdk, &target, &resolve_args.options()).await?;
-    Ok((sdk, resolved.instance_id))
+    let path = crate::path::select(&target);
+    if path == crate::path::Path::Space {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!("Studio spaces take SSH sessions only: `sm-ssh connect {name}`"),
+        )
+        .into());
+    }
+    let reach = path.resolve(&sdk, &target, &resolve_args.options()).await?;
+    Ok((sdk, reach.session_target))
 }
 
 /// Opens the data channel of a started session and runs it as a shell.

@@ -4,6 +4,7 @@
 
 mod attribution;
 mod client;
+mod hyperpod;
 mod iam;
 mod identity;
 mod instances;
@@ -40,6 +41,8 @@ pub struct Options {
     pub regions: Vec<String>,
     /// A Studio space to check for remote access (`--space`).
     pub space: Option<String>,
+    /// A HyperPod cluster to check (`--cluster`).
+    pub cluster: Option<String>,
 }
 
 pub use role::Source;
@@ -131,6 +134,9 @@ pub async fn run(options: &Options, sdk: &SdkConfig) -> Report {
     checks.push(client::check(sdk, &me, &home_region, options).await);
     if let Some(name) = &options.space {
         checks.extend(space::checks(sdk, &me, name, options).await);
+    }
+    if let Some(name) = &options.cluster {
+        checks.extend(hyperpod::checks(sdk, &me, name, options).await);
     }
     checks.push(network::check(&target, &home_region));
     for region in &regional {

@@ -10,7 +10,9 @@
 //!   holds its internals), and `mi-…`/`i-…` ids.
 //! - [`native`]: AWS-native Session Manager targets passed through unchanged.
 //! - [`space`]: Studio spaces through SageMaker's own remote access.
+//! - [`hyperpod`]: HyperPod cluster nodes by cluster, group and node.
 
+pub mod hyperpod;
 pub mod native;
 pub mod space;
 pub mod ssm;
@@ -29,6 +31,7 @@ pub enum Path {
     Ssm,
     Native,
     Space,
+    HyperPod,
 }
 
 /// The path that reaches `target`.
@@ -37,6 +40,7 @@ pub fn select(target: &Target) -> Path {
         Target::SageMaker(_) | Target::Instance(_) => Path::Ssm,
         Target::Native(_) => Path::Native,
         Target::Space(_) => Path::Space,
+        Target::HyperPod(_) => Path::HyperPod,
     }
 }
 
@@ -52,6 +56,7 @@ impl Path {
             Path::Ssm => ssm::resolve(sdk, target, opts).await,
             Path::Native => Ok(native::reach_from(target)),
             Path::Space => space::resolve(sdk, target).await,
+            Path::HyperPod => hyperpod::resolve(sdk, target).await,
         }
     }
 }
@@ -81,6 +86,9 @@ pub struct Reach {
 pub enum KeyInstall {
     /// SSM SendCommand writes it (`keypush`).
     SendCommand,
+    /// A non-interactive command session writes it (SendCommand does not
+    /// reach the target).
+    CommandSession,
     /// Not needed: the server lets the login user in without one.
     NotNeeded(&'static str),
     /// Not possible on this path; the reason is shown when a key is asked for.
@@ -114,6 +122,7 @@ pub enum Detail {
     Ssm(crate::resolve::candidate::Candidate),
     Native,
     Space(space::SpaceInfo),
+    HyperPod(hyperpod::NodeInfo),
 }
 
 /// What a session is for; each path maps it to its document or API.
@@ -142,7 +151,7 @@ pub enum Control {
 impl Control {
     pub fn new(sdk: &SdkConfig, path: Path) -> Control {
         match path {
-            Path::Ssm | Path::Native => {
+            Path::Ssm | Path::Native | Path::HyperPod => {
                 Control::Ssm(Sessions::new(aws_sdk_ssm::Client::new(sdk), sdk))
             }
             Path::Space => Control::Space(space::SpaceSessions::new(sdk)),
@@ -202,6 +211,7 @@ pub async fn install_key(
     }
     match reach.key {
         KeyInstall::SendCommand => ssm::push_key(sdk, reach, user, mode).await,
+        KeyInstall::CommandSession => hyperpod::install_key(sdk, reach, user, mode).await,
         KeyInstall::NotNeeded(why) => {
             tracing::debug!(target = %reach.name, why, "no key to install");
             Ok(())

@@ -1,6 +1,8 @@
 //! The demo world: a fake AWS seeded with one SageMaker training job whose
 //! managed instance runs the embedded SSH server, and one Studio space
-//! (`demo.space.sagemaker`) with remote access on.
+//! (`demo.space.sagemaker`) with remote access on, and one HyperPod
+//! cluster (`demo`) whose node `1.workers.demo.hyperpod.sagemaker` runs an
+//! SSH server reading the login user's `~/.ssh/authorized_keys`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,8 @@ const JOB: &str = "demo";
 pub struct Demo {
     // The SSH server goes first: its sessions run in the fake's sandbox.
     pub sshd: EmbeddedSshServer,
+    /// The HyperPod node's SSH server.
+    pub node_sshd: EmbeddedSshServer,
     pub fake: FakeAws,
     pub instance_id: String,
     pub sandbox: PathBuf,
@@ -68,12 +72,14 @@ impl Demo {
         .await
         .context("cannot start the embedded SSH server")?;
         fake.map_port(&instance_id, 22, sshd.addr());
+        let node_sshd = start_node(&fake).await?;
         let scratch = tempfile::Builder::new()
             .prefix("sm-ssh-playground-")
             .tempdir()
             .context("cannot create a temporary folder")?;
         Ok(Demo {
             sshd,
+            node_sshd,
             fake,
             instance_id,
             sandbox,
@@ -147,8 +153,49 @@ fn demo_studio() -> sm_ssh_integration::sagemaker::Seed {
             instance_type: "ml.m5.large".into(),
             ..Space::default()
         }],
+        clusters: vec![demo_cluster()],
         ..Seed::default()
     }
+}
+
+/// The demo's HyperPod cluster: a Slurm cluster with one running worker.
+pub const DEMO_NODE_HOST: &str = "1.workers.demo.hyperpod.sagemaker";
+
+fn demo_cluster() -> sm_ssh_integration::sagemaker::Cluster {
+    use sm_ssh_integration::sagemaker::{Cluster, ClusterNode, InstanceGroup};
+    Cluster {
+        name: "demo".into(),
+        id: "demo0cluster".into(),
+        instance_groups: vec![InstanceGroup {
+            name: "workers".into(),
+            ..InstanceGroup::default()
+        }],
+        nodes: vec![ClusterNode {
+            instance_id: "i-0de0000000000d001".into(),
+            group: "workers".into(),
+            private_dns_hostname: "ip-10-1-0-11.ec2.internal".into(),
+            ..ClusterNode::default()
+        }],
+        ..Cluster::default()
+    }
+}
+
+/// Seeds the demo node as the native target it is and starts its server,
+/// which reads keys where the key install writes them.
+async fn start_node(fake: &FakeAws) -> anyhow::Result<EmbeddedSshServer> {
+    let cluster = demo_cluster();
+    let instance = cluster.node_instance(&cluster.nodes[0]);
+    let target = instance.id.clone();
+    let sandbox = fake.add_instance(instance)?;
+    let home = sandbox.join("home");
+    let server = EmbeddedSshServer::start(SshdConfig::new(
+        vec![home.join(".ssh/authorized_keys")],
+        home,
+    ))
+    .await
+    .context("cannot start the HyperPod node's SSH server")?;
+    fake.map_port(&target, 22, server.addr());
+    Ok(server)
 }
 
 /// A fresh `mi-` id each run, so that a pushed-key record from an earlier

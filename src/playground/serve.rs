@@ -68,6 +68,13 @@ pub async fn serve(broken: Option<Broken>) -> anyhow::Result<ExitCode> {
         out,
         "#   scp FILE {DEMO_HOST}: and sftp {DEMO_HOST} (with -F as above)"
     );
+    let _ = writeln!(
+        out,
+        "#   sm-ssh connect --user \"$(id -un)\" {}   (a HyperPod node, its sshd on {}; its sessions run as you)",
+        super::demo::DEMO_NODE_HOST,
+        demo.node_sshd.addr()
+    );
+    let _ = writeln!(out, "#   sm-ssh doctor --cluster demo");
     let account_id = demo.fake.world().lock().unwrap().identity.account.clone();
     let _ = writeln!(
         out,

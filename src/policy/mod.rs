@@ -5,4 +5,5 @@
 pub mod attribution;
 pub mod documents;
 pub mod eval;
+pub mod hyperpod;
 pub mod space;

@@ -298,7 +298,7 @@ impl Lookup<'_> {
                 (found, vec![format!("SSM instance {id}")])
             }
             Target::SageMaker(target) => self.sagemaker(target).await?,
-            Target::Native(_) | Target::Space(_) => {
+            Target::Native(_) | Target::Space(_) | Target::HyperPod(_) => {
                 unreachable!("native targets and spaces take their own paths")
             }
         };

@@ -2,7 +2,8 @@
 //! `X-Amz-Target: SageMaker.<Operation>`, shaped so `aws-sdk-sagemaker`
 //! parses the answers unchanged. One file per resource kind: `domains`
 //! (domains and user profiles), `spaces`, `apps`, `sessions`
-//! (`StartSession` on a space), `jobs` (training jobs), `notebooks`.
+//! (`StartSession` on a space), `jobs` (training jobs), `notebooks`,
+//! `clusters` (HyperPod).
 //!
 //! A Studio space's app, while it runs, is an SSM managed instance (the
 //! space registers itself through a hybrid activation) whose port 22 leads
@@ -10,6 +11,7 @@
 //! sandbox, started with a new host key each time the app is created.
 
 mod apps;
+mod clusters;
 mod domains;
 mod jobs;
 mod notebooks;
@@ -24,6 +26,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+pub use clusters::{cluster_arn, Cluster, ClusterNode, InstanceGroup};
 
 use crate::sandbox::Sandboxes;
 use crate::server::AppState;
@@ -40,6 +44,8 @@ pub struct Seed {
     pub spaces: Vec<Space>,
     pub training_jobs: Vec<TrainingJob>,
     pub notebook_instances: Vec<NotebookInstance>,
+    /// HyperPod clusters (their nodes are seeded as native instances).
+    pub clusters: Vec<Cluster>,
     /// Spaces (`<domain id>/<space name>`) on which sagemaker:StartSession is
     /// denied, as a `sagemaker:ResourceTag/…` condition of the caller's
     /// policy would deny someone else's space.
@@ -408,6 +414,9 @@ pub(crate) async fn handle(state: &AppState, operation: &str, body: &[u8]) -> Re
         "StartSession" => sessions::start(state, body),
         "DescribeTrainingJob" => jobs::describe(state, body),
         "DescribeNotebookInstance" => notebooks::describe(state, body),
+        "DescribeCluster" => clusters::describe(state, body),
+        "ListClusters" => clusters::list(state, body),
+        "ListClusterNodes" => clusters::list_nodes(state, body),
         other => Err(ApiError::new(
             "UnknownOperationException",
             format!("the fake SageMaker does not implement {other}"),
