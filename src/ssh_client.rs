@@ -176,6 +176,18 @@ where
         .authenticate_publickey(login.user.clone(), key)
         .await
         .context("SSH authentication failed")?;
+    if let russh::client::AuthResult::Failure {
+        remaining_methods, ..
+    } = &auth
+    {
+        // russh reports a connection that ended before the server answered
+        // as a failure with no methods left (`wait_recv_reply`); a server
+        // that refuses the key lists what else it accepts. A dead transport
+        // is worth another connection, a refusal is not.
+        if remaining_methods.is_empty() || handle.is_closed() {
+            return Err(anyhow!("the connection closed during the SSH login"));
+        }
+    }
     if !auth.success() {
         return Err(Refused(format!(
             "the server refused the key {} for user {} (was the key pushed to the instance?)",

@@ -268,12 +268,63 @@ fn a_denied_port_forwarding_document_falls_back_to_ssh_sessions() {
     );
 }
 
-// Not in the test command: about one run in five the fake ends the second
-// session while its SSH login is still under way, and the worker reports that
-// as a refused key (not retried) instead of handing its range on. Run by hand
-// with `cargo test --test cp -- --ignored` until the login failure is told apart.
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
 #[test]
-#[ignore = "flaky: a session killed during its SSH login reads as a refused key; see the comment"]
+fn symbolic_links_are_followed_and_modes_kept_both_ways() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let world = World::start(Pacing::Unconstrained);
+    let tree = world.path("linked");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("run.sh"), b"#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(tree.join("run.sh"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    std::fs::write(tree.join("sub/secret"), b"s").unwrap();
+    std::fs::set_permissions(
+        tree.join("sub/secret"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    symlink("run.sh", tree.join("link.sh")).unwrap();
+    symlink("sub", tree.join("sub-link")).unwrap();
+    symlink("..", tree.join("sub/up")).unwrap();
+    symlink("nowhere", tree.join("dangling")).unwrap();
+
+    let far = world.path("far-linked");
+    let (_, stderr) = assert_exit(&world.cp(&["-r", tree.to_str().unwrap(), &remote(&far)]), 0);
+    assert!(stderr.contains("dangling symbolic link"), "{stderr}");
+    assert!(stderr.contains("symbolic link loop"), "{stderr}");
+    assert!(!far.join("dangling").exists() && !far.join("sub/up").exists());
+    for rel in ["link.sh", "sub-link/secret"] {
+        assert!(!far.join(rel).is_symlink(), "{rel} arrives as a file");
+    }
+    assert_eq!(std::fs::read(far.join("link.sh")).unwrap(), b"#!/bin/sh\n");
+    assert_eq!(mode_of(&far.join("run.sh")), 0o750);
+    assert_eq!(mode_of(&far.join("link.sh")), 0o750);
+    assert_eq!(mode_of(&far.join("sub-link/secret")), 0o600);
+
+    // Download: the far side's links are followed (find -L), modes kept.
+    symlink("run.sh", far.join("far-link.sh")).unwrap();
+    let back = world.path("linked-back");
+    std::fs::create_dir(&back).unwrap();
+    assert_exit(&world.cp(&["-r", &remote(&far), back.to_str().unwrap()]), 0);
+    let copy = back.join("far-linked");
+    assert!(!copy.join("far-link.sh").is_symlink());
+    assert_eq!(mode_of(&copy.join("far-link.sh")), 0o750);
+    assert_eq!(mode_of(&copy.join("sub/secret")), 0o600);
+    let single = world.path("one.sh");
+    assert_exit(
+        &world.cp(&[&remote(&far.join("far-link.sh")), single.to_str().unwrap()]),
+        0,
+    );
+    assert_eq!(mode_of(&single), 0o750);
+}
+
+/// The session killed may be one still in its SSH login: that is a dead
+/// transport to retry on another session, not a refused key.
+#[test]
 fn a_session_killed_mid_transfer_hands_its_range_to_another() {
     // Realistic pacing (about 1 MB/s per session) so that the copy is still
     // running when the first bytes land.

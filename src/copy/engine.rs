@@ -634,8 +634,13 @@ async fn seal(
             )
             .await?;
         }
-        Direction::Download => std::fs::rename(&file.part, &item.local)
-            .map_err(|e| fatal(format!("{}: {e}", item.local.display())))?,
+        Direction::Download => {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::Permissions::from_mode(item.mode);
+            std::fs::set_permissions(&file.part, mode)
+                .and_then(|()| std::fs::rename(&file.part, &item.local))
+                .map_err(|e| fatal(format!("{}: {e}", item.local.display())))?
+        }
     }
     file.state_file.remove();
     Ok(())

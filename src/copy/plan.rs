@@ -117,11 +117,19 @@ fn utf8(path: &Path) -> anyhow::Result<&str> {
         .ok_or_else(|| usage(format!("{}: the name is not UTF-8", path.display())))
 }
 
+/// The mode of a received file whose source's mode is not known.
+const DEFAULT_MODE: u32 = 0o644;
+
+/// Permission bits from the far side's octal `stat` output.
+fn octal_mode(text: &str) -> u32 {
+    u32::from_str_radix(text, 8).map_or(DEFAULT_MODE, |m| m & 0o777)
+}
+
 /// What `remote::probe` said.
 #[derive(Debug, PartialEq, Eq)]
 enum Kind {
     Dir,
-    File { size: u64, mtime: i64 },
+    File { size: u64, mtime: i64, mode: u32 },
     Other,
     Missing,
 }
@@ -134,8 +142,9 @@ async fn probe(worker: &Worker, host: &str, path: &str) -> anyhow::Result<Kind> 
         Some("f") => {
             let size = words.next().and_then(|w| w.parse().ok());
             let mtime = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+            let mode = words.next().map_or(DEFAULT_MODE, octal_mode);
             match size {
-                Some(size) => Kind::File { size, mtime },
+                Some(size) => Kind::File { size, mtime, mode },
                 None => return Err(failure(format!("{host}:{path}: cannot read its size"))),
             }
         }
@@ -195,7 +204,7 @@ pub async fn upload(
                 )));
             }
             plan.dirs.push(base.clone());
-            walk_local(source, &base, &mut plan)?;
+            walk_local(source, &base, &mut plan, &mut vec![dir_id(&meta)])?;
         } else if meta.is_file() {
             plan.items.push(local_item(source, base, &meta));
         } else {
@@ -216,7 +225,21 @@ fn local_item(path: &Path, remote: String, meta: &std::fs::Metadata) -> Item {
     }
 }
 
-fn walk_local(dir: &Path, remote: &str, plan: &mut Plan) -> anyhow::Result<()> {
+/// A directory's identity, to notice a symbolic link leading back up.
+fn dir_id(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+/// Adds `dir`'s tree under `remote`, following symbolic links as scp does;
+/// a dangling link or one back to a directory above (`ancestors`) is
+/// skipped with a warning.
+fn walk_local(
+    dir: &Path,
+    remote: &str,
+    plan: &mut Plan,
+    ancestors: &mut Vec<(u64, u64)>,
+) -> anyhow::Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .and_then(|entries| entries.collect::<Result<Vec<_>, _>>())
         .map_err(|e| failure(format!("{}: {e}", dir.display())))?;
@@ -224,12 +247,27 @@ fn walk_local(dir: &Path, remote: &str, plan: &mut Plan) -> anyhow::Result<()> {
     for entry in entries {
         let path = entry.path();
         let name = utf8(Path::new(&entry.file_name()))?.to_owned();
-        let meta =
-            std::fs::metadata(&path).map_err(|e| failure(format!("{}: {e}", path.display())))?;
+        let meta = match std::fs::metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path.is_symlink() => {
+                eprintln!(
+                    "sm-ssh: skipping {}: a dangling symbolic link",
+                    path.display()
+                );
+                continue;
+            }
+            Err(e) => return Err(failure(format!("{}: {e}", path.display()))),
+        };
         let target = remote_join(remote, &name);
         if meta.is_dir() {
+            if ancestors.contains(&dir_id(&meta)) {
+                eprintln!("sm-ssh: skipping {}: a symbolic link loop", path.display());
+                continue;
+            }
             plan.dirs.push(target.clone());
-            walk_local(&path, &target, plan)?;
+            ancestors.push(dir_id(&meta));
+            walk_local(&path, &target, plan, ancestors)?;
+            ancestors.pop();
         } else if meta.is_file() {
             plan.items.push(local_item(&path, target, &meta));
         } else {
@@ -277,12 +315,12 @@ pub async fn download(
                 )))
             }
             Kind::Other => return Err(failure(format!("{host}:{source}: not a regular file"))),
-            Kind::File { size, mtime } => plan.items.push(Item {
+            Kind::File { size, mtime, mode } => plan.items.push(Item {
                 local: base,
                 remote: source.clone(),
                 size,
                 mtime,
-                mode: 0o644,
+                mode,
             }),
             Kind::Dir if !recursive => {
                 return Err(usage(format!("{host}:{source}: is a directory (add -r)")))
@@ -311,9 +349,9 @@ fn read_listing(listing: &str, source: &str, base: &Path, plan: &mut Plan) -> an
         if let Some(rel) = line.strip_prefix("d ./") {
             plan.dirs.push(utf8(&base.join(rel))?.to_owned());
         } else if let Some(rest) = line.strip_prefix("f ") {
-            let mut fields = rest.splitn(3, ' ');
-            let (Some(size), Some(mtime), Some(rel)) =
-                (fields.next(), fields.next(), fields.next())
+            let mut fields = rest.splitn(4, ' ');
+            let (Some(size), Some(mtime), Some(mode), Some(rel)) =
+                (fields.next(), fields.next(), fields.next(), fields.next())
             else {
                 continue;
             };
@@ -323,7 +361,7 @@ fn read_listing(listing: &str, source: &str, base: &Path, plan: &mut Plan) -> an
                 remote: remote_join(source, rel),
                 size: size.parse().unwrap_or(0),
                 mtime: mtime.parse().unwrap_or(0),
-                mode: 0o644,
+                mode: octal_mode(mode),
             });
         }
     }
@@ -406,11 +444,12 @@ mod tests {
             dirs: Vec::new(),
             items: Vec::new(),
         };
-        let listing = "d .\nd ./sub\nf 5 17 ./sub/a b\n";
+        let listing = "d .\nd ./sub\nf 5 17 750 ./sub/a b\n";
         read_listing(listing, "/r", Path::new("/l"), &mut plan).unwrap();
         assert_eq!(plan.dirs, ["/l/sub"]);
         assert_eq!(plan.items[0].remote, "/r/sub/a b");
         assert_eq!(plan.items[0].local, Path::new("/l/sub/a b"));
         assert_eq!(plan.items[0].size, 5);
+        assert_eq!(plan.items[0].mode, 0o750);
     }
 }

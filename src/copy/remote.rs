@@ -10,12 +10,14 @@ const HASH_FN: &str = "h() { if command -v sha256sum >/dev/null 2>&1; then sha25
 elif command -v shasum >/dev/null 2>&1; then shasum -a 256; \
 else echo 'neither sha256sum nor shasum is installed' >&2; return 127; fi; }";
 
-/// `m FILE` prints FILE's modification time in seconds (GNU, then BSD stat), or 0.
-const MTIME_FN: &str =
-    "m() { stat -c %Y -- \"$1\" 2>/dev/null || stat -f %m -- \"$1\" 2>/dev/null || echo 0; }";
+/// `m FILE` prints FILE's modification time in seconds and its permission
+/// bits in octal (GNU, then BSD stat; a symbolic link's target), or `0 644`.
+const MTIME_FN: &str = "m() { stat -L -c '%Y %a' -- \"$1\" 2>/dev/null || \
+stat -L -f '%m %Lp' -- \"$1\" 2>/dev/null || echo 0 644; }";
 
-/// What a path is on the far side: `d`, `f SIZE MTIME`, `o` (another kind) or
-/// `n` (nothing). An unreadable file fails with the shell's own message.
+/// What a path is on the far side: `d`, `f SIZE MTIME MODE`, `o` (another
+/// kind) or `n` (nothing), symbolic links followed. An unreadable file fails
+/// with the shell's own message.
 pub fn probe(path: &str) -> String {
     let p = shell_quote(path);
     format!(
@@ -26,11 +28,13 @@ pub fn probe(path: &str) -> String {
 }
 
 /// Lists the tree under `dir`: its directories (`d PATH`), then its regular
-/// files (`f SIZE MTIME PATH`), paths relative to `dir` starting with `./`.
+/// files (`f SIZE MTIME MODE PATH`), paths relative to `dir` starting with
+/// `./`. Symbolic links are followed (`find -L`, as scp does); a dangling one
+/// is neither and is left out, a loop fails with find's message.
 pub fn list_tree(dir: &str) -> String {
     format!(
-        "cd -- {} || exit 1; find . -type d -exec sh -c 'for d; do echo \"d $d\"; done' sh {{}} + \
-         && find . -type f -exec sh -c '{}; for f; do s=$(wc -c < \"$f\") || exit 1; \
+        "cd -- {} || exit 1; find -L . -type d -exec sh -c 'for d; do echo \"d $d\"; done' sh {{}} + \
+         && find -L . -type f -exec sh -c '{}; for f; do s=$(wc -c < \"$f\") || exit 1; \
          echo \"f $s $(m \"$f\") $f\"; done' sh {{}} +",
         shell_quote(dir),
         MTIME_FN.replace('\'', "'\\''"),

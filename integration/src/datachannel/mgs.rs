@@ -1,6 +1,7 @@
 //! The fake Message Gateway Service: the websocket endpoint, the per-session
 //! hub that outlives client websockets, and the frames MGS itself originates.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -57,6 +58,7 @@ pub(crate) async fn serve(world: SharedWorld, session_id: String, mut socket: We
     let cut_at = cut_every.map(|every| Instant::now() + every);
     let mut ping = interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
     let mut relayed = 0u64;
+    let mut unsent = None;
     loop {
         tokio::select! {
             incoming = socket.recv() => match incoming {
@@ -74,11 +76,13 @@ pub(crate) async fn serve(world: SharedWorld, session_id: String, mut socket: We
             },
             outgoing = attachment.rx.recv() => {
                 let Some(message) = outgoing else { break };
-                if socket.send(Message::Binary(message.bytes)).await.is_err() {
+                let last = message.last;
+                if socket.send(Message::Binary(message.bytes.clone())).await.is_err() {
+                    unsent = Some(message);
                     break;
                 }
                 relayed += 1;
-                if message.last {
+                if last {
                     close(&mut socket, CLOSE_NORMAL, "session closed").await;
                     break;
                 }
@@ -99,7 +103,7 @@ pub(crate) async fn serve(world: SharedWorld, session_id: String, mut socket: We
             break;
         }
     }
-    hub.detach(attachment.generation);
+    hub.detach(attachment, unsent);
 }
 
 /// Reads and checks the OpenDataChannel message; the reason on refusal.
@@ -161,9 +165,18 @@ pub(crate) struct Hub {
     to_agent: mpsc::UnboundedSender<Relayed>,
     to_client: mpsc::UnboundedSender<Relayed>,
     agent: mpsc::UnboundedSender<AgentEvent>,
-    client: Mutex<Option<Client>>,
+    client: Mutex<Attached>,
     generations: AtomicU64,
     stats: Arc<Stats>,
+}
+
+/// The websocket attached to a hub, and what MGS holds for the next one.
+#[derive(Default)]
+struct Attached {
+    client: Option<Client>,
+    /// Agent messages no websocket took (none attached, or cut before they
+    /// were written), oldest first.
+    held: VecDeque<Relayed>,
 }
 
 /// The websocket attached to a hub.
@@ -201,7 +214,7 @@ impl Hub {
             to_agent,
             to_client: to_client.clone(),
             agent: agent_tx.clone(),
-            client: Mutex::new(None),
+            client: Mutex::default(),
             generations: AtomicU64::new(0),
             stats: plane.stats.clone(),
         });
@@ -227,15 +240,21 @@ impl Hub {
         (hub, attachment)
     }
 
+    /// A new websocket takes over the session, starting with what MGS held.
     fn attach(&self) -> Attachment {
         let generation = self.generations.fetch_add(1, Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         let (kick, kicked) = oneshot::channel();
-        let previous = self.lock_client().replace(Client {
+        let mut attached = self.lock_client();
+        for message in attached.held.drain(..) {
+            let _ = tx.send(message);
+        }
+        let previous = attached.client.replace(Client {
             generation,
             tx,
             _kick: kick,
         });
+        drop(attached);
         drop(previous);
         Attachment {
             generation,
@@ -244,14 +263,34 @@ impl Hub {
         }
     }
 
-    fn detach(&self, generation: u64) {
-        let mut client = self.lock_client();
-        if client.as_ref().is_some_and(|c| c.generation == generation) {
-            *client = None;
-            drop(client);
-            // MGS tells the agent its peer is gone.
-            let _ = self.agent.send(AgentEvent::Publication { pause: true });
+    /// A websocket ended: what it had not written (`unsent`, then its queue)
+    /// goes to the websocket that replaced it, or is held for the next one.
+    fn detach(&self, mut attachment: Attachment, unsent: Option<Relayed>) {
+        let mut attached = self.lock_client();
+        let mut left: VecDeque<Relayed> = unsent.into_iter().collect();
+        while let Ok(message) = attachment.rx.try_recv() {
+            left.push_back(message);
         }
+        let ours = attached
+            .client
+            .as_ref()
+            .is_some_and(|c| c.generation == attachment.generation);
+        if !ours {
+            if let Some(newer) = &attached.client {
+                for message in left {
+                    let _ = newer.tx.send(message);
+                }
+            } else {
+                attached.held.extend(left);
+            }
+            return;
+        }
+        attached.client = None;
+        left.append(&mut attached.held);
+        attached.held = left;
+        drop(attached);
+        // MGS tells the agent its peer is gone.
+        let _ = self.agent.send(AgentEvent::Publication { pause: true });
     }
 
     fn relay_to_agent(&self, bytes: Bytes) {
@@ -259,12 +298,18 @@ impl Hub {
     }
 
     /// Hands a message that came out of the to-client lane to the websocket.
+    /// With no websocket attached MGS holds the message for the next one.
     fn deliver(&self, message: Relayed) {
-        let client = self.lock_client();
-        let sent = client.as_ref().is_some_and(|c| c.tx.send(message).is_ok());
-        if !sent {
-            self.stats.dropped_detached.fetch_add(1, Relaxed);
-        }
+        let mut attached = self.lock_client();
+        let message = match &attached.client {
+            Some(client) => match client.tx.send(message) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(message)) => message,
+            },
+            None => message,
+        };
+        self.stats.held_detached.fetch_add(1, Relaxed);
+        attached.held.push_back(message);
     }
 
     pub(crate) fn publication_to_client(&self, pause: bool) -> bool {
@@ -308,7 +353,7 @@ impl Hub {
         }
     }
 
-    fn lock_client(&self) -> std::sync::MutexGuard<'_, Option<Client>> {
+    fn lock_client(&self) -> std::sync::MutexGuard<'_, Attached> {
         self.client.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

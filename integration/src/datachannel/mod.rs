@@ -163,7 +163,7 @@ struct Stats {
     duplicated: AtomicU64,
     reordered: AtomicU64,
     corrupted: AtomicU64,
-    dropped_detached: AtomicU64,
+    held_detached: AtomicU64,
     resends: AtomicU64,
     acks_withheld: AtomicU64,
     reconnects: AtomicU64,
@@ -189,8 +189,9 @@ pub struct StatsSnapshot {
     pub reordered: u64,
     /// Messages whose digest the `corrupt_digest` fault spoiled.
     pub corrupted: u64,
-    /// Agent messages lost because no client websocket was attached.
-    pub dropped_detached: u64,
+    /// Agent messages MGS held because no client websocket took them (none
+    /// attached, or cut before writing them); the next websocket gets them.
+    pub held_detached: u64,
     /// Agent retransmissions (head-only resend).
     pub resends: u64,
     /// Acknowledgements the agent did not send (`withhold_acks`).
@@ -218,7 +219,7 @@ impl Stats {
             duplicated: self.duplicated.load(Relaxed),
             reordered: self.reordered.load(Relaxed),
             corrupted: self.corrupted.load(Relaxed),
-            dropped_detached: self.dropped_detached.load(Relaxed),
+            held_detached: self.held_detached.load(Relaxed),
             resends: self.resends.load(Relaxed),
             acks_withheld: self.acks_withheld.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
