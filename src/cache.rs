@@ -170,7 +170,8 @@ impl Cache {
     /// Drops every resolution to `instance_id` (it is gone or not connected).
     pub fn forget_instance(&self, instance_id: &str) {
         self.update(|c| {
-            c.reaches.retain(|_, e| e.instance.instance_id != instance_id);
+            c.reaches
+                .retain(|_, e| e.instance.instance_id != instance_id);
         });
     }
 

@@ -376,7 +376,14 @@ mod tests {
         assert!(!state.contains("mi-1", "sha256:b"));
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
         // Lines without a time (older versions) and old pushes count as not pushed.
-        std::fs::write(&path, format!("mi-1 sha256:a\nmi-2 sha256:b {}\n", epoch_now() - KEY_TTL.as_secs())).unwrap();
+        std::fs::write(
+            &path,
+            format!(
+                "mi-1 sha256:a\nmi-2 sha256:b {}\n",
+                epoch_now() - KEY_TTL.as_secs()
+            ),
+        )
+        .unwrap();
         let state = State::load(&path).unwrap();
         assert!(!state.contains("mi-1", "sha256:a"));
         assert!(!state.contains("mi-2", "sha256:b"));

@@ -79,7 +79,8 @@ impl<'a> Warm<'a> {
                 return Ok((self.reach_of(instance), true));
             }
         }
-        let resolved = resolve::resolve_with(self.sdk, self.target, &self.opts, Some(cache)).await?;
+        let resolved =
+            resolve::resolve_with(self.sdk, self.target, &self.opts, Some(cache)).await?;
         cache.set_reach(&[key, resolved.instance_id.clone()], &resolved.instance);
         Ok((ssm::reach_from(resolved), false))
     }

@@ -90,7 +90,10 @@ fn a_warm_proxy_makes_only_startsession() {
         .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
         .collect::<String>();
     assert!(cache.contains(INSTANCE), "{cache}");
-    assert!(!cache.contains("testing") && !cache.contains("Token"), "{cache}");
+    assert!(
+        !cache.contains("testing") && !cache.contains("Token"),
+        "{cache}"
+    );
 }
 
 #[test]
@@ -114,7 +117,9 @@ fn a_replaced_instance_in_the_cache_never_fails_a_connection() {
     let world = start();
     assert_exit(&cached(world.ssh("true")).output().unwrap(), 0);
     // The job's next run: a new instance; the cached one lost its agent.
-    world.env.set_ping_status(INSTANCE, PingStatus::ConnectionLost);
+    world
+        .env
+        .set_ping_status(INSTANCE, PingStatus::ConnectionLost);
     world
         .env
         .add_instance(training_instance(REPLACEMENT, JOB, 1_800_000_000));
