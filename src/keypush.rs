@@ -5,8 +5,8 @@
 //! and `/etc/ssh/authorized_keys` (the layout sagemaker-ssh-helper's server
 //! side configures) and the login user's `~/.ssh/authorized_keys`. The script
 //! appends only missing lines, so pushing twice changes nothing. A state file
-//! in the data directory remembers which (instance, key) pairs were pushed so
-//! that reconnects skip the round trip.
+//! in the data directory remembers which (instance, key) pairs were pushed
+//! when, so that reconnects within [`KEY_TTL`] skip the round trip.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -48,8 +48,15 @@ const EXECUTION_TIMEOUT_SECONDS: &str = "60";
 /// How long we poll for its result before giving up (the command's own
 /// timeout plus delivery slack).
 const POLL_BUDGET: Duration = Duration::from_secs(60);
-const FIRST_POLL: Duration = Duration::from_millis(100);
-const MAX_POLL: Duration = Duration::from_secs(1);
+/// The first GetCommandInvocation comes this soon (the script takes the
+/// agent a moment to pick up), and the interval grows by half each time:
+/// most pushes end within the first few polls, and a slow one costs few calls.
+const FIRST_POLL: Duration = Duration::from_millis(50);
+const MAX_POLL: Duration = Duration::from_millis(500);
+/// How long a recorded push is trusted without pushing again: within it a
+/// reconnect takes no SendCommand; after it the key is pushed again (while
+/// the session is set up), so a key the instance lost comes back by itself.
+pub const KEY_TTL: Duration = Duration::from_secs(600);
 
 /// Makes sure `public_key` is authorised for `user` on `instance_id`.
 pub async fn ensure(
@@ -259,9 +266,17 @@ async fn wait_for(
     }
 }
 
-/// The pushed-key state file: one `instance-id fingerprint` pair per line.
+/// The pushed-key state file: one `instance-id fingerprint epoch-seconds`
+/// line per push (lines without a time, from older versions, count as old).
 pub(crate) struct State {
-    lines: Vec<(String, String)>,
+    lines: Vec<(String, String, u64)>,
+}
+
+fn epoch_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 impl State {
@@ -275,32 +290,48 @@ impl State {
             .lines()
             .filter_map(|line| {
                 let mut fields = line.split_whitespace();
-                Some((fields.next()?.to_owned(), fields.next()?.to_owned()))
+                let instance = fields.next()?.to_owned();
+                let fingerprint = fields.next()?.to_owned();
+                let at = fields.next().and_then(|t| t.parse().ok()).unwrap_or(0);
+                Some((instance, fingerprint, at))
             })
             .collect();
         Ok(State { lines })
     }
 
+    /// Whether the key was pushed to the instance less than [`KEY_TTL`] ago.
     pub(crate) fn contains(&self, instance_id: &str, fingerprint: &str) -> bool {
-        self.lines
-            .iter()
-            .any(|(i, f)| i == instance_id && f == fingerprint)
+        let now = epoch_now();
+        self.lines.iter().any(|(i, f, at)| {
+            i == instance_id && f == fingerprint && now.saturating_sub(*at) < KEY_TTL.as_secs()
+        })
     }
 
+    /// Records a push now, dropping the pair's older line and lines past
+    /// their time; rewrites the file atomically.
     pub(crate) fn record(path: &Path, instance_id: &str, fingerprint: &str) -> anyhow::Result<()> {
-        if Self::load(path)?.contains(instance_id, fingerprint) {
-            return Ok(());
-        }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        use std::io::Write;
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
+        let now = epoch_now();
+        let mut state = Self::load(path)?;
+        state.lines.retain(|(i, f, at)| {
+            !(i == instance_id && f == fingerprint) && now.saturating_sub(*at) < KEY_TTL.as_secs()
+        });
+        state
+            .lines
+            .push((instance_id.to_owned(), fingerprint.to_owned(), now));
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let text: String = state
+            .lines
+            .iter()
+            .map(|(i, f, at)| format!("{i} {f} {at}\n"))
+            .collect();
+        let mut temp = tempfile::NamedTempFile::new_in(dir)
             .with_context(|| format!("writing {}", path.display()))?;
-        writeln!(file, "{instance_id} {fingerprint}")
+        use std::io::Write;
+        temp.write_all(text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        temp.persist(path)
+            .map(|_| ())
             .with_context(|| format!("writing {}", path.display()))
     }
 }
@@ -344,6 +375,18 @@ mod tests {
         assert!(state.contains("mi-2", "sha256:b"));
         assert!(!state.contains("mi-1", "sha256:b"));
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
+        // Lines without a time (older versions) and old pushes count as not pushed.
+        std::fs::write(
+            &path,
+            format!(
+                "mi-1 sha256:a\nmi-2 sha256:b {}\n",
+                epoch_now() - KEY_TTL.as_secs()
+            ),
+        )
+        .unwrap();
+        let state = State::load(&path).unwrap();
+        assert!(!state.contains("mi-1", "sha256:a"));
+        assert!(!state.contains("mi-2", "sha256:b"));
     }
 
     /// Runs the generated script with `/etc/ssh` redirected into a temporary

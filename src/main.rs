@@ -2,6 +2,7 @@
 
 mod audit;
 mod aws;
+mod cache;
 mod cli;
 mod cmd;
 mod copy;
@@ -23,6 +24,7 @@ mod ssh_client;
 mod sshconfig;
 mod target;
 mod terminal;
+mod warm;
 
 use std::process::ExitCode;
 

@@ -40,6 +40,13 @@ impl Sessions {
         }
     }
 
+    /// A non-secret name for the credentials the upgrades are signed with
+    /// (resolved once here and reused for signing), for the warm-path cache.
+    pub async fn credentials_id(&self) -> Option<String> {
+        let credentials = self.signer.credentials().await.ok()?;
+        Some(crate::cache::credentials_id(credentials.access_key_id()))
+    }
+
     /// Lets sessions whose agent asks for KMS encryption get their data key.
     pub fn with_kms(mut self, kms: aws_sdk_kms::Client) -> Self {
         self.kms = Some(kms);

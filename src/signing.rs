@@ -84,7 +84,7 @@ impl UpgradeSigner {
     }
 
     /// Fresh enough credentials: the cached ones, or newly resolved.
-    async fn credentials(&self) -> Result<Credentials, ControlError> {
+    pub(crate) async fn credentials(&self) -> Result<Credentials, ControlError> {
         let fresh = |c: &Credentials| {
             c.expiry()
                 .is_none_or(|at| at > SystemTime::now() + REFRESH_BEFORE_EXPIRY)

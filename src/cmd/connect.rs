@@ -7,10 +7,11 @@ use anyhow::Context;
 
 use crate::cli::Global;
 use crate::keypush::PushKey;
-use crate::path;
+use crate::path::{self, Control};
 use crate::resolve::ResolveArgs;
 use crate::sshconfig::{self, Paths};
 use crate::target::Target;
+use crate::warm::Warm;
 use crate::{aws, keys};
 
 #[derive(Debug, clap::Args)]
@@ -39,26 +40,36 @@ const SSH_ENV: &str = "SM_SSH_SSH";
 pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let target = Target::parse(&args.target)?;
     let sdk = aws::load(global).await;
-    let reach = path::select(&target)
-        .resolve(&sdk, &target, &args.resolve.options())
-        .await?;
-    let user = args.user.as_deref().unwrap_or(reach.default_user);
-    // Installed here rather than in the ProxyCommand so its errors keep their exit codes.
-    path::install_key(&sdk, &reach, user, args.push_key).await?;
-    // ssh reads the key as it starts: it must exist before.
-    keys::Identity::ensure()?;
-    let paths = Paths::current()?;
-    let plan = SshPlan {
-        paths: &paths,
-        global,
-        label: &args.target,
-        session_target: &reach.session_target,
-        host_key_alias: &reach.pin.alias,
-        user,
-        port: args.port,
-        ssh_args: &args.ssh_args,
-    };
-    run_ssh(plan.argv()).await
+    let control = Control::new(&sdk, path::select(&target));
+    let warm = Warm::open(&sdk, global, &target, &args.resolve, &control).await;
+    let mut fresh = false;
+    loop {
+        let (reach, cached) = warm.reach(fresh).await?;
+        let user = args.user.as_deref().unwrap_or(reach.default_user);
+        // Installed here rather than in the ProxyCommand so its errors keep their exit codes.
+        path::install_key(&sdk, &reach, user, args.push_key).await?;
+        // ssh reads the key as it starts: it must exist before.
+        keys::Identity::ensure()?;
+        let paths = Paths::current()?;
+        let plan = SshPlan {
+            paths: &paths,
+            global,
+            label: &args.target,
+            session_target: &reach.session_target,
+            host_key_alias: &reach.pin.alias,
+            user,
+            port: args.port,
+            ssh_args: &args.ssh_args,
+        };
+        let code = run_ssh(plan.argv()).await?;
+        // The ProxyCommand drops a cached instance that StartSession calls
+        // gone: no session was opened, so resolving again and retrying is safe.
+        if cached && code == ExitCode::from(255) && !warm.still_cached(&reach) {
+            fresh = true;
+            continue;
+        }
+        return Ok(code);
+    }
 }
 
 /// Runs the system ssh with `argv` and passes its exit status on.

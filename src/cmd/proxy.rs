@@ -1,12 +1,12 @@
 //! `sm-ssh proxy`: ssh's ProxyCommand. Resolves the target on its access
-//! path, installs our key if the path takes one, starts an SSH session and
-//! bridges stdin/stdout to it. stdout carries only tunnel bytes; everything
-//! else goes to stderr.
+//! path (through the warm-path cache), installs our key if the path takes
+//! one while the session is set up, and bridges stdin/stdout to it once both
+//! are done. stdout carries only tunnel bytes; everything else goes to stderr.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use sm_ssh_proxy::{bridge, SessionControl, SessionEnd, StreamTarget};
+use sm_ssh_proxy::{bridge_open, OpenSession, SessionEnd};
 
 use crate::aws;
 use crate::cli::Global;
@@ -14,6 +14,7 @@ use crate::keypush::PushKey;
 use crate::path::{self, Control, Purpose};
 use crate::resolve::ResolveArgs;
 use crate::target::Target;
+use crate::warm::{self, Warm};
 
 /// How the agent's `channel_closed` says the target port refused it.
 const NO_LISTENER: &str = "Unable to connect to specified port";
@@ -42,19 +43,31 @@ pub struct Args {
 pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let target = Target::parse(&args.target)?;
     let sdk = aws::load(global).await;
-    let path = path::select(&target);
-    let reach = path.resolve(&sdk, &target, &args.resolve.options()).await?;
-    // ssh pins host keys under %h: forget them when what is behind the name changed.
-    path::pin_host_key(&args.target, &reach)?;
-    let user = args.user.as_deref().unwrap_or(reach.default_user);
-    path::install_key(&sdk, &reach, user, args.push_key).await?;
-    let control = Arc::new(Control::new(&sdk, path));
+    let control = Arc::new(Control::new(&sdk, path::select(&target)));
+    let warm = Warm::open(&sdk, global, &target, &args.resolve, &control).await;
     let label = args.label.as_deref().unwrap_or(&args.target);
-    let stream = control
-        .start(&reach, &Purpose::Ssh { port: args.port }, label)
-        .await?;
-    tracing::info!(session_id = %stream.session_id, target = %reach.session_target, "session started");
-    let end = stdio_bridge(stream, control, "sm-ssh: ").await?;
+    let purpose = Purpose::Ssh { port: args.port };
+    let mut fresh = false;
+    let session = loop {
+        let (reach, cached) = warm.reach(fresh).await?;
+        // ssh pins host keys under %h: forget them when what is behind the name changed.
+        path::pin_host_key(&args.target, &reach)?;
+        let user = args.user.as_deref().unwrap_or(reach.default_user);
+        let key = (user, args.push_key);
+        match warm
+            .open_session(&control, &reach, &purpose, label, key)
+            .await
+        {
+            Ok(session) => break session,
+            // A stale cache never fails a connection: resolve again, once.
+            Err(error) if cached && warm::is_stale(&error) => {
+                warm.forget(&reach);
+                fresh = true;
+            }
+            Err(error) => return Err(error),
+        }
+    };
+    let end = stdio_bridge_open(session, "sm-ssh: ").await?;
     tracing::debug!(stats = ?end.stats, "session over");
     if end.output.contains(NO_LISTENER) {
         // The agent could not reach sshd: say what works without one.
@@ -67,21 +80,13 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Bridges this process's stdin/stdout to the session until it ends, then
-/// shows on stderr, after `prefix`, what the agent said at the end.
-pub async fn stdio_bridge(
-    target: StreamTarget,
-    sessions: Arc<impl SessionControl>,
+/// Bridges this process's stdin/stdout to an open session until it ends,
+/// then shows on stderr, after `prefix`, what the agent said at the end.
+async fn stdio_bridge_open(
+    session: OpenSession<Control>,
     prefix: &str,
 ) -> anyhow::Result<SessionEnd> {
-    let end = bridge(
-        target,
-        sessions,
-        crate::session::data_channel_options()?,
-        tokio::io::stdin(),
-        tokio::io::stdout(),
-    )
-    .await?;
+    let end = bridge_open(session, tokio::io::stdin(), tokio::io::stdout()).await?;
     if !end.output.trim().is_empty() {
         eprintln!("{prefix}{}", end.output.trim());
     }

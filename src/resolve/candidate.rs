@@ -4,11 +4,13 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::target::{Kind, SageMakerTarget};
 
 /// One managed instance as DescribeInstanceInformation (and, when fetched,
-/// ListTagsForResource) reports it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// ListTagsForResource) reports it. Serialised in the warm-path cache.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Candidate {
     pub instance_id: String,
     /// `Online`, `ConnectionLost`, `Inactive`.

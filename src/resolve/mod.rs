@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 
+use crate::cache::Cache;
 use crate::error::{exit, AwsError, AwsProblem};
 use crate::target::{Kind, SageMakerTarget, Target};
 use candidate::Candidate;
@@ -38,6 +39,10 @@ pub struct ResolveArgs {
     /// Wait until the instance is Online, at most SECONDS (default 300).
     #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "300")]
     pub wait: Option<u64>,
+    /// Resolve afresh and keep nothing for later (also SM_SSH_NO_CACHE=1).
+    /// By default `proxy` and `connect` reuse what they learnt for 10 minutes.
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 impl ResolveArgs {
@@ -75,12 +80,22 @@ impl Owner {
         match self {
             Owner::Any => Ok(None),
             Owner::Id(id) => Ok(Some(id.clone())),
-            Owner::Caller => {
-                let sts = aws_sdk_sts::Client::new(sdk);
-                ssm::caller_user_id(&sts).await.map(Some)
-            }
+            Owner::Caller => caller_user_id(sdk, None).await.map(Some),
         }
     }
+}
+
+/// The caller's `aws:userid`: from the cache when it holds one for these
+/// credentials, else from STS (and then kept there).
+async fn caller_user_id(sdk: &SdkConfig, cache: Option<&Cache>) -> Result<String, AwsError> {
+    if let Some(id) = cache.and_then(Cache::user_id) {
+        return Ok(id);
+    }
+    let id = ssm::caller_user_id(&aws_sdk_sts::Client::new(sdk)).await?;
+    if let Some(cache) = cache {
+        cache.set_user_id(&id);
+    }
+    Ok(id)
 }
 
 #[derive(Debug, Clone, Default)]
@@ -225,18 +240,50 @@ pub async fn resolve(
     target: &Target,
     opts: &ResolveOptions,
 ) -> Result<Resolved, ResolveError> {
-    let owner_id = match target {
-        Target::SageMaker(_) => opts.owner.user_id(sdk).await?,
+    resolve_with(sdk, target, opts, None).await
+}
+
+/// [`resolve`], taking the caller's identity from `cache` when it has it.
+/// Without it, sts:GetCallerIdentity and the search by name run at once:
+/// the search filters on the SSHOwner tag's presence, and its value is
+/// checked once the identity is known.
+pub async fn resolve_with(
+    sdk: &SdkConfig,
+    target: &Target,
+    opts: &ResolveOptions,
+    cache: Option<&Cache>,
+) -> Result<Resolved, ResolveError> {
+    let ssm_client = aws_sdk_ssm::Client::new(sdk);
+    let mut by_name = None;
+    let owner_id = match (target, &opts.owner) {
+        (Target::SageMaker(t), Owner::Caller)
+            if t.kind != Kind::Inference && cache.and_then(Cache::user_id).is_none() =>
+        {
+            let search = ssm::describe(
+                &ssm_client,
+                vec![
+                    ssm::filter("tag-key", &["SSHOwner"]),
+                    ssm::filter("tag:SSHResourceName", &[&t.name]),
+                ],
+            );
+            let (id, found) = tokio::join!(caller_user_id(sdk, cache), search);
+            let id = id?;
+            by_name = Some(found?);
+            Some(id)
+        }
+        (Target::SageMaker(_), Owner::Caller) => Some(caller_user_id(sdk, cache).await?),
+        (Target::SageMaker(_), owner) => owner.user_id(sdk).await?,
         _ => None,
     };
     let lookup = Lookup {
-        ssm: aws_sdk_ssm::Client::new(sdk),
+        ssm: ssm_client,
         logs: aws_sdk_cloudwatchlogs::Client::new(sdk),
         target,
         owner_id,
         node: opts.node,
         region: region_name(sdk),
         logs_since: AtomicU64::new(0),
+        by_name: std::sync::Mutex::new(by_name),
     };
     match opts.wait {
         None => lookup.once().await,
@@ -255,6 +302,8 @@ struct Lookup<'a> {
     /// Epoch seconds from which later Logs Insights queries search (0: the
     /// whole look-back); set by `--wait` after its first attempt.
     logs_since: AtomicU64,
+    /// The search by name made alongside GetCallerIdentity, for the first attempt.
+    by_name: std::sync::Mutex<Option<Vec<Candidate>>>,
 }
 
 impl Lookup<'_> {
@@ -335,6 +384,17 @@ impl Lookup<'_> {
         }
     }
 
+    /// The candidates whose SSHOwner tag is the owner's (all for any owner).
+    fn owned(&self, candidates: Vec<Candidate>) -> Vec<Candidate> {
+        match &self.owner_id {
+            Some(owner) => candidates
+                .into_iter()
+                .filter(|c| c.tags.get("SSHOwner") == Some(owner))
+                .collect(),
+            None => candidates,
+        }
+    }
+
     /// The candidates for a SageMaker target, and what was searched.
     async fn sagemaker(
         &self,
@@ -348,16 +408,22 @@ impl Lookup<'_> {
         if target.kind != Kind::Inference {
             // The tags hold the exact name; ssh may have lowercased it, which
             // the ARN comparison below forgives.
-            let by_name = ssm::describe(
-                &self.ssm,
-                vec![
-                    owner_filter(),
-                    ssm::filter("tag:SSHResourceName", &[&target.name]),
-                ],
-            )
-            .await?;
+            let prefetched = self.by_name.lock().expect("search by name").take();
+            let by_name = match prefetched {
+                Some(found) => found,
+                None => {
+                    ssm::describe(
+                        &self.ssm,
+                        vec![
+                            owner_filter(),
+                            ssm::filter("tag:SSHResourceName", &[&target.name]),
+                        ],
+                    )
+                    .await?
+                }
+            };
             let tagged = ssm::fetch_tags(&self.ssm, by_name).await?;
-            let matching = keep_matching(tagged, target);
+            let matching = self.owned(keep_matching(tagged, target));
             searched.push(format!(
                 "instances tagged SSHResourceName = {}",
                 target.name

@@ -154,6 +154,9 @@ pub fn isolate(command: &mut Command, home: &Path) {
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_EC2_METADATA_DISABLED", "true")
+        // Each run resolves afresh, as tests expect; tests/round_trips.rs
+        // removes it to test the warm-path cache.
+        .env("SM_SSH_NO_CACHE", "1")
         .env_remove("RUST_LOG");
 }
 
