@@ -75,7 +75,12 @@ impl Sessions {
         let output = request
             .send()
             .await
-            .map_err(|error| AwsError::from_sdk("ssm:StartSession", &error))?;
+            .map_err(|error| {
+                crate::path::sagemaker_native::explain_denial(
+                    target,
+                    AwsError::from_sdk("ssm:StartSession", &error),
+                )
+            })?;
         match (
             output.session_id(),
             output.token_value(),

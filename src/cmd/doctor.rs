@@ -11,7 +11,8 @@ pub struct Args {
     /// Check this SageMaker execution role.
     #[arg(long, value_name = "ARN")]
     pub role: Option<String>,
-    /// Check the execution role and network of this training job.
+    /// Check the execution role and network of this training job, and its
+    /// remote debugging (on, Training, no network isolation, ssmmessages:*).
     #[arg(long, value_name = "NAME")]
     pub job: Option<String>,
     /// Check the execution role and network of this notebook instance.
@@ -27,6 +28,10 @@ pub struct Args {
     /// image, sagemaker:StartSession and per-user isolation, network.
     #[arg(long, value_name = "SPACE")]
     pub space: Option<String>,
+    /// Check this inference endpoint's SSM access: EnableSSMAccess on its
+    /// variants, instances whose SSM agent runs.
+    #[arg(long, value_name = "NAME")]
+    pub endpoint: Option<String>,
     /// Also check the SSM tier (only) in these regions (repeat, or
     /// comma-separate). Repeat --region to check the tier and the managed
     /// instances of several regions.
@@ -67,6 +72,7 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         profile: global.profile.clone(),
         regions: global.region.clone(),
         space: args.space,
+        endpoint: args.endpoint,
     };
     let sdk = crate::aws::load(global).await;
     let report = doctor::run(&options, &sdk).await;

@@ -2,7 +2,8 @@
 //! sagemaker-ssh-helper, tagged `SSHOwner`), the Studio spaces, and the host
 //! name to give ssh. One DescribeInstanceInformation (paged) and concurrent
 //! ListTagsForResource calls; ListSpaces and ListApps for the spaces (see
-//! `list_spaces`). Given a whole target
+//! `list_spaces`); training jobs with remote debugging and endpoints with
+//! SSM access (`list_native`). Given a whole target
 //! name, it runs the resolution `connect` and `ssh` use and shows the one
 //! instance they would reach (or fails as they would).
 
@@ -14,8 +15,9 @@ use serde::Serialize;
 
 use crate::cli::Global;
 use crate::error::{exit, Failure};
+use crate::path::sagemaker_native::NativeInfo;
 use crate::path::space::{self, SpaceInfo};
-use crate::path::{self, Detail, Reach};
+use crate::path::{self, endpoint, training, Detail, Reach};
 use crate::resolve::candidate::{tagged_resource, Candidate};
 use crate::resolve::{format_epoch, region_name, ssm, Owner, ResolveArgs};
 use crate::target::{Target, TargetError};
@@ -55,6 +57,10 @@ pub struct Row {
     /// Spaces only: `SpaceSettings.RemoteAccess` is ENABLED.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_access: Option<bool>,
+    /// How sm-ssh reaches it: `helper` (an instance sagemaker-ssh-helper
+    /// registered), `space`, `remote-debug` (a training job's own target),
+    /// `ssm-access` (an endpoint container's own target).
+    pub path: &'static str,
     #[serde(skip)]
     last_ping_secs: Option<i64>,
     #[serde(skip)]
@@ -74,6 +80,7 @@ impl Row {
             name: resource.as_ref().map(|r| r.name.clone()),
             kind: resource.as_ref().map(|r| r.kind.to_string()),
             remote_access: None,
+            path: "helper",
             owner: tag("SSHOwner"),
             resource_arn: tag("SSHResourceArn"),
             last_ping: candidate.last_ping.map(rfc3339),
@@ -97,6 +104,7 @@ impl Row {
                 ..Candidate::default()
             }),
             Detail::Space(info) => Row::space(&info),
+            Detail::SageMaker(info) => Row::native(&reach.name, &info, reach.session_target),
         }
     }
 
@@ -114,8 +122,37 @@ impl Row {
             owner: Some(info.owner.clone()).filter(|o| !o.is_empty()),
             resource_arn: Some(info.arn.clone()),
             remote_access: Some(info.remote_access),
+            path: "space",
             last_ping_secs: None,
             registered_secs: info.app_created_ms.map(|ms| ms / 1000),
+        }
+    }
+
+    /// A training job's host or an endpoint's container, reached natively:
+    /// `instance_id` holds the Session Manager target.
+    fn native(host: &str, info: &NativeInfo, target: String) -> Row {
+        Row {
+            host: host.to_string(),
+            name: Some(info.resource.clone()),
+            kind: Some(info.kind.to_string()),
+            instance_id: target,
+            ping_status: info.status.clone(),
+            last_ping: None,
+            registered: None,
+            computer_name: match &info.container {
+                Some(container) => format!("{} {container}", info.node),
+                None => info.node.clone(),
+            },
+            owner: None,
+            resource_arn: None,
+            remote_access: None,
+            path: if info.kind == "training" {
+                "remote-debug"
+            } else {
+                "ssm-access"
+            },
+            last_ping_secs: None,
+            registered_secs: None,
         }
     }
 
@@ -176,10 +213,12 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let instances = ssm::fetch_tags(&client, instances).await?;
     tracing::debug!(count = instances.len(), owner = ?owner_id, "listed SSH-enabled instances");
     let spaces = list_spaces(&sdk).await;
+    let natives = list_native(&sdk).await;
     let mut rows: Vec<Row> = instances
         .into_iter()
         .map(Row::new)
         .chain(spaces.iter().map(Row::space))
+        .chain(natives)
         .filter(|row| args.pattern.as_deref().is_none_or(|p| row.matches(p)))
         .collect();
     sort(&mut rows);
@@ -217,6 +256,54 @@ async fn list_spaces(sdk: &aws_config::SdkConfig) -> Vec<SpaceInfo> {
             Vec::new()
         }
     }
+}
+
+/// Training jobs with remote debugging on and endpoints with SSM access, one
+/// row per host or container. Like spaces, an addition: a refusal is one line.
+async fn list_native(sdk: &aws_config::SdkConfig) -> Vec<Row> {
+    let mut rows = Vec::new();
+    match training::debuggable(sdk).await {
+        Ok(jobs) => {
+            for job in jobs {
+                let host = format!("{}.training.sagemaker", job.name);
+                for node in 1..=job.instance_count {
+                    let info = NativeInfo {
+                        kind: "training",
+                        resource: job.name.clone(),
+                        status: job.secondary_status.clone(),
+                        node: format!("algo-{node}"),
+                        container: None,
+                    };
+                    rows.push(Row::native(&host, &info, job.target(node)));
+                }
+            }
+        }
+        Err(error) => eprintln!("sm-ssh: training jobs not listed: {}", error.summary()),
+    }
+    match endpoint::accessible(sdk).await {
+        Ok(endpoints) => {
+            for (endpoint, instances) in endpoints {
+                let host = format!("{}.inference.sagemaker", endpoint.name);
+                for instance in instances {
+                    for (container, target) in instance.targets(&endpoint.name) {
+                        let info = NativeInfo {
+                            kind: "inference",
+                            resource: endpoint.name.clone(),
+                            status: endpoint.status.clone(),
+                            node: instance.instance_id.clone(),
+                            container,
+                        };
+                        rows.push(Row::native(&host, &info, target));
+                    }
+                }
+            }
+        }
+        Err(error) => eprintln!(
+            "sm-ssh: endpoints not listed: {}",
+            crate::error::describe(&error, None).1
+        ),
+    }
+    rows
 }
 
 fn print_rows(rows: &[Row], json: bool) -> anyhow::Result<()> {

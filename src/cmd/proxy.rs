@@ -44,6 +44,19 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let sdk = aws::load(global).await;
     let path = path::select(&target);
     let reach = path.resolve(&sdk, &target, &args.resolve.options()).await?;
+    if !reach.sshd && args.port == 22 {
+        let name = &args.target;
+        return Err(crate::error::Failure::new(
+            crate::error::exit::USAGE,
+            format!(
+                "{name} ({}) runs no SSH server: `sm-ssh connect {name}` or `sm-ssh shell {name}` \
+                 opens a shell as {}, `sm-ssh forward {name} -L 6006:6006` forwards a port (a \
+                 container running its own sshd: give its port, e.g. `Port 2222` in ssh_config)",
+                reach.session_target, reach.default_user
+            ),
+        )
+        .into());
+    }
     // ssh pins host keys under %h: forget them when what is behind the name changed.
     path::pin_host_key(&args.target, &reach)?;
     let user = args.user.as_deref().unwrap_or(reach.default_user);

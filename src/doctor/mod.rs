@@ -9,6 +9,7 @@ mod identity;
 mod instances;
 mod local;
 mod network;
+mod remote_debug;
 pub mod report;
 mod role;
 mod simulate;
@@ -40,6 +41,8 @@ pub struct Options {
     pub regions: Vec<String>,
     /// A Studio space to check for remote access (`--space`).
     pub space: Option<String>,
+    /// An endpoint to check for SSM access (`--endpoint`).
+    pub endpoint: Option<String>,
 }
 
 pub use role::Source;
@@ -131,6 +134,12 @@ pub async fn run(options: &Options, sdk: &SdkConfig) -> Report {
     checks.push(client::check(sdk, &me, &home_region, options).await);
     if let Some(name) = &options.space {
         checks.extend(space::checks(sdk, &me, name, options).await);
+    }
+    if let Some(Source::TrainingJob(name)) = &options.target {
+        checks.extend(remote_debug::job_checks(sdk, name).await);
+    }
+    if let Some(name) = &options.endpoint {
+        checks.extend(remote_debug::endpoint_checks(sdk, name).await);
     }
     checks.push(network::check(&target, &home_region));
     for region in &regional {

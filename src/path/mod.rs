@@ -10,10 +10,17 @@
 //!   holds its internals), and `mi-…`/`i-…` ids.
 //! - [`native`]: AWS-native Session Manager targets passed through unchanged.
 //! - [`space`]: Studio spaces through SageMaker's own remote access.
+//! - [`training`], [`endpoint`]: training jobs and endpoints by name, on the
+//!   helper's instance when there is one, else on SageMaker's own Session
+//!   Manager targets (remote debugging, SSM access), which have no sshd
+//!   ([`sagemaker_native`] holds what the two share).
 
+pub mod endpoint;
 pub mod native;
+pub mod sagemaker_native;
 pub mod space;
 pub mod ssm;
+pub mod training;
 
 use aws_config::SdkConfig;
 use sm_ssh_proxy::{ControlError, SessionControl, StreamTarget};
@@ -29,11 +36,17 @@ pub enum Path {
     Ssm,
     Native,
     Space,
+    /// `<job>.training.sagemaker`: the helper's instance, else remote debugging.
+    Training,
+    /// `<endpoint>.inference.sagemaker`: the helper's instance, else SSM access.
+    Endpoint,
 }
 
 /// The path that reaches `target`.
 pub fn select(target: &Target) -> Path {
     match target {
+        Target::SageMaker(named) if named.kind == crate::target::Kind::Training => Path::Training,
+        Target::SageMaker(named) if named.kind == crate::target::Kind::Inference => Path::Endpoint,
         Target::SageMaker(_) | Target::Instance(_) => Path::Ssm,
         Target::Native(_) => Path::Native,
         Target::Space(_) => Path::Space,
@@ -52,6 +65,8 @@ impl Path {
             Path::Ssm => ssm::resolve(sdk, target, opts).await,
             Path::Native => Ok(native::reach_from(target)),
             Path::Space => space::resolve(sdk, target).await,
+            Path::Training => training::resolve(sdk, target, opts).await,
+            Path::Endpoint => endpoint::resolve(sdk, target, opts).await,
         }
     }
 }
@@ -74,6 +89,9 @@ pub struct Reach {
     pub liveness: Liveness,
     /// What the path's API said, for `list` and `doctor`.
     pub detail: Detail,
+    /// Whether an sshd is expected behind port 22. Without one, `connect`
+    /// opens a Session Manager shell and `proxy` says what works instead.
+    pub sshd: bool,
 }
 
 /// How a key reaches the login user's authorised keys.
@@ -114,6 +132,8 @@ pub enum Detail {
     Ssm(crate::resolve::candidate::Candidate),
     Native,
     Space(space::SpaceInfo),
+    /// A training job's host or an endpoint's container, reached natively.
+    SageMaker(sagemaker_native::NativeInfo),
 }
 
 /// What a session is for; each path maps it to its document or API.
@@ -142,7 +162,7 @@ pub enum Control {
 impl Control {
     pub fn new(sdk: &SdkConfig, path: Path) -> Control {
         match path {
-            Path::Ssm | Path::Native => {
+            Path::Ssm | Path::Native | Path::Training | Path::Endpoint => {
                 Control::Ssm(Sessions::new(aws_sdk_ssm::Client::new(sdk), sdk))
             }
             Path::Space => Control::Space(space::SpaceSessions::new(sdk)),

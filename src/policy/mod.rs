@@ -5,4 +5,5 @@
 pub mod attribution;
 pub mod documents;
 pub mod eval;
+pub mod native;
 pub mod space;

@@ -32,12 +32,17 @@ pub struct ResolveArgs {
     #[arg(long, value_name = "any|USERID")]
     pub owner: Option<String>,
     /// Pick node N (1-based) of a multi-node job; nodes are the Online
-    /// instances in order of host name (algo-1, algo-2, …).
+    /// instances in order of host name (algo-1, algo-2, …), an endpoint's
+    /// instances in order of variant and instance id.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub node: Option<u32>,
     /// Wait until the instance is Online, at most SECONDS (default 300).
     #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "300")]
     pub wait: Option<u64>,
+    /// The container of a multi-container endpoint variant reached through
+    /// SSM access (default: the first, e.g. container_0).
+    #[arg(long, value_name = "NAME")]
+    pub container: Option<String>,
 }
 
 impl ResolveArgs {
@@ -46,6 +51,7 @@ impl ResolveArgs {
             owner: Owner::parse(self.owner.as_deref()),
             node: self.node.map(|n| n as usize),
             wait: self.wait.map(Duration::from_secs),
+            container: self.container.clone(),
         }
     }
 }
@@ -90,6 +96,8 @@ pub struct ResolveOptions {
     pub node: Option<usize>,
     /// Poll until Online for at most this long.
     pub wait: Option<Duration>,
+    /// An endpoint container (`--container`).
+    pub container: Option<String>,
 }
 
 /// The instance to connect to.
