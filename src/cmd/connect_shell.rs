@@ -18,7 +18,9 @@ pub async fn run(
     user: Option<&str>,
     ssh_args: &[String],
 ) -> anyhow::Result<ExitCode> {
-    if let Some(option) = ssh_args.iter().take_while(|a| *a != "--").find(|a| a.starts_with('-')) {
+    // ssh takes its options before the command (clap keeps a `--` only
+    // when it follows other words).
+    if let Some(option) = ssh_args.first().filter(|a| a.starts_with('-') && *a != "--") {
         return Err(Failure::new(
             exit::USAGE,
             format!(
@@ -36,7 +38,7 @@ pub async fn run(
     let command: Vec<&str> = ssh_args
         .iter()
         .map(String::as_str)
-        .filter(|a| *a != "--")
+        .skip_while(|a| *a == "--")
         .collect();
     if command.is_empty() {
         eprintln!(

@@ -85,7 +85,7 @@ pub fn neither(name: &str, helper: &ResolveError, native: Failure) -> anyhow::Er
 pub fn explain_denial(target: &str, mut error: AwsError) -> AwsError {
     let kind = ["sagemaker-training-job:", "sagemaker-endpoint:", "sagemaker-cluster:"]
         .into_iter()
-        .find(|prefix| target.starts_with(prefix));
+        .find(|prefix| target.starts_with(*prefix));
     if let (AwsProblem::AccessDenied { .. }, Some(prefix)) = (&error.problem, kind) {
         error.detail = format!(
             "{}; on {target} ssm:StartSession must be allowed with the condition \

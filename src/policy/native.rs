@@ -91,7 +91,7 @@ pub fn client(scope: &Scope, per_user: bool) -> Value {
                 "Effect": "Allow",
                 "Action": "ssm:StartSession",
                 "Resource": "*",
-                "Condition": {"StringLike": {TARGET_ID_KEY: patterns}}
+                "Condition": {"StringLike": {(TARGET_ID_KEY): patterns}}
             },
             {
                 "Sid": "ShellAndPortForwardingDocuments",
