@@ -106,7 +106,12 @@ fn started_on(env: &Env) -> Vec<(String, String)> {
         .events()
         .into_iter()
         .filter(|e| e.action == "ssm:StartSession" && e.error.is_none())
-        .map(|e| (e.resource.unwrap_or_default(), e.document.unwrap_or_default()))
+        .map(|e| {
+            (
+                e.resource.unwrap_or_default(),
+                e.document.unwrap_or_default(),
+            )
+        })
         .collect()
 }
 
@@ -122,10 +127,15 @@ fn connect_opens_a_shell_on_the_node_asked_as_root() {
     let (stdout, stderr) = assert_exit(&output, 0);
     assert!(stdout.contains("shell-42"), "{stdout}\n{stderr}");
     assert!(stderr.contains("as root"), "{stderr}");
-    assert!(stderr.contains("remote debugging"), "-v names the path: {stderr}");
+    assert!(
+        stderr.contains("remote debugging"),
+        "-v names the path: {stderr}"
+    );
     let target = format!("sagemaker-training-job:{JOB}_algo-2");
     assert!(
-        started_on(&env).iter().any(|(t, d)| t.ends_with(&target) && d == "SSM-SessionManagerRunShell"),
+        started_on(&env)
+            .iter()
+            .any(|(t, d)| t.ends_with(&target) && d == "SSM-SessionManagerRunShell"),
         "{:?}",
         started_on(&env)
     );
@@ -160,7 +170,11 @@ fn forward_reaches_a_port_on_a_debuggable_job() {
     local.read_exact(&mut back).unwrap();
     assert_eq!(&back, b"tensorboard");
     server.join().unwrap();
-    assert!(forward.stderr().contains("AWS-StartPortForwardingSession"), "{}", forward.stderr());
+    assert!(
+        forward.stderr().contains("AWS-StartPortForwardingSession"),
+        "{}",
+        forward.stderr()
+    );
 }
 
 #[test]
@@ -170,7 +184,10 @@ fn proxy_says_what_works_without_sshd() {
     let output = env.run(["proxy", &host]);
     let (stdout, stderr) = assert_exit(&output, 2);
     assert!(stdout.is_empty());
-    assert!(stderr.contains(&format!("sm-ssh connect {host}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("sm-ssh connect {host}")),
+        "{stderr}"
+    );
     assert!(stderr.contains(&format!("sm-ssh shell {host}")), "{stderr}");
 }
 
@@ -185,13 +202,24 @@ fn jobs_that_cannot_be_debugged_say_why_in_one_message() {
         let output = env.run(["connect", &format!("{name}.training.sagemaker")]);
         let (_, stderr) = assert_exit(&output, 4);
         assert!(stderr.contains(expected), "{name}: {stderr}");
-        assert!(stderr.contains("no sagemaker-ssh-helper instance"), "{name}: {stderr}");
+        assert!(
+            stderr.contains("no sagemaker-ssh-helper instance"),
+            "{name}: {stderr}"
+        );
         assert!(!stderr.contains("Error {"), "{name}: {stderr}");
     }
     let output = env.run(["connect", "nosuch.training.sagemaker"]);
     let (_, stderr) = assert_exit(&output, 3);
-    assert!(stderr.contains("there is no training job nosuch"), "{stderr}");
-    let output = env.run(["connect", &format!("{JOB}.training.sagemaker"), "--node", "3"]);
+    assert!(
+        stderr.contains("there is no training job nosuch"),
+        "{stderr}"
+    );
+    let output = env.run([
+        "connect",
+        &format!("{JOB}.training.sagemaker"),
+        "--node",
+        "3",
+    ]);
     let (_, stderr) = assert_exit(&output, 3);
     assert!(stderr.contains("algo-1 to algo-2"), "{stderr}");
 }
@@ -204,7 +232,9 @@ fn denied_sessions_name_the_action_and_condition() {
     let (_, stderr) = assert_exit(&output, 6);
     assert!(stderr.contains("ssm:StartSession"), "{stderr}");
     assert!(
-        stderr.contains("ssm:resourceTag/aws:ssmmessages:target-id StringLike sagemaker-training-job:*"),
+        stderr.contains(
+            "ssm:resourceTag/aws:ssmmessages:target-id StringLike sagemaker-training-job:*"
+        ),
         "{stderr}"
     );
 }
@@ -214,11 +244,22 @@ fn an_endpoint_with_two_instances_and_two_containers() {
     let env = Env::start(seed());
     let host = format!("{ENDPOINT}.inference.sagemaker");
     let output = env.run([
-        "connect", &host, "--node", "2", "--container", "container_1", "--", "echo", "in-container",
+        "connect",
+        &host,
+        "--node",
+        "2",
+        "--container",
+        "container_1",
+        "--",
+        "echo",
+        "in-container",
     ]);
     let (stdout, _) = assert_exit(&output, 0);
     assert!(stdout.contains("in-container"), "{stdout}");
-    let expected = format!("sagemaker-endpoint:{ENDPOINT}_AllTraffic_{}_container_1", INSTANCES[1]);
+    let expected = format!(
+        "sagemaker-endpoint:{ENDPOINT}_AllTraffic_{}_container_1",
+        INSTANCES[1]
+    );
     assert!(
         started_on(&env).iter().any(|(t, _)| t.ends_with(&expected)),
         "{:?}",
@@ -230,7 +271,10 @@ fn an_endpoint_with_two_instances_and_two_containers() {
     let rows: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(
         rows[0]["instance_id"],
-        format!("sagemaker-endpoint:{ENDPOINT}_AllTraffic_{}_container_0", INSTANCES[0])
+        format!(
+            "sagemaker-endpoint:{ENDPOINT}_AllTraffic_{}_container_0",
+            INSTANCES[0]
+        )
     );
     assert_eq!(rows[0]["path"], "ssm-access");
     let output = env.run(["connect", &host, "--container", "nope"]);
@@ -274,7 +318,12 @@ fn doctor_checks_remote_debugging_and_ssm_access() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|c| (c["id"].as_str().unwrap().to_string(), c["status"].as_str().unwrap().to_string()))
+            .map(|c| {
+                (
+                    c["id"].as_str().unwrap().to_string(),
+                    c["status"].as_str().unwrap().to_string(),
+                )
+            })
             .collect()
     };
     let status = |checks: &[(String, String)], id: &str| {
@@ -285,12 +334,22 @@ fn doctor_checks_remote_debugging_and_ssm_access() {
             .unwrap_or_else(|| panic!("no {id} in {checks:?}"))
     };
     let good = checks(&["--job", JOB]);
-    for id in ["remote-debug", "remote-debug-status", "remote-debug-network"] {
+    for id in [
+        "remote-debug",
+        "remote-debug-status",
+        "remote-debug-network",
+    ] {
         assert_eq!(status(&good, id), "pass", "{id}: {good:?}");
     }
     assert_eq!(status(&checks(&["--job", "plain"]), "remote-debug"), "warn");
-    assert_eq!(status(&checks(&["--job", "early"]), "remote-debug-status"), "warn");
-    assert_eq!(status(&checks(&["--job", "isolated"]), "remote-debug-network"), "fail");
+    assert_eq!(
+        status(&checks(&["--job", "early"]), "remote-debug-status"),
+        "warn"
+    );
+    assert_eq!(
+        status(&checks(&["--job", "isolated"]), "remote-debug-network"),
+        "fail"
+    );
     let endpoint = checks(&["--endpoint", ENDPOINT]);
     assert_eq!(status(&endpoint, "endpoint-ssm-access"), "pass");
     assert_eq!(status(&endpoint, "endpoint-instances"), "pass");
@@ -302,7 +361,10 @@ fn policy_native_limits_sessions_by_target_id() {
     for (args, pattern) in [
         (vec![], "sagemaker-training-job:*"),
         (vec!["--per-user"], "sagemaker-endpoint:${aws:username}-*"),
-        (vec!["--team-tag", "team"], "sagemaker-training-job:${aws:PrincipalTag/team}-*"),
+        (
+            vec!["--team-tag", "team"],
+            "sagemaker-training-job:${aws:PrincipalTag/team}-*",
+        ),
     ] {
         let output = env.run(
             ["policy", "native", "--account", ACCOUNT]
@@ -317,8 +379,12 @@ fn policy_native_limits_sessions_by_target_id() {
             .iter()
             .find(|s| s["Sid"] == "SessionsOnJobsAndEndpoints")
             .unwrap();
-        let patterns = &sessions["Condition"]["StringLike"]["ssm:resourceTag/aws:ssmmessages:target-id"];
-        assert!(patterns.as_array().unwrap().iter().any(|p| p == pattern), "{stdout}");
+        let patterns =
+            &sessions["Condition"]["StringLike"]["ssm:resourceTag/aws:ssmmessages:target-id"];
+        assert!(
+            patterns.as_array().unwrap().iter().any(|p| p == pattern),
+            "{stdout}"
+        );
     }
 }
 

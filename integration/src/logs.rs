@@ -95,7 +95,10 @@ fn describe_streams(state: &AppState, body: &[u8]) -> ApiResult {
                 .strip_prefix("streams-")
                 .and_then(|n| n.parse().ok())
                 .ok_or_else(|| {
-                    ApiError::new("InvalidParameterException", "The specified nextToken is invalid.")
+                    ApiError::new(
+                        "InvalidParameterException",
+                        "The specified nextToken is invalid.",
+                    )
                 })?,
         };
         let now_ms = (crate::ssm::now() * 1000.0) as i64;

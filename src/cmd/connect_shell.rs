@@ -20,7 +20,10 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     // ssh takes its options before the command (clap keeps a `--` only
     // when it follows other words).
-    if let Some(option) = ssh_args.first().filter(|a| a.starts_with('-') && *a != "--") {
+    if let Some(option) = ssh_args
+        .first()
+        .filter(|a| a.starts_with('-') && *a != "--")
+    {
         return Err(Failure::new(
             exit::USAGE,
             format!(
@@ -50,11 +53,22 @@ pub async fn run(
         } else {
             Local::Plain
         };
-        let end = start_on(sdk, &reach.session_target, label, SHELL_DOCUMENT, &[], local).await?;
+        let end = start_on(
+            sdk,
+            &reach.session_target,
+            label,
+            SHELL_DOCUMENT,
+            &[],
+            local,
+        )
+        .await?;
         return Ok(exit_status(&end));
     }
     let line = shlex::try_join(command.iter().copied()).map_err(|_| {
-        Failure::new(exit::USAGE, "the command contains a NUL byte, which cannot be sent")
+        Failure::new(
+            exit::USAGE,
+            "the command contains a NUL byte, which cannot be sent",
+        )
     })?;
     tracing::info!(target = %reach.session_target, user = far, "no sshd: running the command through Session Manager");
     let end = start_on(

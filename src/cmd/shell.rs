@@ -91,7 +91,15 @@ pub async fn start_and_run(
         .into());
     }
     let reach = path.resolve(&sdk, &target, &resolve_args.options()).await?;
-    start_on(&sdk, &reach.session_target, name, document, parameters, local).await
+    start_on(
+        &sdk,
+        &reach.session_target,
+        name,
+        document,
+        parameters,
+        local,
+    )
+    .await
 }
 
 /// Starts `document` on a resolved session target and runs it to its end.

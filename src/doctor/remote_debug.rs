@@ -16,8 +16,18 @@ pub async fn job_checks(sdk: &SdkConfig, name: &str) -> Vec<Check> {
     let client = aws_sdk_sagemaker::Client::new(sdk);
     let job = match training::describe(&client, name).await {
         Ok(Some(job)) => job,
-        Ok(None) => return vec![Check::skip("remote-debug", format!("no training job {name} (see role-trust)"))],
-        Err(error) => return vec![Check::skip("remote-debug", format!("could not run: {}", error.summary()))],
+        Ok(None) => {
+            return vec![Check::skip(
+                "remote-debug",
+                format!("no training job {name} (see role-trust)"),
+            )]
+        }
+        Err(error) => {
+            return vec![Check::skip(
+                "remote-debug",
+                format!("could not run: {}", error.summary()),
+            )]
+        }
     };
     if !job.remote_debug {
         // The helper's path may still serve the job: a warning, not a failure.
@@ -31,21 +41,32 @@ pub async fn job_checks(sdk: &SdkConfig, name: &str) -> Vec<Check> {
         "remote-debug",
         format!("remote debugging is on for training job {name} ({} host(s): sagemaker-training-job:{name}_algo-1…)", job.instance_count),
     )];
-    checks.push(if job.status == "InProgress" && job.secondary_status == "Training" {
-        Check::pass("remote-debug-status", format!("{name} is Training: its hosts take sessions"))
-    } else if job.status == "InProgress" {
-        Check::warn(
-            "remote-debug-status",
-            format!("{name} is {} (SecondaryStatus {}): sessions start once it is Training", job.status, job.secondary_status),
-            format!("sm-ssh connect {name}.training.sagemaker --wait"),
-        )
-    } else {
-        Check::fail(
-            "remote-debug-status",
-            format!("{name} is {} ({}): remote debugging reaches running jobs only", job.status, job.secondary_status),
-            "start a new training job with RemoteDebugConfig EnableRemoteDebug=true",
-        )
-    });
+    checks.push(
+        if job.status == "InProgress" && job.secondary_status == "Training" {
+            Check::pass(
+                "remote-debug-status",
+                format!("{name} is Training: its hosts take sessions"),
+            )
+        } else if job.status == "InProgress" {
+            Check::warn(
+                "remote-debug-status",
+                format!(
+                    "{name} is {} (SecondaryStatus {}): sessions start once it is Training",
+                    job.status, job.secondary_status
+                ),
+                format!("sm-ssh connect {name}.training.sagemaker --wait"),
+            )
+        } else {
+            Check::fail(
+                "remote-debug-status",
+                format!(
+                    "{name} is {} ({}): remote debugging reaches running jobs only",
+                    job.status, job.secondary_status
+                ),
+                "start a new training job with RemoteDebugConfig EnableRemoteDebug=true",
+            )
+        },
+    );
     checks.push(if job.network_isolation {
         Check::fail(
             "remote-debug-network",
@@ -53,7 +74,10 @@ pub async fn job_checks(sdk: &SdkConfig, name: &str) -> Vec<Check> {
             "start the job without EnableNetworkIsolation",
         )
     } else {
-        Check::pass("remote-debug-network", format!("{name} runs without network isolation"))
+        Check::pass(
+            "remote-debug-network",
+            format!("{name} runs without network isolation"),
+        )
     });
     checks.push(role_check(sdk, &job.role_arn, name).await);
     checks
@@ -65,7 +89,10 @@ async fn role_check(sdk: &SdkConfig, role_arn: &str, job: &str) -> Check {
     let policies = match iam::role_policies(&client, iam::name_from_arn(role_arn)).await {
         Ok(policies) => policies,
         Err(Failure::NotFound(_)) => {
-            return Check::skip("remote-debug-role", format!("{role_arn} does not exist (see role-trust)"))
+            return Check::skip(
+                "remote-debug-role",
+                format!("{role_arn} does not exist (see role-trust)"),
+            )
         }
         Err(failure) => return failure.skip("remote-debug-role"),
     };
@@ -77,8 +104,14 @@ async fn role_check(sdk: &SdkConfig, role_arn: &str, job: &str) -> Check {
         "aws iam put-role-policy --role-name {} --policy-name SSMRemoteDebugging --policy-document '{statement}'",
         iam::name_from_arn(role_arn)
     );
-    let subject = format!("{role_arn} (from training job {job}, for the SSM agent of remote debugging)");
-    Evaluation::of(&policies, &requirements).into_check("remote-debug-role", &subject, fix, &simulation)
+    let subject =
+        format!("{role_arn} (from training job {job}, for the SSM agent of remote debugging)");
+    Evaluation::of(&policies, &requirements).into_check(
+        "remote-debug-role",
+        &subject,
+        fix,
+        &simulation,
+    )
 }
 
 /// The SSM-access checks of an endpoint.
@@ -93,10 +126,25 @@ pub async fn endpoint_checks(sdk: &SdkConfig, name: &str) -> Vec<Check> {
                 "check the name and --region: aws sagemaker list-endpoints",
             )]
         }
-        Err(error) => return vec![Check::skip("endpoint-ssm-access", format!("could not run: {}", error.summary()))],
+        Err(error) => {
+            return vec![Check::skip(
+                "endpoint-ssm-access",
+                format!("could not run: {}", error.summary()),
+            )]
+        }
     };
-    let on: Vec<&str> = found.variants.iter().filter(|(_, on)| *on).map(|(v, _)| v.as_str()).collect();
-    let off: Vec<&str> = found.variants.iter().filter(|(_, on)| !*on).map(|(v, _)| v.as_str()).collect();
+    let on: Vec<&str> = found
+        .variants
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(v, _)| v.as_str())
+        .collect();
+    let off: Vec<&str> = found
+        .variants
+        .iter()
+        .filter(|(_, on)| !*on)
+        .map(|(v, _)| v.as_str())
+        .collect();
     let mut checks = vec![if on.is_empty() {
         Check::fail(
             "endpoint-ssm-access",
@@ -106,8 +154,15 @@ pub async fn endpoint_checks(sdk: &SdkConfig, name: &str) -> Vec<Check> {
     } else {
         Check::pass(
             "endpoint-ssm-access",
-            format!("EnableSSMAccess is on for variant(s) {} of {name}{}", on.join(", "),
-                if off.is_empty() { String::new() } else { format!(" (off for {})", off.join(", ")) }),
+            format!(
+                "EnableSSMAccess is on for variant(s) {} of {name}{}",
+                on.join(", "),
+                if off.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (off for {})", off.join(", "))
+                }
+            ),
         )
     }];
     if on.is_empty() {

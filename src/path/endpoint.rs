@@ -105,7 +105,9 @@ pub async fn describe(
         Ok(endpoint) => endpoint,
         Err(error)
             if error.code() == Some("ValidationException")
-                && error.message().is_some_and(|m| m.contains("Could not find")) =>
+                && error
+                    .message()
+                    .is_some_and(|m| m.contains("Could not find")) =>
         {
             return Ok(None)
         }
@@ -299,7 +301,14 @@ fn choose(
         instances
             .iter()
             .enumerate()
-            .map(|(i, instance)| format!("{} = {} ({})", i + 1, instance.instance_id, instance.variant))
+            .map(|(i, instance)| {
+                format!(
+                    "{} = {} ({})",
+                    i + 1,
+                    instance.instance_id,
+                    instance.variant
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -424,7 +433,10 @@ mod tests {
         );
         assert_eq!(
             found[1].targets("ep"),
-            vec![(None, "sagemaker-endpoint:ep_AllTraffic_i-0bbbbbbbbbbbbbbbb".to_string())]
+            vec![(
+                None,
+                "sagemaker-endpoint:ep_AllTraffic_i-0bbbbbbbbbbbbbbbb".to_string()
+            )]
         );
     }
 }

@@ -75,17 +75,30 @@ pub fn neither(name: &str, helper: &ResolveError, native: Failure) -> anyhow::Er
             ping_status,
             ..
         } => format!("the helper's instance {instance_id} is {ping_status}"),
-        other => other.message(None).lines().next().unwrap_or_default().to_string(),
+        other => other
+            .message(None)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
     };
-    Failure::new(native.code, format!("cannot reach {name}: {helper}, and {}", native.message)).into()
+    Failure::new(
+        native.code,
+        format!("cannot reach {name}: {helper}, and {}", native.message),
+    )
+    .into()
 }
 
 /// An AccessDenied from StartSession on a native target, with the condition
 /// the caller's policy must satisfy.
 pub fn explain_denial(target: &str, mut error: AwsError) -> AwsError {
-    let kind = ["sagemaker-training-job:", "sagemaker-endpoint:", "sagemaker-cluster:"]
-        .into_iter()
-        .find(|prefix| target.starts_with(*prefix));
+    let kind = [
+        "sagemaker-training-job:",
+        "sagemaker-endpoint:",
+        "sagemaker-cluster:",
+    ]
+    .into_iter()
+    .find(|prefix| target.starts_with(*prefix));
     if let (AwsProblem::AccessDenied { .. }, Some(prefix)) = (&error.problem, kind) {
         error.detail = format!(
             "{}; on {target} ssm:StartSession must be allowed with the condition \
@@ -115,9 +128,12 @@ mod tests {
             detail: "AccessDeniedException: no".into(),
         };
         let explained = explain_denial("sagemaker-training-job:j_algo-1", denied.clone());
-        assert!(explained
-            .detail
-            .contains("ssm:resourceTag/aws:ssmmessages:target-id StringLike sagemaker-training-job:*"));
-        assert_eq!(explain_denial("mi-0123456789abcdef0", denied.clone()), denied);
+        assert!(explained.detail.contains(
+            "ssm:resourceTag/aws:ssmmessages:target-id StringLike sagemaker-training-job:*"
+        ));
+        assert_eq!(
+            explain_denial("mi-0123456789abcdef0", denied.clone()),
+            denied
+        );
     }
 }

@@ -83,7 +83,12 @@ pub async fn describe(
     client: &aws_sdk_sagemaker::Client,
     name: &str,
 ) -> Result<Option<Job>, AwsError> {
-    let job = match client.describe_training_job().training_job_name(name).send().await {
+    let job = match client
+        .describe_training_job()
+        .training_job_name(name)
+        .send()
+        .await
+    {
         Ok(job) => job,
         Err(error)
             if error.code() == Some("ValidationException")
@@ -310,7 +315,10 @@ mod tests {
             secondary_status: "Starting".into(),
             ..job()
         };
-        assert!(starting.blocker().unwrap().contains("SecondaryStatus Starting"));
+        assert!(starting
+            .blocker()
+            .unwrap()
+            .contains("SecondaryStatus Starting"));
         assert!(starting.may_start_training());
         let isolated = Job {
             network_isolation: true,

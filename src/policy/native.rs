@@ -151,15 +151,36 @@ mod tests {
     #[test]
     fn sessions_reach_the_targets_the_variant_allows() {
         let any = vec![Policy::from_value("any", &client(&scope(None), false)).unwrap()];
-        assert_eq!(evaluate(&any, &start("sagemaker-training-job:x_algo-1")), Decision::Allow);
-        assert_eq!(evaluate(&any, &start("sagemaker-endpoint:ep_AllTraffic_i-1")), Decision::Allow);
-        assert_eq!(evaluate(&any, &start("sagemaker-cluster:c_g-i-1")), Decision::ImplicitDeny);
+        assert_eq!(
+            evaluate(&any, &start("sagemaker-training-job:x_algo-1")),
+            Decision::Allow
+        );
+        assert_eq!(
+            evaluate(&any, &start("sagemaker-endpoint:ep_AllTraffic_i-1")),
+            Decision::Allow
+        );
+        assert_eq!(
+            evaluate(&any, &start("sagemaker-cluster:c_g-i-1")),
+            Decision::ImplicitDeny
+        );
         let own = vec![Policy::from_value("user", &client(&scope(None), true)).unwrap()];
-        assert_eq!(evaluate(&own, &start("sagemaker-training-job:alice-x_algo-1")), Decision::Allow);
-        assert_eq!(evaluate(&own, &start("sagemaker-training-job:bob-x_algo-1")), Decision::ImplicitDeny);
+        assert_eq!(
+            evaluate(&own, &start("sagemaker-training-job:alice-x_algo-1")),
+            Decision::Allow
+        );
+        assert_eq!(
+            evaluate(&own, &start("sagemaker-training-job:bob-x_algo-1")),
+            Decision::ImplicitDeny
+        );
         let team = vec![Policy::from_value("team", &client(&scope(Some("team")), false)).unwrap()];
-        assert_eq!(evaluate(&team, &start("sagemaker-endpoint:red-ep_AllTraffic_i-1")), Decision::Allow);
-        assert_eq!(evaluate(&team, &start("sagemaker-endpoint:blue-ep_AllTraffic_i-1")), Decision::ImplicitDeny);
+        assert_eq!(
+            evaluate(&team, &start("sagemaker-endpoint:red-ep_AllTraffic_i-1")),
+            Decision::Allow
+        );
+        assert_eq!(
+            evaluate(&team, &start("sagemaker-endpoint:blue-ep_AllTraffic_i-1")),
+            Decision::ImplicitDeny
+        );
         let shell = Request::new(
             "ssm:StartSession",
             "arn:aws:ssm:us-east-1::document/SSM-SessionManagerRunShell",

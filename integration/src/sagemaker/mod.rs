@@ -419,7 +419,10 @@ pub(crate) fn native_reachable(world: &World, instance: &Instance) -> bool {
     }
     let id = instance.id.as_str();
     if let Some(rest) = id.strip_prefix("sagemaker-training-job:") {
-        let job = rest.rsplit_once("_algo-").map(|(job, _)| job).unwrap_or(rest);
+        let job = rest
+            .rsplit_once("_algo-")
+            .map(|(job, _)| job)
+            .unwrap_or(rest);
         return world
             .sagemaker
             .training_jobs
