@@ -71,6 +71,8 @@ pub enum Command {
     Forward(cmd::forward::Args),
     /// Copy files to or from the target over several sessions at once, verified and resumable.
     Cp(cmd::cp::Args),
+    /// Turn on remote debugging for a running training job.
+    Debug(cmd::debug::Args),
     /// List your SSH-enabled SageMaker instances.
     List(cmd::list::Args),
     /// Print or install the `Host *.sagemaker` block of ~/.ssh/config.

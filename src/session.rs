@@ -79,10 +79,12 @@ impl Sessions {
         for (name, value) in parameters {
             request = request.parameters(*name, vec![value.clone()]);
         }
-        let output = request
-            .send()
-            .await
-            .map_err(|error| AwsError::from_sdk("ssm:StartSession", &error))?;
+        let output = request.send().await.map_err(|error| {
+            crate::path::sagemaker_native::explain_denial(
+                target,
+                AwsError::from_sdk("ssm:StartSession", &error),
+            )
+        })?;
         match (
             output.session_id(),
             output.token_value(),

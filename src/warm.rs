@@ -42,7 +42,7 @@ impl<'a> Warm<'a> {
         control: &Control,
     ) -> Warm<'a> {
         let path = path::select(target);
-        let cacheable = path == Path::Ssm && !args.no_cache && !cache::bypassed_by_env();
+        let cacheable = path.tries_helper() && !args.no_cache && !cache::bypassed_by_env();
         let cache = match (cacheable, control, cache::dir()) {
             (true, Control::Ssm(sessions), Some(dir)) => {
                 sessions.credentials_id().await.map(|credentials| {
@@ -79,10 +79,24 @@ impl<'a> Warm<'a> {
                 return Ok((self.reach_of(instance), true));
             }
         }
-        let resolved =
-            resolve::resolve_with(self.sdk, self.target, &self.opts, Some(cache)).await?;
-        cache.set_reach(&[key, resolved.instance_id.clone()], &resolved.instance);
-        Ok((ssm::reach_from(resolved), false))
+        if self.path == Path::Ssm {
+            let resolved =
+                resolve::resolve_with(self.sdk, self.target, &self.opts, Some(cache)).await?;
+            cache.set_reach(&[key, resolved.instance_id.clone()], &resolved.instance);
+            return Ok((ssm::reach_from(resolved), false));
+        }
+        // A job or endpoint: the helper's instance is cached, SageMaker's own
+        // target is looked up afresh.
+        let once = path::sagemaker_native::helper_options(&self.opts);
+        let helper = resolve::resolve_with(self.sdk, self.target, &once, Some(cache)).await;
+        if let Ok(resolved) = &helper {
+            cache.set_reach(&[key, resolved.instance_id.clone()], &resolved.instance);
+        }
+        let reach = self
+            .path
+            .after_helper(self.sdk, self.target, &self.opts, helper)
+            .await?;
+        Ok((reach, false))
     }
 
     /// Drops what the cache says about the instance behind `reach`.

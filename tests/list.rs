@@ -115,6 +115,7 @@ fn json_is_an_array_of_stable_objects() {
             "computer_name": "algo-1",
             "owner": caller().user_id,
             "resource_arn": sagemaker_arn("training-job/a-job"),
+            "path": "helper",
         }])
     );
     let (stdout, _) = assert_exit(&env.run(["list", "--json", "nothing-like-this"]), 0);

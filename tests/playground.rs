@@ -498,6 +498,22 @@ fn doctor_in_the_playground_passes_every_check() {
         }
     }
     let ids: Vec<&str> = checks.iter().map(|(id, _, _)| id.as_str()).collect();
+    // The demo job by name: its execution role, network and remote debugging.
+    let job = doctor(&serving, home.path(), &["--job", "demo"]);
+    for (id, status, detail) in &job {
+        let expected = if id == "attribution" { "skip" } else { "pass" };
+        assert_eq!(status, expected, "--job demo: {id}: {detail}");
+    }
+    let job_ids: Vec<&str> = job.iter().map(|(id, _, _)| id.as_str()).collect();
+    for id in [
+        "network",
+        "remote-debug",
+        "remote-debug-status",
+        "remote-debug-network",
+        "remote-debug-role",
+    ] {
+        assert!(job_ids.contains(&id), "no {id} in {job_ids:?}");
+    }
     for id in [
         "identity",
         "ssm-tier",

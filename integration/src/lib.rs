@@ -9,6 +9,7 @@ pub mod config;
 pub mod datachannel;
 pub mod iam;
 pub mod kms;
+pub mod logs;
 pub mod moto;
 pub mod openssh;
 pub mod sagemaker;

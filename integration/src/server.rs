@@ -1,5 +1,5 @@
-//! `FakeAws`: one HTTP server on 127.0.0.1 answering the SSM and SageMaker
-//! JSON APIs, STS and the Session Manager data channel, around one `World`.
+//! `FakeAws`: one HTTP server on 127.0.0.1 answering the SSM, SageMaker and
+//! CloudWatch Logs JSON APIs, STS and the Session Manager data channel, around one `World`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -360,6 +360,11 @@ async fn api(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> 
         crate::ssm::handle(&state, op, &body).await
     } else if let Some(op) = target.strip_prefix("SageMaker.") {
         crate::sagemaker::handle(&state, op, &body).await
+    } else if let Some(op) = target.strip_prefix("Logs_20140328.") {
+        match crate::logs::handle(&state, op, &body) {
+            Ok(v) => crate::ssm::json_response(axum::http::StatusCode::OK, &v),
+            Err(e) => e.into_response(),
+        }
     } else if target.is_empty() && crate::iam::is_iam(&body) {
         crate::iam::handle(&state, &body)
     } else if let Some(op) = target.strip_prefix("TrentService.") {

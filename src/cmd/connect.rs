@@ -45,6 +45,17 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let mut fresh = false;
     loop {
         let (reach, cached) = warm.reach(fresh).await?;
+        // No sshd (unless the user names the port of one of their own): a shell.
+        if !reach.sshd && args.port == 22 {
+            return super::connect_shell::run(
+                &sdk,
+                &reach,
+                &args.target,
+                args.user.as_deref(),
+                &args.ssh_args,
+            )
+            .await;
+        }
         let user = args.user.as_deref().unwrap_or(reach.default_user);
         // Installed here rather than in the ProxyCommand so its errors keep their exit codes.
         path::install_key(&sdk, &reach, user, args.push_key).await?;

@@ -11,7 +11,8 @@ pub struct Args {
     /// Check this SageMaker execution role.
     #[arg(long, value_name = "ARN")]
     pub role: Option<String>,
-    /// Check the execution role and network of this training job.
+    /// Check the execution role and network of this training job, and its
+    /// remote debugging (on, Training, no network isolation, ssmmessages:*).
     #[arg(long, value_name = "NAME")]
     pub job: Option<String>,
     /// Check the execution role and network of this notebook instance.
@@ -31,6 +32,11 @@ pub struct Args {
     /// nodes, ssm:StartSession on their targets.
     #[arg(long, value_name = "NAME")]
     pub cluster: Option<String>,
+
+    /// Check this inference endpoint's SSM access: EnableSSMAccess on its
+    /// variants, instances whose SSM agent runs.
+    #[arg(long, value_name = "NAME")]
+    pub endpoint: Option<String>,
     /// Also check the SSM tier (only) in these regions (repeat, or
     /// comma-separate). Repeat --region to check the tier and the managed
     /// instances of several regions.
@@ -72,6 +78,8 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         regions: global.region.clone(),
         space: args.space,
         cluster: args.cluster,
+
+        endpoint: args.endpoint,
     };
     let sdk = crate::aws::load(global).await;
     let report = doctor::run(&options, &sdk).await;

@@ -3,7 +3,8 @@
 //! name to give ssh. One DescribeInstanceInformation (paged) and concurrent
 //! ListTagsForResource calls; ListSpaces and ListApps for the spaces (see
 //! `list_spaces`); ListClusters, DescribeCluster and ListClusterNodes for
-//! HyperPod nodes (see `list_nodes`). Given a whole target
+//! HyperPod nodes (see `list_nodes`); training jobs with remote debugging and
+//! endpoints with SSM access (`list_native`). Given a whole target
 //! name, it runs the resolution `connect` and `ssh` use and shows the one
 //! instance they would reach (or fails as they would).
 
@@ -16,8 +17,9 @@ use serde::Serialize;
 use crate::cli::Global;
 use crate::error::{exit, Failure};
 use crate::path::hyperpod::{self, NodeInfo};
+use crate::path::sagemaker_native::NativeInfo;
 use crate::path::space::{self, SpaceInfo};
-use crate::path::{self, Detail, Reach};
+use crate::path::{self, endpoint, training, Detail, Reach};
 use crate::resolve::candidate::{tagged_resource, Candidate};
 use crate::resolve::{format_epoch, region_name, ssm, Owner, ResolveArgs};
 use crate::target::{Target, TargetError};
@@ -65,6 +67,11 @@ pub struct Row {
     /// Spaces only: `SpaceSettings.RemoteAccess` is ENABLED.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_access: Option<bool>,
+    /// How sm-ssh reaches it: `helper` (an instance sagemaker-ssh-helper
+    /// registered), `space`, `hyperpod` (a HyperPod node's own target),
+    /// `remote-debug` (a training job's own target), `ssm-access` (an
+    /// endpoint container's own target), `native` (a target string as given).
+    pub path: &'static str,
     #[serde(skip)]
     last_ping_secs: Option<i64>,
     #[serde(skip)]
@@ -87,6 +94,7 @@ impl Row {
             cluster: None,
             instance_group: None,
             session_target: None,
+            path: "helper",
             owner: tag("SSHOwner"),
             resource_arn: tag("SSHResourceArn"),
             last_ping: candidate.last_ping.map(rfc3339),
@@ -104,13 +112,17 @@ impl Row {
         match reach.detail {
             Detail::Ssm(candidate) => Row::new(candidate),
             // SSM does not describe native targets.
-            Detail::Native => Row::new(Candidate {
-                instance_id: reach.session_target,
-                ping_status: "Unknown".into(),
-                ..Candidate::default()
-            }),
+            Detail::Native => Row {
+                path: "native",
+                ..Row::new(Candidate {
+                    instance_id: reach.session_target,
+                    ping_status: "Unknown".into(),
+                    ..Candidate::default()
+                })
+            },
             Detail::Space(info) => Row::space(&info),
             Detail::HyperPod(node) => Row::node(&node),
+            Detail::SageMaker(info) => Row::native(&reach.name, &info, reach.session_target),
         }
     }
 
@@ -133,6 +145,7 @@ impl Row {
             session_target: Some(node.session_target()),
             last_ping_secs: None,
             registered_secs: Some(node.launch_time).filter(|t| *t > 0),
+            path: "hyperpod",
         }
     }
 
@@ -153,8 +166,40 @@ impl Row {
             cluster: None,
             instance_group: None,
             session_target: None,
+            path: "space",
             last_ping_secs: None,
             registered_secs: info.app_created_ms.map(|ms| ms / 1000),
+        }
+    }
+
+    /// A training job's host or an endpoint's container, reached natively:
+    /// `instance_id` holds the Session Manager target.
+    fn native(host: &str, info: &NativeInfo, target: String) -> Row {
+        Row {
+            host: host.to_string(),
+            name: Some(info.resource.clone()),
+            kind: Some(info.kind.to_string()),
+            instance_id: target,
+            ping_status: info.status.clone(),
+            last_ping: None,
+            registered: None,
+            computer_name: match &info.container {
+                Some(container) => format!("{} {container}", info.node),
+                None => info.node.clone(),
+            },
+            owner: None,
+            resource_arn: None,
+            remote_access: None,
+            cluster: None,
+            instance_group: None,
+            session_target: None,
+            path: if info.kind == "training" {
+                "remote-debug"
+            } else {
+                "ssm-access"
+            },
+            last_ping_secs: None,
+            registered_secs: None,
         }
     }
 
@@ -217,12 +262,14 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let instances = ssm::describe(&client, vec![filter]).await?;
     let instances = ssm::fetch_tags(&client, instances).await?;
     tracing::debug!(count = instances.len(), owner = ?owner_id, "listed SSH-enabled instances");
-    let (spaces, nodes) = tokio::join!(list_spaces(&sdk), list_nodes(&sdk));
+    let (spaces, nodes, natives) =
+        tokio::join!(list_spaces(&sdk), list_nodes(&sdk), list_native(&sdk));
     let mut rows: Vec<Row> = instances
         .into_iter()
         .map(Row::new)
         .chain(spaces.iter().map(Row::space))
         .chain(nodes.iter().map(Row::node))
+        .chain(natives)
         .filter(|row| args.pattern.as_deref().is_none_or(|p| row.matches(p)))
         .collect();
     sort(&mut rows);
@@ -274,6 +321,54 @@ async fn list_nodes(sdk: &aws_config::SdkConfig) -> Vec<NodeInfo> {
             Vec::new()
         }
     }
+}
+
+/// Training jobs with remote debugging on and endpoints with SSM access, one
+/// row per host or container. Like spaces, an addition: a refusal is one line.
+async fn list_native(sdk: &aws_config::SdkConfig) -> Vec<Row> {
+    let mut rows = Vec::new();
+    match training::debuggable(sdk).await {
+        Ok(jobs) => {
+            for job in jobs {
+                let host = format!("{}.training.sagemaker", job.name);
+                for node in 1..=job.instance_count {
+                    let info = NativeInfo {
+                        kind: "training",
+                        resource: job.name.clone(),
+                        status: job.secondary_status.clone(),
+                        node: format!("algo-{node}"),
+                        container: None,
+                    };
+                    rows.push(Row::native(&host, &info, job.target(node)));
+                }
+            }
+        }
+        Err(error) => eprintln!("sm-ssh: training jobs not listed: {}", error.summary()),
+    }
+    match endpoint::accessible(sdk).await {
+        Ok(endpoints) => {
+            for (endpoint, instances) in endpoints {
+                let host = format!("{}.inference.sagemaker", endpoint.name);
+                for instance in instances {
+                    for (container, target) in instance.targets(&endpoint.name) {
+                        let info = NativeInfo {
+                            kind: "inference",
+                            resource: endpoint.name.clone(),
+                            status: endpoint.status.clone(),
+                            node: instance.instance_id.clone(),
+                            container,
+                        };
+                        rows.push(Row::native(&host, &info, target));
+                    }
+                }
+            }
+        }
+        Err(error) => eprintln!(
+            "sm-ssh: endpoints not listed: {}",
+            crate::error::describe(&error, None).1
+        ),
+    }
+    rows
 }
 
 fn print_rows(rows: &[Row], json: bool) -> anyhow::Result<()> {

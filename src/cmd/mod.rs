@@ -3,7 +3,9 @@
 pub mod completions;
 pub mod config;
 pub mod connect;
+mod connect_shell;
 pub mod cp;
+pub mod debug;
 pub mod doctor;
 pub mod exec;
 pub mod forward;
@@ -30,6 +32,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Exec(args) => exec::run(args, &global).await,
         Command::Forward(args) => forward::run(args, &global).await,
         Command::Cp(args) => cp::run(args, &global).await,
+        Command::Debug(args) => debug::run(args, &global).await,
         Command::List(args) => list::run(args, &global).await,
         Command::Config(args) => config::run(args, &global).await,
         Command::Doctor(args) => doctor::run(args, &global).await,

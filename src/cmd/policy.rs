@@ -59,6 +59,19 @@ pub enum Document {
         #[arg(long, value_name = "KEY")]
         team_tag: Option<String>,
     },
+    /// The connecting user's policy for training jobs with remote debugging
+    /// and endpoints with SSM access (their own Session Manager targets).
+    Native {
+        /// The account ID (default: the caller's, from STS).
+        #[arg(long, value_name = "ID")]
+        account: Option<String>,
+        /// Per user: only jobs and endpoints named `<IAM user name>-…`.
+        #[arg(long, conflicts_with = "team_tag")]
+        per_user: bool,
+        /// Per team: only jobs and endpoints named `<the KEY tag's value>-…`.
+        #[arg(long, value_name = "KEY")]
+        team_tag: Option<String>,
+    },
     /// KMS-encrypted Session Manager sessions: kms:GenerateDataKey for the
     /// users, kms:Decrypt for the instance's role, on the preferences' key.
     Kms {
@@ -135,6 +148,11 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
                 &cluster_ids,
             )
         }
+        Document::Native {
+            account,
+            per_user,
+            team_tag,
+        } => crate::policy::native::client(&user_scope(account, team_tag, global).await?, per_user),
         Document::Space { account, team_tag } => {
             crate::policy::space::client(&user_scope(account, team_tag, global).await?)
         }

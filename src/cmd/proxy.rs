@@ -50,6 +50,9 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let mut fresh = false;
     let session = loop {
         let (reach, cached) = warm.reach(fresh).await?;
+        if !reach.sshd && args.port == 22 {
+            return Err(no_sshd(&args.target, &reach));
+        }
         // ssh pins host keys under %h: forget them when what is behind the name changed.
         path::pin_host_key(&args.target, &reach)?;
         let user = args.user.as_deref().unwrap_or(reach.default_user);
@@ -91,4 +94,18 @@ async fn stdio_bridge_open(
         eprintln!("{prefix}{}", end.output.trim());
     }
     Ok(end)
+}
+
+/// The refusal for a path without an SSH server, naming what works there.
+fn no_sshd(name: &str, reach: &path::Reach) -> anyhow::Error {
+    crate::error::Failure::new(
+        crate::error::exit::USAGE,
+        format!(
+            "{name} ({}) runs no SSH server: `sm-ssh connect {name}` or `sm-ssh shell {name}` \
+             opens a shell as {}, `sm-ssh forward {name} -L 6006:6006` forwards a port (a \
+             container running its own sshd: give its port, e.g. `Port 2222` in ssh_config)",
+            reach.session_target, reach.default_user
+        ),
+    )
+    .into()
 }

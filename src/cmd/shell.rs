@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::cli::Global;
 use crate::error::{exit, Failure};
+use crate::path;
 use crate::resolve::ResolveArgs;
 use crate::session::Sessions;
 use crate::target::Target;
@@ -76,36 +77,48 @@ pub async fn start_and_run(
     parameters: &[(&str, String)],
     local: Local,
 ) -> anyhow::Result<ShellEnd> {
-    let (sdk, instance_id) = resolve_target(global, name, resolve_args).await?;
-    let sessions = Arc::new(
-        Sessions::new(aws_sdk_ssm::Client::new(&sdk), &sdk)
-            .with_kms(aws_sdk_kms::Client::new(&sdk)),
-    );
-    let stream = sessions
-        .start(&instance_id, name, document, parameters)
-        .await?;
-    tracing::info!(session_id = %stream.session_id, %instance_id, document, "session started");
-    run_target(stream, sessions, local).await
-}
-
-/// The Session Manager target `name` resolves to on its access path.
-async fn resolve_target(
-    global: &Global,
-    name: &str,
-    resolve_args: &ResolveArgs,
-) -> anyhow::Result<(aws_config::SdkConfig, String)> {
     let target = Target::parse(name)?;
     let sdk = aws::load(global).await;
-    let path = crate::path::select(&target);
-    if path == crate::path::Path::Space {
+    let path = path::select(&target);
+    if path == path::Path::Space {
         return Err(Failure::new(
             exit::USAGE,
-            format!("Studio spaces take SSH sessions only: `sm-ssh connect {name}`"),
+            format!(
+                "Studio spaces take SSH sessions only: use `sm-ssh connect {name}` (no Session \
+                 Manager shell reaches a space)"
+            ),
         )
         .into());
     }
     let reach = path.resolve(&sdk, &target, &resolve_args.options()).await?;
-    Ok((sdk, reach.session_target))
+    start_on(
+        &sdk,
+        &reach.session_target,
+        name,
+        document,
+        parameters,
+        local,
+    )
+    .await
+}
+
+/// Starts `document` on a resolved session target and runs it to its end.
+pub async fn start_on(
+    sdk: &aws_config::SdkConfig,
+    session_target: &str,
+    label: &str,
+    document: &str,
+    parameters: &[(&str, String)],
+    local: Local,
+) -> anyhow::Result<ShellEnd> {
+    let sessions = Arc::new(
+        Sessions::new(aws_sdk_ssm::Client::new(sdk), sdk).with_kms(aws_sdk_kms::Client::new(sdk)),
+    );
+    let stream = sessions
+        .start(session_target, label, document, parameters)
+        .await?;
+    tracing::info!(session_id = %stream.session_id, %session_target, document, "session started");
+    run_target(stream, sessions, local).await
 }
 
 /// Opens the data channel of a started session and runs it as a shell.

@@ -10,6 +10,7 @@ mod identity;
 mod instances;
 mod local;
 mod network;
+mod remote_debug;
 pub mod report;
 mod role;
 mod simulate;
@@ -43,6 +44,8 @@ pub struct Options {
     pub space: Option<String>,
     /// A HyperPod cluster to check (`--cluster`).
     pub cluster: Option<String>,
+    /// An endpoint to check for SSM access (`--endpoint`).
+    pub endpoint: Option<String>,
 }
 
 pub use role::Source;
@@ -137,6 +140,12 @@ pub async fn run(options: &Options, sdk: &SdkConfig) -> Report {
     }
     if let Some(name) = &options.cluster {
         checks.extend(hyperpod::checks(sdk, &me, name, options).await);
+    }
+    if let Some(Source::TrainingJob(name)) = &options.target {
+        checks.extend(remote_debug::job_checks(sdk, name).await);
+    }
+    if let Some(name) = &options.endpoint {
+        checks.extend(remote_debug::endpoint_checks(sdk, name).await);
     }
     checks.push(network::check(&target, &home_region));
     for region in &regional {

@@ -196,6 +196,7 @@ pub fn reach_from(
         name: name.to_string(),
         default_user: node.default_user(),
         key: KeyInstall::CommandSession,
+        sshd: true,
         pin: Pin {
             alias: session_target.clone(),
             binding: session_target,

@@ -11,11 +11,18 @@
 //! - [`native`]: AWS-native Session Manager targets passed through unchanged.
 //! - [`space`]: Studio spaces through SageMaker's own remote access.
 //! - [`hyperpod`]: HyperPod cluster nodes by cluster, group and node.
+//! - [`training`], [`endpoint`]: training jobs and endpoints by name, on the
+//!   helper's instance when there is one, else on SageMaker's own Session
+//!   Manager targets (remote debugging, SSM access), which have no sshd
+//!   ([`sagemaker_native`] holds what the two share).
 
+pub mod endpoint;
 pub mod hyperpod;
 pub mod native;
+pub mod sagemaker_native;
 pub mod space;
 pub mod ssm;
+pub mod training;
 
 use aws_config::SdkConfig;
 use sm_ssh_proxy::{ControlError, SessionControl, StreamTarget};
@@ -32,11 +39,17 @@ pub enum Path {
     Native,
     Space,
     HyperPod,
+    /// `<job>.training.sagemaker`: the helper's instance, else remote debugging.
+    Training,
+    /// `<endpoint>.inference.sagemaker`: the helper's instance, else SSM access.
+    Endpoint,
 }
 
 /// The path that reaches `target`.
 pub fn select(target: &Target) -> Path {
     match target {
+        Target::SageMaker(named) if named.kind == crate::target::Kind::Training => Path::Training,
+        Target::SageMaker(named) if named.kind == crate::target::Kind::Inference => Path::Endpoint,
         Target::SageMaker(_) | Target::Instance(_) => Path::Ssm,
         Target::Native(_) => Path::Native,
         Target::Space(_) => Path::Space,
@@ -57,6 +70,31 @@ impl Path {
             Path::Native => Ok(native::reach_from(target)),
             Path::Space => space::resolve(sdk, target).await,
             Path::HyperPod => hyperpod::resolve(sdk, target).await,
+            Path::Training => training::resolve(sdk, target, opts).await,
+            Path::Endpoint => endpoint::resolve(sdk, target, opts).await,
+        }
+    }
+
+    /// Whether the path looks for the helper's instance first (SSM, and the
+    /// SageMaker paths that fall back to SageMaker's own targets): what the
+    /// warm-path cache can keep.
+    pub fn tries_helper(self) -> bool {
+        matches!(self, Path::Ssm | Path::Training | Path::Endpoint)
+    }
+
+    /// Resolution given the helper lookup's outcome (made with
+    /// [`sagemaker_native::helper_options`] on the fallback paths).
+    pub async fn after_helper(
+        self,
+        sdk: &SdkConfig,
+        target: &Target,
+        opts: &ResolveOptions,
+        helper: Result<crate::resolve::Resolved, crate::resolve::ResolveError>,
+    ) -> anyhow::Result<Reach> {
+        match self {
+            Path::Training => training::after_helper(sdk, target, opts, helper).await,
+            Path::Endpoint => endpoint::after_helper(sdk, target, opts, helper).await,
+            _ => Ok(ssm::reach_from(helper?)),
         }
     }
 }
@@ -79,6 +117,9 @@ pub struct Reach {
     pub liveness: Liveness,
     /// What the path's API said, for `list` and `doctor`.
     pub detail: Detail,
+    /// Whether an sshd is expected behind port 22. Without one, `connect`
+    /// opens a Session Manager shell and `proxy` says what works instead.
+    pub sshd: bool,
 }
 
 /// How a key reaches the login user's authorised keys.
@@ -123,6 +164,8 @@ pub enum Detail {
     Native,
     Space(space::SpaceInfo),
     HyperPod(hyperpod::NodeInfo),
+    /// A training job's host or an endpoint's container, reached natively.
+    SageMaker(sagemaker_native::NativeInfo),
 }
 
 /// What a session is for; each path maps it to its document or API.
@@ -151,7 +194,7 @@ pub enum Control {
 impl Control {
     pub fn new(sdk: &SdkConfig, path: Path) -> Control {
         match path {
-            Path::Ssm | Path::Native | Path::HyperPod => {
+            Path::Ssm | Path::Native | Path::HyperPod | Path::Training | Path::Endpoint => {
                 Control::Ssm(Sessions::new(aws_sdk_ssm::Client::new(sdk), sdk))
             }
             Path::Space => Control::Space(space::SpaceSessions::new(sdk)),

@@ -21,6 +21,7 @@ pub fn reach_from(target: &Target) -> Reach {
         },
         liveness: Liveness::Unknown,
         detail: Detail::Native,
+        sshd: true,
     }
 }
 

@@ -111,6 +111,7 @@ pub fn reach_from(name: &str, info: SpaceInfo) -> Result<Reach, Failure> {
         },
         liveness: Liveness::Running,
         detail: Detail::Space(info),
+        sshd: true,
     })
 }
 

@@ -37,6 +37,7 @@ pub fn reach_from(resolved: Resolved) -> Reach {
         },
         liveness: Liveness::Online,
         detail: Detail::Ssm(resolved.instance),
+        sshd: true,
     }
 }
 

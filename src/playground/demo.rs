@@ -1,8 +1,10 @@
 //! The demo world: a fake AWS seeded with one SageMaker training job whose
-//! managed instance runs the embedded SSH server, and one Studio space
-//! (`demo.space.sagemaker`) with remote access on, and one HyperPod
-//! cluster (`demo`) whose node `1.workers.demo.hyperpod.sagemaker` runs an
-//! SSH server reading the login user's `~/.ssh/authorized_keys`.
+//! managed instance runs the embedded SSH server, one Studio space
+//! (`demo.space.sagemaker`) with remote access on, a training job reached
+//! by remote debugging (`debug-demo.training.sagemaker`, two hosts), an
+//! endpoint with SSM access (`demo-endpoint.inference.sagemaker`), and one
+//! HyperPod cluster (`demo`) whose node `1.workers.demo.hyperpod.sagemaker`
+//! runs an SSH server reading the login user's `~/.ssh/authorized_keys`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -44,14 +46,17 @@ impl Demo {
         let setup = account::setup(broken);
         let identity = setup.identity;
         let instance_id = random_instance_id();
+        let sagemaker = demo_sagemaker(&account::execution_role_arn(&identity.account));
+        let mut instances = vec![training_instance(&instance_id, &identity)];
+        instances.extend(native_instances(&sagemaker));
         let seed = Seed {
             region: REGION.into(),
-            instances: vec![training_instance(&instance_id, &identity)],
+            instances,
             pacing: Pacing::Realistic,
             identity,
             activation_tier: setup.tier.into(),
             iam: setup.iam,
-            sagemaker: demo_studio(),
+            sagemaker,
             ..Seed::default()
         };
         let fake = FakeAws::start(seed)
@@ -139,9 +144,29 @@ impl Demo {
 /// The demo's Studio domain, with one running space whose remote access is on.
 pub const DEMO_DOMAIN: &str = "d-demo0playgrnd";
 
-fn demo_studio() -> sm_ssh_integration::sagemaker::Seed {
-    use sm_ssh_integration::sagemaker::{Domain, Seed, Space};
+/// The job reached by remote debugging, and the endpoint by SSM access.
+pub const DEBUG_JOB: &str = "debug-demo";
+pub const DEMO_ENDPOINT: &str = "demo-endpoint";
+
+fn demo_sagemaker(role_arn: &str) -> sm_ssh_integration::sagemaker::Seed {
+    use sm_ssh_integration::sagemaker::{Domain, Endpoint, Seed, Space, TrainingJob, Variant};
+    let job = |name: &str, instance_count: i32| TrainingJob {
+        name: name.into(),
+        role_arn: role_arn.into(),
+        instance_count,
+        remote_debug: true,
+        ..TrainingJob::default()
+    };
     Seed {
+        training_jobs: vec![job(JOB, 1), job(DEBUG_JOB, 2)],
+        endpoints: vec![Endpoint {
+            name: DEMO_ENDPOINT.into(),
+            variants: vec![Variant {
+                instance_ids: vec!["i-0d3e4a1b2c5f60789".into()],
+                ..Variant::default()
+            }],
+            ..Endpoint::default()
+        }],
         domains: vec![Domain {
             id: DEMO_DOMAIN.into(),
             name: "playground".into(),
@@ -196,6 +221,25 @@ async fn start_node(fake: &FakeAws) -> anyhow::Result<EmbeddedSshServer> {
     .context("cannot start the HyperPod node's SSH server")?;
     fake.map_port(&target, 22, server.addr());
     Ok(server)
+}
+
+/// The Session Manager targets of the remotely debuggable job's hosts and
+/// the endpoint's container: a shell and port forwarding, no sshd.
+fn native_instances(seed: &sm_ssh_integration::sagemaker::Seed) -> Vec<Instance> {
+    let jobs = seed
+        .training_jobs
+        .iter()
+        .filter(|j| j.name == DEBUG_JOB)
+        .flat_map(|j| j.native_targets());
+    let endpoints = seed.endpoints.iter().flat_map(|e| e.native_targets());
+    jobs.chain(endpoints)
+        .map(|id| Instance {
+            id,
+            native: true,
+            computer_name: "localhost".into(),
+            ..Instance::default()
+        })
+        .collect()
 }
 
 /// A fresh `mi-` id each run, so that a pushed-key record from an earlier

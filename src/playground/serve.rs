@@ -75,6 +75,17 @@ pub async fn serve(broken: Option<Broken>) -> anyhow::Result<ExitCode> {
         demo.node_sshd.addr()
     );
     let _ = writeln!(out, "#   sm-ssh doctor --cluster demo");
+    let _ = writeln!(
+        out,
+        "#   sm-ssh connect {}.training.sagemaker --node 2   (remote debugging: a root shell, no sshd)",
+        super::demo::DEBUG_JOB
+    );
+    let _ = writeln!(
+        out,
+        "#   sm-ssh connect {}.inference.sagemaker   (an endpoint with SSM access)",
+        super::demo::DEMO_ENDPOINT
+    );
+    let _ = writeln!(out, "#   sm-ssh doctor --job demo");
     let account_id = demo.fake.world().lock().unwrap().identity.account.clone();
     let _ = writeln!(
         out,

@@ -102,12 +102,18 @@ mod tests {
             Policy::from_value("p", &client(&scope(None), &["abc123def456".into()])).unwrap();
         let node = "sagemaker-cluster:abc123def456_workers-i-0123";
         assert_eq!(
-            evaluate(std::slice::from_ref(&policy), &start(node, "AWS-StartSSHSession")),
+            evaluate(
+                std::slice::from_ref(&policy),
+                &start(node, "AWS-StartSSHSession")
+            ),
             Decision::Allow
         );
         let other = "sagemaker-cluster:zzz999zzz999_workers-i-0123";
         assert_eq!(
-            evaluate(std::slice::from_ref(&policy), &start(other, "AWS-StartSSHSession")),
+            evaluate(
+                std::slice::from_ref(&policy),
+                &start(other, "AWS-StartSSHSession")
+            ),
             Decision::ImplicitDeny
         );
         let job = "sagemaker-training-job:job_algo-1";

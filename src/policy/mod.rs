@@ -6,4 +6,5 @@ pub mod attribution;
 pub mod documents;
 pub mod eval;
 pub mod hyperpod;
+pub mod native;
 pub mod space;

@@ -33,7 +33,8 @@ pub struct ResolveArgs {
     #[arg(long, value_name = "any|USERID")]
     pub owner: Option<String>,
     /// Pick node N (1-based) of a multi-node job; nodes are the Online
-    /// instances in order of host name (algo-1, algo-2, …).
+    /// instances in order of host name (algo-1, algo-2, …), an endpoint's
+    /// instances in order of variant and instance id.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub node: Option<u32>,
     /// Wait until the instance is Online, at most SECONDS (default 300).
@@ -43,6 +44,10 @@ pub struct ResolveArgs {
     /// By default `proxy` and `connect` reuse what they learnt for 10 minutes.
     #[arg(long)]
     pub no_cache: bool,
+    /// The container of a multi-container endpoint variant reached through
+    /// SSM access (default: the first, e.g. container_0).
+    #[arg(long, value_name = "NAME")]
+    pub container: Option<String>,
 }
 
 impl ResolveArgs {
@@ -51,6 +56,7 @@ impl ResolveArgs {
             owner: Owner::parse(self.owner.as_deref()),
             node: self.node.map(|n| n as usize),
             wait: self.wait.map(Duration::from_secs),
+            container: self.container.clone(),
         }
     }
 }
@@ -105,6 +111,8 @@ pub struct ResolveOptions {
     pub node: Option<usize>,
     /// Poll until Online for at most this long.
     pub wait: Option<Duration>,
+    /// An endpoint container (`--container`).
+    pub container: Option<String>,
 }
 
 /// The instance to connect to.

@@ -2,8 +2,8 @@
 //! `X-Amz-Target: SageMaker.<Operation>`, shaped so `aws-sdk-sagemaker`
 //! parses the answers unchanged. One file per resource kind: `domains`
 //! (domains and user profiles), `spaces`, `apps`, `sessions`
-//! (`StartSession` on a space), `jobs` (training jobs), `notebooks`,
-//! `clusters` (HyperPod).
+//! (`StartSession` on a space), `jobs` (training jobs), `endpoints`,
+//! `notebooks`, `clusters` (HyperPod).
 //!
 //! A Studio space's app, while it runs, is an SSM managed instance (the
 //! space registers itself through a hybrid activation) whose port 22 leads
@@ -13,6 +13,7 @@
 mod apps;
 mod clusters;
 mod domains;
+mod endpoints;
 mod jobs;
 mod notebooks;
 mod sessions;
@@ -35,6 +36,8 @@ use crate::sshd::{EmbeddedSshServer, SshdConfig};
 use crate::ssm::{json_response, ApiError};
 use crate::world::{Instance, PingStatus, World};
 
+pub use endpoints::{Endpoint, Variant};
+
 /// Everything the SageMaker side of a `Seed` holds.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -46,6 +49,9 @@ pub struct Seed {
     pub notebook_instances: Vec<NotebookInstance>,
     /// HyperPod clusters (their nodes are seeded as native instances).
     pub clusters: Vec<Cluster>,
+
+    /// Inference endpoints, their configurations and instances.
+    pub endpoints: Vec<Endpoint>,
     /// Spaces (`<domain id>/<space name>`) on which sagemaker:StartSession is
     /// denied, as a `sagemaker:ResourceTag/…` condition of the caller's
     /// policy would deny someone else's space.
@@ -191,7 +197,7 @@ impl Default for App {
     }
 }
 
-/// A training job, for doctor.
+/// A training job, for doctor and the remote-debugging path.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TrainingJob {
@@ -223,6 +229,16 @@ impl Default for TrainingJob {
             remote_debug: false,
             creation_time: 1_700_000_000.0,
         }
+    }
+}
+
+impl TrainingJob {
+    /// The Session Manager targets of its hosts while remote debugging is on:
+    /// `sagemaker-training-job:<job>_algo-<n>` for n in 1..=InstanceCount.
+    pub fn native_targets(&self) -> Vec<String> {
+        (1..=self.instance_count.max(1))
+            .map(|n| format!("sagemaker-training-job:{}_algo-{n}", self.name))
+            .collect()
     }
 }
 
@@ -398,6 +414,38 @@ pub(crate) fn space_sandbox(
     Ok(instance.sandbox.clone().expect("provisioned"))
 }
 
+/// Whether SageMaker lets Session Manager reach a native target now: a
+/// training job's hosts only while remote debugging is on and the job is
+/// Training, an endpoint's only while its variant has SSM access (developer
+/// guide, remote debugging and "Access containers through SSM"). Targets of
+/// resources that are not seeded are left to their instance.
+pub(crate) fn native_reachable(world: &World, instance: &Instance) -> bool {
+    if !instance.native {
+        return true;
+    }
+    let id = instance.id.as_str();
+    if let Some(rest) = id.strip_prefix("sagemaker-training-job:") {
+        let job = rest
+            .rsplit_once("_algo-")
+            .map(|(job, _)| job)
+            .unwrap_or(rest);
+        return world
+            .sagemaker
+            .training_jobs
+            .iter()
+            .find(|j| j.name == job)
+            .is_none_or(|j| j.remote_debug && j.secondary_status == "Training");
+    }
+    if id.starts_with("sagemaker-endpoint:") {
+        let known: Vec<&Endpoint> = world.sagemaker.endpoints.iter().collect();
+        let owner = known
+            .iter()
+            .find(|e| id.starts_with(&format!("sagemaker-endpoint:{}_", e.name)));
+        return owner.is_none_or(|e| e.native_targets().iter().any(|t| t == id));
+    }
+    true
+}
+
 /// Answers one SageMaker call.
 pub(crate) async fn handle(state: &AppState, operation: &str, body: &[u8]) -> Response {
     let result = match operation {
@@ -413,6 +461,11 @@ pub(crate) async fn handle(state: &AppState, operation: &str, body: &[u8]) -> Re
         "DeleteApp" => apps::delete(state, body),
         "StartSession" => sessions::start(state, body),
         "DescribeTrainingJob" => jobs::describe(state, body),
+        "ListTrainingJobs" => jobs::list(state, body),
+        "UpdateTrainingJob" => jobs::update(state, body),
+        "DescribeEndpoint" => endpoints::describe(state, body),
+        "DescribeEndpointConfig" => endpoints::describe_config(state, body),
+        "ListEndpoints" => endpoints::list(state, body),
         "DescribeNotebookInstance" => notebooks::describe(state, body),
         "DescribeCluster" => clusters::describe(state, body),
         "ListClusters" => clusters::list(state, body),

@@ -89,7 +89,9 @@ fn start_in(world: &mut World, port: u16, req: &StartInput, document: &str) -> A
         ));
     }
     match world.instances.get(&req.target) {
-        Some(i) if i.ping_status == PingStatus::Online => {}
+        Some(i)
+            if i.ping_status == PingStatus::Online
+                && crate::sagemaker::native_reachable(world, i) => {}
         _ => {
             return Err(ApiError::new(
                 "TargetNotConnected",
