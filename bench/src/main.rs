@@ -52,6 +52,10 @@ struct Args {
     /// The file `cp` copies, in MiB (default 64; 4 with --quick).
     #[arg(long, value_name = "MIB")]
     cp_mib: Option<u64>,
+    /// Measure this sm-ssh binary instead of building the workspace's in
+    /// release mode (a portable build, a before/after comparison).
+    #[arg(long, value_name = "PATH")]
+    sm_ssh: Option<PathBuf>,
     /// The report to update (only its generated block is replaced).
     #[arg(long, default_value = "docs/benchmarks.md")]
     out: PathBuf,
@@ -125,22 +129,12 @@ async fn main() -> anyhow::Result<()> {
         ..Results::default()
     };
 
-    eprintln!("sm-ssh-bench: building sm-ssh (release)");
-    let status = std::process::Command::new("cargo")
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "sm-ssh",
-            "--bin",
-            "sm-ssh",
-        ])
-        .current_dir(&root)
-        .status()?;
-    anyhow::ensure!(status.success(), "cargo build --release -p sm-ssh failed");
+    let sm_ssh = match &args.sm_ssh {
+        Some(path) => std::path::absolute(path)?,
+        None => build_sm_ssh(&root)?,
+    };
     let tools = Tools {
-        sm_ssh: fixture::release_dir(&root).join("sm-ssh"),
+        sm_ssh,
         bridge: if args.no_peers {
             None
         } else {
@@ -184,6 +178,25 @@ async fn main() -> anyhow::Result<()> {
     }
     results.wall_seconds = started.elapsed().as_secs_f64();
     publish(&root, &out, &results)
+}
+
+/// Builds sm-ssh in release mode; returns the binary.
+fn build_sm_ssh(root: &Path) -> anyhow::Result<PathBuf> {
+    eprintln!("sm-ssh-bench: building sm-ssh (release)");
+    let status = std::process::Command::new("cargo")
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "sm-ssh",
+            "--bin",
+            "sm-ssh",
+        ])
+        .current_dir(root)
+        .status()?;
+    anyhow::ensure!(status.success(), "cargo build --release -p sm-ssh failed");
+    Ok(fixture::release_dir(root).join("sm-ssh"))
 }
 
 /// What stays alive while the setup cases run (sshd, moto).
