@@ -454,7 +454,10 @@ fn draw_charts(dir: &Path, r: &Results) -> anyhow::Result<()> {
         charts::line_chart(
             &dir.join("setup-latency.svg"),
             "Setup time vs network round-trip time (TLS endpoints behind delaying relays)",
-            ("round-trip time (ms)", "ms to banner / to exit (median, log)"),
+            (
+                "round-trip time (ms)",
+                "ms to banner / to exit (median, log)",
+            ),
             &setup,
             true,
             // Two x values (0 and 30 ms): the legend takes the right half.

@@ -110,7 +110,11 @@ async fn network_check(
         ("TCP connect, then 1 byte echoed", 2, Vec::new()),
         ("1 byte echoed on the open connection", 1, Vec::new()),
         ("TCP connect and TLS 1.3 handshake", 2, Vec::new()),
-        ("then one HTTPS request to its first response byte", 1, Vec::new()),
+        (
+            "then one HTTPS request to its first response byte",
+            1,
+            Vec::new(),
+        ),
     ];
     for _ in 0..plan.setup_runs {
         let c = net.check().await?;
@@ -514,7 +518,12 @@ async fn proxy_transfer(
         command.env("SM_SSH_MAX_RATE", "unlimited");
     }
     command
-        .args(["proxy", "--port", &TARGET_PORT.to_string(), &fixture::fqdn()])
+        .args([
+            "proxy",
+            "--port",
+            &TARGET_PORT.to_string(),
+            &fixture::fqdn(),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());

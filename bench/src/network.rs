@@ -132,7 +132,10 @@ async fn pipe(
 struct TlsFront(Listening);
 
 impl TlsFront {
-    async fn start(upstream: SocketAddr, config: Arc<rustls::ServerConfig>) -> anyhow::Result<Self> {
+    async fn start(
+        upstream: SocketAddr,
+        config: Arc<rustls::ServerConfig>,
+    ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -250,7 +253,10 @@ impl Network {
         let mut env = vec![
             ("AWS_ENDPOINT_URL_SSM".to_string(), url(Host::Ssm)),
             ("AWS_ENDPOINT_URL_STS".to_string(), url(Host::Sts)),
-            ("AWS_ENDPOINT_URL_SAGEMAKER".to_string(), url(Host::SageMaker)),
+            (
+                "AWS_ENDPOINT_URL_SAGEMAKER".to_string(),
+                url(Host::SageMaker),
+            ),
         ];
         for service in ["", "_IAM", "_KMS", "_CLOUDWATCH_LOGS"] {
             env.push((format!("AWS_ENDPOINT_URL{service}"), url(Host::Other)));
@@ -273,7 +279,9 @@ fn new_ca() -> anyhow::Result<CertifiedIssuer<'static, KeyPair>> {
 }
 
 /// One certificate naming every host's address, signed by `ca`.
-fn server_config(ca: &CertifiedIssuer<'static, KeyPair>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+fn server_config(
+    ca: &CertifiedIssuer<'static, KeyPair>,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let key = KeyPair::generate()?;
     let names: Vec<String> = Host::ALL.iter().map(|h| h.ip().to_string()).collect();
     let cert = CertificateParams::new(names)?.signed_by(&key, ca)?;
@@ -336,8 +344,7 @@ impl Network {
         let tls_handshake = start.elapsed();
         let start = Instant::now();
         tls.write_all(
-            format!("GET / HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
+            format!("GET / HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n").as_bytes(),
         )
         .await?;
         tls.read_exact(&mut byte).await?;
@@ -394,7 +401,12 @@ mod tests {
         let mut back = Vec::new();
         r.read_to_end(&mut back).await.unwrap();
         writer.await.unwrap();
-        assert!(back == data, "{} bytes came back of {}", back.len(), data.len());
+        assert!(
+            back == data,
+            "{} bytes came back of {}",
+            back.len(),
+            data.len()
+        );
         assert!(start.elapsed() >= Duration::from_millis(80));
     }
 
@@ -411,7 +423,10 @@ mod tests {
             assert!(net.authority(host).starts_with(&format!("{}:", host.ip())));
         }
         let env = net.env();
-        let ssm = env.iter().find(|(k, _)| k == "AWS_ENDPOINT_URL_SSM").unwrap();
+        let ssm = env
+            .iter()
+            .find(|(k, _)| k == "AWS_ENDPOINT_URL_SSM")
+            .unwrap();
         assert_eq!(ssm.1, format!("https://{}", net.authority(Host::Ssm)));
         net.check().await.unwrap();
     }

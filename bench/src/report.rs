@@ -144,7 +144,10 @@ fn goals(o: &mut String, r: &Results) {
         .filter(|s| s.tool != SM_SSH && s.rtt_ms == RTT_MS && s.scenario.contains("banner"))
         .map(|s| s.wall_ms.median / RTT_MS as f64)
         .collect();
-    let best_peer = peers.iter().copied().fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.min(v))));
+    let best_peer = peers
+        .iter()
+        .copied()
+        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.min(v))));
     let _ = writeln!(
         o,
         "| Setup (cold and warm) ahead of every peer's in the same run | {} | {} |",
@@ -197,7 +200,11 @@ fn goals(o: &mut String, r: &Results) {
         let _ = writeln!(
             o,
             "| Peak RSS of `proxy` and `forward` under {limit:.0} MB ({what}) | {} | {} |",
-            rss.map_or("–".into(), |v| format!("{:.1} MiB ({:.1} MB)", v, v * 1.048_576)),
+            rss.map_or("–".into(), |v| format!(
+                "{:.1} MiB ({:.1} MB)",
+                v,
+                v * 1.048_576
+            )),
             verdict(rss.map(|v| v * 1.048_576 < limit))
         );
     }
@@ -307,7 +314,10 @@ fn setup(o: &mut String, r: &Results) {
             at.and_then(|a| a.api_calls)
                 .map_or("–".into(), |c| format!("{c:.0}")),
             at.map_or("–".into(), |a| a.wall_ms.show(1)),
-            at.map_or("–".into(), |a| format!("{:.1}", a.wall_ms.median / RTT_MS as f64)),
+            at.map_or("–".into(), |a| format!(
+                "{:.1}",
+                a.wall_ms.median / RTT_MS as f64
+            )),
             zero.map_or("–".into(), |z| z.wall_ms.show(1)),
             network,
         );

@@ -97,10 +97,7 @@ pub async fn banner_server() -> anyhow::Result<Server> {
     Ok(Server { addr, task })
 }
 
-async fn send_pattern(
-    stream: &mut (impl AsyncWriteExt + Unpin),
-    len: u64,
-) -> anyhow::Result<()> {
+async fn send_pattern(stream: &mut (impl AsyncWriteExt + Unpin), len: u64) -> anyhow::Result<()> {
     let pattern = pattern_buffer();
     let mut sent = 0u64;
     while sent < len {
