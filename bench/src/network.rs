@@ -359,19 +359,29 @@ impl Network {
     }
 }
 
-/// Echoes whatever it reads, per connection.
-async fn echo_server() -> anyhow::Result<Listening> {
+/// A loopback server running `handle` on every connection it accepts.
+async fn serve_each<F, Fut>(handle: F) -> anyhow::Result<Listening>
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = tcp.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(handle(tcp));
         }
     });
     Ok(Listening { addr, task })
+}
+
+/// Echoes whatever it reads, per connection.
+async fn echo_server() -> anyhow::Result<Listening> {
+    serve_each(|mut tcp| async move {
+        let (mut r, mut w) = tcp.split();
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -433,19 +443,13 @@ mod tests {
 
     /// Answers every connection with an HTTP status line.
     async fn http_stub() -> anyhow::Result<Listening> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let task = tokio::spawn(async move {
-            while let Ok((mut tcp, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 1024];
-                    let _ = tcp.read(&mut buf).await;
-                    let _ = tcp
-                        .write_all(b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\n\r\n")
-                        .await;
-                });
-            }
-        });
-        Ok(Listening { addr, task })
+        serve_each(|mut tcp| async move {
+            let mut buf = [0u8; 1024];
+            let _ = tcp.read(&mut buf).await;
+            let _ = tcp
+                .write_all(b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        })
+        .await
     }
 }
