@@ -136,6 +136,9 @@ async fn network_check(
     Ok(())
 }
 
+/// One cache state's wall ms, CPU ms and API calls per run.
+type Samples = (Cache, Vec<f64>, Vec<f64>, Vec<f64>);
+
 async fn setup_case(
     fx: &Fixture,
     case: &SetupCase,
@@ -146,7 +149,7 @@ async fn setup_case(
     // The warm-up pushes the key (kept in the data directory); not counted.
     let cache = fx.cache_dir()?;
     run_case(fx, case, cache.path()).await?;
-    let mut samples: [(Cache, Vec<f64>, Vec<f64>, Vec<f64>); 2] = [
+    let mut samples: [Samples; 2] = [
         (Cache::Cold, Vec::new(), Vec::new(), Vec::new()),
         (Cache::Warm, Vec::new(), Vec::new(), Vec::new()),
     ];
