@@ -10,6 +10,7 @@ use sm_ssh_integration::openssh::OpenSshServer;
 use sm_ssh_integration::server::FakeAws;
 use sm_ssh_integration::world::{Faults, Identity, Instance, Pacing, Seed};
 
+use crate::network::{Host, Network};
 use crate::tcp;
 
 pub const REGION: &str = "eu-west-1";
@@ -34,6 +35,8 @@ pub struct Fixture {
     /// Variables every measured process gets (the fake's endpoints, dummy
     /// credentials, the private HOME).
     pub env: Vec<(String, String)>,
+    /// `env` before `enter` put the network's endpoints in.
+    direct_env: Option<Vec<(String, String)>>,
 }
 
 impl Fixture {
@@ -62,6 +65,7 @@ impl Fixture {
             ("HOME".into(), path(h)),
             ("XDG_DATA_HOME".into(), path(&h.join(".local/share"))),
             ("XDG_CONFIG_HOME".into(), path(&h.join(".config"))),
+            ("XDG_CACHE_HOME".into(), path(&h.join(".cache"))),
             ("SM_SSH_HOME".into(), path(&h.join("sm-ssh-data"))),
             ("AWS_REGION".into(), REGION.into()),
             ("AWS_DEFAULT_REGION".into(), REGION.into()),
@@ -81,6 +85,7 @@ impl Fixture {
             _banner: banner,
             _target: target,
             env,
+            direct_env: None,
         })
     }
 
@@ -90,13 +95,41 @@ impl Fixture {
         let mut command = tokio::process::Command::new(program);
         for (key, _) in std::env::vars_os() {
             let key = key.to_string_lossy().into_owned();
-            if key.starts_with("AWS_") || key.starts_with("SM_SSH_") || key == "RUST_LOG" {
+            if key.starts_with("AWS_")
+                || key.starts_with("SM_SSH_")
+                || key.starts_with("SSL_CERT_")
+                || key == "RUST_LOG"
+            {
                 command.env_remove(&key);
             }
         }
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
         command.kill_on_drop(true);
         command
+    }
+
+    /// Sends measured processes, API calls and data channel alike, through
+    /// `net` until `leave`.
+    pub fn enter(&mut self, net: &Network) {
+        self.direct_env.get_or_insert_with(|| self.env.clone());
+        self.env.extend(net.env());
+        self.fake
+            .set_stream_endpoint(Some(net.authority(Host::Messages)));
+        self.fake.set_stream_tls(true);
+    }
+
+    /// Back to the fake's own plain HTTP port.
+    pub fn leave(&mut self) {
+        if let Some(env) = self.direct_env.take() {
+            self.env = env;
+        }
+        self.fake.set_stream_endpoint(None);
+        self.fake.set_stream_tls(false);
+    }
+
+    /// A new, empty cache directory (`XDG_CACHE_HOME`) in the private HOME.
+    pub fn cache_dir(&self) -> anyhow::Result<tempfile::TempDir> {
+        Ok(tempfile::tempdir_in(self.home())?)
     }
 
     /// Sets pacing and faults for the sessions started from now on.

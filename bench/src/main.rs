@@ -9,6 +9,7 @@ mod cp;
 mod fixture;
 mod machine;
 mod measure;
+mod network;
 mod peers;
 mod procfs;
 mod report;
@@ -51,6 +52,10 @@ struct Args {
     /// The file `cp` copies, in MiB (default 64; 4 with --quick).
     #[arg(long, value_name = "MIB")]
     cp_mib: Option<u64>,
+    /// Measure this sm-ssh binary instead of building the workspace's in
+    /// release mode (a portable build, a before/after comparison).
+    #[arg(long, value_name = "PATH")]
+    sm_ssh: Option<PathBuf>,
     /// The report to update (only its generated block is replaced).
     #[arg(long, default_value = "docs/benchmarks.md")]
     out: PathBuf,
@@ -124,22 +129,12 @@ async fn main() -> anyhow::Result<()> {
         ..Results::default()
     };
 
-    eprintln!("sm-ssh-bench: building sm-ssh (release)");
-    let status = std::process::Command::new("cargo")
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "sm-ssh",
-            "--bin",
-            "sm-ssh",
-        ])
-        .current_dir(&root)
-        .status()?;
-    anyhow::ensure!(status.success(), "cargo build --release -p sm-ssh failed");
+    let sm_ssh = match &args.sm_ssh {
+        Some(path) => std::path::absolute(path)?,
+        None => build_sm_ssh(&root)?,
+    };
     let tools = Tools {
-        sm_ssh: fixture::release_dir(&root).join("sm-ssh"),
+        sm_ssh,
         bridge: if args.no_peers {
             None
         } else {
@@ -154,7 +149,10 @@ async fn main() -> anyhow::Result<()> {
     if parts.contains(&Part::Setup) {
         let cases = setup_cases(&root, &mut fx, &tools, &args, &mut results);
         let _keep_alive = cases.1;
-        measure::setup(&fx, &cases.0, plan, &mut results).await;
+        let net = network::Network::start(fx.fake.addr(), fx.home()).await?;
+        fx.enter(&net);
+        measure::setup(&fx, &net, &cases.0, plan, &mut results).await;
+        fx.leave();
     }
     let mut transfer_tools = vec![SM_SSH];
     if tools.bridge.is_some() {
@@ -164,6 +162,7 @@ async fn main() -> anyhow::Result<()> {
         for tool in &transfer_tools {
             measure::throughput_and_loss(&fx, &tools, tool, plan, &mut results).await;
         }
+        measure::proxy_cost(&fx, &tools, plan, &mut results).await;
     }
     if parts.contains(&Part::Parallel) {
         measure::parallel(&fx, &tools, plan, &mut results).await;
@@ -179,6 +178,25 @@ async fn main() -> anyhow::Result<()> {
     }
     results.wall_seconds = started.elapsed().as_secs_f64();
     publish(&root, &out, &results)
+}
+
+/// Builds sm-ssh in release mode; returns the binary.
+fn build_sm_ssh(root: &Path) -> anyhow::Result<PathBuf> {
+    eprintln!("sm-ssh-bench: building sm-ssh (release)");
+    let status = std::process::Command::new("cargo")
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "sm-ssh",
+            "--bin",
+            "sm-ssh",
+        ])
+        .current_dir(root)
+        .status()?;
+    anyhow::ensure!(status.success(), "cargo build --release -p sm-ssh failed");
+    Ok(fixture::release_dir(root).join("sm-ssh"))
 }
 
 /// What stays alive while the setup cases run (sshd, moto).
@@ -228,9 +246,24 @@ fn setup_cases(
                 tool: SM_SSH.into(),
                 scenario: "ssh <fqdn> true (OpenSSH)".into(),
                 until_exit: true,
+                make: Box::new({
+                    let host = host.clone();
+                    move |fx| {
+                        let mut c = fx.command("ssh");
+                        c.arg("-F").arg(&config).args([&host, "true"]);
+                        c
+                    }
+                }),
+            });
+            let s = sm.clone();
+            let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+            cases.push(SetupCase {
+                tool: SM_SSH.into(),
+                scenario: "connect <fqdn> true (OpenSSH)".into(),
+                until_exit: true,
                 make: Box::new(move |fx| {
-                    let mut c = fx.command("ssh");
-                    c.arg("-F").arg(&config).args([&host, "true"]);
+                    let mut c = fx.command(&s);
+                    c.args(["connect", "--user", &user, &host, "true"]);
                     c
                 }),
             });
@@ -302,26 +335,28 @@ fn setup_cases(
             c
         }),
     });
-    // `list` also asks SageMaker, which moto answers.
+    // `list` also asks SageMaker, IAM and Logs, which moto answers (directly,
+    // not through the harness's network).
     let moto = peers::moto_server(root).and_then(|path| {
         std::env::set_var(sm_ssh_integration::moto::MOTO_ENV, path);
         sm_ssh_integration::moto::MotoServer::start()
     });
     match moto {
         Ok(moto) => {
-            for service in ["SAGEMAKER", "CLOUDWATCH_LOGS", "IAM"] {
-                fx.env
-                    .push((format!("AWS_ENDPOINT_URL_{service}"), moto.endpoint()));
-            }
+            let on_moto: Vec<(String, String)> = ["SAGEMAKER", "CLOUDWATCH_LOGS", "IAM"]
+                .iter()
+                .map(|service| (format!("AWS_ENDPOINT_URL_{service}"), moto.endpoint()))
+                .collect();
             keep.1 = Some(moto);
             let s = sm.clone();
+            let env = on_moto.clone();
             cases.push(SetupCase {
                 tool: SM_SSH.into(),
                 scenario: "list".into(),
                 until_exit: true,
                 make: Box::new(move |fx| {
                     let mut c = fx.command(&s);
-                    c.arg("list");
+                    c.envs(env.iter().map(|(k, v)| (k, v))).arg("list");
                     c
                 }),
             });
@@ -334,7 +369,8 @@ fn setup_cases(
                 until_exit: true,
                 make: Box::new(move |fx| {
                     let mut c = fx.command(&helper);
-                    c.args(["list", "training.sagemaker"]);
+                    c.envs(on_moto.iter().map(|(k, v)| (k, v)))
+                        .args(["list", "training.sagemaker"]);
                     c
                 }),
             });
@@ -404,8 +440,8 @@ fn draw_charts(dir: &Path, r: &Results) -> anyhow::Result<()> {
     }
     let mut setup: Vec<Series> = Vec::new();
     for s in &r.setup {
-        let label = format!("{}: {}", s.tool, s.scenario);
-        let point = (s.added_latency_ms as f64, s.wall_ms.median);
+        let label = format!("{}: {} ({})", s.tool, s.scenario, s.cache.name());
+        let point = (s.rtt_ms as f64, s.wall_ms.median);
         match setup.iter_mut().find(|x| x.label == label) {
             Some(x) => x.points.push(point),
             None => setup.push(Series {
@@ -417,11 +453,14 @@ fn draw_charts(dir: &Path, r: &Results) -> anyhow::Result<()> {
     if !setup.is_empty() {
         charts::line_chart(
             &dir.join("setup-latency.svg"),
-            "Setup latency vs latency added per API call and websocket frame",
-            ("added latency (ms)", "ms to banner / to exit (median, log)"),
+            "Setup time vs network round-trip time (TLS endpoints behind delaying relays)",
+            (
+                "round-trip time (ms)",
+                "ms to banner / to exit (median, log)",
+            ),
             &setup,
             true,
-            // Two x values (0 and 20 ms): the legend takes the right half.
+            // Two x values (0 and 30 ms): the legend takes the right half.
             charts::Layout {
                 legend: plotters::chart::SeriesLabelPosition::LowerRight,
                 x_room: 3.0,

@@ -8,8 +8,10 @@ use sm_ssh_integration::world::{DirectionFaults, Faults, Pacing};
 use tokio::process::Command;
 
 use crate::fixture::{self, Fixture, INSTANCE, TARGET_PORT};
+use crate::network::Network;
 use crate::results::{
-    CostRow, LossRow, ParallelRow, ReconnectRow, Results, SetupRow, ThroughputRow,
+    Cache, CostRow, LossRow, NetworkRow, ParallelRow, ReconnectRow, Results, SetupRow,
+    ThroughputRow,
 };
 use crate::runner::{self, Forwarder};
 use crate::stats::Summary;
@@ -38,7 +40,7 @@ pub struct Plan {
 
 const DIRECTIONS: [Direction; 2] = [Direction::Upload, Direction::Download];
 
-fn faults(latency_ms: u64, drop: f64, cut_every_ms: Option<u64>) -> Faults {
+fn faults(drop: f64, cut_every_ms: Option<u64>) -> Faults {
     let direction = DirectionFaults {
         drop,
         ..DirectionFaults::default()
@@ -48,7 +50,6 @@ fn faults(latency_ms: u64, drop: f64, cut_every_ms: Option<u64>) -> Faults {
         to_agent: direction.clone(),
         to_client: direction,
         cut_every_ms,
-        latency_ms,
         ..Faults::default()
     }
 }
@@ -63,60 +64,136 @@ pub struct SetupCase {
     pub make: Box<dyn Fn(&Fixture) -> Command + Send + Sync>,
 }
 
-pub async fn setup(fx: &Fixture, cases: &[SetupCase], plan: Plan, results: &mut Results) {
-    for case in cases {
-        for latency in [0, 20] {
-            fx.conditions(Pacing::Unconstrained, faults(latency, 0.0, None));
-            // The warm-up pushes the key and fills caches; it is not counted.
-            if let Err(e) = run_case(fx, case).await {
-                results.note(&case.tool, &case.scenario, format!("{e:#}"));
-                break;
-            }
-            let mut wall = Vec::new();
-            let mut cpu = Vec::new();
-            let mut calls = Vec::new();
-            let mut failed = None;
-            for _ in 0..plan.setup_runs {
-                let before = fx.api_calls();
-                match run_case(fx, case).await {
-                    Ok(t) => {
-                        wall.push(t.wall.as_secs_f64() * 1e3);
-                        if let Some(c) = t.cpu {
-                            cpu.push(c * 1e3);
-                        }
-                        calls.push((fx.api_calls() - before) as f64);
-                    }
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-            }
-            if let Some(e) = failed {
-                results.note(&case.tool, &case.scenario, format!("{e:#}"));
-                break;
-            }
-            eprintln!(
-                "setup: {} {} +{latency} ms: {:.1} ms",
-                case.tool,
-                case.scenario,
-                Summary::of(&wall).map_or(f64::NAN, |s| s.median)
-            );
-            results.setup.push(SetupRow {
-                tool: case.tool.clone(),
-                scenario: case.scenario.clone(),
-                added_latency_ms: latency,
-                wall_ms: Summary::of(&wall).expect("runs > 0"),
-                cpu_ms: Summary::of(&cpu),
-                api_calls: Summary::of(&calls).map(|s| s.median),
-            });
+/// The round-trip times setup is measured at: none (the processes' own
+/// floor, through the same TLS endpoints) and a realistic one.
+pub const RTTS_MS: [u64; 2] = [0, RTT_MS];
+/// The realistic RTT: a client a few hundred kilometres from its region.
+pub const RTT_MS: u64 = 30;
+
+/// The network's check, then every case cold and warm at each RTT: each
+/// sample is a cold run with a new, empty cache directory followed by a warm
+/// run with the same directory. `fx` must be on `net` (`Fixture::enter`).
+pub async fn setup(
+    fx: &Fixture,
+    net: &Network,
+    cases: &[SetupCase],
+    plan: Plan,
+    results: &mut Results,
+) {
+    for rtt in RTTS_MS {
+        net.rtt.set(Duration::from_millis(rtt));
+        if let Err(e) = network_check(net, rtt, plan, results).await {
+            results.note("the harness", "network check", format!("{e:#}"));
         }
     }
+    fx.conditions(Pacing::Unconstrained, Faults::default());
+    for case in cases {
+        for rtt in RTTS_MS {
+            net.rtt.set(Duration::from_millis(rtt));
+            if let Err(e) = setup_case(fx, case, rtt, plan, results).await {
+                results.note(&case.tool, &case.scenario, format!("{e:#}"));
+                break;
+            }
+        }
+    }
+    net.rtt.set(Duration::ZERO);
     fx.conditions(Pacing::Realistic, Faults::default());
 }
 
-async fn run_case(fx: &Fixture, case: &SetupCase) -> anyhow::Result<runner::Timed> {
-    let command = (case.make)(fx);
+async fn network_check(
+    net: &Network,
+    rtt: u64,
+    plan: Plan,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    let mut steps: [(&str, u32, Vec<f64>); 4] = [
+        ("TCP connect, then 1 byte echoed", 2, Vec::new()),
+        ("1 byte echoed on the open connection", 1, Vec::new()),
+        ("TCP connect and TLS 1.3 handshake", 2, Vec::new()),
+        (
+            "then one HTTPS request to its first response byte",
+            1,
+            Vec::new(),
+        ),
+    ];
+    for _ in 0..plan.setup_runs {
+        let c = net.check().await?;
+        let times = [c.connect_and_echo, c.echo, c.tls_handshake, c.https_request];
+        for (step, t) in steps.iter_mut().zip(times) {
+            step.2.push(t.as_secs_f64() * 1e3);
+        }
+    }
+    for (step, expected, samples) in steps {
+        let wall_ms = Summary::of(&samples).expect("runs > 0");
+        eprintln!("network: {rtt} ms RTT: {step}: {:.1} ms", wall_ms.median);
+        results.network.push(NetworkRow {
+            rtt_ms: rtt,
+            step: step.into(),
+            expected_rtts: expected,
+            wall_ms,
+        });
+    }
+    Ok(())
+}
+
+/// One cache state's wall ms, CPU ms and API calls per run.
+type Samples = (Cache, Vec<f64>, Vec<f64>, Vec<f64>);
+
+async fn setup_case(
+    fx: &Fixture,
+    case: &SetupCase,
+    rtt: u64,
+    plan: Plan,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    // The warm-up pushes the key (kept in the data directory); not counted.
+    let cache = fx.cache_dir()?;
+    run_case(fx, case, cache.path()).await?;
+    let mut samples: [Samples; 2] = [
+        (Cache::Cold, Vec::new(), Vec::new(), Vec::new()),
+        (Cache::Warm, Vec::new(), Vec::new(), Vec::new()),
+    ];
+    for _ in 0..plan.setup_runs {
+        let cache = fx.cache_dir()?;
+        for (_, wall, cpu, calls) in samples.iter_mut() {
+            let before = fx.api_calls();
+            let t = run_case(fx, case, cache.path()).await?;
+            wall.push(t.wall.as_secs_f64() * 1e3);
+            if let Some(c) = t.cpu {
+                cpu.push(c * 1e3);
+            }
+            calls.push((fx.api_calls() - before) as f64);
+        }
+    }
+    for (cache, wall, cpu, calls) in samples {
+        let wall_ms = Summary::of(&wall).expect("runs > 0");
+        eprintln!(
+            "setup: {} {} {rtt} ms RTT {}: {:.1} ms",
+            case.tool,
+            case.scenario,
+            cache.name(),
+            wall_ms.median
+        );
+        results.setup.push(SetupRow {
+            tool: case.tool.clone(),
+            scenario: case.scenario.clone(),
+            rtt_ms: rtt,
+            cache,
+            wall_ms,
+            cpu_ms: Summary::of(&cpu),
+            api_calls: Summary::of(&calls).map(|s| s.median),
+        });
+    }
+    Ok(())
+}
+
+async fn run_case(
+    fx: &Fixture,
+    case: &SetupCase,
+    cache: &std::path::Path,
+) -> anyhow::Result<runner::Timed> {
+    let mut command = (case.make)(fx);
+    command.env("XDG_CACHE_HOME", cache);
     if case.until_exit {
         Ok(runner::time_to_exit(command).await?.0)
     } else {
@@ -297,7 +374,7 @@ pub async fn throughput_and_loss(
             fx,
             tools,
             tool,
-            (pacing, faults(0, 0.0, None)),
+            (pacing, faults(0.0, None)),
             len,
             plan.transfer_runs,
         )
@@ -339,7 +416,7 @@ pub async fn throughput_and_loss(
         }
     }
     for pct in [1.0, 2.0, 5.0] {
-        let f = faults(0, pct / 100.0, None);
+        let f = faults(pct / 100.0, None);
         match series(
             fx,
             tools,
@@ -370,6 +447,121 @@ pub async fn throughput_and_loss(
         }
     }
     fx.conditions(Pacing::Realistic, Faults::default());
+}
+
+// ---------------------------------------------------------------- proxy cost
+
+/// Peak RSS and CPU of `sm-ssh proxy` (ssh's ProxyCommand) while it moves
+/// data: one process per transfer, its stdin and stdout carrying the bytes
+/// to the bench target's port, as ssh would use it.
+pub async fn proxy_cost(fx: &Fixture, tools: &Tools, plan: Plan, results: &mut Results) {
+    let cases = [
+        ("realistic", Pacing::Realistic, plan.realistic_bytes),
+        (
+            "unconstrained",
+            Pacing::Unconstrained,
+            plan.unconstrained_bytes.min(32 << 20),
+        ),
+    ];
+    for (name, pacing, len) in cases {
+        fx.conditions(pacing, Faults::default());
+        let mut peak = Vec::new();
+        let mut cpu_s_per_gb = Vec::new();
+        let mut core_fraction = Vec::new();
+        let mut failed = None;
+        'runs: for _ in 0..plan.transfer_runs {
+            for d in DIRECTIONS {
+                match proxy_transfer(fx, tools, pacing, d, len).await {
+                    Ok((t, rss, cpu)) => {
+                        peak.push(rss);
+                        cpu_s_per_gb.push(cpu / (len as f64 / 1e9));
+                        core_fraction.push(cpu / t.elapsed.as_secs_f64());
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break 'runs;
+                    }
+                }
+            }
+        }
+        let scenario = format!(
+            "proxy, {name}, {} transfers of {} each way, one process each",
+            plan.transfer_runs,
+            crate::report::mib(len)
+        );
+        if let Some(e) = failed {
+            results.note(SM_SSH, &scenario, format!("{e:#}"));
+            continue;
+        }
+        let rss = Summary::of(&peak).expect("runs > 0");
+        eprintln!("cost: sm-ssh proxy {name}: peak RSS {:.1} MiB", rss.max);
+        results.cost.push(CostRow {
+            tool: SM_SSH.into(),
+            scenario,
+            peak_rss_mib: rss,
+            cpu_s_per_gb: Summary::of(&cpu_s_per_gb).expect("runs > 0"),
+            core_fraction: Summary::of(&core_fraction).expect("runs > 0"),
+        });
+    }
+    fx.conditions(Pacing::Realistic, Faults::default());
+}
+
+/// One transfer through a new `sm-ssh proxy --port 9000`; its peak RSS
+/// (MiB, polled while it runs) and the CPU seconds the transfer took.
+async fn proxy_transfer(
+    fx: &Fixture,
+    tools: &Tools,
+    pacing: Pacing,
+    d: Direction,
+    len: u64,
+) -> anyhow::Result<(tcp::Transfer, f64, f64)> {
+    use std::process::Stdio;
+    let mut command = fx.command(&tools.sm_ssh);
+    if pacing == Pacing::Unconstrained {
+        command.env("SM_SSH_MAX_RATE", "unlimited");
+    }
+    command
+        .args([
+            "proxy",
+            "--port",
+            &TARGET_PORT.to_string(),
+            &fixture::fqdn(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = command.spawn()?;
+    let pid = child.id().ok_or_else(|| anyhow::anyhow!("no pid"))?;
+    let (mut stdin, mut stdout) = (
+        child.stdin.take().expect("piped"),
+        child.stdout.take().expect("piped"),
+    );
+    // VmHWM only grows: the last reading before exit is the peak.
+    let polled = std::sync::Arc::new(std::sync::Mutex::new(0.0f64));
+    let poller = tokio::spawn({
+        let polled = polled.clone();
+        async move {
+            while let Some(v) = crate::procfs::peak_rss_mib(pid) {
+                *polled.lock().expect("lock") = v;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    let cpu_before = crate::procfs::cpu_seconds(pid).unwrap_or(0.0);
+    let outcome = tokio::time::timeout(
+        transfer_budget(len),
+        tcp::transfer_over(&mut stdout, &mut stdin, d, len, &mut Vec::new()),
+    )
+    .await;
+    let cpu = crate::procfs::cpu_seconds(pid).map(|c| c - cpu_before);
+    let now = crate::procfs::peak_rss_mib(pid);
+    poller.abort();
+    drop(stdin);
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let t = outcome.map_err(|_| anyhow::anyhow!("the {} of {len} bytes timed out", d.name()))??;
+    let rss = now.unwrap_or(0.0).max(*polled.lock().expect("lock"));
+    Ok((t, rss, cpu.unwrap_or(f64::NAN)))
 }
 
 // ---------------------------------------------------------------- parallel
@@ -464,7 +656,7 @@ async fn reconnect_once(
     tool: &str,
     plan: Plan,
 ) -> anyhow::Result<ReconnectRow> {
-    fx.conditions(Pacing::Realistic, faults(0, 0.0, Some(plan.cut_every_ms)));
+    fx.conditions(Pacing::Realistic, faults(0.0, Some(plan.cut_every_ms)));
     let fwd = start_forwarder(fx, tools, tool, 1, Pacing::Realistic).await?;
     let mut stalls = Vec::new();
     let mut cuts = 0;

@@ -16,6 +16,8 @@ pub struct Results {
     /// UTC, `date -u` style.
     pub date: String,
     pub wall_seconds: f64,
+    #[serde(default)]
+    pub network: Vec<NetworkRow>,
     pub setup: Vec<SetupRow>,
     pub throughput: Vec<ThroughputRow>,
     pub loss: Vec<LossRow>,
@@ -27,18 +29,49 @@ pub struct Results {
     pub unmeasured: Vec<Unmeasured>,
 }
 
-/// Process start to first banner byte (or to `ssh … true` exit).
+/// Process start to first banner byte (or to `ssh … true` exit), over the
+/// harness's network (TLS endpoints behind delaying relays).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SetupRow {
     pub tool: String,
     pub scenario: String,
-    /// Latency the fake added to each API call and websocket frame.
-    pub added_latency_ms: u64,
+    /// The relays' round-trip time.
+    pub rtt_ms: u64,
+    /// `cold`: a new process with an empty cache directory; `warm`: the same
+    /// command again with the cache the cold run left.
+    pub cache: Cache,
     pub wall_ms: Summary,
     /// CPU time of the measured process itself, when it could be read.
     pub cpu_ms: Option<Summary>,
     /// API calls the fake answered during one run.
     pub api_calls: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cache {
+    Cold,
+    Warm,
+}
+
+impl Cache {
+    pub fn name(self) -> &'static str {
+        match self {
+            Cache::Cold => "cold",
+            Cache::Warm => "warm",
+        }
+    }
+}
+
+/// The network's own check at one RTT: what a connect, an exchange, a TLS
+/// handshake and an HTTPS request cost through the relays.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NetworkRow {
+    pub rtt_ms: u64,
+    pub step: String,
+    /// Round trips the step takes on a real network.
+    pub expected_rtts: u32,
+    pub wall_ms: Summary,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -97,7 +97,7 @@ pub async fn banner_server() -> anyhow::Result<Server> {
     Ok(Server { addr, task })
 }
 
-async fn send_pattern(stream: &mut TcpStream, len: u64) -> anyhow::Result<()> {
+async fn send_pattern(stream: &mut (impl AsyncWriteExt + Unpin), len: u64) -> anyhow::Result<()> {
     let pattern = pattern_buffer();
     let mut sent = 0u64;
     while sent < len {
@@ -111,7 +111,7 @@ async fn send_pattern(stream: &mut TcpStream, len: u64) -> anyhow::Result<()> {
 /// Reads exactly `len` pattern bytes, noting (time, bytes so far) at every
 /// read: on failure `arrivals` still says how far the intact stream got.
 async fn receive_checked(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncReadExt + Unpin),
     len: u64,
     arrivals: &mut Vec<(Instant, u64)>,
 ) -> anyhow::Result<()> {
@@ -186,24 +186,38 @@ pub async fn transfer_noting(
         .await
         .with_context(|| format!("connect to the tunnel at {addr}"))?;
     stream.set_nodelay(true)?;
+    let (mut r, mut w) = stream.split();
+    transfer_over(&mut r, &mut w, direction, len, arrivals).await
+}
+
+/// [`transfer_noting`] over any byte stream that reaches the bench target
+/// (a TCP connection, or a ProxyCommand's stdout and stdin).
+pub async fn transfer_over(
+    from: &mut (impl AsyncReadExt + Unpin),
+    to: &mut (impl AsyncWriteExt + Unpin),
+    direction: Direction,
+    len: u64,
+    arrivals: &mut Vec<(Instant, u64)>,
+) -> anyhow::Result<Transfer> {
     let mut request = [0u8; 9];
     request[1..].copy_from_slice(&len.to_be_bytes());
     let start = Instant::now();
     match direction {
         Direction::Upload => {
             request[0] = b'U';
-            stream.write_all(&request).await?;
-            send_pattern(&mut stream, len).await?;
+            to.write_all(&request).await?;
+            send_pattern(to, len).await?;
+            to.flush().await?;
             let mut ok = [0u8; 1];
-            stream
-                .read_exact(&mut ok)
+            from.read_exact(&mut ok)
                 .await
                 .context("the sink did not confirm the upload")?;
         }
         Direction::Download => {
             request[0] = b'D';
-            stream.write_all(&request).await?;
-            receive_checked(&mut stream, len, arrivals).await?;
+            to.write_all(&request).await?;
+            to.flush().await?;
+            receive_checked(from, len, arrivals).await?;
         }
     }
     Ok(Transfer {

@@ -221,6 +221,11 @@ impl FakeAws {
         self.world.lock().unwrap().stream_endpoint = endpoint;
     }
 
+    /// Makes later StreamUrls say `wss://` (a TLS front stands at the stream endpoint).
+    pub fn set_stream_tls(&self, tls: bool) {
+        self.world.lock().unwrap().stream_tls = tls;
+    }
+
     /// Makes requests signed with `access_key_id` come from `identity`.
     pub fn add_identity(&self, access_key_id: &str, identity: crate::world::Identity) {
         self.world

@@ -357,6 +357,9 @@ pub struct World {
     /// port: a host name a test resolves itself, or a listener in a network
     /// namespace (tests/netns.rs).
     pub stream_endpoint: Option<String>,
+    /// StreamUrls say `wss://`: a TLS front the test runs itself stands at
+    /// `stream_endpoint` (the benchmark's realistic network).
+    pub stream_tls: bool,
     /// The SageMaker resources, as seeded and changed by the API.
     pub sagemaker: crate::sagemaker::State,
 }

@@ -131,16 +131,16 @@ fn start_in(world: &mut World, port: u16, arn: &str) -> ApiResult {
     let parameters = BTreeMap::from([("portNumber".to_string(), vec!["22".to_string()])]);
     let properties = substitute(DOCUMENT, &parameters)?;
     let (id, token) = open_session(world, &instance_id, DOCUMENT, properties, None);
-    let endpoint = crate::ssm::sessions::stream_endpoint(world, port);
-    Ok(reply(&id, &token, &endpoint))
+    let base = crate::ssm::sessions::stream_base(world, port);
+    Ok(reply(&id, &token, &base))
 }
 
-fn reply(id: &str, token: &str, endpoint: &str) -> Value {
+fn reply(id: &str, token: &str, base: &str) -> Value {
     json!({
         "SessionId": id,
         "TokenValue": token,
         "StreamUrl": format!(
-            "ws://{endpoint}/v1/data-channel/{id}?role=publish_subscribe&cell-number=AAEAAQ"
+            "{base}/v1/data-channel/{id}?role=publish_subscribe&cell-number=AAEAAQ"
         ),
     })
 }

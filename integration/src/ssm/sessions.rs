@@ -243,11 +243,17 @@ pub(crate) fn stream_endpoint(world: &World, port: u16) -> String {
         .unwrap_or_else(|| format!("127.0.0.1:{port}"))
 }
 
+/// `ws://` or `wss://` and `stream_endpoint`: what a StreamUrl starts with.
+pub(crate) fn stream_base(world: &World, port: u16) -> String {
+    let scheme = if world.stream_tls { "wss" } else { "ws" };
+    format!("{scheme}://{}", stream_endpoint(world, port))
+}
+
 /// The answer of StartSession and ResumeSession; the StreamUrl presigned
 /// when the world's data-channel policy says so.
 fn session_reply(world: &World, id: &str, token: &str, port: u16) -> Value {
-    let endpoint = stream_endpoint(world, port);
-    let url = format!("ws://{endpoint}/v1/data-channel/{id}?role=publish_subscribe");
+    let base = stream_base(world, port);
+    let url = format!("{base}/v1/data-channel/{id}?role=publish_subscribe");
     json!({
         "SessionId": id,
         "TokenValue": token,
