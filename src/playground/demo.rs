@@ -47,7 +47,11 @@ impl Demo {
             identity,
             activation_tier: setup.tier.into(),
             iam: setup.iam,
-            sagemaker: demo_studio(),
+            sagemaker: sm_ssh_integration::sagemaker::Seed {
+                notebook_instances: setup.notebooks,
+                notebook_lifecycle_configs: setup.lifecycle_configs,
+                ..demo_studio()
+            },
             ..Seed::default()
         };
         let fake = FakeAws::start(seed)
