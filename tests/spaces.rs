@@ -819,7 +819,10 @@ fn list_tags_shows_studios_owner_tag_and_add_tags_adds_to_it() {
                 listed
                     .tags()
                     .iter()
-                    .map(|t| (t.key().to_string(), t.value().unwrap_or_default().to_string()))
+                    .map(|t| {
+                        let (key, value) = (t.key().unwrap_or_default(), t.value().unwrap_or_default());
+                        (key.to_string(), value.to_string())
+                    })
                     .collect::<Vec<_>>()
             }
         };
@@ -834,7 +837,6 @@ fn list_tags_shows_studios_owner_tag_and_add_tags_adds_to_it() {
                 .key(key)
                 .value("ml")
                 .build()
-                .unwrap()
         };
         client
             .add_tags()

@@ -197,7 +197,7 @@ async fn space_tags(
         Ok(tags) => {
             let tags: Vec<(String, String)> = tags
                 .into_iter()
-                .map(|t| (t.key, t.value.unwrap_or_default()))
+                .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default()))
                 .collect();
             let note = (!tags.iter().any(|(k, _)| k == OWNER_TAG)).then(|| {
                 format!(
