@@ -3,11 +3,12 @@
 //! `ssm` (the space registers as a managed instance) and `ssmmessages` (the
 //! session's data channel), and Studio itself those for the SageMaker API
 //! and runtime (developer guide: "VPC only communication with the
-//! internet"). EC2 DescribeVpcEndpoints on the domain's VPC shows which
-//! exist; a NAT gateway can stand in for them, which this check cannot see.
+//! internet"), or a NAT gateway. Reading the endpoints takes EC2
+//! DescribeVpcEndpoints, which needs `aws-sdk-ec2`: not built in for its
+//! cost (docs/admin-guide.md, "Studio spaces"), so a VpcOnly domain WARNs
+//! with the command that lists them and the ones to create.
 
 use aws_config::SdkConfig;
-use aws_sdk_ec2::types::{Filter, VpcEndpoint};
 
 use super::report::Check;
 use super::Failure;
@@ -35,101 +36,30 @@ pub async fn check(sdk: &SdkConfig, sagemaker: &aws_sdk_sagemaker::Client, info:
     }
     let vpc = domain.vpc_id().unwrap_or_default();
     let region = sdk.region().map(|r| r.to_string()).unwrap_or_default();
-    let endpoints = match vpc_endpoints(sdk, vpc).await {
-        Ok(endpoints) => endpoints,
-        Err(failure) => return failure.skip(ID),
-    };
-    let verdicts: Vec<(String, Option<String>)> = SERVICES
+    let names: Vec<String> = SERVICES
         .iter()
-        .map(|service| {
-            let name = format!("com.amazonaws.{region}.{service}");
-            let problem = problem(&endpoints, &name);
-            (name, problem)
-        })
-        .collect();
-    let missing: Vec<&(String, Option<String>)> =
-        verdicts.iter().filter(|(_, p)| p.is_some()).collect();
-    if missing.is_empty() {
-        let names: Vec<&str> = verdicts.iter().map(|(n, _)| n.as_str()).collect();
-        return Check::pass(
-            ID,
-            format!(
-                "domain {} is VpcOnly; VPC {vpc} has available endpoints with private DNS for {}",
-                info.domain,
-                names.join(", ")
-            ),
-        );
-    }
-    let detail: Vec<String> = missing
-        .iter()
-        .map(|(name, problem)| format!("{name}: {}", problem.as_deref().unwrap_or_default()))
+        .map(|service| format!("com.amazonaws.{region}.{service}"))
         .collect();
     let subnets = domain.subnet_ids().join(" ");
-    let fixes: Vec<String> = missing
-        .iter()
-        .map(|(name, _)| {
-            format!(
-                "aws ec2 create-vpc-endpoint --region {region} --vpc-endpoint-type Interface --vpc-id {vpc} \
-                 --service-name {name} --subnet-ids {subnets} --private-dns-enabled"
-            )
-        })
-        .collect();
-    Check::fail(
+    let mut fix = vec![format!(
+        "list what VPC {vpc} has: aws ec2 describe-vpc-endpoints --region {region} --filters Name=vpc-id,Values={vpc} \
+         --query 'VpcEndpoints[].[ServiceName,State,PrivateDnsEnabled]'; create each one missing (available, private DNS on):"
+    )];
+    fix.extend(names.iter().map(|name| {
+        format!(
+            "aws ec2 create-vpc-endpoint --region {region} --vpc-endpoint-type Interface --vpc-id {vpc} \
+             --service-name {name} --subnet-ids {subnets} --private-dns-enabled"
+        )
+    }));
+    fix.push("(or route the subnets through a NAT gateway; the endpoints' security groups must let the domain's in on HTTPS)".into());
+    Check::warn(
         ID,
         format!(
-            "domain {} is VpcOnly and VPC {vpc} lacks what the space needs to reach AWS: {} \
-             (unless its subnets reach the internet through a NAT gateway)",
+            "domain {} is VpcOnly (VPC {vpc}): the space reaches AWS only through it, and needs \
+             interface endpoints for {} (not read: doctor does not call EC2)",
             info.domain,
-            detail.join("; ")
+            names.join(", ")
         ),
-        format!(
-            "{}\n(the endpoints' security groups must let the domain's security groups in on HTTPS)",
-            fixes.join("\n")
-        ),
+        fix.join("\n"),
     )
-}
-
-/// Every VPC endpoint of `vpc`, all pages.
-async fn vpc_endpoints(sdk: &SdkConfig, vpc: &str) -> Result<Vec<VpcEndpoint>, Failure> {
-    let ec2 = aws_sdk_ec2::Client::new(sdk);
-    let mut pages = ec2
-        .describe_vpc_endpoints()
-        .filters(Filter::builder().name("vpc-id").values(vpc).build())
-        .into_paginator()
-        .send();
-    let mut endpoints = Vec::new();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| Failure::from_sdk("ec2:DescribeVpcEndpoints", e))?;
-        endpoints.extend(page.vpc_endpoints().iter().cloned());
-    }
-    Ok(endpoints)
-}
-
-/// Why the endpoints do not serve `service`; `None` when one does.
-fn problem(endpoints: &[VpcEndpoint], service: &str) -> Option<String> {
-    let found: Vec<&VpcEndpoint> = endpoints
-        .iter()
-        .filter(|e| e.service_name() == Some(service))
-        .collect();
-    if found.is_empty() {
-        return Some("no endpoint".into());
-    }
-    let usable = |e: &&VpcEndpoint| {
-        e.state().is_some_and(|s| s.as_str().eq_ignore_ascii_case("available"))
-            && e.private_dns_enabled() == Some(true)
-    };
-    if found.iter().any(usable) {
-        return None;
-    }
-    let endpoint = found[0];
-    Some(format!(
-        "endpoint {} is {}{}",
-        endpoint.vpc_endpoint_id().unwrap_or("-"),
-        endpoint.state().map(|s| s.as_str()).unwrap_or("in an unknown state"),
-        if endpoint.private_dns_enabled() == Some(true) {
-            ""
-        } else {
-            " with private DNS off (the space's agent uses the default host names)"
-        }
-    ))
 }
