@@ -18,8 +18,8 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::credentials::{expiring_profile, use_expiring_profile};
 use common::{seed_with, Env};
-use sm_ssh_integration::server::MINT_PATH;
 use sm_ssh_integration::world::{Faults, Instance, Pacing};
 use tokio::net::TcpListener;
 
@@ -132,52 +132,10 @@ fn proxy_command(env: &Env) -> Command {
 
 // ------------------------------------------------------------ credentials --
 
-/// A profile whose `credential_process` fetches keys valid for `seconds`
-/// from the fake while the file `allow` exists, and fails ("log in again")
-/// once it is gone. Returns the `allow` file.
-fn expiring_profile(env: &Env, seconds: u64) -> PathBuf {
-    let dir = env.home().join("creds");
-    std::fs::create_dir_all(&dir).unwrap();
-    let allow = dir.join("allow");
-    std::fs::write(&allow, "").unwrap();
-    let port = env.fake.addr().port();
-    let script = dir.join("credentials.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/usr/bin/env bash\n\
-             [ -e '{allow}' ] || {{ echo 'the SSO session has expired' >&2; exit 1; }}\n\
-             exec 3<>/dev/tcp/127.0.0.1/{port}\n\
-             printf 'POST {MINT_PATH}?seconds={seconds} HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n\
-             Content-Length: 0\\r\\nConnection: close\\r\\n\\r\\n' >&3\n\
-             sed '1,/^\\r$/d' <&3\n",
-            allow = allow.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(
-        dir.join("config"),
-        format!(
-            "[profile expiring]\ncredential_process = {}\n",
-            script.display()
-        ),
-    )
-    .unwrap();
-    allow
-}
-
 /// `sm-ssh proxy` with the expiring profile and no static keys.
 fn expiring_command(env: &Env) -> Command {
-    let dir = env.home().join("creds");
     let mut command = proxy_command(env);
-    command
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env("AWS_PROFILE", "expiring")
-        .env("AWS_CONFIG_FILE", dir.join("config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("none"));
+    use_expiring_profile(env, &mut command);
     command
 }
 

@@ -3,14 +3,16 @@
 //!
 //! ```sh
 //! cargo test -p sm-ssh --test load -- --ignored --nocapture fifty
-//! SM_SSH_SOAK_SECONDS=600 cargo test -p sm-ssh --test load -- --ignored --nocapture soak
+//! SM_SSH_SOAK_SECONDS=1800 cargo test -p sm-ssh --test load -- --ignored --nocapture soak
 //! ```
 //!
 //! `fifty…`: 50 OpenSSH clients at once, each through its own `sm-ssh proxy`
 //! process (run under GNU time for its peak RSS and CPU) against one fake,
 //! each sending 1 MiB up while receiving 1 MiB down; all bytes checked.
 //! `soak`: interactive sessions echoing a line every 100 ms across the fake's
-//! `1000 Bye` every 60 s, sampling each proxy's RSS and open descriptors.
+//! `1000 Bye` every 60 s, with credentials from a `credential_process` that
+//! expire every `SM_SSH_SOAK_CREDENTIAL_SECONDS` (300), sampling each proxy's
+//! RSS and open descriptors and counting the credentials minted.
 
 mod common;
 
@@ -20,6 +22,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::credentials::{expiring_profile, use_expiring_profile};
 use common::pseudo_random;
 use common::ssh::{hex_sha256, quoted, SshWorld};
 use common::{seed_with, Env};
@@ -181,6 +184,7 @@ fn proxy_of(pid: u32) -> Option<u32> {
 fn soak() {
     let seconds = env_number("SM_SSH_SOAK_SECONDS", 600);
     let sessions = env_number("SM_SSH_SOAK_SESSIONS", 4) as usize;
+    let lifetime = env_number("SM_SSH_SOAK_CREDENTIAL_SECONDS", 300);
     let mut seed = seed_with(vec![]);
     // The hourly `1000 Bye`, every minute.
     seed.faults = Faults {
@@ -188,11 +192,12 @@ fn soak() {
         ..Faults::default()
     };
     let world = SshWorld::start(Env::start(seed), INSTANCE, JOB);
+    expiring_profile(&world.env, lifetime);
     let mut children: Vec<_> = (0..sessions)
         .map(|_| {
-            world
-                .ssh("cat")
-                .stdin(Stdio::piped())
+            let mut ssh = world.ssh("cat");
+            use_expiring_profile(&world.env, &mut ssh);
+            ssh.stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()
@@ -211,7 +216,7 @@ fn soak() {
     let started = Instant::now();
     let mut next_sample = started;
     let mut echoed = 0u64;
-    println!("elapsed_s session rss_kib fds echoed_lines resumes");
+    println!("elapsed_s session rss_kib fds echoed_lines resumes credentials_minted");
     while started.elapsed() < Duration::from_secs(seconds) {
         for (n, (stdin, stdout)) in lines.iter_mut().enumerate() {
             let line = format!("session {n} line {echoed} {}\n", "x".repeat(64));
@@ -229,9 +234,10 @@ fn soak() {
                 let proxy = proxy_of(child.id()).and_then(sample);
                 if let Some((rss, fds)) = proxy {
                     println!(
-                        "{:.0} {n} {rss} {fds} {echoed} {}",
+                        "{:.0} {n} {rss} {fds} {echoed} {} {}",
                         started.elapsed().as_secs_f64(),
-                        world.resumes()
+                        world.resumes(),
+                        minted(&world)
                     );
                 }
             }
@@ -243,7 +249,23 @@ fn soak() {
         assert!(child.wait().unwrap().success(), "an ssh session failed");
     }
     println!(
-        "{echoed} lines echoed per session, {} resumes",
-        world.resumes()
+        "{echoed} lines echoed per session, {} resumes, {} credentials minted",
+        world.resumes(),
+        minted(&world)
     );
+    assert!(
+        seconds < 2 * lifetime || minted(&world) >= 2,
+        "the credentials were never refreshed"
+    );
+}
+
+/// How many credentials the fake has minted (the first and each refresh).
+fn minted(world: &SshWorld) -> usize {
+    let fake = world.env.fake.world();
+    let world = fake.lock().unwrap();
+    world
+        .credentials
+        .values()
+        .filter(|c| c.expires.is_some())
+        .count()
 }

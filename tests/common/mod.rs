@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
+pub mod credentials;
 pub mod ssh;
 
 use sm_ssh_integration::server::FakeAws;
