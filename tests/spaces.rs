@@ -437,9 +437,9 @@ fn doctor_case(case: Case) -> Vec<(String, String)> {
             .behavior_version(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(REGION))
             .endpoint_url(endpoint)
-            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
-                test_credentials(),
-            ))
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(test_credentials()),
+            )
             .build()
     };
     let sdk = config(moto.endpoint());
@@ -523,7 +523,12 @@ fn doctor_case(case: Case) -> Vec<(String, String)> {
         .map(|c| {
             (
                 c["id"].as_str().unwrap().to_string(),
-                format!("{} {} fix: {}", c["status"].as_str().unwrap(), c["detail"], c["fix"]),
+                format!(
+                    "{} {} fix: {}",
+                    c["status"].as_str().unwrap(),
+                    c["detail"],
+                    c["fix"]
+                ),
             )
         })
         .collect()
@@ -612,7 +617,9 @@ fn doctor_checks_the_image_release() {
     });
     let image = status_of(&checks, "space-image");
     assert!(
-        image.starts_with("fail") && image.contains("2.6.1") && image.contains("SageMakerImageVersionAlias"),
+        image.starts_with("fail")
+            && image.contains("2.6.1")
+            && image.contains("SageMakerImageVersionAlias"),
         "{image}"
     );
 
@@ -668,7 +675,9 @@ fn role_callers_get_the_profile_tag_policy_and_doctor_checks_it() {
 fn team_policies_match_the_spaces_own_tags() {
     let team = space_policy(&["--team-tag", "team"]);
     let tagged = Space {
-        tags: [("team".to_string(), "ml".to_string())].into_iter().collect(),
+        tags: [("team".to_string(), "ml".to_string())]
+            .into_iter()
+            .collect(),
         ..space("demo")
     };
     let case = |spaces| Case {
@@ -689,7 +698,13 @@ fn team_policies_match_the_spaces_own_tags() {
 
 #[test]
 fn list_tags_shows_studios_owner_tag_and_add_tags_adds_to_it() {
-    let world = start(vec![space("demo"), Space { owner: String::new(), ..space("shared") }]);
+    let world = start(vec![
+        space("demo"),
+        Space {
+            owner: String::new(),
+            ..space("shared")
+        },
+    ]);
     let client = aws_sdk_sagemaker::Client::from_conf(
         aws_sdk_sagemaker::config::Builder::new()
             .behavior_version(aws_sdk_sagemaker::config::BehaviorVersion::latest())
@@ -702,12 +717,18 @@ fn list_tags_shows_studios_owner_tag_and_add_tags_adds_to_it() {
         let tags = |arn: String| {
             let client = client.clone();
             async move {
-                let listed = client.list_tags().resource_arn(arn).send().await.expect("ListTags");
+                let listed = client
+                    .list_tags()
+                    .resource_arn(arn)
+                    .send()
+                    .await
+                    .expect("ListTags");
                 listed
                     .tags()
                     .iter()
                     .map(|t| {
-                        let (key, value) = (t.key().unwrap_or_default(), t.value().unwrap_or_default());
+                        let (key, value) =
+                            (t.key().unwrap_or_default(), t.value().unwrap_or_default());
                         (key.to_string(), value.to_string())
                     })
                     .collect::<Vec<_>>()
@@ -718,7 +739,10 @@ fn list_tags_shows_studios_owner_tag_and_add_tags_adds_to_it() {
             format!("arn:aws:sagemaker:{REGION}:{ACCOUNT}:user-profile/{DOMAIN}/alice"),
         );
         assert!(tags(arn("demo")).await.contains(&owner));
-        assert!(tags(arn("shared")).await.is_empty(), "a shared space has no owner tag");
+        assert!(
+            tags(arn("shared")).await.is_empty(),
+            "a shared space has no owner tag"
+        );
         let tag = |key: &str| {
             aws_sdk_sagemaker::types::Tag::builder()
                 .key(key)
@@ -733,7 +757,10 @@ fn list_tags_shows_studios_owner_tag_and_add_tags_adds_to_it() {
             .await
             .expect("AddTags");
         let now = tags(arn("demo")).await;
-        assert!(now.contains(&owner) && now.contains(&("team".into(), "ml".into())), "{now:?}");
+        assert!(
+            now.contains(&owner) && now.contains(&("team".into(), "ml".into())),
+            "{now:?}"
+        );
         let reserved = client
             .add_tags()
             .resource_arn(arn("demo"))
@@ -871,7 +898,11 @@ fn killing_forward_to_a_space_stops_its_ssh_at_once() {
             .port();
         let forward = common::start_forward(
             &world.env,
-            &[HOST, "-L", &format!("{local_port}:127.0.0.1:{service_port}")],
+            &[
+                HOST,
+                "-L",
+                &format!("{local_port}:127.0.0.1:{service_port}"),
+            ],
             1,
         );
         assert_eq!(echo_through(local_port), b"echo:ping", "{signal}");

@@ -115,7 +115,9 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         } => {
             use crate::policy::space::{client, Owner};
             let profile_tag = checked_tag(profile_tag, "--profile-tag")?;
-            let owner = profile_tag.as_deref().map_or(Owner::Username, Owner::PrincipalTag);
+            let owner = profile_tag
+                .as_deref()
+                .map_or(Owner::Username, Owner::PrincipalTag);
             client(&user_scope(account, team_tag, global).await?, owner)
         }
     };

@@ -60,7 +60,9 @@ pub async fn check(sdk: &SdkConfig, region: &str) -> Check {
     // Without the jobs a PASS cannot be given, but the notebooks' gaps stand.
     let jobs_unread = add_jobs(&sagemaker, &mut roles).await.err();
     let unread_note = |failure: &Failure| match failure {
-        Failure::Denied(permission) => format!("running training jobs not checked: {permission} is denied"),
+        Failure::Denied(permission) => {
+            format!("running training jobs not checked: {permission} is denied")
+        }
         Failure::NotFound(message) | Failure::Other(message) => {
             format!("running training jobs not checked: {message}")
         }

@@ -14,8 +14,8 @@ use super::role::Evaluation;
 use super::{iam, simulate, Failure, Options};
 use crate::path::space::{self, SpaceInfo, TOO_SMALL};
 use crate::policy::documents::{self, Expect, Requirement, Scope};
-use crate::policy::space::OWNER_TAG;
 use crate::policy::eval::Request;
+use crate::policy::space::OWNER_TAG;
 use crate::target::Target;
 
 pub async fn checks(sdk: &SdkConfig, me: &Me, name: &str, options: &Options) -> Vec<Check> {
@@ -215,7 +215,9 @@ async fn space_tags(
             };
             (
                 vec![(OWNER_TAG.to_string(), owner_profile)],
-                Some(format!("{why}: assumed Studio's {OWNER_TAG} tag for the owner")),
+                Some(format!(
+                    "{why}: assumed Studio's {OWNER_TAG} tag for the owner"
+                )),
             )
         }
     }

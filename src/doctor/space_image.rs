@@ -34,7 +34,9 @@ fn classify(arn: &str) -> Image<'_> {
         (Some("image"), Some(name), None) if name.starts_with("sagemaker-distribution") => {
             Image::Distribution(None)
         }
-        (Some("image-version"), Some(name), version) if name.starts_with("sagemaker-distribution") => {
+        (Some("image-version"), Some(name), version)
+            if name.starts_with("sagemaker-distribution") =>
+        {
             Image::Distribution(version)
         }
         _ => Image::Custom,
@@ -143,12 +145,17 @@ mod tests {
         assert_eq!(status(SMD, Some("2.7.0")), Status::Pass);
         assert_eq!(status(SMD, Some("2.6.1")), Status::Fail);
         assert_eq!(status(SMD, None), Status::Pass);
-        let numbered = "arn:aws:sagemaker:us-east-1:081325390199:image-version/sagemaker-distribution-gpu/30";
+        let numbered =
+            "arn:aws:sagemaker:us-east-1:081325390199:image-version/sagemaker-distribution-gpu/30";
         assert_eq!(status(numbered, None), Status::Warn);
         let custom = "arn:aws:sagemaker:us-east-1:123456789012:image/my-team-image";
         let verdict = check(&info(custom, None));
         assert_eq!(verdict.status, Status::Warn);
-        assert!(verdict.detail.contains("curl or wget, unzip, tar and gzip"), "{}", verdict.detail);
+        assert!(
+            verdict.detail.contains("curl or wget, unzip, tar and gzip"),
+            "{}",
+            verdict.detail
+        );
         assert_eq!(status("", None), Status::Warn);
     }
 }

@@ -19,8 +19,17 @@ const ID: &str = "space-network";
 /// The endpoint services a VpcOnly space needs, after `com.amazonaws.<region>.`.
 pub const SERVICES: [&str; 4] = ["ssm", "ssmmessages", "sagemaker.api", "sagemaker.runtime"];
 
-pub async fn check(sdk: &SdkConfig, sagemaker: &aws_sdk_sagemaker::Client, info: &SpaceInfo) -> Check {
-    let domain = match sagemaker.describe_domain().domain_id(&info.domain).send().await {
+pub async fn check(
+    sdk: &SdkConfig,
+    sagemaker: &aws_sdk_sagemaker::Client,
+    info: &SpaceInfo,
+) -> Check {
+    let domain = match sagemaker
+        .describe_domain()
+        .domain_id(&info.domain)
+        .send()
+        .await
+    {
         Ok(domain) => domain,
         Err(error) => return Failure::from_sdk("sagemaker:DescribeDomain", error).skip(ID),
     };
@@ -31,7 +40,10 @@ pub async fn check(sdk: &SdkConfig, sagemaker: &aws_sdk_sagemaker::Client, info:
     if access != "VpcOnly" {
         return Check::pass(
             ID,
-            format!("domain {} reaches SSM over the internet ({access})", info.domain),
+            format!(
+                "domain {} reaches SSM over the internet ({access})",
+                info.domain
+            ),
         );
     }
     let vpc = domain.vpc_id().unwrap_or_default();

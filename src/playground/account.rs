@@ -155,7 +155,9 @@ pub fn setup(broken: Option<Broken>) -> Setup {
                 .expect("the trust policy lists statements")
                 .retain(|s| s["Principal"]["Service"] != "ssm.amazonaws.com");
         }
-        Some(Broken::RolePolicy) => execution.policies = Policies::default(),
+        Some(Broken::RolePolicy) => {
+            execution.policies.inline.remove(SERVER_POLICY_NAME);
+        }
         Some(Broken::ClientPolicy) => developer.policies = Policies::default(),
         Some(Broken::ExplicitDeny) => {
             developer.policies.inline.insert(

@@ -449,7 +449,9 @@ pub(crate) async fn handle(state: &AppState, operation: &str, body: &[u8]) -> Re
         "DescribeTrainingJob" => jobs::describe(state, body),
         "DescribeNotebookInstance" => notebooks::describe(state, body),
         "ListNotebookInstances" => notebooks::list(state, body),
-        "DescribeNotebookInstanceLifecycleConfig" => notebooks::describe_lifecycle_config(state, body),
+        "DescribeNotebookInstanceLifecycleConfig" => {
+            notebooks::describe_lifecycle_config(state, body)
+        }
         other => Err(ApiError::new(
             "UnknownOperationException",
             format!("the fake SageMaker does not implement {other}"),

@@ -74,7 +74,11 @@ pub(super) fn list(state: &AppState, body: &[u8]) -> ApiResult {
             .sagemaker
             .notebook_instances
             .iter()
-            .filter(|n| req.name_contains.as_ref().is_none_or(|c| n.name.contains(c.as_str())))
+            .filter(|n| {
+                req.name_contains
+                    .as_ref()
+                    .is_none_or(|c| n.name.contains(c.as_str()))
+            })
             .filter(|n| req.status_equals.as_ref().is_none_or(|s| *s == n.status))
             .collect();
         notebooks.sort_by(|a, b| a.name.cmp(&b.name));
@@ -125,7 +129,11 @@ pub(super) fn describe_lifecycle_config(state: &AppState, body: &[u8]) -> ApiRes
         name.to_ascii_lowercase()
     );
     let result = (|| {
-        check_action(&world, "sagemaker:DescribeNotebookInstanceLifecycleConfig", &arn)?;
+        check_action(
+            &world,
+            "sagemaker:DescribeNotebookInstanceLifecycleConfig",
+            &arn,
+        )?;
         let config = world
             .sagemaker
             .notebook_lifecycle_configs
