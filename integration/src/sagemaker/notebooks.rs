@@ -85,12 +85,6 @@ pub(super) fn list(state: &AppState, body: &[u8]) -> ApiResult {
         if req.sort_order.as_deref() != Some("Ascending") {
             notebooks.reverse();
         }
-        let start: usize = match &req.next_token {
-            Some(token) => token
-                .parse()
-                .map_err(|_| ApiError::validation(format!("Invalid pagination token {token}")))?,
-            None => 0,
-        };
         let page = req.max_results.unwrap_or(DEFAULT_PAGE);
         if !(1..=MAX_PAGE).contains(&page) {
             return Err(ApiError::validation(format!(
@@ -98,16 +92,8 @@ pub(super) fn list(state: &AppState, body: &[u8]) -> ApiResult {
                  constraint: Member must have value between 1 and {MAX_PAGE}"
             )));
         }
-        let end = (start + page).min(notebooks.len());
-        let items: Vec<Value> = notebooks[start.min(end)..end]
-            .iter()
-            .map(|n| summary(&world, n))
-            .collect();
-        let mut answer = json!({ "NotebookInstances": items });
-        if end < notebooks.len() {
-            answer["NextToken"] = json!(end.to_string());
-        }
-        Ok(answer)
+        let items: Vec<Value> = notebooks.iter().map(|n| summary(&world, n)).collect();
+        super::page(items, req.next_token.as_deref(), page, "NotebookInstances")
     })();
     recorded(
         &mut world,

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::domains::domain_arn;
-use super::{not_found, space_arn, Space};
+use super::{not_found, page, space_arn, Space};
 use crate::server::AppState;
 use crate::ssm::{check_action, input, recorded, ApiError, ApiResult, Event};
 use crate::world::World;
@@ -81,23 +81,12 @@ pub(super) fn list(state: &AppState, body: &[u8]) -> ApiResult {
         check_action(&world, "sagemaker:ListTags", &req.resource_arn)?;
         let index = space_index(&world, &req.resource_arn)?;
         let tags = tags_of(&world, &world.sagemaker.spaces[index]);
-        let start: usize = match &req.next_token {
-            Some(token) => token
-                .parse()
-                .map_err(|_| ApiError::validation(format!("Invalid NextToken {token}")))?,
-            None => 0,
-        };
-        let page = req.max_results.unwrap_or(PAGE).clamp(1, PAGE);
-        let end = (start + page).min(tags.len());
-        let items: Vec<Value> = tags[start.min(end)..end]
+        let size = req.max_results.unwrap_or(PAGE).clamp(1, PAGE);
+        let items: Vec<Value> = tags
             .iter()
             .map(|(key, value)| json!({ "Key": key, "Value": value }))
             .collect();
-        let mut answer = json!({ "Tags": items });
-        if end < tags.len() {
-            answer["NextToken"] = json!(end.to_string());
-        }
-        Ok(answer)
+        page(items, req.next_token.as_deref(), size, "Tags")
     })();
     recorded(
         &mut world,
