@@ -482,14 +482,19 @@ fn doctor_in_the_playground_passes_every_check() {
 
     let checks = doctor(&serving, home.path(), &["--role", EXECUTION_ROLE]);
     for (id, status, detail) in &checks {
-        // --role names no job, notebook or domain, so no network to check;
-        // attribution reads SageMaker, which the fake does not serve yet.
-        let expected = if id == "network" || id == "attribution" {
-            "skip"
-        } else {
-            "pass"
-        };
+        // --role names no job, notebook or domain, so no network to check.
+        let expected = if id == "network" { "skip" } else { "pass" };
+        if id == "attribution" && fake_lacks_list_training_jobs(detail) {
+            assert_eq!(status, "skip", "{id}: {detail}");
+            continue;
+        }
         assert_eq!(status, expected, "{id}: {detail}");
+        if id == "attribution" {
+            // The playground's notebooks share the role, which assumes itself.
+            for notebook in ["demo-notebook-a", "demo-notebook-b"] {
+                assert!(detail.contains(notebook), "{detail}");
+            }
+        }
         if id.ends_with("-policy") {
             assert!(
                 detail.contains("confirmed by SimulatePrincipalPolicy"),
@@ -521,9 +526,17 @@ fn doctor_in_the_playground_passes_every_check() {
         "role-policy",
         "client-policy",
         "managed-instances",
+        "attribution",
     ] {
         assert!(ids.contains(&id), "no {id} in {ids:?}");
     }
+}
+
+/// Until the fake serves ListTrainingJobs (the `jobs` branch, issue 13), the
+/// attribution check cannot tell that no running job shares the role and
+/// skips, saying so; once it does, this is never true.
+fn fake_lacks_list_training_jobs(detail: &str) -> bool {
+    detail.contains("does not implement ListTrainingJobs")
 }
 
 #[test]
@@ -542,6 +555,7 @@ fn each_broken_account_fails_exactly_its_check_with_a_fix() {
         ("client-policy", "client-policy"),
         ("explicit-deny", "client-policy"),
         ("group-policy", "client-policy"),
+        ("shared-role", "attribution"),
     ];
     let sections: Vec<&str> = stdout
         .split("# sm-ssh playground --broken ")
@@ -551,12 +565,23 @@ fn each_broken_account_fails_exactly_its_check_with_a_fix() {
     for (section, (kind, check)) in sections.iter().zip(expected) {
         assert!(section.starts_with(kind), "{section}");
         let lines: Vec<&str> = section.lines().collect();
+        // Attribution gaps warn (SSH works, CloudTrail cannot tell who): no
+        // FAIL then, and one WARN for it besides the fresh machine's ssh-config.
+        let label = if check == "attribution" {
+            "WARN"
+        } else {
+            "FAIL"
+        };
         let fails: Vec<usize> = (0..lines.len())
-            .filter(|&i| lines[i].starts_with("FAIL  "))
+            .filter(|&i| lines[i].starts_with(&format!("{label}  ")))
+            .filter(|&i| label == "FAIL" || !lines[i].starts_with("WARN  ssh-config"))
             .collect();
         assert_eq!(fails.len(), 1, "{kind}: {section}");
+        if label == "WARN" {
+            assert!(!section.contains("\nFAIL  "), "{kind}: {section}");
+        }
         assert!(
-            lines[fails[0]].starts_with(&format!("FAIL  {check}")),
+            lines[fails[0]].starts_with(&format!("{label}  {check}")),
             "{kind}: {section}"
         );
         assert!(

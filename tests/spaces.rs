@@ -391,55 +391,128 @@ fn a_lost_websocket_resumes_and_ends_cleanly_when_the_session_cannot_be_resumed(
     assert!(stderr.contains("its session cannot be resumed"), "{stderr}");
 }
 
-/// `sm-ssh doctor --space <name> --json` with IAM on moto (the caller is the
-/// IAM user alice with `policy` attached) and SageMaker on the fake: each
-/// space check's status.
+/// The caller of a doctor run: an IAM user, or a session of a role with tags.
+enum Caller {
+    User,
+    Role(Vec<(&'static str, &'static str)>),
+}
+
+/// The domain's network in a doctor run.
+enum Network {
+    Public,
+    VpcOnly,
+}
+
+struct Case<'a> {
+    spaces: Vec<Space>,
+    network: Network,
+    caller: Caller,
+    policy: &'a str,
+    args: &'a [&'a str],
+}
+
+/// `sm-ssh doctor --space <name> --json` with IAM on moto (the
+/// caller, with `policy` attached) and SageMaker on the fake: each space
+/// check's status and detail.
 fn doctor_space(spaces: Vec<Space>, vpc_only: bool, policy: &str) -> Vec<(String, String)> {
+    doctor_case(Case {
+        spaces,
+        network: if vpc_only {
+            Network::VpcOnly
+        } else {
+            Network::Public
+        },
+        caller: Caller::User,
+        policy,
+        args: &[],
+    })
+}
+
+fn doctor_case(case: Case) -> Vec<(String, String)> {
     use sm_ssh_integration::world::Identity;
     let moto = sm_ssh_integration::moto::MotoServer::start().expect("moto starts");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = |endpoint: String| {
+        aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(REGION))
+            .endpoint_url(endpoint)
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(test_credentials()),
+            )
+            .build()
+    };
+    let sdk = config(moto.endpoint());
     let mut seed = seed_with(vec![]);
-    seed.identity = Identity {
-        account: ACCOUNT.into(),
-        arn: format!("arn:aws:iam::{ACCOUNT}:user/alice"),
-        user_id: "AIDAEXAMPLEALICE".into(),
+    let iam = aws_sdk_iam::Client::new(&sdk);
+    seed.identity = match &case.caller {
+        Caller::User => Identity {
+            account: ACCOUNT.into(),
+            arn: format!("arn:aws:iam::{ACCOUNT}:user/alice"),
+            user_id: "AIDAEXAMPLEALICE".into(),
+        },
+        Caller::Role(_) => Identity {
+            account: ACCOUNT.into(),
+            arn: format!("arn:aws:sts::{ACCOUNT}:assumed-role/SpaceUser/alice"),
+            user_id: "AROAEXAMPLESPACEUSER:alice".into(),
+        },
     };
     seed.sagemaker.domains = vec![Domain {
         id: DOMAIN.into(),
-        app_network_access_type: if vpc_only {
-            "VpcOnly"
-        } else {
-            "PublicInternetOnly"
+        app_network_access_type: match case.network {
+            Network::Public => "PublicInternetOnly",
+            Network::VpcOnly => "VpcOnly",
         }
         .into(),
         ..Domain::default()
     }];
-    seed.sagemaker.spaces = spaces;
+    seed.sagemaker.spaces = case.spaces;
     let mut env = Env::start(seed);
     env.extra_env
         .push(("AWS_ENDPOINT_URL_IAM".into(), moto.endpoint()));
-    let iam = aws_sdk_iam::Client::from_conf(
-        aws_sdk_iam::config::Builder::new()
-            .behavior_version(aws_sdk_iam::config::BehaviorVersion::latest())
-            .region(aws_sdk_iam::config::Region::new(REGION))
-            .endpoint_url(moto.endpoint())
-            .credentials_provider(test_credentials())
-            .build(),
-    );
-    env.runtime().block_on(async {
-        iam.create_user()
-            .user_name("alice")
-            .send()
-            .await
-            .expect("user");
-        iam.put_user_policy()
-            .user_name("alice")
-            .policy_name("spaces")
-            .policy_document(policy)
-            .send()
-            .await
-            .expect("policy");
+    runtime.block_on(async {
+        match &case.caller {
+            Caller::User => {
+                iam.create_user().user_name("alice").send().await.expect("user");
+                iam.put_user_policy()
+                    .user_name("alice")
+                    .policy_name("spaces")
+                    .policy_document(case.policy)
+                    .send()
+                    .await
+                    .expect("policy");
+            }
+            Caller::Role(tags) => {
+                let trust = format!(
+                    r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{ACCOUNT}:root"}},"Action":"sts:AssumeRole"}}]}}"#
+                );
+                let mut create = iam
+                    .create_role()
+                    .role_name("SpaceUser")
+                    .assume_role_policy_document(trust);
+                for (key, value) in tags {
+                    create = create.tags(
+                        aws_sdk_iam::types::Tag::builder()
+                            .key(*key)
+                            .value(*value)
+                            .build()
+                            .unwrap(),
+                    );
+                }
+                create.send().await.expect("role");
+                iam.put_role_policy()
+                    .role_name("SpaceUser")
+                    .policy_name("spaces")
+                    .policy_document(case.policy)
+                    .send()
+                    .await
+                    .expect("policy");
+            }
+        }
     });
-    let output = env.run(["doctor", "--space", HOST, "--json"]);
+    let mut args = vec!["doctor", "--space", HOST, "--json"];
+    args.extend(case.args);
+    let output = env.run(args);
     let report: serde_json::Value =
         serde_json::from_slice(&output.stdout).expect("doctor prints JSON");
     report["checks"]
@@ -450,7 +523,12 @@ fn doctor_space(spaces: Vec<Space>, vpc_only: bool, policy: &str) -> Vec<(String
         .map(|c| {
             (
                 c["id"].as_str().unwrap().to_string(),
-                format!("{} {}", c["status"].as_str().unwrap(), c["detail"]),
+                format!(
+                    "{} {} fix: {}",
+                    c["status"].as_str().unwrap(),
+                    c["detail"],
+                    c["fix"]
+                ),
             )
         })
         .collect()
@@ -501,15 +579,200 @@ fn doctor_checks_a_space_and_the_policy_sm_ssh_prints() {
         status_of(&checks, "space-instance-type").starts_with("fail"),
         "{checks:?}"
     );
+    let network = status_of(&checks, "space-network");
     assert!(
-        status_of(&checks, "space-network").starts_with("warn"),
-        "{checks:?}"
+        network.starts_with("warn")
+            && network.contains(&format!("com.amazonaws.{REGION}.ssmmessages"))
+            && network.contains("describe-vpc-endpoints"),
+        "{network}"
     );
     let start = status_of(&checks, "space-start-session");
     assert!(
         start.starts_with("warn") && start.contains("any space"),
         "{start}"
     );
+}
+
+/// `sm-ssh policy space <args>` for this account.
+fn space_policy(args: &[&str]) -> String {
+    let env = Env::start(seed_with(vec![]));
+    let mut all = vec!["policy", "space", "--account", ACCOUNT];
+    all.extend(args);
+    assert_exit(&env.run(all), 0).0
+}
+
+#[test]
+fn doctor_checks_the_image_release() {
+    let policy = space_policy(&[]);
+    let old = Space {
+        image_version_alias: "2.6.1".into(),
+        ..space("demo")
+    };
+    let checks = doctor_case(Case {
+        spaces: vec![old],
+        network: Network::Public,
+        caller: Caller::User,
+        policy: &policy,
+        args: &[],
+    });
+    let image = status_of(&checks, "space-image");
+    assert!(
+        image.starts_with("fail")
+            && image.contains("2.6.1")
+            && image.contains("SageMakerImageVersionAlias"),
+        "{image}"
+    );
+
+    let custom = Space {
+        image_arn: format!("arn:aws:sagemaker:{REGION}:{ACCOUNT}:image/team-image"),
+        image_version_alias: String::new(),
+        ..space("demo")
+    };
+    let checks = doctor_case(Case {
+        spaces: vec![custom],
+        network: Network::Public,
+        caller: Caller::User,
+        policy: &policy,
+        args: &[],
+    });
+    let image = status_of(&checks, "space-image");
+    assert!(
+        image.starts_with("warn") && image.contains("curl or wget, unzip, tar and gzip"),
+        "{image}"
+    );
+}
+
+#[test]
+fn role_callers_get_the_profile_tag_policy_and_doctor_checks_it() {
+    let by_tag = space_policy(&["--profile-tag", "UserProfile"]);
+    // The role session's UserProfile tag names the space's owner (alice).
+    let checks = doctor_case(Case {
+        spaces: vec![space("demo")],
+        network: Network::Public,
+        caller: Caller::Role(vec![("UserProfile", "alice")]),
+        policy: &by_tag,
+        args: &[],
+    });
+    let start = status_of(&checks, "space-start-session");
+    assert!(start.starts_with("pass"), "{start}");
+
+    // Named for someone else: not their space. The fix names the role variant.
+    let checks = doctor_case(Case {
+        spaces: vec![space("demo")],
+        network: Network::Public,
+        caller: Caller::Role(vec![("UserProfile", "bob")]),
+        policy: &by_tag,
+        args: &[],
+    });
+    let start = status_of(&checks, "space-start-session");
+    assert!(
+        start.starts_with("fail") && start.contains("--profile-tag UserProfile"),
+        "{start}"
+    );
+}
+
+#[test]
+fn team_policies_match_the_spaces_own_tags() {
+    let team = space_policy(&["--team-tag", "team"]);
+    let tagged = Space {
+        tags: [("team".to_string(), "ml".to_string())]
+            .into_iter()
+            .collect(),
+        ..space("demo")
+    };
+    let case = |spaces| Case {
+        spaces,
+        network: Network::Public,
+        caller: Caller::Role(vec![("team", "ml")]),
+        policy: &team,
+        args: &["--team-tag", "team"],
+    };
+    let checks = doctor_case(case(vec![tagged]));
+    let start = status_of(&checks, "space-start-session");
+    assert!(start.starts_with("pass"), "{start}");
+    // The same space without the team's tag (ListTags shows Studio's only).
+    let checks = doctor_case(case(vec![space("demo")]));
+    let start = status_of(&checks, "space-start-session");
+    assert!(start.starts_with("fail"), "{start}");
+}
+
+#[test]
+fn list_tags_shows_studios_owner_tag_and_add_tags_adds_to_it() {
+    let world = start(vec![
+        space("demo"),
+        Space {
+            owner: String::new(),
+            ..space("shared")
+        },
+    ]);
+    let client = aws_sdk_sagemaker::Client::from_conf(
+        aws_sdk_sagemaker::config::Builder::new()
+            .behavior_version(aws_sdk_sagemaker::config::BehaviorVersion::latest())
+            .region(aws_sdk_sagemaker::config::Region::new(REGION))
+            .endpoint_url(world.env.fake.endpoint())
+            .credentials_provider(test_credentials())
+            .build(),
+    );
+    world.env.runtime().block_on(async {
+        let tags = |arn: String| {
+            let client = client.clone();
+            async move {
+                let listed = client
+                    .list_tags()
+                    .resource_arn(arn)
+                    .send()
+                    .await
+                    .expect("ListTags");
+                listed
+                    .tags()
+                    .iter()
+                    .map(|t| {
+                        let (key, value) =
+                            (t.key().unwrap_or_default(), t.value().unwrap_or_default());
+                        (key.to_string(), value.to_string())
+                    })
+                    .collect::<Vec<_>>()
+            }
+        };
+        let owner = (
+            "sagemaker:user-profile-arn".to_string(),
+            format!("arn:aws:sagemaker:{REGION}:{ACCOUNT}:user-profile/{DOMAIN}/alice"),
+        );
+        assert!(tags(arn("demo")).await.contains(&owner));
+        assert!(
+            tags(arn("shared")).await.is_empty(),
+            "a shared space has no owner tag"
+        );
+        let tag = |key: &str| {
+            aws_sdk_sagemaker::types::Tag::builder()
+                .key(key)
+                .value("ml")
+                .build()
+        };
+        client
+            .add_tags()
+            .resource_arn(arn("demo"))
+            .tags(tag("team"))
+            .send()
+            .await
+            .expect("AddTags");
+        let now = tags(arn("demo")).await;
+        assert!(
+            now.contains(&owner) && now.contains(&("team".into(), "ml".into())),
+            "{now:?}"
+        );
+        let reserved = client
+            .add_tags()
+            .resource_arn(arn("demo"))
+            .tags(tag("aws:team"))
+            .send()
+            .await
+            .expect_err("aws: keys are reserved");
+        assert_eq!(
+            aws_sdk_sagemaker::error::ProvideErrorMetadata::code(&reserved),
+            Some("ValidationException")
+        );
+    });
 }
 
 #[test]
@@ -574,4 +837,92 @@ fn connect_and_forward_reach_the_space_over_ssh() {
     let _ = forward.kill();
     let _ = forward.wait();
     assert_eq!(reply, b"echo:ping");
+}
+
+/// The pids of `parent`'s children, from /proc.
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid …: comm may hold spaces, so read after its ')'.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let ppid: u32 = after.split(' ').nth(1).unwrap().parse().unwrap();
+        if ppid == parent {
+            children.push(pid);
+        }
+    }
+    children
+}
+
+/// Sends "ping" to the forwarded port until the service's echo comes back
+/// (ssh opens its listener after the login; a minute as a safety net).
+fn echo_through(port: u16) -> Vec<u8> {
+    use std::io::{Read, Write};
+    for _ in 0..600 {
+        if let Ok(mut socket) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            socket.write_all(b"ping").unwrap();
+            let mut reply = Vec::new();
+            let _ = socket.read_to_end(&mut reply);
+            if !reply.is_empty() {
+                return reply;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("the forward on port {port} never answered");
+}
+
+#[test]
+fn killing_forward_to_a_space_stops_its_ssh_at_once() {
+    use std::io::{Read, Write};
+    let world = start(vec![space("demo")]);
+    let service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let service_port = service.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut socket in service.incoming().flatten() {
+            let mut buf = [0u8; 64];
+            let n = socket.read(&mut buf).unwrap_or(0);
+            let _ = socket.write_all(&[b"echo:", &buf[..n]].concat());
+        }
+    });
+    for (signal, code) in [("TERM", 143), ("INT", 130), ("HUP", 129)] {
+        let local_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let forward = common::start_forward(
+            &world.env,
+            &[
+                HOST,
+                "-L",
+                &format!("{local_port}:127.0.0.1:{service_port}"),
+            ],
+            1,
+        );
+        assert_eq!(echo_through(local_port), b"echo:ping", "{signal}");
+        let ssh = children_of(forward.pid());
+        assert_eq!(ssh.len(), 1, "{signal}: forward runs one ssh: {ssh:?}");
+        let (status, stderr) = forward.signal(signal);
+        assert_eq!(status.code(), Some(code), "{signal}: {stderr}");
+        assert!(
+            stderr.contains(&format!("SIG{signal}: forwarding stopped")),
+            "{signal}: {stderr}"
+        );
+        // forward waited for its ssh: it is gone, and so is its listener.
+        assert!(
+            !std::path::Path::new(&format!("/proc/{}", ssh[0])).exists(),
+            "{signal}: ssh {} outlived forward",
+            ssh[0]
+        );
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", local_port)).is_err(),
+            "{signal}: port {local_port} still open"
+        );
+    }
 }

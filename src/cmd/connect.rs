@@ -84,17 +84,24 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
 }
 
 /// Runs the system ssh with `argv` and passes its exit status on.
-pub async fn run_ssh(argv: Vec<String>) -> anyhow::Result<ExitCode> {
+/// Starts the ssh client (`SM_SSH_SSH` names another one) with `argv`;
+/// `kill_on_drop` kills it if the caller gives up on it.
+pub fn spawn_ssh(argv: Vec<String>, kill_on_drop: bool) -> anyhow::Result<tokio::process::Child> {
     let ssh = std::env::var_os(SSH_ENV).unwrap_or_else(|| "ssh".into());
-    let mut child = tokio::process::Command::new(&ssh)
+    tokio::process::Command::new(&ssh)
         .args(argv)
+        .kill_on_drop(kill_on_drop)
         .spawn()
         .with_context(|| {
             format!(
                 "cannot run `{}`: install the OpenSSH client (ssh) or set {SSH_ENV}",
                 ssh.to_string_lossy()
             )
-        })?;
+        })
+}
+
+pub async fn run_ssh(argv: Vec<String>) -> anyhow::Result<ExitCode> {
+    let mut child = spawn_ssh(argv, false)?;
     // Ctrl-C belongs to ssh (it is in our process group): outlive it to pass on its status.
     let status = loop {
         tokio::select! {

@@ -43,8 +43,12 @@ pub enum Document {
         #[arg(long, value_name = "ID")]
         account: Option<String>,
         /// Team-isolating variant: users reach the spaces of their KEY tag's team.
-        #[arg(long, value_name = "KEY")]
+        #[arg(long, value_name = "KEY", conflicts_with = "profile_tag")]
         team_tag: Option<String>,
+        /// For role principals (SSO, federation): their KEY tag holds their
+        /// Studio user profile name, which must own the space.
+        #[arg(long, value_name = "KEY")]
+        profile_tag: Option<String>,
     },
     /// The connecting user's policy for HyperPod nodes (ssm:StartSession on
     /// `sagemaker-cluster:*` targets).
@@ -123,7 +127,7 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             let scope = Scope {
                 partition: documents::partition_of(&role).to_owned(),
                 account,
-                team_tag: checked_tag(team_tag)?,
+                team_tag: checked_tag(team_tag, "--team-tag")?,
             };
             documents::server(&scope, &role)
         }
@@ -153,8 +157,17 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             per_user,
             team_tag,
         } => crate::policy::native::client(&user_scope(account, team_tag, global).await?, per_user),
-        Document::Space { account, team_tag } => {
-            crate::policy::space::client(&user_scope(account, team_tag, global).await?)
+        Document::Space {
+            account,
+            team_tag,
+            profile_tag,
+        } => {
+            use crate::policy::space::{client, Owner};
+            let profile_tag = checked_tag(profile_tag, "--profile-tag")?;
+            let owner = profile_tag
+                .as_deref()
+                .map_or(Owner::Username, Owner::PrincipalTag);
+            client(&user_scope(account, team_tag, global).await?, owner)
         }
     };
     println!("{}", serde_json::to_string_pretty(&document)?);
@@ -183,7 +196,7 @@ async fn user_scope(
     Ok(Scope {
         partition,
         account,
-        team_tag: checked_tag(team_tag)?,
+        team_tag: checked_tag(team_tag, "--team-tag")?,
     })
 }
 
@@ -207,7 +220,7 @@ fn account_of_role(arn: &str) -> anyhow::Result<String> {
 }
 
 /// Tag keys go into condition keys and policy variables: keep them plain.
-fn checked_tag(tag: Option<String>) -> anyhow::Result<Option<String>> {
+fn checked_tag(tag: Option<String>, flag: &str) -> anyhow::Result<Option<String>> {
     if let Some(key) = &tag {
         let valid = !key.is_empty()
             && key.len() <= 128
@@ -215,7 +228,7 @@ fn checked_tag(tag: Option<String>) -> anyhow::Result<Option<String>> {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "_.:=+-@".contains(c));
         if !valid {
-            bail!("--team-tag {key:?} is not a usable tag key (letters, digits and _.:=+-@)");
+            bail!("{flag} {key:?} is not a usable tag key (letters, digits and _.:=+-@)");
         }
     }
     Ok(tag)
@@ -258,8 +271,8 @@ mod tests {
 
     #[test]
     fn tag_keys() {
-        assert!(checked_tag(Some("team".into())).is_ok());
-        assert!(checked_tag(Some("a}b".into())).is_err());
-        assert!(checked_tag(Some(String::new())).is_err());
+        assert!(checked_tag(Some("team".into()), "--team-tag").is_ok());
+        assert!(checked_tag(Some("a}b".into()), "--team-tag").is_err());
+        assert!(checked_tag(Some(String::new()), "--team-tag").is_err());
     }
 }

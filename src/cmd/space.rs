@@ -131,7 +131,7 @@ fn status_text(info: &SpaceInfo) -> String {
         APP_NAME,
         info.app_status.as_deref().unwrap_or("not started"),
         info.instance_type,
-        if info.image.is_empty() { "-" } else { &info.image },
+        info.image_label(),
         on(info.remote_access),
     );
     match info.blocker() {

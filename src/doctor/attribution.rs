@@ -4,7 +4,9 @@
 //! what. PASS when no role is shared, or when each shared role can assume
 //! itself and its notebooks carry a lifecycle configuration that re-assumes
 //! it under their own name (`sm-ssh policy attribution`); WARN otherwise,
-//! with that fix filled in; SKIP naming the permission it could not use.
+//! with that fix filled in; SKIP naming the permission it could not use
+//! (when the training jobs cannot be listed, the notebooks' WARN still
+//! stands, saying the jobs were not checked).
 
 use std::collections::BTreeMap;
 
@@ -51,12 +53,25 @@ impl Sharing {
 
 pub async fn check(sdk: &SdkConfig, region: &str) -> Check {
     let sagemaker = aws_sdk_sagemaker::Client::new(sdk);
-    let roles = match users_by_role(&sagemaker).await {
+    let mut roles = match notebooks_by_role(&sagemaker).await {
         Ok(roles) => roles,
         Err(failure) => return failure.skip(ID),
     };
+    // Without the jobs a PASS cannot be given, but the notebooks' gaps stand.
+    let jobs_unread = add_jobs(&sagemaker, &mut roles).await.err();
+    let unread_note = |failure: &Failure| match failure {
+        Failure::Denied(permission) => {
+            format!("running training jobs not checked: {permission} is denied")
+        }
+        Failure::NotFound(message) | Failure::Other(message) => {
+            format!("running training jobs not checked: {message}")
+        }
+    };
     let shared: Vec<(&String, &Sharing)> = roles.iter().filter(|(_, s)| s.count() > 1).collect();
     if shared.is_empty() {
+        if let Some(failure) = jobs_unread {
+            return failure.skip(ID);
+        }
         return Check::pass(
             ID,
             format!(
@@ -89,6 +104,9 @@ pub async fn check(sdk: &SdkConfig, region: &str) -> Check {
         fixes.push(fix(role_arn, sharing, region));
     }
     if gaps.is_empty() {
+        if let Some(failure) = jobs_unread {
+            return failure.skip(ID);
+        }
         return Check::pass(
             ID,
             format!(
@@ -98,11 +116,14 @@ pub async fn check(sdk: &SdkConfig, region: &str) -> Check {
             ),
         );
     }
+    if let Some(failure) = &jobs_unread {
+        gaps.push(unread_note(failure));
+    }
     Check::warn(ID, gaps.join("; "), fixes.join("\n"))
 }
 
-/// Every notebook instance and running training job, by execution role.
-async fn users_by_role(
+/// Every notebook instance, by execution role.
+async fn notebooks_by_role(
     sagemaker: &aws_sdk_sagemaker::Client,
 ) -> Result<BTreeMap<String, Sharing>, Failure> {
     let mut roles: BTreeMap<String, Sharing> = BTreeMap::new();
@@ -133,6 +154,14 @@ async fn users_by_role(
             lifecycle_config,
         });
     }
+    Ok(roles)
+}
+
+/// Every running training job, added to the users of its execution role.
+async fn add_jobs(
+    sagemaker: &aws_sdk_sagemaker::Client,
+    roles: &mut BTreeMap<String, Sharing>,
+) -> Result<(), Failure> {
     let jobs = sagemaker
         .list_training_jobs()
         .status_equals(TrainingJobStatus::InProgress)
@@ -154,7 +183,7 @@ async fn users_by_role(
             roles.entry(role).or_default().jobs.push(name);
         }
     }
-    Ok(roles)
+    Ok(())
 }
 
 /// What keeps the users of `role_arn` apart in CloudTrail and is missing.

@@ -15,6 +15,8 @@ pub mod report;
 mod role;
 mod simulate;
 mod space;
+mod space_image;
+mod space_network;
 mod tier;
 
 use aws_config::SdkConfig;

@@ -15,6 +15,7 @@ use super::{iam, simulate, Failure, Options};
 use crate::path::space::{self, SpaceInfo, TOO_SMALL};
 use crate::policy::documents::{self, Expect, Requirement, Scope};
 use crate::policy::eval::Request;
+use crate::policy::space::OWNER_TAG;
 use crate::target::Target;
 
 pub async fn checks(sdk: &SdkConfig, me: &Me, name: &str, options: &Options) -> Vec<Check> {
@@ -41,7 +42,7 @@ pub async fn checks(sdk: &SdkConfig, me: &Me, name: &str, options: &Options) -> 
     };
     let mut checks = settings(&info);
     checks.push(start_session(&sdk, me, &info, options).await);
-    checks.push(network(&client, &info).await);
+    checks.push(super::space_network::check(&sdk, &client, &info).await);
     checks
 }
 
@@ -91,32 +92,7 @@ fn settings(info: &SpaceInfo) -> Vec<Check> {
             format!("{name} runs on {}", info.instance_type),
         )
     });
-    checks.push(
-        if info.image.contains(":image/sagemaker-distribution")
-            || info.image.contains(":image-version/sagemaker-distribution")
-        {
-            Check::pass(
-                "space-image",
-                format!(
-                    "SageMaker Distribution ({}); remote access needs 2.7 or newer",
-                    info.image
-                ),
-            )
-        } else {
-            Check::warn(
-                "space-image",
-                format!(
-                    "custom image {}",
-                    if info.image.is_empty() {
-                        "-"
-                    } else {
-                        &info.image
-                    }
-                ),
-                "custom images need curl or wget, unzip, tar and gzip for remote access",
-            )
-        },
-    );
+    checks.push(super::space_image::check(info));
     checks
 }
 
@@ -162,23 +138,89 @@ async fn start_session(sdk: &SdkConfig, me: &Me, info: &SpaceInfo, options: &Opt
         username: username.as_deref(),
         tags: &tags,
     };
-    let requirements = requirements(&scope, info, &caller);
+    let sagemaker = aws_sdk_sagemaker::Client::new(sdk);
+    let (space_tags, tags_note) =
+        space_tags(&sagemaker, info, profile_arn(&scope, info, &info.owner)).await;
+    let requirements = requirements(&scope, info, &caller, &space_tags);
     let team = options
         .team_tag
         .as_ref()
         .map(|key| format!(" --team-tag {key}"))
         .unwrap_or_default();
+    // Roles have no aws:username: their per-user variant matches a principal tag.
+    let (profile_tag, tag_step) = match (&username, &options.team_tag) {
+        (None, None) => (
+            format!(" --profile-tag {PROFILE_TAG}"),
+            format!(
+                "; then tag the role (or have your identity provider pass the session tag) \
+                 {PROFILE_TAG}=<your Studio user profile name>"
+            ),
+        ),
+        _ => (String::new(), String::new()),
+    };
     let fix = format!(
-        "aws iam {fix_target} --policy-name SSHSageMakerSpacePolicy --policy-document \"$(sm-ssh policy space --account {}{team})\"",
+        "aws iam {fix_target} --policy-name SSHSageMakerSpacePolicy --policy-document \"$(sm-ssh policy space --account {}{team}{profile_tag})\"{tag_step}",
         me.account
     );
     let simulation = simulate::run(sdk, &source, &requirements).await;
-    Evaluation::of(&policies, &requirements).into_check(
+    let mut check = Evaluation::of(&policies, &requirements).into_check(
         "space-start-session",
         &me.arn,
         fix,
         &simulation,
-    )
+    );
+    if let Some(note) = tags_note {
+        check.detail.push_str(&format!(" ({note})"));
+    }
+    check
+}
+
+/// The principal tag `policy space --profile-tag` is shown with for roles.
+const PROFILE_TAG: &str = "UserProfile";
+
+/// The space's tags (ListTags), or Studio's owner tag when they cannot be
+/// read, with a note saying so.
+async fn space_tags(
+    client: &aws_sdk_sagemaker::Client,
+    info: &SpaceInfo,
+    owner_profile: String,
+) -> (Vec<(String, String)>, Option<String>) {
+    let listed = client
+        .list_tags()
+        .resource_arn(&info.arn)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await;
+    match listed {
+        Ok(tags) => {
+            let tags: Vec<(String, String)> = tags
+                .into_iter()
+                .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default()))
+                .collect();
+            let note = (!tags.iter().any(|(k, _)| k == OWNER_TAG)).then(|| {
+                format!(
+                    "the space has no {OWNER_TAG} tag, so per-user policies match no one: \
+                     Studio tags the private spaces it creates; shared spaces need --team-tag policies"
+                )
+            });
+            (tags, note)
+        }
+        Err(error) => {
+            let failure = Failure::from_sdk("sagemaker:ListTags", error);
+            let why = match failure {
+                Failure::Denied(permission) => format!("{permission} is denied"),
+                Failure::NotFound(message) | Failure::Other(message) => message,
+            };
+            (
+                vec![(OWNER_TAG.to_string(), owner_profile)],
+                Some(format!(
+                    "{why}: assumed Studio's {OWNER_TAG} tag for the owner"
+                )),
+            )
+        }
+    }
 }
 
 /// Who asks: the request context IAM would see.
@@ -189,39 +231,49 @@ struct Caller<'a> {
     tags: &'a [(String, String)],
 }
 
-/// StartSession on the space must be allowed; on another user's (or team's)
-/// space it should not be. Studio tags a space with its owner's profile ARN.
-fn requirements(scope: &Scope, info: &SpaceInfo, caller: &Caller) -> Vec<Requirement> {
-    let profile = |owner: &str| {
-        format!(
-            "arn:{}:sagemaker:{}:{}:user-profile/{}/{owner}",
-            scope.partition,
-            info.arn.split(':').nth(3).unwrap_or("*"),
-            scope.account,
-            info.domain
-        )
-    };
-    let mut own = Request::new("sagemaker:StartSession", &info.arn).with(
-        "sagemaker:ResourceTag/sagemaker:user-profile-arn",
-        &profile(&info.owner),
-    );
+/// `arn:…:user-profile/<domain>/<owner>` in the space's region.
+fn profile_arn(scope: &Scope, info: &SpaceInfo, owner: &str) -> String {
+    format!(
+        "arn:{}:sagemaker:{}:{}:user-profile/{}/{owner}",
+        scope.partition,
+        info.arn.split(':').nth(3).unwrap_or("*"),
+        scope.account,
+        info.domain
+    )
+}
+
+/// StartSession on the space (with its tags) must be allowed; on another
+/// user's (or team's) space it should not be: the same tags, but the owner
+/// tag naming someone else's profile and the team tag another team.
+fn requirements(
+    scope: &Scope,
+    info: &SpaceInfo,
+    caller: &Caller,
+    space_tags: &[(String, String)],
+) -> Vec<Requirement> {
+    let mut own = Request::new("sagemaker:StartSession", &info.arn);
     let other_arn = format!("{}-of-someone-else", info.arn);
-    let mut other = Request::new("sagemaker:StartSession", &other_arn).with(
-        "sagemaker:ResourceTag/sagemaker:user-profile-arn",
-        &profile("someone-else"),
-    );
+    let mut other = Request::new("sagemaker:StartSession", &other_arn);
+    for (key, value) in space_tags {
+        let theirs = if key == OWNER_TAG {
+            profile_arn(scope, info, "someone-else")
+        } else if Some(key) == scope.team_tag.as_ref() {
+            "another-team".to_string()
+        } else {
+            value.clone()
+        };
+        for prefix in ["sagemaker:ResourceTag", "aws:ResourceTag"] {
+            own.set(&format!("{prefix}/{key}"), value);
+            other.set(&format!("{prefix}/{key}"), &theirs);
+        }
+    }
     for request in [&mut own, &mut other] {
         request.set("aws:userid", caller.user_id);
         if let Some(username) = caller.username {
             request.set("aws:username", username);
         }
-    }
-    for (key, value) in caller.tags {
-        own.set(&format!("aws:PrincipalTag/{key}"), value);
-        other.set(&format!("aws:PrincipalTag/{key}"), value);
-        if Some(key) == scope.team_tag.as_ref() {
-            own.set(&format!("sagemaker:ResourceTag/{key}"), value);
-            other.set(&format!("sagemaker:ResourceTag/{key}"), "another-team");
+        for (key, value) in caller.tags {
+            request.set(&format!("aws:PrincipalTag/{key}"), value);
         }
     }
     vec![
@@ -236,42 +288,4 @@ fn requirements(scope: &Scope, info: &SpaceInfo, caller: &Caller) -> Vec<Require
             why: "any user could reach any space: condition StartSession on the space's owner (sm-ssh policy space)",
         },
     ]
-}
-
-/// VPC-only domains reach SSM through interface endpoints only.
-async fn network(client: &aws_sdk_sagemaker::Client, info: &SpaceInfo) -> Check {
-    let domain = match client
-        .describe_domain()
-        .domain_id(&info.domain)
-        .send()
-        .await
-    {
-        Ok(domain) => domain,
-        Err(error) => {
-            return Failure::from_sdk("sagemaker:DescribeDomain", error).skip("space-network")
-        }
-    };
-    let access = domain
-        .app_network_access_type()
-        .map(|a| a.as_str().to_string())
-        .unwrap_or_default();
-    if access == "VpcOnly" {
-        Check::warn(
-            "space-network",
-            format!(
-                "domain {} is VpcOnly (VPC {}): the space registers with SSM and carries the session through VPC endpoints",
-                info.domain,
-                domain.vpc_id().unwrap_or("-")
-            ),
-            "give the domain's subnets interface endpoints for ssm and ssmmessages (com.amazonaws.<region>.ssm, .ssmmessages), their policy allowing ssm:CreateActivation, ssm:RegisterManagedInstance and ssmmessages:*",
-        )
-    } else {
-        Check::pass(
-            "space-network",
-            format!(
-                "domain {} reaches SSM over the internet ({access})",
-                info.domain
-            ),
-        )
-    }
 }

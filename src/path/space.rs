@@ -46,8 +46,11 @@ pub struct SpaceInfo {
     pub app_type: String,
     pub remote_access: bool,
     pub instance_type: String,
-    /// The image version ARN (or the image ARN when no version is set).
+    /// The image version ARN (or the image ARN when no version is set), of
+    /// the running app when there is one, else the space's default.
     pub image: String,
+    /// `SageMakerImageVersionAlias`: the image's release (SemVer, `3.0.0`).
+    pub image_alias: Option<String>,
     pub owner: String,
     /// `InService`, `Pending`, `Deleted`, …; `None` when the space has no app.
     pub app_status: Option<String>,
@@ -59,6 +62,15 @@ impl SpaceInfo {
     /// `<space>.<domain>.space.sagemaker`.
     pub fn host_name(&self) -> String {
         format!("{}.{}.space.sagemaker", self.space, self.domain)
+    }
+
+    /// The image and its release alias, `-` when SageMaker names none.
+    pub fn image_label(&self) -> String {
+        match (self.image.as_str(), &self.image_alias) {
+            ("", None) => "-".into(),
+            (image, Some(alias)) => format!("{image} ({alias})"),
+            (image, None) => image.into(),
+        }
     }
 
     pub fn is_running(&self) -> bool {
@@ -187,13 +199,8 @@ pub async fn describe(
             .and_then(|s| s.instance_type())
             .map(|t| t.as_str().to_string())
             .unwrap_or_default(),
-        image: spec
-            .and_then(|s| {
-                s.sage_maker_image_version_arn()
-                    .or(s.sage_maker_image_arn())
-            })
-            .unwrap_or_default()
-            .to_string(),
+        image: spec.map(image_of).unwrap_or_default(),
+        image_alias: spec.and_then(alias_of),
         owner: described
             .ownership_settings()
             .and_then(|o| o.owner_user_profile_name())
@@ -213,6 +220,11 @@ pub async fn describe(
     match app {
         Ok(app) => {
             info.app_status = app.status().map(|s| s.as_str().to_string());
+            // What runs wins over the space's default for the next start.
+            if let Some(spec) = app.resource_spec().filter(|s| !image_of(s).is_empty()) {
+                info.image = image_of(spec);
+                info.image_alias = alias_of(spec);
+            }
             info.app_created_ms = app.creation_time().and_then(|t| t.to_millis().ok());
         }
         Err(error) if code(&error) == Some("ResourceNotFound") => {}
@@ -220,6 +232,20 @@ pub async fn describe(
     }
     tracing::debug!(?info, "described the space");
     Ok(info)
+}
+
+/// The version ARN wins over the image ARN (ResourceSpec's API reference).
+fn image_of(spec: &aws_sdk_sagemaker::types::ResourceSpec) -> String {
+    spec.sage_maker_image_version_arn()
+        .or(spec.sage_maker_image_arn())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn alias_of(spec: &aws_sdk_sagemaker::types::ResourceSpec) -> Option<String> {
+    spec.sage_maker_image_version_alias()
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
 }
 
 /// The domain of the one space called `name` among the caller's domains

@@ -4,8 +4,11 @@
 
 use serde_json::{json, Value};
 use sm_ssh_integration::iam::{Account, Group, ManagedPolicy, Policies, Role, User};
+use sm_ssh_integration::sagemaker::{NotebookInstance, NotebookLifecycleConfig};
 use sm_ssh_integration::world::Identity;
 
+use crate::doctor::report::Status;
+use crate::policy::attribution;
 use crate::policy::documents::{self, Scope, CLIENT_POLICY_NAME, SERVER_POLICY_NAME};
 
 /// The caller's role (the default identity is a session of it).
@@ -31,16 +34,20 @@ pub enum Broken {
     ExplicitDeny,
     /// The caller is IAM user ci-bot, whose group lacks the client policy (client-policy).
     GroupPolicy,
+    /// The notebooks share the execution role, which cannot assume itself,
+    /// so CloudTrail cannot tell them apart (attribution, a warning).
+    SharedRole,
 }
 
 impl Broken {
-    pub const ALL: [Broken; 6] = [
+    pub const ALL: [Broken; 7] = [
         Broken::StandardTier,
         Broken::RoleTrust,
         Broken::RolePolicy,
         Broken::ClientPolicy,
         Broken::ExplicitDeny,
         Broken::GroupPolicy,
+        Broken::SharedRole,
     ];
 
     /// The id of the one doctor check this breaks.
@@ -50,6 +57,15 @@ impl Broken {
             Broken::RoleTrust => "role-trust",
             Broken::RolePolicy => "role-policy",
             Broken::ClientPolicy | Broken::ExplicitDeny | Broken::GroupPolicy => "client-policy",
+            Broken::SharedRole => "attribution",
+        }
+    }
+
+    /// What that check says: attribution gaps are warnings, SSH still works.
+    pub fn status(self) -> Status {
+        match self {
+            Broken::SharedRole => Status::Warn,
+            _ => Status::Fail,
         }
     }
 
@@ -61,6 +77,7 @@ impl Broken {
             Broken::ClientPolicy => "client-policy",
             Broken::ExplicitDeny => "explicit-deny",
             Broken::GroupPolicy => "group-policy",
+            Broken::SharedRole => "shared-role",
         }
     }
 }
@@ -71,7 +88,14 @@ pub struct Setup {
     pub iam: Account,
     /// The SSM activation tier.
     pub tier: &'static str,
+    /// Notebook instances sharing the execution role, and their lifecycle
+    /// configuration, for doctor's attribution check.
+    pub notebooks: Vec<NotebookInstance>,
+    pub lifecycle_configs: Vec<NotebookLifecycleConfig>,
 }
+
+/// The demo notebooks: they share the execution role, as in seed 000.
+pub const NOTEBOOKS: [&str; 2] = ["demo-notebook-a", "demo-notebook-b"];
 
 pub fn execution_role_arn(account: &str) -> String {
     format!("arn:aws:iam::{account}:role/service-role/{EXECUTION_ROLE}")
@@ -96,13 +120,18 @@ pub fn setup(broken: Option<Broken>) -> Setup {
         policies: inline(CLIENT_POLICY_NAME, client.clone()),
         ..Role::default()
     };
+    // The attribution fix applied: the role may assume itself.
     let mut execution = Role {
         name: EXECUTION_ROLE.into(),
         path: Some("/service-role/".into()),
-        trust: documents::trust(),
+        trust: attribution::trust(&exec_arn),
         policies: inline(SERVER_POLICY_NAME, documents::server(&scope, &exec_arn)),
         ..Role::default()
     };
+    execution.policies.inline.insert(
+        attribution::POLICY_NAME.into(),
+        attribution::permission(&exec_arn),
+    );
     let mut group = Group {
         name: CI_GROUP.into(),
         policies: Policies {
@@ -126,7 +155,9 @@ pub fn setup(broken: Option<Broken>) -> Setup {
                 .expect("the trust policy lists statements")
                 .retain(|s| s["Principal"]["Service"] != "ssm.amazonaws.com");
         }
-        Some(Broken::RolePolicy) => execution.policies = Policies::default(),
+        Some(Broken::RolePolicy) => {
+            execution.policies.inline.remove(SERVER_POLICY_NAME);
+        }
         Some(Broken::ClientPolicy) => developer.policies = Policies::default(),
         Some(Broken::ExplicitDeny) => {
             developer.policies.inline.insert(
@@ -134,6 +165,10 @@ pub fn setup(broken: Option<Broken>) -> Setup {
                 json!({"Version": "2012-10-17", "Statement": [{"Effect": "Deny",
                     "Action": "ssm:StartSession", "Resource": "*"}]}),
             );
+        }
+        Some(Broken::SharedRole) => {
+            execution.policies.inline.remove(attribution::POLICY_NAME);
+            execution.trust = documents::trust();
         }
         Some(Broken::GroupPolicy) => {
             group.policies = Policies::default();
@@ -156,7 +191,26 @@ pub fn setup(broken: Option<Broken>) -> Setup {
             }],
         },
         tier,
+        notebooks: NOTEBOOKS
+            .iter()
+            .map(|name| NotebookInstance {
+                name: (*name).into(),
+                role_arn: exec_arn.clone(),
+                lifecycle_config: lifecycle_config_name(),
+                ..NotebookInstance::default()
+            })
+            .collect(),
+        lifecycle_configs: vec![NotebookLifecycleConfig {
+            name: lifecycle_config_name(),
+            on_start: attribution::lifecycle_script(&exec_arn),
+            ..NotebookLifecycleConfig::default()
+        }],
     }
+}
+
+/// The name doctor's attribution fix gives the configuration.
+fn lifecycle_config_name() -> String {
+    format!("sm-ssh-attribution-{EXECUTION_ROLE}")
 }
 
 fn inline(name: &str, document: Value) -> Policies {

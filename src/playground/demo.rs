@@ -56,7 +56,11 @@ impl Demo {
             identity,
             activation_tier: setup.tier.into(),
             iam: setup.iam,
-            sagemaker,
+            sagemaker: sm_ssh_integration::sagemaker::Seed {
+                notebook_instances: setup.notebooks,
+                notebook_lifecycle_configs: setup.lifecycle_configs,
+                ..sagemaker
+            },
             ..Seed::default()
         };
         let fake = FakeAws::start(seed)

@@ -4,7 +4,10 @@
 //! one's own when Studio's `sagemaker:user-profile-arn` tag names a profile
 //! called like the IAM user; per team (`--team-tag KEY`), when the space's
 //! KEY tag equals the principal's (the ABAC pattern of the SageMaker blog's
-//! "Studio for teams" setup).
+//! "Studio for teams" setup). Roles have no `aws:username`: for role
+//! principals (SSO permission sets, federated roles) `--profile-tag KEY`
+//! names the principal tag (a session tag from the identity provider, or a
+//! tag on the role) that holds the caller's Studio user profile name.
 
 use serde_json::{json, Value};
 
@@ -34,22 +37,38 @@ pub fn spaces(scope: &Scope) -> String {
     )
 }
 
+/// Studio's tag on a private space: its owner's user profile ARN.
+pub const OWNER_TAG: &str = "sagemaker:user-profile-arn";
+
+/// Whose profile a per-user policy matches the owner tag against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner<'a> {
+    /// The IAM user's name (`${aws:username}`).
+    Username,
+    /// The principal tag `KEY` (`${aws:PrincipalTag/KEY}`), for roles.
+    PrincipalTag(&'a str),
+}
+
 /// The condition that makes a space the caller's own.
-pub fn own_space_condition(scope: &Scope) -> Value {
+pub fn own_space_condition(scope: &Scope, owner: Owner) -> Value {
+    let variable = match owner {
+        Owner::Username => "${aws:username}".to_string(),
+        Owner::PrincipalTag(key) => format!("${{aws:PrincipalTag/{key}}}"),
+    };
     match &scope.team_tag {
         Some(key) => team_condition("sagemaker:ResourceTag", key),
         None => json!({"StringLike": {
-            "sagemaker:ResourceTag/sagemaker:user-profile-arn": format!(
-                "arn:{}:sagemaker:*:{}:user-profile/*/${{aws:username}}",
+            format!("sagemaker:ResourceTag/{OWNER_TAG}"): format!(
+                "arn:{}:sagemaker:*:{}:user-profile/*/{variable}",
                 scope.partition, scope.account
             )
         }}),
     }
 }
 
-pub fn client(scope: &Scope) -> Value {
+pub fn client(scope: &Scope, owner: Owner) -> Value {
     let (partition, account) = (&scope.partition, &scope.account);
-    let own = own_space_condition(scope);
+    let own = own_space_condition(scope, owner);
     json!({
         "Version": "2012-10-17",
         "Statement": [
@@ -101,7 +120,7 @@ mod tests {
 
     #[test]
     fn start_session_is_limited_to_own_spaces() {
-        let document = client(&scope(None));
+        let document = client(&scope(None), Owner::Username);
         let start = &document["Statement"][1];
         assert_eq!(start["Action"], "sagemaker:StartSession");
         assert_eq!(
@@ -113,7 +132,13 @@ mod tests {
             .as_str()
             .unwrap()
             .ends_with("/${aws:username}"));
-        let team = client(&scope(Some("Team")));
+        let role = client(&scope(None), Owner::PrincipalTag("UserProfile"));
+        assert_eq!(
+            role["Statement"][1]["Condition"]["StringLike"]
+                ["sagemaker:ResourceTag/sagemaker:user-profile-arn"],
+            "arn:aws:sagemaker:*:123456789012:user-profile/*/${aws:PrincipalTag/UserProfile}"
+        );
+        let team = client(&scope(Some("Team")), Owner::Username);
         assert_eq!(
             team["Statement"][1]["Condition"]["StringEquals"]["sagemaker:ResourceTag/Team"],
             "${aws:PrincipalTag/Team}"

@@ -307,10 +307,19 @@ impl Forward {
         self.stderr.lock().unwrap().concat()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Ctrl-C, then the exit status and all of stderr.
-    pub fn interrupt(mut self) -> (std::process::ExitStatus, String) {
+    pub fn interrupt(self) -> (std::process::ExitStatus, String) {
+        self.signal("INT")
+    }
+
+    /// `kill -<name>`, then the exit status and all of stderr.
+    pub fn signal(mut self, name: &str) -> (std::process::ExitStatus, String) {
         let status = std::process::Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());

@@ -48,11 +48,7 @@ fn app_json(world: &World, space: &Space, app: &App) -> Value {
         "SpaceName": space.name,
         "Status": app.status,
         "CreationTime": app.creation_time,
-        "ResourceSpec": {
-            "InstanceType": space.instance_type,
-            "SageMakerImageArn": space.image_arn,
-            "SageMakerImageVersionArn": space.image_version_arn,
-        },
+        "ResourceSpec": super::resource_spec(space),
     })
 }
 

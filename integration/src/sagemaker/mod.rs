@@ -2,8 +2,8 @@
 //! `X-Amz-Target: SageMaker.<Operation>`, shaped so `aws-sdk-sagemaker`
 //! parses the answers unchanged. One file per resource kind: `domains`
 //! (domains and user profiles), `spaces`, `apps`, `sessions`
-//! (`StartSession` on a space), `jobs` (training jobs), `endpoints`,
-//! `notebooks`, `clusters` (HyperPod).
+//! (`StartSession` on a space), `tags` (a space's tags), `jobs` (training
+//! jobs), `endpoints`, `notebooks`, `clusters` (HyperPod).
 //!
 //! A Studio space's app, while it runs, is an SSM managed instance (the
 //! space registers itself through a hybrid activation) whose port 22 leads
@@ -18,8 +18,9 @@ mod jobs;
 mod notebooks;
 mod sessions;
 mod spaces;
+mod tags;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -52,6 +53,8 @@ pub struct Seed {
 
     /// Inference endpoints, their configurations and instances.
     pub endpoints: Vec<Endpoint>,
+
+    pub notebook_lifecycle_configs: Vec<NotebookLifecycleConfig>,
     /// Spaces (`<domain id>/<space name>`) on which sagemaker:StartSession is
     /// denied, as a `sagemaker:ResourceTag/…` condition of the caller's
     /// policy would deny someone else's space.
@@ -120,8 +123,12 @@ pub struct Space {
     pub image_arn: String,
     /// The image version (`…:image-version/sagemaker-distribution-cpu/<n>`).
     pub image_version_arn: String,
+    /// `SageMakerImageVersionAlias`: the image's release (`3.0.0`).
+    pub image_version_alias: String,
     /// The user profile owning a private space.
     pub owner: String,
+    /// Tags added by AddTags or seeded, besides Studio's own (see `tags`).
+    pub tags: BTreeMap<String, String>,
     /// Epoch seconds.
     pub creation_time: f64,
     /// The space's app; `None` when it has never run.
@@ -146,10 +153,10 @@ impl Default for Space {
             instance_type: "ml.t3.large".into(),
             image_arn: "arn:aws:sagemaker:us-east-1:885854791233:image/sagemaker-distribution-cpu"
                 .into(),
-            image_version_arn:
-                "arn:aws:sagemaker:us-east-1:885854791233:image-version/sagemaker-distribution-cpu/30"
-                    .into(),
+            image_version_arn: String::new(),
+            image_version_alias: "3.0.0".into(),
             owner: "alice".into(),
+            tags: BTreeMap::new(),
             creation_time: 1_700_000_000.0,
             app: Some(App::default()),
             registration_failures: 0,
@@ -254,6 +261,19 @@ pub struct NotebookInstance {
     pub security_groups: Vec<String>,
     /// `Enabled` or `Disabled`.
     pub direct_internet_access: String,
+    /// The name of its lifecycle configuration; empty for none.
+    pub lifecycle_config: String,
+    pub creation_time: f64,
+}
+
+/// A notebook instance lifecycle configuration: its scripts as text (the
+/// API carries them base64-encoded).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NotebookLifecycleConfig {
+    pub name: String,
+    pub on_start: String,
+    pub on_create: String,
     pub creation_time: f64,
 }
 
@@ -267,6 +287,7 @@ impl Default for NotebookInstance {
             subnet_id: String::new(),
             security_groups: Vec::new(),
             direct_internet_access: "Enabled".into(),
+            lifecycle_config: String::new(),
             creation_time: 1_700_000_000.0,
         }
     }
@@ -446,6 +467,46 @@ pub(crate) fn native_reachable(world: &World, instance: &Instance) -> bool {
     true
 }
 
+/// A space's `ResourceSpec` (DescribeSpace's default, DescribeApp's): the
+/// version ARN wins over the image ARN, the alias is the release (SemVer),
+/// and fields without a value are left out, as the API does.
+pub(crate) fn resource_spec(space: &Space) -> serde_json::Value {
+    let mut spec = serde_json::json!({ "InstanceType": space.instance_type });
+    for (key, value) in [
+        ("SageMakerImageArn", &space.image_arn),
+        ("SageMakerImageVersionArn", &space.image_version_arn),
+        ("SageMakerImageVersionAlias", &space.image_version_alias),
+    ] {
+        if !value.is_empty() {
+            spec[key] = serde_json::json!(value);
+        }
+    }
+    spec
+}
+
+/// One page of a list answer under `key`: `NextToken` is the offset of the
+/// next page (the real tokens are opaque), `size` items at most.
+pub(crate) fn page(
+    items: Vec<serde_json::Value>,
+    next_token: Option<&str>,
+    size: usize,
+    key: &str,
+) -> Result<serde_json::Value, ApiError> {
+    let start: usize = match next_token {
+        Some(token) => token
+            .parse()
+            .map_err(|_| ApiError::validation(format!("Invalid pagination token {token}")))?,
+        None => 0,
+    };
+    let end = (start + size).min(items.len());
+    let mut answer = serde_json::Map::new();
+    if end < items.len() {
+        answer.insert("NextToken".into(), end.to_string().into());
+    }
+    answer.insert(key.into(), items[start.min(end)..end].to_vec().into());
+    Ok(answer.into())
+}
+
 /// Answers one SageMaker call.
 pub(crate) async fn handle(state: &AppState, operation: &str, body: &[u8]) -> Response {
     let result = match operation {
@@ -460,6 +521,8 @@ pub(crate) async fn handle(state: &AppState, operation: &str, body: &[u8]) -> Re
         "CreateApp" => apps::create(state, body).await,
         "DeleteApp" => apps::delete(state, body),
         "StartSession" => sessions::start(state, body),
+        "ListTags" => tags::list(state, body),
+        "AddTags" => tags::add(state, body),
         "DescribeTrainingJob" => jobs::describe(state, body),
         "ListTrainingJobs" => jobs::list(state, body),
         "UpdateTrainingJob" => jobs::update(state, body),
@@ -470,6 +533,10 @@ pub(crate) async fn handle(state: &AppState, operation: &str, body: &[u8]) -> Re
         "DescribeCluster" => clusters::describe(state, body),
         "ListClusters" => clusters::list(state, body),
         "ListClusterNodes" => clusters::list_nodes(state, body),
+        "ListNotebookInstances" => notebooks::list(state, body),
+        "DescribeNotebookInstanceLifecycleConfig" => {
+            notebooks::describe_lifecycle_config(state, body)
+        }
         other => Err(ApiError::new(
             "UnknownOperationException",
             format!("the fake SageMaker does not implement {other}"),

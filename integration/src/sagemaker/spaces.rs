@@ -41,11 +41,7 @@ fn feature(on: bool) -> &'static str {
 
 fn describe_json(world: &World, space: &Space) -> Value {
     let app_settings = json!({
-        "DefaultResourceSpec": {
-            "InstanceType": space.instance_type,
-            "SageMakerImageArn": space.image_arn,
-            "SageMakerImageVersionArn": space.image_version_arn,
-        }
+        "DefaultResourceSpec": super::resource_spec(space)
     });
     let settings_key = match space.app_type.as_str() {
         "CodeEditor" => "CodeEditorAppSettings",
