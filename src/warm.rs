@@ -167,7 +167,18 @@ impl<'a> Warm<'a> {
         let opened = loop {
             tokio::select! {
                 result = &mut push, if pushed.is_none() => pushed = Some(result),
-                opened = &mut session => break opened?,
+                opened = &mut session => match opened {
+                    Ok(opened) => break opened,
+                    // Both failing: the push's error, the step that comes
+                    // first when run in order, names what to change.
+                    Err(error) => {
+                        let pushed = match pushed {
+                            Some(result) => result,
+                            None => push.await,
+                        };
+                        return Err(pushed.err().unwrap_or(error));
+                    }
+                },
             }
         };
         let pushed = match pushed {

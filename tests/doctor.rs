@@ -282,6 +282,16 @@ fn assert_statuses(report: &Value, changes: &[(&str, &str)]) {
     assert_eq!(statuses(report), expected(changes), "{report:#}");
 }
 
+/// [`assert_statuses`] for `--job`, which adds the `remote-debug` check
+/// (remote debugging is off on moto's jobs: a WARN, or SKIP without a job).
+#[track_caller]
+fn assert_job_statuses(report: &Value, remote_debug: &str, changes: &[(&str, &str)]) {
+    let mut want = expected(changes);
+    let at = want.iter().position(|(id, _)| id == "network").unwrap();
+    want.insert(at, ("remote-debug".into(), remote_debug.into()));
+    assert_eq!(statuses(report), want, "{report:#}");
+}
+
 fn text_of(value: &Value) -> &str {
     value.as_str().unwrap_or_default()
 }
@@ -953,7 +963,7 @@ fn a_training_job_names_the_role_and_network_isolation_fails() {
     create("trainingjob-isolated", true);
 
     let report = account.doctor_json(&["--job", "trainingjob-open"], 0);
-    assert_statuses(&report, &[("network", "pass")]);
+    assert_job_statuses(&report, "warn", &[("network", "pass")]);
     let trust = text_of(&check(&report, "role-trust")["detail"]);
     assert!(
         trust.contains(&format!(
@@ -964,7 +974,7 @@ fn a_training_job_names_the_role_and_network_isolation_fails() {
     );
 
     let report = account.doctor_json(&["--job", "trainingjob-isolated"], 1);
-    assert_statuses(&report, &[("network", "fail")]);
+    assert_job_statuses(&report, "warn", &[("network", "fail")]);
     let network = check(&report, "network");
     assert!(
         text_of(&network["detail"]).contains("network isolation"),
@@ -1014,8 +1024,9 @@ fn a_notebook_without_direct_internet_warns_naming_the_vpc_endpoints() {
 fn a_missing_job_or_role_fails_with_how_to_find_or_create_it() {
     let account = Account::well_configured("missing");
     let report = account.doctor_json(&["--job", "missing-no-such-job"], 1);
-    assert_statuses(
+    assert_job_statuses(
         &report,
+        "skip",
         &[
             ("role-trust", "fail"),
             ("role-policy", "skip"),

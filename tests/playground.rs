@@ -484,10 +484,6 @@ fn doctor_in_the_playground_passes_every_check() {
     for (id, status, detail) in &checks {
         // --role names no job, notebook or domain, so no network to check.
         let expected = if id == "network" { "skip" } else { "pass" };
-        if id == "attribution" && fake_lacks_list_training_jobs(detail) {
-            assert_eq!(status, "skip", "{id}: {detail}");
-            continue;
-        }
         assert_eq!(status, expected, "{id}: {detail}");
         if id == "attribution" {
             // The playground's notebooks share the role, which assumes itself.
@@ -506,8 +502,7 @@ fn doctor_in_the_playground_passes_every_check() {
     // The demo job by name: its execution role, network and remote debugging.
     let job = doctor(&serving, home.path(), &["--job", "demo"]);
     for (id, status, detail) in &job {
-        let expected = if id == "attribution" { "skip" } else { "pass" };
-        assert_eq!(status, expected, "--job demo: {id}: {detail}");
+        assert_eq!(status, "pass", "--job demo: {id}: {detail}");
     }
     let job_ids: Vec<&str> = job.iter().map(|(id, _, _)| id.as_str()).collect();
     for id in [
@@ -530,13 +525,6 @@ fn doctor_in_the_playground_passes_every_check() {
     ] {
         assert!(ids.contains(&id), "no {id} in {ids:?}");
     }
-}
-
-/// Until the fake serves ListTrainingJobs (the `jobs` branch, issue 13), the
-/// attribution check cannot tell that no running job shares the role and
-/// skips, saying so; once it does, this is never true.
-fn fake_lacks_list_training_jobs(detail: &str) -> bool {
-    detail.contains("does not implement ListTrainingJobs")
 }
 
 #[test]

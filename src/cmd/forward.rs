@@ -58,6 +58,11 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         label: args.target.clone(),
         live: Mutex::default(),
     });
+    // Ctrl-C is ours from here on: a SIGINT right after the first
+    // "forwarding" line (a script or test that read it) must not kill us
+    // before the sessions are terminated.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("listening for Ctrl-C")?;
     // Bind every port first: a taken port fails before any session starts.
     let mut listeners = Vec::new();
     for spec in &args.forwards {
@@ -98,7 +103,7 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         }
         eprintln!("sm-ssh: press Ctrl-C to stop");
         tokio::select! {
-            signal = tokio::signal::ctrl_c() => signal.context("listening for Ctrl-C"),
+            _ = interrupt.recv() => Ok(()),
             Some(ended) = accepting.join_next() => {
                 ended.context("a forward's task failed")?
             }

@@ -220,17 +220,8 @@ fn from_streams(names: &[String], variants: &[&str]) -> Vec<Instance> {
     found
 }
 
-pub async fn resolve(
-    sdk: &SdkConfig,
-    target: &Target,
-    opts: &ResolveOptions,
-) -> anyhow::Result<Reach> {
-    let helper = resolve::resolve(sdk, target, &native::helper_options(opts)).await;
-    after_helper(sdk, target, opts, helper).await
-}
-
-/// The rest of [`resolve`] once the helper's instance was looked for (with
-/// [`native::helper_options`]; the warm-path cache does that part itself).
+/// Given the outcome of the helper's lookup (made with
+/// [`native::helper_options`], by `Path::resolve` or the warm-path cache).
 pub async fn after_helper(
     sdk: &SdkConfig,
     target: &Target,
@@ -240,18 +231,22 @@ pub async fn after_helper(
     let Target::SageMaker(named) = target else {
         unreachable!("select() sends only endpoints here");
     };
-    let helper = match helper {
-        Ok(resolved) => {
-            tracing::info!(instance = %resolved.instance_id, "{target}: the helper's managed instance (SSM path)");
-            return Ok(super::ssm::reach_from(resolved));
-        }
-        Err(error) if native::may_fall_back(&error) => error,
-        Err(error) => return Err(error.into()),
+    let helper = match native::helper_outcome(target, helper, "looking for SSM access")? {
+        native::Helper::Found(reach) => return Ok(*reach),
+        native::Helper::Fallback(why) => why,
     };
-    tracing::info!(helper = %helper.message(None).lines().next().unwrap_or_default(), "{target}: no helper instance; looking for SSM access");
     let name = target.to_string();
     let instances = match ssm_instances(sdk, &named.name).await {
-        Ok(found) => found,
+        Ok(Some(found)) => found,
+        // No such endpoint either: the helper's answer is all there is to say.
+        Ok(None) if opts.wait.is_none() => {
+            return Err(anyhow::Error::new(helper).context(format!(
+                "there is no endpoint {} in {} (check the name and --region)",
+                named.name,
+                resolve::region_name(sdk)
+            )))
+        }
+        Ok(None) => return super::ssm::resolve(sdk, target, opts).await,
         // --wait keeps its meaning: wait for the helper's instance.
         Err(why) if opts.wait.is_some() => {
             tracing::info!(why = %why.message, "SSM access cannot be used; waiting for the helper");
@@ -262,20 +257,16 @@ pub async fn after_helper(
     choose(&name, &instances.0, &instances.1, opts)
 }
 
-/// The endpoint and its instances that take sessions, or why there are none.
-async fn ssm_instances(sdk: &SdkConfig, name: &str) -> Result<(Endpoint, Vec<Instance>), Failure> {
+/// The endpoint and its instances that take sessions (None: no such
+/// endpoint), or why there are none.
+async fn ssm_instances(
+    sdk: &SdkConfig,
+    name: &str,
+) -> Result<Option<(Endpoint, Vec<Instance>)>, Failure> {
     let client = aws_sdk_sagemaker::Client::new(sdk);
     let endpoint = match describe(&client, name).await {
         Ok(Some(endpoint)) => endpoint,
-        Ok(None) => {
-            return Err(Failure::new(
-                exit::NOT_FOUND,
-                format!(
-                    "there is no endpoint {name} in {} (check the name and --region)",
-                    resolve::region_name(sdk)
-                ),
-            ))
-        }
+        Ok(None) => return Ok(None),
         Err(error) => return Err(Failure::new(error.exit_code(), error.message(None))),
     };
     if let Some(blocker) = endpoint.blocker() {
@@ -294,7 +285,7 @@ async fn ssm_instances(sdk: &SdkConfig, name: &str) -> Result<(Endpoint, Vec<Ins
             log_group(name)
         )));
     }
-    Ok((endpoint, instances))
+    Ok(Some((endpoint, instances)))
 }
 
 /// The target `--node` and `--container` pick.

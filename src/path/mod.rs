@@ -70,8 +70,11 @@ impl Path {
             Path::Native => Ok(native::reach_from(target)),
             Path::Space => space::resolve(sdk, target).await,
             Path::HyperPod => hyperpod::resolve(sdk, target).await,
-            Path::Training => training::resolve(sdk, target, opts).await,
-            Path::Endpoint => endpoint::resolve(sdk, target, opts).await,
+            Path::Training | Path::Endpoint => {
+                let once = sagemaker_native::helper_options(opts);
+                let helper = crate::resolve::resolve(sdk, target, &once).await;
+                self.after_helper(sdk, target, opts, helper).await
+            }
         }
     }
 

@@ -62,13 +62,43 @@ pub fn helper_options(opts: &ResolveOptions) -> ResolveOptions {
     }
 }
 
+/// What the helper's lookup means for a path that can fall back.
+pub enum Helper {
+    /// The helper's instance: the SSM path.
+    Found(Box<Reach>),
+    /// Not found, and the native target may be tried; the reason is kept
+    /// for the message when neither works.
+    Fallback(ResolveError),
+}
+
+/// Sorts the helper lookup's outcome for `target`; `next` says (at `-v`)
+/// what the path looks at when the helper has nothing.
+pub fn helper_outcome(
+    target: &crate::target::Target,
+    helper: Result<crate::resolve::Resolved, ResolveError>,
+    next: &str,
+) -> anyhow::Result<Helper> {
+    match helper {
+        Ok(resolved) => {
+            tracing::info!(instance = %resolved.instance_id, "{target}: the helper's managed instance (SSM path)");
+            Ok(Helper::Found(Box::new(super::ssm::reach_from(resolved))))
+        }
+        Err(error) if may_fall_back(&error) => {
+            tracing::info!(helper = %error.message(None).lines().next().unwrap_or_default(), "{target}: no helper instance; {next}");
+            Ok(Helper::Fallback(error))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
 /// Whether the helper's lookup failing lets the native path be tried:
-/// anything but missing credentials or region, which fail both alike.
+/// anything but missing credentials or region and an unreachable endpoint,
+/// which fail both alike (and keep their own exit codes).
 pub fn may_fall_back(error: &ResolveError) -> bool {
     !matches!(
         error,
         ResolveError::Aws(AwsError {
-            problem: AwsProblem::Credentials | AwsProblem::Region,
+            problem: AwsProblem::Credentials | AwsProblem::Region | AwsProblem::Unreachable,
             ..
         })
     )

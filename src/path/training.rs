@@ -122,17 +122,8 @@ pub async fn describe(
     }))
 }
 
-pub async fn resolve(
-    sdk: &SdkConfig,
-    target: &Target,
-    opts: &ResolveOptions,
-) -> anyhow::Result<Reach> {
-    let helper = resolve::resolve(sdk, target, &native::helper_options(opts)).await;
-    after_helper(sdk, target, opts, helper).await
-}
-
-/// The rest of [`resolve`] once the helper's instance was looked for (with
-/// [`native::helper_options`]; the warm-path cache does that part itself).
+/// Given the outcome of the helper's lookup (made with
+/// [`native::helper_options`], by `Path::resolve` or the warm-path cache).
 pub async fn after_helper(
     sdk: &SdkConfig,
     target: &Target,
@@ -142,31 +133,26 @@ pub async fn after_helper(
     let Target::SageMaker(named) = target else {
         unreachable!("select() sends only training jobs here");
     };
-    let helper = match helper {
-        Ok(resolved) => {
-            tracing::info!(instance = %resolved.instance_id, "{target}: the helper's managed instance (SSM path)");
-            return Ok(super::ssm::reach_from(resolved));
-        }
-        Err(error) if native::may_fall_back(&error) => error,
-        Err(error) => return Err(error.into()),
-    };
-    tracing::info!(helper = %helper.message(None).lines().next().unwrap_or_default(), "{target}: no helper instance; asking SageMaker about remote debugging");
+    let helper =
+        match native::helper_outcome(target, helper, "asking SageMaker about remote debugging")? {
+            native::Helper::Found(reach) => return Ok(*reach),
+            native::Helper::Fallback(why) => why,
+        };
     let client = aws_sdk_sagemaker::Client::new(sdk);
     let deadline = opts.wait.map(|limit| Instant::now() + limit);
     loop {
         let job = match describe(&client, &named.name).await {
             Ok(Some(job)) => job,
-            Ok(None) => {
-                let missing = Failure::new(
-                    exit::NOT_FOUND,
-                    format!(
-                        "there is no training job {} in {} (check the name and --region)",
-                        named.name,
-                        resolve::region_name(sdk)
-                    ),
-                );
-                return helper_or(sdk, target, opts, &helper, missing).await;
+            // No such job either: the helper's answer, with its own exit
+            // code and hints, after the SageMaker side's.
+            Ok(None) if opts.wait.is_none() => {
+                return Err(anyhow::Error::new(helper).context(format!(
+                    "there is no training job {} in {} (check the name and --region)",
+                    named.name,
+                    resolve::region_name(sdk)
+                )))
             }
+            Ok(None) => return super::ssm::resolve(sdk, target, opts).await,
             Err(error) => {
                 let failure = Failure::new(error.exit_code(), error.message(None));
                 return helper_or(sdk, target, opts, &helper, failure).await;

@@ -33,6 +33,30 @@ pub struct Scope {
     pub team_tag: Option<String>,
 }
 
+/// Resuming and ending one's own sessions, whatever they were started on:
+/// the statement every client policy ends with.
+pub fn resume_and_end_own_sessions(partition: &str, account: &str) -> serde_json::Value {
+    serde_json::json!({
+        "Sid": "ResumeAndEndOwnSessions",
+        "Effect": "Allow",
+        "Action": ["ssm:ResumeSession", "ssm:TerminateSession"],
+        "Resource": format!("arn:{partition}:ssm:*:{account}:session/*"),
+        "Condition": {"StringLike": {"ssm:resourceTag/aws:ssmmessages:session-id": "${aws:userid}"}}
+    })
+}
+
+#[cfg(test)]
+impl Scope {
+    /// The scope the policy tests use: account 123456789012 in `aws`.
+    pub fn example(team: Option<&str>) -> Scope {
+        Scope {
+            partition: "aws".into(),
+            account: "123456789012".into(),
+            team_tag: team.map(Into::into),
+        }
+    }
+}
+
 /// The partition of an ARN (`arn:aws-cn:…` → `aws-cn`), `aws` when unclear.
 pub fn partition_of(arn: &str) -> &str {
     arn.split(':')

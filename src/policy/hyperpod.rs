@@ -64,13 +64,7 @@ pub fn client(scope: &Scope, cluster_ids: &[String]) -> Value {
                 "Resource": "*",
                 "Condition": {"StringLike": {TARGET_ID_KEY: node_patterns(cluster_ids)}}
             },
-            {
-                "Sid": "ResumeAndEndOwnSessions",
-                "Effect": "Allow",
-                "Action": ["ssm:ResumeSession", "ssm:TerminateSession"],
-                "Resource": format!("arn:{partition}:ssm:*:{account}:session/*"),
-                "Condition": {"StringLike": {"ssm:resourceTag/aws:ssmmessages:session-id": "${aws:userid}"}}
-            }
+            super::documents::resume_and_end_own_sessions(partition, account)
         ]
     })
 }
@@ -81,11 +75,7 @@ mod tests {
     use crate::policy::eval::{evaluate, Decision, Policy, Request};
 
     fn scope(team: Option<&str>) -> Scope {
-        Scope {
-            partition: "aws".into(),
-            account: "123456789012".into(),
-            team_tag: team.map(Into::into),
-        }
+        Scope::example(team)
     }
 
     fn start(target: &str, document: &str) -> Request {

@@ -99,13 +99,7 @@ pub fn client(scope: &Scope, per_user: bool) -> Value {
                 "Action": "ssm:StartSession",
                 "Resource": documents
             },
-            {
-                "Sid": "ResumeAndEndOwnSessions",
-                "Effect": "Allow",
-                "Action": ["ssm:ResumeSession", "ssm:TerminateSession"],
-                "Resource": format!("arn:{partition}:ssm:*:{account}:session/*"),
-                "Condition": {"StringLike": {"ssm:resourceTag/aws:ssmmessages:session-id": "${aws:userid}"}}
-            },
+            super::documents::resume_and_end_own_sessions(partition, account),
             {
                 "Sid": "EnableRemoteDebugging",
                 "Effect": "Allow",
@@ -134,11 +128,7 @@ mod tests {
     use crate::policy::eval::{evaluate, Decision, Policy};
 
     fn scope(team: Option<&str>) -> Scope {
-        Scope {
-            partition: "aws".into(),
-            account: "123456789012".into(),
-            team_tag: team.map(Into::into),
-        }
+        Scope::example(team)
     }
 
     fn start(target: &str) -> Request {

@@ -95,13 +95,7 @@ pub fn client(scope: &Scope, owner: Owner) -> Value {
                 ],
                 "Condition": own
             },
-            {
-                "Sid": "ResumeAndEndOwnSessions",
-                "Effect": "Allow",
-                "Action": ["ssm:ResumeSession", "ssm:TerminateSession"],
-                "Resource": format!("arn:{partition}:ssm:*:{account}:session/*"),
-                "Condition": {"StringLike": {"ssm:resourceTag/aws:ssmmessages:session-id": "${aws:userid}"}}
-            }
+            super::documents::resume_and_end_own_sessions(partition, account)
         ]
     })
 }
@@ -111,11 +105,7 @@ mod tests {
     use super::*;
 
     fn scope(team: Option<&str>) -> Scope {
-        Scope {
-            partition: "aws".into(),
-            account: "123456789012".into(),
-            team_tag: team.map(Into::into),
-        }
+        Scope::example(team)
     }
 
     #[test]
