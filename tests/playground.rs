@@ -165,6 +165,37 @@ fn serve_answers_list_ssh_and_forward_from_another_terminal() {
         text(&list.stdout)
     );
 
+    // `list --json` shows every kind the playground seeds, each with its path.
+    let json = serving
+        .command(home.path(), SM_SSH)
+        .args(["list", "--json"])
+        .output()
+        .unwrap();
+    assert!(json.status.success(), "{}", text(&json.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&json.stdout).unwrap();
+    let paths: std::collections::BTreeSet<(String, String)> = rows
+        .iter()
+        .map(|r| {
+            let field = |name: &str| r[name].as_str().unwrap_or_default().to_string();
+            (field("host"), field("path"))
+        })
+        .collect();
+    for (host, path) in [
+        ("demo.training.sagemaker", "helper"),
+        ("demo.d-demo0playgrnd.space.sagemaker", "space"),
+        (
+            "i-0de0000000000d001.workers.demo.hyperpod.sagemaker",
+            "hyperpod",
+        ),
+        ("debug-demo.training.sagemaker", "remote-debug"),
+        ("demo-endpoint.inference.sagemaker", "ssm-access"),
+    ] {
+        assert!(
+            paths.contains(&(host.to_string(), path.to_string())),
+            "{host} ({path}) not in {paths:?}"
+        );
+    }
+
     // ssh through the printed config: ProxyCommand `sm-ssh proxy %h` pushes the key.
     let ssh = serving
         .command(home.path(), "ssh")
