@@ -240,8 +240,12 @@ fn ssh_by_every_node_form_installs_the_key_once() {
         "echo",
         "again",
     ]);
-    let (stdout, _) = assert_exit(&output, 0);
+    let (stdout, stderr) = assert_exit(&output, 0);
     assert_eq!(stdout.trim(), "again");
+    assert!(
+        stderr.contains(&format!("as {}", me())),
+        "the login user is not shown: {stderr}"
+    );
     assert_eq!(world.sessions("AWS-StartNonInteractiveCommand"), 2);
     assert_eq!(world.authorized_keys(), keys);
 }

@@ -57,6 +57,10 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             .await;
         }
         let user = args.user.as_deref().unwrap_or(reach.default_user);
+        // The login user differs by orchestrator there (ubuntu, ec2-user): say which.
+        if reach.path == path::Path::HyperPod {
+            eprintln!("sm-ssh: logging in to {} as {user}", args.target);
+        }
         // Installed here rather than in the ProxyCommand so its errors keep their exit codes.
         path::install_key(&sdk, &reach, user, args.push_key).await?;
         // ssh reads the key as it starts: it must exist before.
