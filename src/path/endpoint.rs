@@ -369,26 +369,19 @@ fn choose(
 pub async fn accessible(sdk: &SdkConfig) -> Result<Vec<(Endpoint, Vec<Instance>)>, anyhow::Error> {
     let client = aws_sdk_sagemaker::Client::new(sdk);
     let logs = aws_sdk_cloudwatchlogs::Client::new(sdk);
-    let mut names = Vec::new();
-    let mut next_token: Option<String> = None;
-    loop {
-        let page = client
-            .list_endpoints()
-            .max_results(100)
-            .set_next_token(next_token.take())
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("sagemaker:ListEndpoints", &e))?;
-        names.extend(
-            page.endpoints()
-                .iter()
-                .filter_map(|e| e.endpoint_name().map(str::to_string)),
-        );
-        match page.next_token() {
-            Some(token) if !token.is_empty() => next_token = Some(token.to_string()),
-            _ => break,
-        }
-    }
+    let pages = client
+        .list_endpoints()
+        .max_results(100)
+        .into_paginator()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| AwsError::from_sdk("sagemaker:ListEndpoints", &e))?;
+    let names: Vec<String> = pages
+        .iter()
+        .flat_map(|page| page.endpoints())
+        .filter_map(|e| e.endpoint_name().map(str::to_string))
+        .collect();
     let mut found = Vec::new();
     for name in names {
         let Some(endpoint) = describe(&client, &name).await? else {

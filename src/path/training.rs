@@ -226,27 +226,20 @@ fn node_reach(target: &Target, job: &Job, node: Option<usize>) -> anyhow::Result
 /// DescribeTrainingJob for each: the summaries do not carry the setting).
 pub async fn debuggable(sdk: &SdkConfig) -> Result<Vec<Job>, AwsError> {
     let client = aws_sdk_sagemaker::Client::new(sdk);
-    let mut names = Vec::new();
-    let mut next_token: Option<String> = None;
-    loop {
-        let page = client
-            .list_training_jobs()
-            .status_equals(aws_sdk_sagemaker::types::TrainingJobStatus::InProgress)
-            .max_results(100)
-            .set_next_token(next_token.take())
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("sagemaker:ListTrainingJobs", &e))?;
-        names.extend(
-            page.training_job_summaries()
-                .iter()
-                .filter_map(|s| s.training_job_name().map(str::to_string)),
-        );
-        match page.next_token() {
-            Some(token) if !token.is_empty() => next_token = Some(token.to_string()),
-            _ => break,
-        }
-    }
+    let pages = client
+        .list_training_jobs()
+        .status_equals(aws_sdk_sagemaker::types::TrainingJobStatus::InProgress)
+        .max_results(100)
+        .into_paginator()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| AwsError::from_sdk("sagemaker:ListTrainingJobs", &e))?;
+    let names: Vec<String> = pages
+        .iter()
+        .flat_map(|page| page.training_job_summaries())
+        .filter_map(|s| s.training_job_name().map(str::to_string))
+        .collect();
     let described: Vec<Result<Option<Job>, AwsError>> = stream::iter(names)
         .map(|name| {
             let client = client.clone();
