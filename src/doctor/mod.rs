@@ -4,6 +4,7 @@
 
 mod attribution;
 mod client;
+mod ec2;
 mod hyperpod;
 mod iam;
 mod identity;

@@ -3,13 +3,12 @@
 //! `ssm` (the space registers as a managed instance) and `ssmmessages` (the
 //! session's data channel), and Studio itself those for the SageMaker API
 //! and runtime (developer guide: "VPC only communication with the
-//! internet"), or a NAT gateway. Reading the endpoints takes EC2
-//! DescribeVpcEndpoints, which needs `aws-sdk-ec2`: not built in for its
-//! cost (docs/admin-guide.md, "Studio spaces"), so a VpcOnly domain WARNs
-//! with the command that lists them and the ones to create.
+//! internet"). EC2 DescribeVpcEndpoints on the domain's VPC (`ec2.rs`) shows
+//! which exist; a NAT gateway can stand in for them, which this check cannot see.
 
 use aws_config::SdkConfig;
 
+use super::ec2::{self, VpcEndpoint};
 use super::report::Check;
 use super::Failure;
 use crate::path::space::SpaceInfo;
@@ -48,30 +47,97 @@ pub async fn check(
     }
     let vpc = domain.vpc_id().unwrap_or_default();
     let region = sdk.region().map(|r| r.to_string()).unwrap_or_default();
-    let names: Vec<String> = SERVICES
-        .iter()
-        .map(|service| format!("com.amazonaws.{region}.{service}"))
-        .collect();
+    let endpoints = match ec2::vpc_endpoints(sdk, vpc).await {
+        Ok(endpoints) => endpoints,
+        Err(error) => return Failure::from_sdk("ec2:DescribeVpcEndpoints", error).skip(ID),
+    };
     let subnets = domain.subnet_ids().join(" ");
-    let mut fix = vec![format!(
-        "list what VPC {vpc} has: aws ec2 describe-vpc-endpoints --region {region} --filters Name=vpc-id,Values={vpc} \
-         --query 'VpcEndpoints[].[ServiceName,State,PrivateDnsEnabled]'; create each one missing (available, private DNS on):"
-    )];
-    fix.extend(names.iter().map(|name| {
+    let create = |name: &str| {
         format!(
             "aws ec2 create-vpc-endpoint --region {region} --vpc-endpoint-type Interface --vpc-id {vpc} \
              --service-name {name} --subnet-ids {subnets} --private-dns-enabled"
         )
-    }));
-    fix.push("(or route the subnets through a NAT gateway; the endpoints' security groups must let the domain's in on HTTPS)".into());
-    Check::warn(
+    };
+    let problems: Vec<(String, Problem)> = SERVICES
+        .iter()
+        .map(|service| format!("com.amazonaws.{region}.{service}"))
+        .filter_map(|name| problem(&endpoints, &name).map(|p| (name, p)))
+        .collect();
+    if problems.is_empty() {
+        let names: Vec<String> = SERVICES
+            .iter()
+            .map(|service| format!("com.amazonaws.{region}.{service}"))
+            .collect();
+        return Check::pass(
+            ID,
+            format!(
+                "domain {} is VpcOnly; VPC {vpc} has available endpoints with private DNS for {}",
+                info.domain,
+                names.join(", ")
+            ),
+        );
+    }
+    let detail: Vec<String> = problems
+        .iter()
+        .map(|(name, problem)| format!("{name}: {}", problem.what))
+        .collect();
+    let fixes: Vec<String> = problems
+        .iter()
+        .map(|(name, problem)| match &problem.dns_off {
+            Some(id) => format!(
+                "aws ec2 modify-vpc-endpoint --region {region} --vpc-endpoint-id {id} --private-dns-enabled"
+            ),
+            None => create(name),
+        })
+        .collect();
+    Check::fail(
         ID,
         format!(
-            "domain {} is VpcOnly (VPC {vpc}): the space reaches AWS only through it, and needs \
-             interface endpoints for {} (not read: doctor does not call EC2)",
+            "domain {} is VpcOnly and VPC {vpc} lacks what the space needs to reach AWS: {} \
+             (unless its subnets reach the internet through a NAT gateway)",
             info.domain,
-            names.join(", ")
+            detail.join("; ")
         ),
-        fix.join("\n"),
+        format!(
+            "{}\n(the endpoints' security groups must let the domain's security groups in on HTTPS)",
+            fixes.join("\n")
+        ),
     )
+}
+
+/// Why no endpoint of the VPC serves a service.
+struct Problem {
+    what: String,
+    /// The endpoint to turn private DNS on for, when that is all it lacks.
+    dns_off: Option<String>,
+}
+
+/// Why the endpoints do not serve `service`; `None` when one does
+/// (available, with private DNS: the space's agent uses the default host names).
+fn problem(endpoints: &[VpcEndpoint], service: &str) -> Option<Problem> {
+    let found: Vec<&VpcEndpoint> = endpoints
+        .iter()
+        .filter(|e| e.service_name == service)
+        .collect();
+    let available = |e: &VpcEndpoint| e.state.eq_ignore_ascii_case("available");
+    if found.iter().any(|e| available(e) && e.private_dns_enabled) {
+        return None;
+    }
+    // An available one first: it needs only private DNS.
+    let Some(endpoint) = found.iter().find(|e| available(e)).or(found.first()) else {
+        return Some(Problem {
+            what: "no endpoint".into(),
+            dns_off: None,
+        });
+    };
+    if available(endpoint) {
+        return Some(Problem {
+            what: format!("endpoint {} has private DNS off", endpoint.id),
+            dns_off: Some(endpoint.id.clone()),
+        });
+    }
+    Some(Problem {
+        what: format!("endpoint {} is {}", endpoint.id, endpoint.state),
+        dns_off: None,
+    })
 }
