@@ -126,6 +126,12 @@ struct Authorization<'a> {
     signature: &'a str,
 }
 
+/// The region and service a signed request's credential is scoped to.
+pub(crate) fn signing_scope(headers: &HeaderMap) -> Option<(String, String)> {
+    let auth = parse_authorization(header(headers, "authorization")?)?;
+    Some((auth.region.to_owned(), auth.service.to_owned()))
+}
+
 fn parse_authorization(value: &str) -> Option<Authorization<'_>> {
     let rest = value.strip_prefix("AWS4-HMAC-SHA256 ")?;
     let field = |name: &str| {

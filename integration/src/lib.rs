@@ -7,6 +7,7 @@ pub mod auth;
 mod caller;
 pub mod config;
 pub mod datachannel;
+pub mod ec2;
 pub mod iam;
 pub mod kms;
 pub mod logs;

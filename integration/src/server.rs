@@ -331,8 +331,8 @@ async fn mint(
     axum::Json(credential.process_json()).into_response()
 }
 
-/// `POST /`: SSM or SageMaker when `X-Amz-Target` names it, IAM or STS
-/// when the body is a Query-protocol form (told apart by its `Version`).
+/// `POST /`: SSM or SageMaker when `X-Amz-Target` names it, IAM, EC2 or
+/// STS when the body is a Query-protocol form (told apart by its `Version`).
 /// Credentials are checked first, as IAM does.
 async fn api(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let state = AppState {
@@ -357,6 +357,8 @@ async fn api(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> 
                 message: refusal.message,
             }
             .into_response()
+        } else if crate::ec2::is_ec2(&body) {
+            crate::ec2::error(refusal.status, refusal.code, &refusal.message)
         } else {
             crate::sts::refusal(refusal)
         };
@@ -377,6 +379,8 @@ async fn api(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> 
             Ok(v) => crate::ssm::json_response(axum::http::StatusCode::OK, &v),
             Err(e) => e.into_response(),
         }
+    } else if target.is_empty() && crate::ec2::is_ec2(&body) {
+        crate::ec2::handle(&state, &headers, &body)
     } else if target.is_empty() && crate::sts::is_query(&body) {
         crate::sts::handle(&state, &body)
     } else {

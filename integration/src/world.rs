@@ -217,6 +217,8 @@ pub struct Seed {
     pub iam: crate::iam::Account,
     /// Domains, spaces and their apps, jobs and notebook instances.
     pub sagemaker: crate::sagemaker::Seed,
+    /// The VPC endpoints EC2 DescribeVpcEndpoints answers with.
+    pub ec2: crate::ec2::Seed,
     /// Access keys known besides the static `testing` pair (see `auth`).
     pub credentials: Vec<Credential>,
     /// What the data channel demands of a websocket (on by default).
@@ -362,6 +364,8 @@ pub struct World {
     pub stream_tls: bool,
     /// The SageMaker resources, as seeded and changed by the API.
     pub sagemaker: crate::sagemaker::State,
+    /// The VPC endpoints EC2 answers with (seeded, never changed).
+    pub ec2: crate::ec2::Seed,
 }
 
 /// One SendCommand: its request and one invocation per instance.
@@ -460,6 +464,7 @@ impl World {
             activation_tier,
             iam: seed.iam,
             sagemaker: seed.sagemaker,
+            ec2: seed.ec2,
             credentials: seed
                 .credentials
                 .into_iter()

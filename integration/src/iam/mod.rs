@@ -4,7 +4,7 @@
 //! (`simulate`). Nothing here writes: the account is what the seed says.
 
 mod simulate;
-mod xml;
+pub(crate) mod xml;
 
 use std::collections::BTreeMap;
 

@@ -39,8 +39,13 @@ impl Form {
 
     /// `prefix.member.1`, `prefix.member.2`, … until one is missing.
     pub fn list(&self, prefix: &str) -> Vec<String> {
+        self.numbered(&format!("{prefix}.member"))
+    }
+
+    /// `prefix.1`, `prefix.2`, … until one is missing (EC2's lists).
+    pub fn numbered(&self, prefix: &str) -> Vec<String> {
         (1..)
-            .map_while(|n| self.get(&format!("{prefix}.member.{n}")).map(str::to_owned))
+            .map_while(|n| self.get(&format!("{prefix}.{n}")).map(str::to_owned))
             .collect()
     }
 }
@@ -60,6 +65,10 @@ impl Xml {
 
     pub fn leaf(&mut self, tag: &str, text: &str) {
         self.0.push_str(&format!("<{tag}>{}</{tag}>", escape(text)));
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
