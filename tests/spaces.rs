@@ -579,11 +579,12 @@ fn doctor_checks_a_space_and_the_policy_sm_ssh_prints() {
         status_of(&checks, "space-instance-type").starts_with("fail"),
         "{checks:?}"
     );
+    // The fake's EC2 has no endpoints for the domain's VPC.
     let network = status_of(&checks, "space-network");
     assert!(
-        network.starts_with("warn")
-            && network.contains(&format!("com.amazonaws.{REGION}.ssmmessages"))
-            && network.contains("describe-vpc-endpoints"),
+        network.starts_with("fail")
+            && network.contains(&format!("com.amazonaws.{REGION}.ssmmessages: no endpoint"))
+            && network.contains("create-vpc-endpoint"),
         "{network}"
     );
     let start = status_of(&checks, "space-start-session");
@@ -925,4 +926,176 @@ fn killing_forward_to_a_space_stops_its_ssh_at_once() {
             "{signal}: port {local_port} still open"
         );
     }
+}
+
+/// The VPC and subnets of the VpcOnly domain the network checks below seed.
+const VPC: &str = "vpc-0aa11bb22cc33dd44";
+const SUBNETS: [&str; 2] = ["subnet-0aaa", "subnet-0bbb"];
+
+/// What `doctor --space` says of the network of a VpcOnly domain whose VPC
+/// has `endpoints`, with everything on the fake: `(status, detail, fix)`,
+/// and how many DescribeVpcEndpoints calls it took.
+fn network_check(
+    ec2: sm_ssh_integration::ec2::Seed,
+    deny: bool,
+) -> (String, String, String, usize) {
+    let mut seed = seed_with(vec![]);
+    seed.sagemaker.domains = vec![Domain {
+        id: DOMAIN.into(),
+        app_network_access_type: "VpcOnly".into(),
+        vpc_id: VPC.into(),
+        subnet_ids: SUBNETS.iter().map(|s| s.to_string()).collect(),
+        ..Domain::default()
+    }];
+    seed.sagemaker.spaces = vec![space("demo")];
+    seed.ec2 = ec2;
+    if deny {
+        seed.denials
+            .actions
+            .insert("ec2:DescribeVpcEndpoints".into());
+    }
+    let env = Env::start(seed);
+    let output = env.run(["doctor", "--space", HOST, "--json"]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("doctor prints JSON");
+    let check = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["id"] == "space-network")
+        .expect("a space-network check")
+        .clone();
+    let text = |field: &str| check[field].as_str().unwrap_or_default().to_string();
+    let calls = env
+        .fake
+        .events()
+        .iter()
+        .filter(|e| e.action == "ec2:DescribeVpcEndpoints")
+        .count();
+    (text("status"), text("detail"), text("fix"), calls)
+}
+
+fn endpoints_for(services: &[&str]) -> Vec<sm_ssh_integration::ec2::VpcEndpoint> {
+    sm_ssh_integration::ec2::interface_endpoints(REGION, VPC, services)
+}
+
+const ALL: [&str; 4] = ["ssm", "ssmmessages", "sagemaker.api", "sagemaker.runtime"];
+
+#[test]
+fn doctor_passes_a_vpc_only_domain_with_its_interface_endpoints() {
+    // Another VPC's endpoints do not count; a gateway endpoint is no matter.
+    let mut endpoints = endpoints_for(&ALL);
+    endpoints.push(sm_ssh_integration::ec2::VpcEndpoint {
+        id: "vpce-0ffffffffffffffff".into(),
+        vpc_id: "vpc-0other".into(),
+        service_name: format!("com.amazonaws.{REGION}.ssmmessages"),
+        ..Default::default()
+    });
+    let (status, detail, _, calls) = network_check(
+        sm_ssh_integration::ec2::Seed {
+            vpc_endpoints: endpoints,
+            page_size: None,
+        },
+        false,
+    );
+    assert_eq!(status, "pass", "{detail}");
+    for service in ALL {
+        assert!(
+            detail.contains(&format!("com.amazonaws.{REGION}.{service}")),
+            "{detail}"
+        );
+    }
+    assert_eq!(calls, 1);
+}
+
+#[test]
+fn doctor_pages_through_the_vpc_endpoints() {
+    let (status, detail, _, calls) = network_check(
+        sm_ssh_integration::ec2::Seed {
+            vpc_endpoints: endpoints_for(&ALL),
+            page_size: Some(1),
+        },
+        false,
+    );
+    assert_eq!(status, "pass", "{detail}");
+    assert_eq!(calls, 4, "one endpoint a page");
+}
+
+#[test]
+fn doctor_names_the_missing_and_unusable_endpoints_with_their_fixes() {
+    let mut endpoints = endpoints_for(&["ssm", "sagemaker.api", "sagemaker.runtime"]);
+    endpoints[0].state = "pending".into();
+    endpoints[2].private_dns_enabled = false;
+    let dns_off = endpoints[2].id.clone();
+    let (status, detail, fix, _) = network_check(
+        sm_ssh_integration::ec2::Seed {
+            vpc_endpoints: endpoints,
+            page_size: None,
+        },
+        false,
+    );
+    assert_eq!(status, "fail", "{detail}");
+    let name = |service: &str| format!("com.amazonaws.{REGION}.{service}");
+    assert!(
+        detail.contains(&format!("{}: no endpoint", name("ssmmessages"))),
+        "{detail}"
+    );
+    assert!(
+        detail.contains(&format!(
+            "{}: endpoint {dns_off} has private DNS off",
+            name("sagemaker.runtime")
+        )),
+        "{detail}"
+    );
+    assert!(
+        detail.contains(&format!("{}: endpoint vpce-", name("ssm")))
+            && detail.contains("is pending"),
+        "{detail}"
+    );
+    assert!(!detail.contains(&name("sagemaker.api")), "{detail}");
+    assert!(detail.contains("NAT gateway"), "{detail}");
+    let subnets = SUBNETS.join(" ");
+    for service in ["ssmmessages", "ssm"] {
+        let create = format!(
+            "aws ec2 create-vpc-endpoint --region {REGION} --vpc-endpoint-type Interface --vpc-id {VPC} \
+             --service-name {} --subnet-ids {subnets} --private-dns-enabled",
+            name(service)
+        );
+        assert!(fix.lines().any(|l| l == create), "{create} in {fix}");
+    }
+    assert!(
+        fix.contains(&format!("aws ec2 modify-vpc-endpoint --region {REGION} --vpc-endpoint-id {dns_off} --private-dns-enabled")),
+        "{fix}"
+    );
+    assert!(
+        !fix.contains(&format!("--service-name {}", name("sagemaker.api"))),
+        "{fix}"
+    );
+}
+
+#[test]
+fn doctor_warns_naming_ec2_describe_vpc_endpoints_when_denied() {
+    let (status, detail, fix, calls) = network_check(
+        sm_ssh_integration::ec2::Seed {
+            vpc_endpoints: endpoints_for(&ALL),
+            page_size: None,
+        },
+        true,
+    );
+    assert_eq!(status, "warn", "{detail}");
+    assert!(
+        detail.contains("not allowed to call ec2:DescribeVpcEndpoints"),
+        "{detail}"
+    );
+    assert!(fix.starts_with("grant ec2:DescribeVpcEndpoints"), "{fix}");
+    assert!(
+        fix.contains("describe-vpc-endpoints") && fix.contains("create-vpc-endpoint"),
+        "{fix}"
+    );
+    // One line, no SDK debug output, no credentials.
+    assert!(
+        !detail.contains('\n') && !detail.contains("ErrorMetadata") && !detail.contains("testing"),
+        "{detail}"
+    );
+    assert_eq!(calls, 1, "a denial is not retried");
 }

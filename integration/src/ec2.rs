@@ -154,7 +154,11 @@ fn describe(seed: &Seed, form: &Form) -> Result<Response, ApiError> {
             .parse::<usize>()
             .ok()
             .filter(|n| *n >= 1)
-            .ok_or_else(|| invalid(format!("Value ({text}) for parameter maxResults is invalid.")))?
+            .ok_or_else(|| {
+                invalid(format!(
+                    "Value ({text}) for parameter maxResults is invalid."
+                ))
+            })?
             .min(MAX_PAGE),
         None => seed.page_size.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE),
     };
@@ -200,7 +204,12 @@ fn describe(seed: &Seed, form: &Form) -> Result<Response, ApiError> {
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DescribeVpcEndpointsResponse xmlns=\"{NAMESPACE}\">{}</DescribeVpcEndpointsResponse>\n",
         xml.as_str()
     );
-    Ok((StatusCode::OK, [("content-type", "text/xml;charset=UTF-8")], body).into_response())
+    Ok((
+        StatusCode::OK,
+        [("content-type", "text/xml;charset=UTF-8")],
+        body,
+    )
+        .into_response())
 }
 
 /// `Filter.N.Name` with its `Filter.N.Value.M`, in order.

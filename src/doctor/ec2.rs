@@ -109,7 +109,10 @@ fn operation(sdk: &SdkConfig) -> Result<Operation<PageRequest, Page, ErrorMetada
     let mut builder = Operation::builder()
         .service_name("ec2")
         .operation_name(OPERATION)
-        .behavior_version(sdk.behavior_version().unwrap_or_else(BehaviorVersion::latest))
+        .behavior_version(
+            sdk.behavior_version()
+                .unwrap_or_else(BehaviorVersion::latest),
+        )
         .endpoint_url(&endpoint_url(sdk, region.as_ref()))
         .standard_retry(
             &sdk.retry_config()

@@ -47,10 +47,6 @@ pub async fn check(
     }
     let vpc = domain.vpc_id().unwrap_or_default();
     let region = sdk.region().map(|r| r.to_string()).unwrap_or_default();
-    let endpoints = match ec2::vpc_endpoints(sdk, vpc).await {
-        Ok(endpoints) => endpoints,
-        Err(error) => return Failure::from_sdk("ec2:DescribeVpcEndpoints", error).skip(ID),
-    };
     let subnets = domain.subnet_ids().join(" ");
     let create = |name: &str| {
         format!(
@@ -58,16 +54,44 @@ pub async fn check(
              --service-name {name} --subnet-ids {subnets} --private-dns-enabled"
         )
     };
-    let problems: Vec<(String, Problem)> = SERVICES
+    let names: Vec<String> = SERVICES
         .iter()
         .map(|service| format!("com.amazonaws.{region}.{service}"))
-        .filter_map(|name| problem(&endpoints, &name).map(|p| (name, p)))
+        .collect();
+    let endpoints = match ec2::vpc_endpoints(sdk, vpc).await {
+        Ok(endpoints) => endpoints,
+        Err(error) => {
+            // Unread, the need is still real: say what to look for.
+            let (why, grant) = match Failure::from_sdk("ec2:DescribeVpcEndpoints", error) {
+                Failure::Denied(action) => (
+                    format!("not allowed to call {action}"),
+                    format!("grant {action} to run this check, or "),
+                ),
+                Failure::NotFound(message) | Failure::Other(message) => (message, String::new()),
+            };
+            let mut fix = vec![format!(
+                "{grant}list what VPC {vpc} has: aws ec2 describe-vpc-endpoints --region {region} \
+                 --filters Name=vpc-id,Values={vpc} --query 'VpcEndpoints[].[ServiceName,State,PrivateDnsEnabled]'; \
+                 create each one missing (available, private DNS on):"
+            )];
+            fix.extend(names.iter().map(|name| create(name)));
+            return Check::warn(
+                ID,
+                format!(
+                    "domain {} is VpcOnly (VPC {vpc}): the space needs interface endpoints for {}; \
+                     doctor could not read them: {why}",
+                    info.domain,
+                    names.join(", ")
+                ),
+                fix.join("\n"),
+            );
+        }
+    };
+    let problems: Vec<(&String, Problem)> = names
+        .iter()
+        .filter_map(|name| problem(&endpoints, name).map(|p| (name, p)))
         .collect();
     if problems.is_empty() {
-        let names: Vec<String> = SERVICES
-            .iter()
-            .map(|service| format!("com.amazonaws.{region}.{service}"))
-            .collect();
         return Check::pass(
             ID,
             format!(
