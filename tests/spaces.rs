@@ -939,11 +939,21 @@ fn network_check(
     ec2: sm_ssh_integration::ec2::Seed,
     deny: bool,
 ) -> (String, String, String, usize) {
+    network_check_in(VPC, ec2, deny, &[])
+}
+
+/// [`network_check`] for the domain's VPC `vpc`, with `extra_env` set.
+fn network_check_in(
+    vpc: &str,
+    ec2: sm_ssh_integration::ec2::Seed,
+    deny: bool,
+    extra_env: &[(&str, &str)],
+) -> (String, String, String, usize) {
     let mut seed = seed_with(vec![]);
     seed.sagemaker.domains = vec![Domain {
         id: DOMAIN.into(),
         app_network_access_type: "VpcOnly".into(),
-        vpc_id: VPC.into(),
+        vpc_id: vpc.into(),
         subnet_ids: SUBNETS.iter().map(|s| s.to_string()).collect(),
         ..Domain::default()
     }];
@@ -954,7 +964,12 @@ fn network_check(
             .actions
             .insert("ec2:DescribeVpcEndpoints".into());
     }
-    let env = Env::start(seed);
+    let mut env = Env::start(seed);
+    env.extra_env.extend(
+        extra_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
     let output = env.run(["doctor", "--space", HOST, "--json"]);
     let report: serde_json::Value =
         serde_json::from_slice(&output.stdout).expect("doctor prints JSON");
@@ -1098,4 +1113,84 @@ fn doctor_warns_naming_ec2_describe_vpc_endpoints_when_denied() {
         "{detail}"
     );
     assert_eq!(calls, 1, "a denial is not retried");
+}
+
+/// moto's EC2 (`AWS_ENDPOINT_URL_EC2`), its endpoints made with the AWS CLI:
+/// doctor reads moto's answer as it reads the fake's.
+#[test]
+fn doctor_reads_motos_vpc_endpoints() {
+    let Some(aws) = common::aws_cli() else {
+        return;
+    };
+    let moto = sm_ssh_integration::moto::MotoServer::start().expect("moto starts");
+    let endpoint = moto.endpoint();
+    let cli = |args: &[&str]| -> String {
+        let output = Command::new(&aws)
+            .args([
+                "--region",
+                REGION,
+                "--endpoint-url",
+                &endpoint,
+                "--output",
+                "text",
+                "ec2",
+            ])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .expect("the AWS CLI runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    };
+    let vpc = cli(&[
+        "create-vpc",
+        "--cidr-block",
+        "10.0.0.0/16",
+        "--query",
+        "Vpc.VpcId",
+    ]);
+    let create = |service: &str, dns: &str| {
+        cli(&[
+            "create-vpc-endpoint",
+            "--vpc-endpoint-type",
+            "Interface",
+            "--vpc-id",
+            &vpc,
+            "--service-name",
+            &format!("com.amazonaws.{REGION}.{service}"),
+            dns,
+            "--query",
+            "VpcEndpoint.VpcEndpointId",
+        ])
+    };
+    create("ssm", "--private-dns-enabled");
+    create("ssmmessages", "--private-dns-enabled");
+    let dns_off = create("sagemaker.api", "--no-private-dns-enabled");
+    let (status, detail, fix, _) = network_check_in(
+        &vpc,
+        sm_ssh_integration::ec2::Seed::default(),
+        false,
+        &[("AWS_ENDPOINT_URL_EC2", &endpoint)],
+    );
+    assert_eq!(status, "fail", "{detail}");
+    let name = |service: &str| format!("com.amazonaws.{REGION}.{service}");
+    assert!(
+        detail.contains(&format!(
+            "{}: endpoint {dns_off} has private DNS off",
+            name("sagemaker.api")
+        )) && detail.contains(&format!("{}: no endpoint", name("sagemaker.runtime"))),
+        "{detail}"
+    );
+    assert!(!detail.contains(&format!("{}:", name("ssm"))), "{detail}");
+    assert!(
+        !detail.contains(&format!("{}:", name("ssmmessages"))),
+        "{detail}"
+    );
+    assert!(fix.contains(&format!("--vpc-id {vpc}")), "{fix}");
 }
