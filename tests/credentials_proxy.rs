@@ -8,7 +8,8 @@
 //!   session ends with one clear message naming the login to run;
 //! - an HTTP proxy (Debian's tinyproxy, started here on loopback with its own
 //!   configuration): the API calls and the websocket go through it, proven by
-//!   its log, in upper- or lowercase variables, and `NO_PROXY` bypasses it.
+//!   its log, in upper- or lowercase variables, and `NO_PROXY` bypasses it;
+//!   so does doctor's EC2 call, which is not made with an SDK client of its own.
 
 mod common;
 
@@ -351,4 +352,58 @@ fn lowercase_variables_work_and_no_proxy_bypasses_the_proxy() {
     );
     echo_with(&env, &[("http_proxy", &proxy.url)]);
     assert_went_through(&env, &proxy);
+}
+
+/// doctor's DescribeVpcEndpoints (sent through the SDK's pipeline without
+/// aws-sdk-ec2) takes the proxy and `AWS_ENDPOINT_URL_EC2` as the SDK's
+/// clients do: its POST goes to `localhost`, the other calls to 127.0.0.1.
+#[test]
+fn doctors_ec2_call_goes_through_the_proxy() {
+    use sm_ssh_integration::sagemaker::{Domain, Space};
+    let mut seed = seed_with(vec![]);
+    seed.sagemaker.domains = vec![Domain {
+        app_network_access_type: "VpcOnly".into(),
+        ..Domain::default()
+    }];
+    let domain = seed.sagemaker.domains[0].clone();
+    seed.sagemaker.spaces = vec![Space {
+        domain_id: domain.id.clone(),
+        name: "demo".into(),
+        instance_type: "ml.m5.large".into(),
+        ..Space::default()
+    }];
+    seed.ec2.vpc_endpoints = sm_ssh_integration::ec2::interface_endpoints(
+        common::REGION,
+        &domain.vpc_id,
+        &["ssm", "ssmmessages", "sagemaker.api", "sagemaker.runtime"],
+    );
+    let env = Env::start(seed);
+    let proxy = Tinyproxy::start();
+    let ec2 = format!("http://localhost:{}", env.fake.addr().port());
+    let output = env
+        .sm_ssh([
+            "doctor",
+            "--space",
+            &format!("demo.{}.space.sagemaker", domain.id),
+            "--json",
+        ])
+        .env("HTTP_PROXY", &proxy.url)
+        .env("AWS_ENDPOINT_URL_EC2", &ec2)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let network = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "space-network")
+        .expect("space-network")
+        .clone();
+    assert_eq!(network["status"], "pass", "{network}");
+    let requests = proxy.requests();
+    assert!(
+        requests.contains(&format!("POST {ec2}/ HTTP/1.1")),
+        "EC2 did not go through the proxy: {requests:#?}"
+    );
 }
