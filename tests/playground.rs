@@ -575,6 +575,7 @@ fn each_broken_account_fails_exactly_its_check_with_a_fix() {
         ("explicit-deny", "client-policy"),
         ("group-policy", "client-policy"),
         ("shared-role", "attribution"),
+        ("vpc-endpoints", "space-network"),
     ];
     let sections: Vec<&str> = stdout
         .split("# sm-ssh playground --broken ")

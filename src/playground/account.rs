@@ -10,11 +10,17 @@ use sm_ssh_integration::world::Identity;
 use crate::doctor::report::Status;
 use crate::policy::attribution;
 use crate::policy::documents::{self, Scope, CLIENT_POLICY_NAME, SERVER_POLICY_NAME};
+use crate::policy::space::Owner;
 
 /// The caller's role (the default identity is a session of it).
 pub const DEVELOPER_ROLE: &str = "Developer";
 /// The demo job's execution role, as the SageMaker console names it.
 pub const EXECUTION_ROLE: &str = "AmazonSageMaker-ExecutionRole";
+/// The admin guide's name of the space policy, the principal tag that
+/// names a role's Studio user profile, and the demo space's owner.
+const SPACE_POLICY_NAME: &str = "SSHSageMakerSpacePolicy";
+const SPACE_PROFILE_TAG: &str = "UserProfile";
+const SPACE_OWNER: &str = "alice";
 /// An IAM user whose client policy comes through a group.
 pub const CI_USER: &str = "ci-bot";
 const CI_GROUP: &str = "ssh-users";
@@ -37,10 +43,13 @@ pub enum Broken {
     /// The notebooks share the execution role, which cannot assume itself,
     /// so CloudTrail cannot tell them apart (attribution, a warning).
     SharedRole,
+    /// The demo space's domain is VpcOnly and its VPC lacks the ssmmessages
+    /// endpoint and has private DNS off on the SageMaker runtime's (space-network).
+    VpcEndpoints,
 }
 
 impl Broken {
-    pub const ALL: [Broken; 7] = [
+    pub const ALL: [Broken; 8] = [
         Broken::StandardTier,
         Broken::RoleTrust,
         Broken::RolePolicy,
@@ -48,6 +57,7 @@ impl Broken {
         Broken::ExplicitDeny,
         Broken::GroupPolicy,
         Broken::SharedRole,
+        Broken::VpcEndpoints,
     ];
 
     /// The id of the one doctor check this breaks.
@@ -58,6 +68,7 @@ impl Broken {
             Broken::RolePolicy => "role-policy",
             Broken::ClientPolicy | Broken::ExplicitDeny | Broken::GroupPolicy => "client-policy",
             Broken::SharedRole => "attribution",
+            Broken::VpcEndpoints => "space-network",
         }
     }
 
@@ -78,6 +89,7 @@ impl Broken {
             Broken::ExplicitDeny => "explicit-deny",
             Broken::GroupPolicy => "group-policy",
             Broken::SharedRole => "shared-role",
+            Broken::VpcEndpoints => "vpc-endpoints",
         }
     }
 }
@@ -118,8 +130,17 @@ pub fn setup(broken: Option<Broken>) -> Setup {
         trust: json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
             "Principal": {"AWS": format!("arn:aws:iam::{account}:root")}, "Action": "sts:AssumeRole"}]}),
         policies: inline(CLIENT_POLICY_NAME, client.clone()),
+        // Studio spaces, per user (admin guide, "Studio spaces"): the demo
+        // space's owner is the profile the role's tag names.
+        tags: [(SPACE_PROFILE_TAG.to_owned(), SPACE_OWNER.to_owned())]
+            .into_iter()
+            .collect(),
         ..Role::default()
     };
+    developer.policies.inline.insert(
+        SPACE_POLICY_NAME.into(),
+        crate::policy::space::client(&scope, Owner::PrincipalTag(SPACE_PROFILE_TAG)),
+    );
     // The attribution fix applied: the role may assume itself.
     let mut execution = Role {
         name: EXECUTION_ROLE.into(),
@@ -147,7 +168,8 @@ pub fn setup(broken: Option<Broken>) -> Setup {
     };
     let mut tier = "advanced";
     match broken {
-        None => {}
+        // The network side: the demo's Studio domain (demo.rs).
+        None | Some(Broken::VpcEndpoints) => {}
         Some(Broken::StandardTier) => tier = "standard",
         Some(Broken::RoleTrust) => {
             execution.trust["Statement"]

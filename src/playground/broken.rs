@@ -17,6 +17,7 @@ pub async fn run_broken(kinds: &[Broken]) -> anyhow::Result<ExitCode> {
         let identity = demo.fake.world().lock().unwrap().identity.clone();
         let options = Options {
             target: Some(Source::Role(account::execution_role_arn(&identity.account))),
+            space: (*kind == Broken::VpcEndpoints).then(|| super::DEMO_SPACE_HOST.to_owned()),
             ..Options::default()
         };
         let report = doctor::run(&options, &sdk).await;

@@ -46,7 +46,8 @@ impl Demo {
         let setup = account::setup(broken);
         let identity = setup.identity;
         let instance_id = random_instance_id();
-        let sagemaker = demo_sagemaker(&account::execution_role_arn(&identity.account));
+        let mut sagemaker = demo_sagemaker(&account::execution_role_arn(&identity.account));
+        let ec2 = demo_network(&mut sagemaker, broken);
         let mut instances = vec![training_instance(&instance_id, &identity)];
         instances.extend(native_instances(&sagemaker));
         let seed = Seed {
@@ -61,6 +62,7 @@ impl Demo {
                 notebook_lifecycle_configs: setup.lifecycle_configs,
                 ..sagemaker
             },
+            ec2,
             ..Seed::default()
         };
         let fake = FakeAws::start(seed)
@@ -184,6 +186,29 @@ fn demo_sagemaker(role_arn: &str) -> sm_ssh_integration::sagemaker::Seed {
         }],
         clusters: vec![demo_cluster()],
         ..Seed::default()
+    }
+}
+
+/// The demo domain's network: public, or for `--broken vpc-endpoints`
+/// VpcOnly with an incomplete set of interface endpoints in its VPC.
+fn demo_network(
+    sagemaker: &mut sm_ssh_integration::sagemaker::Seed,
+    broken: Option<Broken>,
+) -> sm_ssh_integration::ec2::Seed {
+    if broken != Some(Broken::VpcEndpoints) {
+        return sm_ssh_integration::ec2::Seed::default();
+    }
+    let domain = &mut sagemaker.domains[0];
+    domain.app_network_access_type = "VpcOnly".into();
+    let mut endpoints = sm_ssh_integration::ec2::interface_endpoints(
+        REGION,
+        &domain.vpc_id,
+        &["ssm", "sagemaker.api", "sagemaker.runtime"],
+    );
+    endpoints[2].private_dns_enabled = false;
+    sm_ssh_integration::ec2::Seed {
+        vpc_endpoints: endpoints,
+        page_size: None,
     }
 }
 

@@ -19,3 +19,5 @@ pub use serve::serve;
 
 /// The name the demo job answers to.
 pub const DEMO_HOST: &str = "demo.training.sagemaker";
+/// The name the demo Studio space answers to.
+pub const DEMO_SPACE_HOST: &str = "demo.space.sagemaker";

@@ -8,10 +8,7 @@ use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::account::{self, Broken};
-use super::{Demo, DEMO_HOST};
-
-/// The demo Studio space.
-const DEMO_SPACE: &str = "demo.space.sagemaker";
+use super::{Demo, DEMO_HOST, DEMO_SPACE_HOST as DEMO_SPACE};
 
 /// The last line printed once everything is ready (tests wait for it).
 pub const READY: &str = "# Ctrl-C stops the playground.";
