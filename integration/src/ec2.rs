@@ -167,12 +167,7 @@ fn describe(seed: &Seed, form: &Form) -> Result<Response, ApiError> {
             .strip_prefix("fake-page-")
             .and_then(|n| n.parse::<usize>().ok())
             .filter(|n| *n <= matching.len())
-            .ok_or_else(|| {
-                ApiError::new(
-                    "InvalidPaginationToken",
-                    format!("Invalid pagination token: {token}"),
-                )
-            })?,
+            .ok_or_else(|| invalid(format!("Invalid value '{token}' for NextToken")))?,
         None => 0,
     };
     let end = (start + size).min(matching.len());
@@ -304,7 +299,7 @@ mod tests {
         let form = Form::parse(b"NextToken=bogus");
         assert_eq!(
             describe(&seed(), &form).err().map(|e| e.code),
-            Some("InvalidPaginationToken")
+            Some("InvalidParameterValue")
         );
         let form = Form::parse(b"Filter.1.Name=colour&Filter.1.Value.1=red");
         assert_eq!(
