@@ -144,7 +144,7 @@ fn describe(seed: &Seed, form: &Form) -> Result<Response, ApiError> {
         .filter(|e| {
             filters.iter().all(|(name, values)| {
                 let value = field(e, name).unwrap_or_default();
-                values.iter().any(|v| *v == value)
+                values.contains(&value)
             })
         })
         .collect();

@@ -63,7 +63,7 @@ pub type Error = SdkError<ErrorMetadata, HttpResponse>;
 
 /// Every VPC endpoint of `vpc`, all pages.
 pub async fn vpc_endpoints(sdk: &SdkConfig, vpc: &str) -> Result<Vec<VpcEndpoint>, Error> {
-    let operation = operation(sdk)?;
+    let operation = operation(sdk).map_err(SdkError::construction_failure)?;
     let mut endpoints = Vec::new();
     let mut token = None;
     loop {
@@ -82,14 +82,12 @@ pub async fn vpc_endpoints(sdk: &SdkConfig, vpc: &str) -> Result<Vec<VpcEndpoint
     }
 }
 
-fn operation(sdk: &SdkConfig) -> Result<Operation<PageRequest, Page, ErrorMetadata>, Error> {
-    let region = sdk
-        .region()
-        .cloned()
-        .ok_or_else(|| SdkError::construction_failure("no region is configured"))?;
+/// The call, configured from `sdk`; what is missing when it cannot be.
+fn operation(sdk: &SdkConfig) -> Result<Operation<PageRequest, Page, ErrorMetadata>, &'static str> {
+    let region = sdk.region().cloned().ok_or("no region is configured")?;
     let credentials = sdk
         .credentials_provider()
-        .ok_or_else(|| SdkError::construction_failure("no credentials are configured"))?;
+        .ok_or("no credentials are configured")?;
     let mut config = Layer::new("ec2");
     config.store_put(AuthSchemeOptionResolverParams::new(()));
     config.store_put(SigV4OperationSigningConfig {
