@@ -41,6 +41,10 @@ struct Contents {
     identity: Option<CachedIdentity>,
     #[serde(default)]
     reaches: BTreeMap<String, CachedReach>,
+    /// `scheme://host[:port]` of the last session's StreamUrl, for the early
+    /// dial of the next (no path, no query: nothing of the session).
+    #[serde(default)]
+    stream_origin: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -165,6 +169,19 @@ impl Cache {
                 );
             }
         });
+    }
+
+    /// The origin of the last session's StreamUrl.
+    pub fn stream_origin(&self) -> Option<String> {
+        self.lock().stream_origin.clone()
+    }
+
+    /// Records the origin of `stream_url` (written only when it changed).
+    pub fn set_stream_origin(&self, stream_url: &str) {
+        let origin = crate::session::origin_of(stream_url);
+        if origin.is_some() && self.lock().stream_origin != origin {
+            self.update(|c| c.stream_origin = origin);
+        }
     }
 
     /// Drops every resolution to `instance_id` (it is gone or not connected).

@@ -6,29 +6,30 @@ use std::fs::OpenOptions;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::prelude::*;
 
 /// The variable naming the log file.
 pub const LOG_FILE_ENV: &str = "SM_SSH_LOG";
 
 /// The filter for `verbose` (count of `-v`), for a destination that is the
 /// file (`to_file`, where at least debug is kept) or stderr.
-fn filter(verbose: u8, to_file: bool) -> EnvFilter {
+fn filter(verbose: u8, to_file: bool) -> Targets {
     let ours = match (verbose, to_file) {
-        (0, false) => "warn",
-        (0 | 1, _) => "debug",
-        _ => "trace",
+        (0, false) => LevelFilter::WARN,
+        (0 | 1, _) => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
     };
     // Our crates at the chosen level; the AWS SDK and friends quieter
     // (their warnings are about things our own errors explain better).
     let others = match verbose {
-        0 => "error",
-        1 => "warn",
-        _ => "debug",
+        0 => LevelFilter::ERROR,
+        1 => LevelFilter::WARN,
+        _ => LevelFilter::DEBUG,
     };
-    EnvFilter::new(format!(
-        "{others},sm_ssh={ours},sm_ssh_proxy={ours},sm_ssh_integration={ours}"
-    ))
+    Targets::new()
+        .with_default(others)
+        .with_targets(["sm_ssh", "sm_ssh_proxy", "sm_ssh_integration"].map(|t| (t, ours)))
 }
 
 /// Installs the global subscriber. A log file that cannot be opened is
@@ -40,10 +41,12 @@ pub fn init(verbose: u8) {
     if let Some(path) = file {
         match OpenOptions::new().create(true).append(true).open(&path) {
             Ok(file) => {
-                let _ = tracing_subscriber::fmt()
-                    .with_env_filter(filter(verbose, true))
+                let layer = tracing_subscriber::fmt::layer()
                     .with_writer(Mutex::new(file))
-                    .with_ansi(false)
+                    .with_ansi(false);
+                let _ = tracing_subscriber::registry()
+                    .with(layer)
+                    .with(filter(verbose, true))
                     .try_init();
                 return;
             }
@@ -53,8 +56,8 @@ pub fn init(verbose: u8) {
             ),
         }
     }
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter(verbose, false))
-        .with_writer(std::io::stderr)
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter(verbose, false))
         .try_init();
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use sm_ssh_proxy::crypto::{encryption_context, DataKey, KeyError, DATA_KEY_BYTES};
-use sm_ssh_proxy::{ControlError, Options, SessionControl, StreamTarget};
+use sm_ssh_proxy::{ControlError, Options, Predial, SessionControl, StreamTarget};
 
 use crate::error::{AwsError, AwsProblem};
 use crate::signing::UpgradeSigner;
@@ -311,6 +311,42 @@ mod tests {
     }
 }
 
+/// Starts the early dial of the next session's data channel (see
+/// [`Predial`]) to `learned` (the last session's origin, from the cache), or
+/// else to AWS's `ssmmessages` host of the region. With an endpoint override
+/// (a fake, a VPC endpoint without private DNS) or FIPS endpoints the host
+/// cannot be told in advance: nothing is dialled until it has been learnt.
+/// A wrong guess costs one unused connection, never the session.
+pub fn predial(sdk: &aws_types::SdkConfig, learned: Option<String>) -> Option<Predial> {
+    let origin = learned.or_else(|| {
+        let overridden = sdk.endpoint_url().is_some()
+            || ["AWS_ENDPOINT_URL_SSM", "AWS_ENDPOINT_URL"]
+                .iter()
+                .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
+        if overridden || sdk.use_fips() == Some(true) {
+            return None;
+        }
+        let region = sdk.region()?.as_ref().to_owned();
+        let suffix = if region.starts_with("cn-") {
+            "amazonaws.com.cn"
+        } else {
+            "amazonaws.com"
+        };
+        Some(format!("wss://ssmmessages.{region}.{suffix}"))
+    })?;
+    tracing::debug!(%origin, "dialling the data channel during StartSession");
+    Predial::start(&origin)
+}
+
+/// `scheme://host[:port]` of a StreamUrl: what [`predial`] needs, without
+/// the session id in its path or the query.
+pub fn origin_of(stream_url: &str) -> Option<String> {
+    let (scheme, rest) = stream_url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    (!authority.is_empty() && matches!(scheme, "ws" | "wss"))
+        .then(|| format!("{scheme}://{authority}"))
+}
+
 /// The environment variable that overrides the data channel's pacing.
 pub const MAX_RATE_VAR: &str = "SM_SSH_MAX_RATE";
 
@@ -378,7 +414,21 @@ fn parse_rate(value: &str) -> Option<Option<u32>> {
 
 #[cfg(test)]
 mod rate_tests {
-    use super::parse_rate;
+    use super::{origin_of, parse_rate};
+
+    #[test]
+    fn origins_keep_scheme_host_and_port_only() {
+        assert_eq!(
+            origin_of("wss://ssmmessages.eu-west-1.amazonaws.com/v1/data-channel/s-1?role=publish_subscribe&cell-number=AAAA").as_deref(),
+            Some("wss://ssmmessages.eu-west-1.amazonaws.com")
+        );
+        assert_eq!(
+            origin_of("ws://127.0.0.1:4566/v1/x").as_deref(),
+            Some("ws://127.0.0.1:4566")
+        );
+        assert_eq!(origin_of("https://example.com/"), None);
+        assert_eq!(origin_of("wss:///x"), None);
+    }
 
     #[test]
     fn rates_parse_as_messages_per_second_or_unlimited() {

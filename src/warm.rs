@@ -156,11 +156,17 @@ impl<'a> Warm<'a> {
     ) -> anyhow::Result<OpenSession<Control>> {
         let (user, mode) = key;
         let push = path::install_key(self.sdk, reach, user, mode);
+        let learned = self.cache.as_ref().and_then(Cache::stream_origin);
+        let predial = crate::session::predial(self.sdk, learned);
         let session = async {
             let stream = control.start(reach, purpose, label).await?;
             tracing::info!(session_id = %stream.session_id, target = %reach.session_target, "session started");
+            if let Some(cache) = &self.cache {
+                cache.set_stream_origin(&stream.stream_url);
+            }
             let options = crate::session::data_channel_options()?;
-            Ok::<_, anyhow::Error>(sm_ssh_proxy::open(stream, control.clone(), options).await?)
+            let open = sm_ssh_proxy::open(stream, control.clone(), options, predial);
+            Ok::<_, anyhow::Error>(open.await?)
         };
         tokio::pin!(push, session);
         let mut pushed = None;

@@ -9,7 +9,8 @@
 //! - an HTTP proxy (Debian's tinyproxy, started here on loopback with its own
 //!   configuration): the API calls and the websocket go through it, proven by
 //!   its log, in upper- or lowercase variables, and `NO_PROXY` bypasses it;
-//!   so does doctor's EC2 call, which is not made with an SDK client of its own.
+//!   the early dial during StartSession (warm path) goes through it as well,
+//!   and so does doctor's EC2 call, which is not made with an SDK client of its own.
 
 mod common;
 
@@ -406,4 +407,29 @@ fn doctors_ec2_call_goes_through_the_proxy() {
         requests.contains(&format!("POST {ec2}/ HTTP/1.1")),
         "EC2 did not go through the proxy: {requests:#?}"
     );
+}
+
+/// With the warm-path cache on, the second `proxy` dials the data channel
+/// while StartSession is in flight (the first learnt where it is): that
+/// early dial goes through the proxy too, and carries the session, so each
+/// session makes exactly one CONNECT.
+#[test]
+fn the_early_dial_goes_through_the_proxy_and_carries_the_session() {
+    let env = echo_env(None);
+    let proxy = Tinyproxy::start();
+    let log = tempfile::tempdir().unwrap();
+    let log = log.path().join("second.log");
+    let cached = [("HTTP_PROXY", proxy.url.as_str()), ("SM_SSH_NO_CACHE", "0")];
+    echo_with(&env, &cached);
+    let logged = [cached[0], cached[1], ("SM_SSH_LOG", log.to_str().unwrap())];
+    echo_with(&env, &logged);
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("using the connection dialled during StartSession"),
+        "{log}"
+    );
+    let connect = format!("CONNECT {} HTTP/1.1", env.fake.addr());
+    let requests = proxy.requests();
+    let connects = requests.iter().filter(|r| **r == connect).count();
+    assert_eq!(connects, 2, "{requests:#?}");
 }

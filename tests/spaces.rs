@@ -936,9 +936,13 @@ const SUBNETS: [&str; 2] = ["subnet-0aaa", "subnet-0bbb"];
 /// has `endpoints`, with everything on the fake: `(status, detail, fix)`,
 /// and how many DescribeVpcEndpoints calls it took.
 fn network_check(
-    ec2: sm_ssh_integration::ec2::Seed,
+    endpoints: Vec<sm_ssh_integration::ec2::VpcEndpoint>,
     deny: bool,
 ) -> (String, String, String, usize) {
+    let ec2 = sm_ssh_integration::ec2::Seed {
+        vpc_endpoints: endpoints,
+        page_size: None,
+    };
     network_check_in(VPC, ec2, deny, &[])
 }
 
@@ -1006,13 +1010,7 @@ fn doctor_passes_a_vpc_only_domain_with_its_interface_endpoints() {
         service_name: format!("com.amazonaws.{REGION}.ssmmessages"),
         ..Default::default()
     });
-    let (status, detail, _, calls) = network_check(
-        sm_ssh_integration::ec2::Seed {
-            vpc_endpoints: endpoints,
-            page_size: None,
-        },
-        false,
-    );
+    let (status, detail, _, calls) = network_check(endpoints, false);
     assert_eq!(status, "pass", "{detail}");
     for service in ALL {
         assert!(
@@ -1025,13 +1023,11 @@ fn doctor_passes_a_vpc_only_domain_with_its_interface_endpoints() {
 
 #[test]
 fn doctor_pages_through_the_vpc_endpoints() {
-    let (status, detail, _, calls) = network_check(
-        sm_ssh_integration::ec2::Seed {
-            vpc_endpoints: endpoints_for(&ALL),
-            page_size: Some(1),
-        },
-        false,
-    );
+    let ec2 = sm_ssh_integration::ec2::Seed {
+        vpc_endpoints: endpoints_for(&ALL),
+        page_size: Some(1),
+    };
+    let (status, detail, _, calls) = network_check_in(VPC, ec2, false, &[]);
     assert_eq!(status, "pass", "{detail}");
     assert_eq!(calls, 4, "one endpoint a page");
 }
@@ -1042,13 +1038,7 @@ fn doctor_names_the_missing_and_unusable_endpoints_with_their_fixes() {
     endpoints[0].state = "pending".into();
     endpoints[2].private_dns_enabled = false;
     let dns_off = endpoints[2].id.clone();
-    let (status, detail, fix, _) = network_check(
-        sm_ssh_integration::ec2::Seed {
-            vpc_endpoints: endpoints,
-            page_size: None,
-        },
-        false,
-    );
+    let (status, detail, fix, _) = network_check(endpoints, false);
     assert_eq!(status, "fail", "{detail}");
     let name = |service: &str| format!("com.amazonaws.{REGION}.{service}");
     assert!(
@@ -1090,13 +1080,7 @@ fn doctor_names_the_missing_and_unusable_endpoints_with_their_fixes() {
 
 #[test]
 fn doctor_warns_naming_ec2_describe_vpc_endpoints_when_denied() {
-    let (status, detail, fix, calls) = network_check(
-        sm_ssh_integration::ec2::Seed {
-            vpc_endpoints: endpoints_for(&ALL),
-            page_size: None,
-        },
-        true,
-    );
+    let (status, detail, fix, calls) = network_check(endpoints_for(&ALL), true);
     assert_eq!(status, "warn", "{detail}");
     assert!(
         detail.contains("not allowed to call ec2:DescribeVpcEndpoints"),

@@ -22,7 +22,7 @@ pub use connection::{Connection, EngineConfig, EngineError, Event};
 pub use driver::{
     bridge, bridge_open, connect_port, forward_basic, is_presigned, open, shell, shell_open,
     splice, BasicSession, ControlError, MuxPool, MuxSession, MuxStream, OpenSession, Options,
-    PortSession, SessionControl, SessionEnd, SessionError, SessionStats, ShellEnd, ShellIo,
-    StreamTarget,
+    PortSession, Predial, SessionControl, SessionEnd, SessionError, SessionStats, ShellEnd,
+    ShellIo, StreamTarget,
 };
 pub use handshake::{SessionMode, CLIENT_VERSION};

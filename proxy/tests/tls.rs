@@ -1,7 +1,8 @@
 //! `wss://` end to end: the loopback agent behind TLS with a certificate from a
 //! CA made at test time. Trust comes from `SSL_CERT_FILE` (as with a corporate
 //! TLS-inspecting proxy), which is process-global: this file is its own test
-//! binary and holds a single test that sets it in turn.
+//! binary and holds a single test that sets it in turn. The early dial
+//! (`Predial`) is tested here too, since it needs the same trust.
 
 mod support;
 
@@ -12,7 +13,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use sm_ssh_proxy::{bridge, Options, SessionError};
+use sm_ssh_proxy::{bridge, bridge_open, Options, Predial, SessionError};
 use support::ws_agent::{Behaviour, FakeAgent, FakeControl};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -108,4 +109,43 @@ async fn wss_works_when_the_ca_is_trusted_and_fails_clearly_when_not() {
     let end = session.await.unwrap().unwrap();
     assert_eq!(end.stats.reconnects, 0);
     assert_eq!(fake.record.lock().unwrap().connections, 1);
+
+    // Dialled early to the StreamUrl's origin: that connection carries the
+    // session, and no other is made.
+    let accepted = fake.record.lock().unwrap().accepted;
+    let predial = Predial::start(&fake.url_base).unwrap();
+    echo_once(&fake, Some(predial)).await;
+    assert_eq!(fake.record.lock().unwrap().connections, 2);
+    assert_eq!(fake.record.lock().unwrap().accepted, accepted + 1);
+
+    // Dialled early elsewhere (another name for the same server): unused,
+    // the session dials its own StreamUrl.
+    let port = fake
+        .url_base
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    let predial = Predial::start(&format!("wss://127.0.0.1:{port}")).unwrap();
+    echo_once(&fake, Some(predial)).await;
+    assert_eq!(fake.record.lock().unwrap().connections, 3);
+}
+
+/// One session opened (through `predial`, if given) that echoes a few bytes.
+async fn echo_once(fake: &Arc<FakeAgent>, predial: Option<Predial>) {
+    let target = fake.start_session();
+    let session = sm_ssh_proxy::open(target, FakeControl::new(fake), options(), predial)
+        .await
+        .unwrap();
+    let (mut stdin_w, stdin_r) = tokio::io::duplex(1024);
+    let (stdout_w, mut stdout_r) = tokio::io::duplex(1024);
+    let bridged = tokio::spawn(bridge_open(session, stdin_r, stdout_w));
+    stdin_w.write_all(b"early").await.unwrap();
+    let mut echoed = [0u8; 5];
+    stdout_r.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"early");
+    drop(stdin_w);
+    bridged.await.unwrap().unwrap();
 }

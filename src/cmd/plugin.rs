@@ -64,7 +64,7 @@ pub async fn run(args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
     };
     let options = crate::session::data_channel_options()?;
     // The agent's handshake (or a shell's first output) says what the document is.
-    let session = sm_ssh_proxy::open(target, sessions.clone(), options)
+    let session = sm_ssh_proxy::open(target, sessions.clone(), options, None)
         .await
         .map_err(shell::session_failure)?;
     match session.mode() {

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use sm_ssh_proxy::payload::Size;
-use sm_ssh_proxy::{shell_open, OpenSession, SessionError, ShellEnd, ShellIo, StreamTarget};
+use sm_ssh_proxy::{
+    shell_open, OpenSession, Predial, SessionError, ShellEnd, ShellIo, StreamTarget,
+};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
@@ -114,21 +116,24 @@ pub async fn start_on(
     let sessions = Arc::new(
         Sessions::new(aws_sdk_ssm::Client::new(sdk), sdk).with_kms(aws_sdk_kms::Client::new(sdk)),
     );
+    let predial = crate::session::predial(sdk, None);
     let stream = sessions
         .start(session_target, label, document, parameters)
         .await?;
     tracing::info!(session_id = %stream.session_id, %session_target, document, "session started");
-    run_target(stream, sessions, local).await
+    run_target(stream, sessions, local, predial).await
 }
 
-/// Opens the data channel of a started session and runs it as a shell.
+/// Opens the data channel of a started session (through `predial`, when it
+/// was dialled to its origin) and runs it as a shell.
 pub async fn run_target(
     stream: StreamTarget,
     sessions: Arc<Sessions>,
     local: Local,
+    predial: Option<Predial>,
 ) -> anyhow::Result<ShellEnd> {
     let options = crate::session::data_channel_options()?;
-    let session = sm_ssh_proxy::open(stream, sessions.clone(), options)
+    let session = sm_ssh_proxy::open(stream, sessions.clone(), options, predial)
         .await
         .map_err(session_failure)?;
     run_open(session, sessions, local).await

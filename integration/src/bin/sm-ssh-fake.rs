@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use tracing_subscriber::filter::{LevelFilter, Targets};
+
 use sm_ssh_integration::world::{Instance, Seed};
 use sm_ssh_integration::{config, FakeAws};
 
@@ -15,11 +17,15 @@ Example: eval \"$(sm-ssh-fake --config seed.json &)\"";
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+    use tracing_subscriber::prelude::*;
+    // RUST_LOG as a list of `target=level` (or a bare default level).
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter)
         .init();
     match run().await {
         Ok(code) => code,

@@ -30,7 +30,7 @@ pub async fn bridge<C: SessionControl>(
     reader: impl AsyncRead + Unpin + Send,
     writer: impl AsyncWrite + Unpin + Send,
 ) -> Result<SessionEnd, SessionError> {
-    bridge_open(open(target, control, options).await?, reader, writer).await
+    bridge_open(open(target, control, options, None).await?, reader, writer).await
 }
 
 /// [`bridge`] on a session [`open`] established.

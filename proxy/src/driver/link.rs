@@ -13,6 +13,7 @@ use tokio::time::{sleep, sleep_until, Instant};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::predial::Predial;
 use super::socket::{self, Socket};
 use super::{Options, SessionControl, SessionError, SessionStats, StreamTarget};
 use crate::channel::ChannelConfig;
@@ -57,10 +58,12 @@ pub(crate) enum Turn<A> {
 
 impl<C: SessionControl> Link<C> {
     /// Opens the data channel and completes the handshake.
+    /// A `predial` serves the first dial.
     pub async fn connect(
         target: StreamTarget,
         control: Arc<C>,
         options: Options,
+        mut predial: Option<Predial>,
         pending: &mut Vec<Event>,
     ) -> Result<(Link<C>, SessionMode), SessionError> {
         // A failed dial has not used the token: retry it a few times, as the plugin does.
@@ -71,6 +74,7 @@ impl<C: SessionControl> Link<C> {
                 control.as_ref(),
                 &options.client_version,
                 options.connect_timeout,
+                predial.take(),
             )
             .await
             {
@@ -298,6 +302,7 @@ impl<C: SessionControl> Link<C> {
                 self.control.as_ref(),
                 &self.options.client_version,
                 self.options.connect_timeout,
+                None,
             )
             .await
             {

@@ -19,6 +19,7 @@ mod link;
 mod mux;
 mod open;
 mod port;
+mod predial;
 mod pump;
 mod shell;
 mod socket;
@@ -33,6 +34,7 @@ pub use bridge::{bridge, bridge_open};
 pub use mux::{MuxPool, MuxSession, MuxStream};
 pub use open::{open, OpenSession};
 pub use port::{connect_port, PortSession};
+pub use predial::Predial;
 pub use shell::{shell, shell_open, ShellEnd, ShellIo};
 pub use splice::splice;
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::basic::BasicSession;
 use super::link::Link;
+use super::predial::Predial;
 use super::{MuxSession, Options, PortSession, SessionControl, SessionError, StreamTarget};
 use crate::connection::Event;
 use crate::handshake::SessionMode;
@@ -21,14 +22,17 @@ pub struct OpenSession<C> {
 }
 
 /// Opens the data channel and completes the handshake (or, for a shell
-/// session without one, takes the agent's first Output).
+/// session without one, takes the agent's first Output). A `predial` to the
+/// StreamUrl's origin, started before StartSession answered, saves the
+/// connection's TCP and TLS round trips.
 pub async fn open<C: SessionControl>(
     target: StreamTarget,
     control: Arc<C>,
     options: Options,
+    predial: Option<Predial>,
 ) -> Result<OpenSession<C>, SessionError> {
     let mut pending = Vec::new();
-    let (link, mode) = Link::connect(target, control, options, &mut pending).await?;
+    let (link, mode) = Link::connect(target, control, options, predial, &mut pending).await?;
     Ok(OpenSession {
         link,
         mode,

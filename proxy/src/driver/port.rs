@@ -34,7 +34,7 @@ pub async fn connect_port<C: SessionControl>(
     options: Options,
 ) -> Result<PortSession<C>, SessionError> {
     let mut pending = Vec::new();
-    let (mut link, mode) = Link::connect(target, control, options, &mut pending).await?;
+    let (mut link, mode) = Link::connect(target, control, options, None, &mut pending).await?;
     match mode {
         SessionMode::MuxPort => Ok(PortSession::Mux(MuxSession::start(link, pending))),
         SessionMode::BasicPort => Ok(PortSession::Basic(Box::new(BasicSession::new(

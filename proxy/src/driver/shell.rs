@@ -57,7 +57,7 @@ where
     O: AsyncWrite + Unpin + Send,
     E: AsyncWrite + Unpin + Send,
 {
-    shell_open(open(target, control, options).await?, io).await
+    shell_open(open(target, control, options, None).await?, io).await
 }
 
 /// Runs a shell session [`open`] established until the service closes it

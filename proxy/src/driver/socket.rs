@@ -7,15 +7,18 @@ use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, Uri};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
+use super::predial::Predial;
 use super::{is_presigned, tunnel, SessionControl, SessionError, StreamTarget};
 use crate::payload::OpenDataChannel;
 
@@ -50,11 +53,13 @@ impl Drop for Socket {
 
 /// Dials `target.stream_url` with the upgrade signed by `control` (unless
 /// the URL is presigned) and sends the OpenDataChannel message.
+/// A `predial` to the URL's origin stands in for the TCP and TLS connection.
 pub(crate) async fn open<C: SessionControl>(
     target: &StreamTarget,
     control: &C,
     client_version: &str,
     timeout: Duration,
+    predial: Option<Predial>,
 ) -> Result<Socket, SessionError> {
     let dial_error = |reason: String| SessionError::Dial {
         host: host_of(&target.stream_url),
@@ -81,14 +86,16 @@ pub(crate) async fn open<C: SessionControl>(
             .map_err(|_| dial_error(format!("bad value for signing header {name}")))?;
         request.headers_mut().insert(name, value);
     }
-    let connector = if target.stream_url.starts_with("wss:") {
-        Connector::Rustls(tls_config().map_err(dial_error)?)
-    } else {
-        Connector::Plain
-    };
     let dial = async {
-        let stream = tunnel::connect(request.uri()).await?;
-        tokio_tungstenite::client_async_tls_with_config(request, stream, None, Some(connector))
+        let stream = match predial {
+            Some(predial) => predial.take_for(request.uri()).await,
+            None => None,
+        };
+        let stream = match stream {
+            Some(stream) => stream,
+            None => connect(request.uri()).await?,
+        };
+        tokio_tungstenite::client_async_with_config(request, stream, None)
             .await
             .map_err(|e| describe(&e))
     };
@@ -117,6 +124,28 @@ pub(crate) async fn open<C: SessionControl>(
     })
 }
 
+/// The connection under a websocket to `url`: TCP (through the environment's
+/// proxy, if any), then TLS for `wss://`.
+pub(crate) async fn connect(url: &Uri) -> Result<MaybeTlsStream<TcpStream>, String> {
+    let tcp = tunnel::connect(url).await?;
+    if url.scheme_str() != Some("wss") {
+        return Ok(MaybeTlsStream::Plain(tcp));
+    }
+    let host = url.host().unwrap_or_default().trim_matches(['[', ']']);
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|e| format!("bad StreamUrl host {host}: {e}"))?;
+    let tls = TlsConnector::from(tls_config()?)
+        .connect(name, tcp)
+        .await
+        .map_err(
+            |e| match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                Some(tls) => tls_failure(tls),
+                None => e.to_string(),
+            },
+        )?;
+    Ok(MaybeTlsStream::Rustls(tls))
+}
+
 /// TLS settings for `wss://`: the platform's roots (which honour `SSL_CERT_FILE`
 /// and `SSL_CERT_DIR`, so corporate TLS-inspecting CAs work) plus Mozilla's.
 /// Loaded per dial (dials are rare) so a changed trust store is picked up. The
@@ -139,33 +168,29 @@ fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
     Ok(Arc::new(config))
 }
 
-/// A dial error in one line, naming TLS problems as such with where trust comes from.
+/// An upgrade error in one line.
 fn describe(error: &WsError) -> String {
-    let tls = match error {
-        WsError::Io(io) => io
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
-        _ => None,
-    };
-    match tls {
-        Some(tls) => format!(
-            "TLS handshake failed: {tls} (trusted: the system's CA store, or SSL_CERT_FILE/SSL_CERT_DIR if set, and Mozilla's roots)"
+    match error {
+        // The service's refusal (a bad or stale signature, expired credentials).
+        WsError::Http(response) => format!(
+            "the service refused the websocket upgrade with HTTP {}{}",
+            response.status(),
+            response
+                .body()
+                .as_deref()
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .map(|b| format!(": {}", b.trim()))
+                .unwrap_or_default()
         ),
-        None => match error {
-            // The service's refusal (a bad or stale signature, expired credentials).
-            WsError::Http(response) => format!(
-                "the service refused the websocket upgrade with HTTP {}{}",
-                response.status(),
-                response
-                    .body()
-                    .as_deref()
-                    .and_then(|b| std::str::from_utf8(b).ok())
-                    .map(|b| format!(": {}", b.trim()))
-                    .unwrap_or_default()
-            ),
-            other => other.to_string(),
-        },
+        other => other.to_string(),
     }
+}
+
+/// A TLS failure in one line, with where trust comes from.
+fn tls_failure(tls: &rustls::Error) -> String {
+    format!(
+        "TLS handshake failed: {tls} (trusted: the system's CA store, or SSL_CERT_FILE/SSL_CERT_DIR if set, and Mozilla's roots)"
+    )
 }
 
 /// Writes queued messages, flushing once per batch. Ends (dropping the receiver,

@@ -56,6 +56,8 @@ pub struct Record {
     pub signed_upgrades: Vec<bool>,
     pub flags: Vec<u32>,
     pub connections: usize,
+    /// TCP connections accepted (a websocket's, or one that never upgraded).
+    pub accepted: usize,
     pub streams_opened: usize,
 }
 
@@ -119,6 +121,7 @@ impl FakeAgent {
         let server = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let Some(fake) = weak.upgrade() else { return };
+                fake.record.lock().unwrap().accepted += 1;
                 let tls = tls.clone();
                 tokio::spawn(async move {
                     let record = fake.clone();
