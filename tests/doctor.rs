@@ -1651,10 +1651,22 @@ fn a_studio_profile_without_a_role_uses_the_domains_default() {
     }
 }
 
-#[test]
-fn a_vpc_only_studio_domain_warns_naming_the_vpc_endpoints() {
-    let (account, _sagemaker) = studio_account(
-        "studiovpc",
+/// The VPC the Studio stub's domains are in.
+const STUDIO_VPC: &str = "vpc-0studio";
+
+/// The endpoint services the SSM agent in a VpcOnly domain's apps needs.
+const AGENT_SERVICES: [&str; 5] = ["ssm", "ssmmessages", "ec2messages", "logs", "sts"];
+
+/// A well-configured account with VpcOnly domain d-abc (subnets subnet-0aaa
+/// and subnet-0bbb, default security group sg-0studio), profiles alice (the
+/// domain's security groups) and carol (sg-0carol), and `endpoints` in the
+/// domain's VPC on the fake's EC2.
+fn vpc_only_studio(
+    prefix: &str,
+    endpoints: Vec<sm_ssh_integration::ec2::VpcEndpoint>,
+) -> (Account, IamStub) {
+    let (account, sagemaker) = studio_account(
+        prefix,
         |_| Domain {
             id: "d-abc",
             default_role: None,
@@ -1673,37 +1685,133 @@ fn a_vpc_only_studio_domain_warns_naming_the_vpc_endpoints() {
             ]
         },
     );
-    let report = account.doctor_json(&["--domain", "d-abc", "--user-profile", "alice"], 0);
+    account.env.fake.world().lock().unwrap().ec2 = sm_ssh_integration::ec2::Seed {
+        vpc_endpoints: endpoints,
+        page_size: None,
+    };
+    (account, sagemaker)
+}
+
+fn endpoint_name(service: &str) -> String {
+    format!("com.amazonaws.{REGION}.{service}")
+}
+
+/// The `create-vpc-endpoint` command doctor prints for `service` in d-abc's VPC.
+fn create_endpoint(service: &str, security_group: &str) -> String {
+    format!(
+        "aws ec2 create-vpc-endpoint --region {REGION} --vpc-endpoint-type Interface \
+         --vpc-id {STUDIO_VPC} --service-name {} --subnet-ids subnet-0aaa subnet-0bbb \
+         --security-group-ids {security_group} --private-dns-enabled",
+        endpoint_name(service)
+    )
+}
+
+#[test]
+fn a_vpc_only_studio_domain_passes_with_its_vpc_endpoints_and_warns_when_ec2_is_denied() {
+    let endpoints =
+        sm_ssh_integration::ec2::interface_endpoints(REGION, STUDIO_VPC, &AGENT_SERVICES);
+    let (account, _sagemaker) = vpc_only_studio("studiovpc", endpoints);
+    let args = ["--domain", "d-abc", "--user-profile", "alice"];
+    let report = account.doctor_json(&args, 0);
+    assert_statuses(&report, &[("network", "pass")]);
+    let detail = text_of(&check(&report, "network")["detail"]).to_owned();
+    assert!(
+        detail.starts_with(&format!("domain d-abc is VpcOnly; VPC {STUDIO_VPC} has available endpoints with private DNS for ")),
+        "{detail}"
+    );
+    for service in AGENT_SERVICES {
+        assert!(detail.contains(&endpoint_name(service)), "{detail}");
+    }
+
+    // Unread, the endpoints are still named, with the commands making them.
+    account
+        .env
+        .fake
+        .deny_action("ec2:DescribeVpcEndpoints", true);
+    let report = account.doctor_json(&args, 0);
     assert_statuses(&report, &[("network", "warn")]);
     let network = check(&report, "network");
+    let detail = text_of(&network["detail"]);
     assert!(
-        text_of(&network["detail"]).starts_with(
-            "Studio user profile alice in domain d-abc: the domain is VPC-only \
-             (subnets subnet-0aaa, subnet-0bbb)"
-        ),
-        "{network}"
+        detail.starts_with(&format!("domain d-abc is VpcOnly (VPC {STUDIO_VPC}): the SSM agent in user profile alice's apps needs interface endpoints for ")),
+        "{detail}"
+    );
+    assert!(
+        detail.ends_with("doctor could not read them: not allowed to call ec2:DescribeVpcEndpoints"),
+        "{detail}"
     );
     let fix = text_of(&network["fix"]);
-    assert!(
-        fix.contains("aws ec2 describe-subnets --region eu-west-1 --subnet-ids subnet-0aaa "),
-        "{fix}"
-    );
-    for service in ["ssm", "ssmmessages", "ec2messages", "logs", "sts"] {
-        assert!(
-            fix.contains(&format!(
-                "--service-name com.amazonaws.eu-west-1.{service} \
-                 --subnet-ids subnet-0aaa subnet-0bbb --security-group-ids sg-0studio"
-            )),
-            "{service} endpoint missing from {fix}"
-        );
+    assert!(fix.starts_with("grant ec2:DescribeVpcEndpoints"), "{fix}");
+    for service in AGENT_SERVICES {
+        let create = create_endpoint(service, "sg-0studio");
+        assert!(fix.lines().any(|l| l == create), "{create} in {fix}");
     }
 
     // A profile's own security groups replace the domain's defaults.
     let report = account.doctor_json(&["--domain", "d-abc", "--user-profile", "carol"], 0);
     let fix = text_of(&check(&report, "network")["fix"]);
-    assert!(
-        fix.contains("--subnet-ids subnet-0aaa subnet-0bbb --security-group-ids sg-0carol --private-dns-enabled"),
-        "{fix}"
+    let create = create_endpoint("ssm", "sg-0carol");
+    assert!(fix.lines().any(|l| l == create), "{create} in {fix}");
+}
+
+#[test]
+fn a_vpc_only_studio_domain_fails_naming_each_endpoint_it_lacks_with_its_fix() {
+    let mut endpoints = sm_ssh_integration::ec2::interface_endpoints(
+        REGION,
+        STUDIO_VPC,
+        &["ssm", "ssmmessages", "ec2messages"],
+    );
+    endpoints[1].private_dns_enabled = false;
+    endpoints[2].state = "pending".into();
+    let (dns_off, pending) = (endpoints[1].id.clone(), endpoints[2].id.clone());
+    // Another VPC's endpoint does not count.
+    endpoints.push(sm_ssh_integration::ec2::VpcEndpoint {
+        id: "vpce-0ffffffffffffffff".into(),
+        vpc_id: "vpc-0other".into(),
+        service_name: endpoint_name("logs"),
+        ..Default::default()
+    });
+    let (account, _sagemaker) = vpc_only_studio("studiovpcfail", endpoints);
+    let report = account.doctor_json(&["--domain", "d-abc", "--user-profile", "alice"], 1);
+    assert_statuses(&report, &[("network", "fail")]);
+    let network = check(&report, "network");
+    let detail = text_of(&network["detail"]);
+    assert_eq!(
+        detail,
+        format!(
+            "domain d-abc is VpcOnly and VPC {STUDIO_VPC} lacks what the SSM agent in user profile \
+             alice's apps needs to reach AWS: {}: endpoint {dns_off} has private DNS off; \
+             {}: endpoint {pending} is pending; {}: no endpoint; {}: no endpoint \
+             (unless its subnets reach the internet through a NAT gateway)",
+            endpoint_name("ssmmessages"),
+            endpoint_name("ec2messages"),
+            endpoint_name("logs"),
+            endpoint_name("sts"),
+        )
+    );
+    let fix = text_of(&network["fix"]);
+    let mut want: Vec<String> = vec![format!(
+        "aws ec2 modify-vpc-endpoint --region {REGION} --vpc-endpoint-id {dns_off} --private-dns-enabled"
+    )];
+    want.extend(
+        ["ec2messages", "logs", "sts"]
+            .iter()
+            .map(|service| create_endpoint(service, "sg-0studio")),
+    );
+    want.push(
+        "(the endpoints' security groups must let the domain's security groups in on HTTPS)"
+            .into(),
+    );
+    assert_eq!(fix.lines().collect::<Vec<_>>(), want, "{fix}");
+    assert_eq!(
+        account
+            .env
+            .fake
+            .events()
+            .iter()
+            .filter(|e| e.action == "ec2:DescribeVpcEndpoints")
+            .count(),
+        1
     );
 }
 

@@ -4,6 +4,7 @@
 
 mod attribution;
 mod client;
+mod domain_vpc;
 mod ec2;
 mod hyperpod;
 mod iam;
@@ -150,7 +151,7 @@ pub async fn run(options: &Options, sdk: &SdkConfig) -> Report {
     if let Some(name) = &options.endpoint {
         checks.extend(remote_debug::endpoint_checks(sdk, name).await);
     }
-    checks.push(network::check(&target, &home_region));
+    checks.push(network::check(sdk, &target, &home_region).await);
     for region in &regional {
         checks.push(instances::check(sdk, &me, region).await);
     }

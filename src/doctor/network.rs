@@ -1,14 +1,19 @@
 //! Check 6: can the target's SSM agent reach the SSM endpoints? Network
 //! isolation makes SSH impossible; a VPC without internet access needs
-//! interface endpoints for the services the agent and the helper call.
+//! interface endpoints for the services the agent and the helper call. A
+//! `VpcOnly` Studio domain's VPC is read and judged as `doctor --space`
+//! judges it (`domain_vpc.rs`); a job's or notebook's subnets only warn.
 
+use aws_config::SdkConfig;
+
+use super::domain_vpc::{self, Need};
 use super::report::Check;
 use super::role::{Network, Target};
 
 /// The interface endpoints a VPC without internet access needs.
 const ENDPOINTS: [&str; 5] = ["ssm", "ssmmessages", "ec2messages", "logs", "sts"];
 
-pub fn check(target: &Target, region: &str) -> Check {
+pub async fn check(sdk: &SdkConfig, target: &Target, region: &str) -> Check {
     let (what, network) = match target {
         Target::Found {
             what,
@@ -65,19 +70,22 @@ pub fn check(target: &Target, region: &str) -> Check {
             format!("{what} runs in subnet {subnet} with direct internet access disabled: SSH works only through a NAT gateway or VPC interface endpoints"),
             endpoints_fix(region, std::slice::from_ref(subnet), security_groups),
         ),
-        Network::Studio { vpc_only: false, .. } => Check::pass(
+        Network::Studio { vpc: None, .. } => Check::pass(
             "network",
             format!("{what}: the domain uses public internet access"),
         ),
         Network::Studio {
-            subnets,
-            security_groups,
-            ..
-        } => Check::warn(
-            "network",
-            format!("{what}: the domain is VPC-only (subnets {}): SSH works only through a NAT gateway or VPC interface endpoints", subnets.join(", ")),
-            endpoints_fix(region, subnets, security_groups),
-        ),
+            profile,
+            vpc: Some(vpc),
+        } => {
+            let who = format!("the SSM agent in user profile {profile}'s apps");
+            let need = Need {
+                id: "network",
+                who: &who,
+                services: &ENDPOINTS,
+            };
+            domain_vpc::check(sdk, vpc, &need).await
+        }
     }
 }
 
@@ -121,6 +129,15 @@ mod tests {
         }
     }
 
+    /// The check where it needs no AWS call (a VpcOnly domain's is in tests/doctor.rs).
+    fn check(target: &Target, region: &str) -> Check {
+        let sdk = SdkConfig::builder().build();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(super::check(&sdk, target, region))
+    }
+
     #[test]
     fn outcomes() {
         assert_eq!(check(&found(Network::Public), "r").status, Status::Pass);
@@ -149,23 +166,12 @@ mod tests {
     }
 
     #[test]
-    fn studio_and_vpc_jobs() {
-        let studio = |vpc_only| {
-            found(Network::Studio {
-                subnets: vec!["subnet-1".into(), "subnet-2".into()],
-                security_groups: vec!["sg-1".into()],
-                vpc_only,
-            })
-        };
-        assert_eq!(check(&studio(false), "r").status, Status::Pass);
-        let vpc_only = check(&studio(true), "eu-west-1");
-        assert_eq!(vpc_only.status, Status::Warn);
-        assert!(vpc_only
-            .detail
-            .contains("VPC-only (subnets subnet-1, subnet-2)"));
-        assert!(vpc_only.fix.unwrap().contains(
-            "com.amazonaws.eu-west-1.ssm --subnet-ids subnet-1 subnet-2 --security-group-ids sg-1"
-        ));
+    fn public_studio_and_vpc_jobs() {
+        let studio = found(Network::Studio {
+            profile: "alice".into(),
+            vpc: None,
+        });
+        assert_eq!(check(&studio, "r").status, Status::Pass);
         let job = check(
             &found(Network::Job {
                 subnets: vec!["subnet-9".into()],

@@ -4,6 +4,7 @@
 
 use aws_config::SdkConfig;
 
+use super::domain_vpc::DomainVpc;
 use super::identity::Me;
 use super::report::Check;
 use super::simulate::{self, verdict, Simulation, PERMISSION};
@@ -35,10 +36,11 @@ pub enum Network {
         security_groups: Vec<String>,
         isolated: bool,
     },
+    /// A Studio user profile's apps: `vpc` is the domain's when it is
+    /// `VpcOnly`, `None` when it has internet access.
     Studio {
-        subnets: Vec<String>,
-        security_groups: Vec<String>,
-        vpc_only: bool,
+        profile: String,
+        vpc: Option<DomainVpc>,
     },
 }
 
@@ -198,17 +200,20 @@ async fn user_profile(sagemaker: &aws_sdk_sagemaker::Client, domain: &str, profi
     };
     let vpc_only = described
         .app_network_access_type
-        .map(|t| t.as_str() == "VpcOnly")
-        .unwrap_or(false);
-    let security_groups = own
-        .security_groups
-        .filter(|groups| !groups.is_empty())
-        .or(defaults.security_groups)
-        .unwrap_or_default();
-    let network = Network::Studio {
+        .is_some_and(|t| t.as_str() == "VpcOnly");
+    let vpc = vpc_only.then(|| DomainVpc {
+        domain: domain.to_owned(),
+        vpc: described.vpc_id.unwrap_or_default(),
         subnets: described.subnet_ids.unwrap_or_default(),
-        security_groups,
-        vpc_only,
+        security_groups: own
+            .security_groups
+            .filter(|groups| !groups.is_empty())
+            .or(defaults.security_groups)
+            .unwrap_or_default(),
+    });
+    let network = Network::Studio {
+        profile: profile.to_owned(),
+        vpc,
     };
     Ok((what, role, Some(network)))
 }
