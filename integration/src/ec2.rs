@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::iam::xml::{Form, Xml};
+use crate::paging::{self, Refusal};
 use crate::server::AppState;
 use crate::ssm::{record, ApiError, Event};
 
@@ -149,32 +150,32 @@ fn describe(seed: &Seed, form: &Form) -> Result<Response, ApiError> {
         })
         .collect();
     matching.sort_by(|a, b| a.id.cmp(&b.id));
-    let size = match form.get("MaxResults") {
-        Some(text) => text
-            .parse::<usize>()
-            .ok()
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| {
-                invalid(format!(
-                    "Value ({text}) for parameter maxResults is invalid."
-                ))
-            })?
-            .min(MAX_PAGE),
-        None => seed.page_size.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE),
-    };
-    let start = match form.get("NextToken") {
-        Some(token) => token
-            .strip_prefix("fake-page-")
-            .and_then(|n| n.parse::<usize>().ok())
-            .filter(|n| *n <= matching.len())
-            .ok_or_else(|| invalid(format!("Invalid value '{token}' for NextToken")))?,
-        None => 0,
-    };
-    let end = (start + size).min(matching.len());
+    // Above the maximum EC2 answers a full page rather than an error.
+    let size = form
+        .get("MaxResults")
+        .map(|text| {
+            text.parse::<i64>()
+                .map(|n| n.min(MAX_PAGE as i64))
+                .map_err(|_| invalid(format!("Value ({text}) for parameter maxResults is invalid.")))
+        })
+        .transpose()?;
+    let default = seed.page_size.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
+    let token = form.get("NextToken");
+    let (page, next) = paging::page(matching, size, 1..=MAX_PAGE as i64, default, token).map_err(
+        |refusal| match refusal {
+            Refusal::Size { value, .. } => {
+                invalid(format!("Value ({value}) for parameter maxResults is invalid."))
+            }
+            Refusal::Token => invalid(format!(
+                "Invalid value '{}' for NextToken",
+                token.unwrap_or_default()
+            )),
+        },
+    )?;
     let mut xml = Xml::default();
     xml.leaf("requestId", &uuid::Uuid::new_v4().to_string());
     xml.open("vpcEndpointSet");
-    for endpoint in &matching[start..end] {
+    for endpoint in &page {
         xml.open("item");
         xml.leaf("vpcEndpointId", &endpoint.id);
         xml.leaf("vpcEndpointType", &endpoint.endpoint_type);
@@ -192,8 +193,8 @@ fn describe(seed: &Seed, form: &Form) -> Result<Response, ApiError> {
         xml.close("item");
     }
     xml.close("vpcEndpointSet");
-    if end < matching.len() {
-        xml.leaf("nextToken", &format!("fake-page-{end}"));
+    if let Some(next) = &next {
+        xml.leaf("nextToken", next);
     }
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DescribeVpcEndpointsResponse xmlns=\"{NAMESPACE}\">{}</DescribeVpcEndpointsResponse>\n",

@@ -13,6 +13,7 @@ pub mod kms;
 pub mod logs;
 pub mod moto;
 pub mod openssh;
+mod paging;
 pub mod sagemaker;
 pub mod sandbox;
 pub mod server;

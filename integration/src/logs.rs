@@ -12,6 +12,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::paging::{self, Refusal};
 use crate::server::AppState;
 use crate::ssm::{check_action, input, recorded, ApiError, ApiResult, Event};
 use crate::world::World;
@@ -71,16 +72,6 @@ fn describe_streams(state: &AppState, body: &[u8]) -> ApiResult {
     );
     let result = (|| {
         check_action(&world, "logs:DescribeLogStreams", &group_arn)?;
-        let limit = match req.limit {
-            None => 50,
-            Some(n @ 1..=50) => n as usize,
-            Some(n) => {
-                return Err(ApiError::new(
-                    "InvalidParameterException",
-                    format!("1 validation error detected: Value '{n}' at 'limit' failed to satisfy constraint: Member must have value less than or equal to 50"),
-                ))
-            }
-        };
         let all = streams(&world, &req.log_group_name).ok_or_else(|| {
             ApiError::new(
                 "ResourceNotFoundException",
@@ -89,23 +80,20 @@ fn describe_streams(state: &AppState, body: &[u8]) -> ApiResult {
         })?;
         let prefix = req.log_stream_name_prefix.unwrap_or_default();
         let matching: Vec<&String> = all.iter().filter(|s| s.starts_with(&prefix)).collect();
-        let offset = match req.next_token.as_deref() {
-            None | Some("") => 0,
-            Some(token) => token
-                .strip_prefix("streams-")
-                .and_then(|n| n.parse().ok())
-                .ok_or_else(|| {
-                    ApiError::new(
-                        "InvalidParameterException",
-                        "The specified nextToken is invalid.",
-                    )
-                })?,
-        };
+        let (page, next) = paging::page(matching, req.limit, 1..=50, 50, req.next_token.as_deref())
+            .map_err(|refusal| {
+                let message = match refusal {
+                    Refusal::Size { value, .. } => format!(
+                        "1 validation error detected: Value '{value}' at 'limit' failed to satisfy \
+                         constraint: Member must have value less than or equal to 50"
+                    ),
+                    Refusal::Token => "The specified nextToken is invalid.".into(),
+                };
+                ApiError::new("InvalidParameterException", message)
+            })?;
         let now_ms = (crate::ssm::now() * 1000.0) as i64;
-        let page: Vec<Value> = matching
+        let listed: Vec<Value> = page
             .iter()
-            .skip(offset)
-            .take(limit)
             .map(|name| {
                 json!({
                     "logStreamName": name,
@@ -118,9 +106,9 @@ fn describe_streams(state: &AppState, body: &[u8]) -> ApiResult {
                 })
             })
             .collect();
-        let mut answer = json!({ "logStreams": page });
-        if offset + limit < matching.len() {
-            answer["nextToken"] = json!(format!("streams-{}", offset + limit));
+        let mut answer = json!({ "logStreams": listed });
+        if let Some(next) = next {
+            answer["nextToken"] = json!(next);
         }
         Ok(answer)
     })();

@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::lists::{bad_token, name_contains};
+use crate::paging::List;
 use crate::server::AppState;
 use crate::ssm::{check_action, input, recorded, ApiError, ApiResult, Event};
 use crate::world::{Instance, World};
@@ -133,7 +135,7 @@ struct ClusterInput {
 #[serde(rename_all = "PascalCase", default)]
 struct ListInput {
     name_contains: Option<String>,
-    max_results: Option<usize>,
+    max_results: Option<i64>,
     next_token: Option<String>,
 }
 
@@ -144,7 +146,7 @@ struct NodesInput {
     #[serde(default)]
     instance_group_name_contains: Option<String>,
     #[serde(default)]
-    max_results: Option<usize>,
+    max_results: Option<i64>,
     #[serde(default)]
     next_token: Option<String>,
     #[serde(default)]
@@ -236,33 +238,18 @@ pub(super) fn describe(state: &AppState, body: &[u8]) -> ApiResult {
     )
 }
 
-/// Offset paging: the token is the index of the next item (opaque to clients).
-fn page<T>(
-    items: Vec<T>,
-    max: Option<usize>,
-    token: Option<&str>,
-) -> Result<(Vec<T>, Option<String>), ApiError> {
-    let start = match token {
-        None | Some("") => 0,
-        Some(token) => token
-            .strip_prefix("page-")
-            .and_then(|n| n.parse::<usize>().ok())
-            .filter(|n| *n <= items.len())
-            .ok_or_else(|| ApiError::validation("Invalid pagination token"))?,
-    };
-    let max = max.unwrap_or(100);
-    if !(1..=100).contains(&max) {
-        return Err(ApiError::validation(format!(
-            "1 validation error detected: Value '{max}' at 'maxResults' failed to satisfy constraint: Member must have value between 1 and 100"
-        )));
-    }
-    let end = (start + max).min(items.len());
-    let next = (end < items.len()).then(|| format!("page-{end}"));
-    Ok((
-        items.into_iter().skip(start).take(end - start).collect(),
-        next,
-    ))
-}
+/// Both lists page 1 to 100 items (the model's range), 100 without
+/// MaxResults (chosen).
+const CLUSTERS: List = List {
+    key: "ClusterSummaries",
+    sizes: 1..=100,
+    default: 100,
+    bad_token,
+};
+const NODES: List = List {
+    key: "ClusterNodeSummaries",
+    ..CLUSTERS
+};
 
 pub(super) fn list(state: &AppState, body: &[u8]) -> ApiResult {
     let req: ListInput = input(body)?;
@@ -273,30 +260,17 @@ pub(super) fn list(state: &AppState, body: &[u8]) -> ApiResult {
             .sagemaker
             .clusters
             .iter()
-            .filter(|c| {
-                req.name_contains
-                    .as_deref()
-                    .is_none_or(|part| c.name.contains(part))
-            })
+            .filter(|c| name_contains(&c.name, req.name_contains.as_deref()))
             .collect();
         clusters.sort_by(|a, b| a.creation_time.total_cmp(&b.creation_time));
-        let (clusters, next) = page(clusters, req.max_results, req.next_token.as_deref())?;
-        let summaries: Vec<Value> = clusters
-            .iter()
-            .map(|c| {
-                json!({
-                    "ClusterArn": cluster_arn(&world, c),
-                    "ClusterName": c.name,
-                    "CreationTime": c.creation_time,
-                    "ClusterStatus": c.status,
-                })
+        CLUSTERS.answer(clusters, req.max_results, req.next_token.as_deref(), |c| {
+            json!({
+                "ClusterArn": cluster_arn(&world, c),
+                "ClusterName": c.name,
+                "CreationTime": c.creation_time,
+                "ClusterStatus": c.status,
             })
-            .collect();
-        let mut answer = json!({ "ClusterSummaries": summaries });
-        if let Some(next) = next {
-            answer["NextToken"] = json!(next);
-        }
-        Ok(answer)
+        })
     })();
     recorded(&mut world, "sagemaker:ListClusters", Event::on("*"), result)
 }
@@ -311,11 +285,7 @@ pub(super) fn list_nodes(state: &AppState, body: &[u8]) -> ApiResult {
         let mut nodes: Vec<&ClusterNode> = cluster
             .nodes
             .iter()
-            .filter(|n| {
-                req.instance_group_name_contains
-                    .as_deref()
-                    .is_none_or(|part| n.group.contains(part))
-            })
+            .filter(|n| name_contains(&n.group, req.instance_group_name_contains.as_deref()))
             .collect();
         // SortBy defaults to CREATION_TIME (the API reference); the order of
         // equal times is not public: the fake breaks ties by instance id.
@@ -327,34 +297,25 @@ pub(super) fn list_nodes(state: &AppState, body: &[u8]) -> ApiResult {
         if req.sort_order.as_deref() == Some("Descending") {
             nodes.reverse();
         }
-        let (nodes, next) = page(nodes, req.max_results, req.next_token.as_deref())?;
-        let summaries: Vec<Value> = nodes
-            .iter()
-            .map(|n| {
-                let instance_type = cluster
-                    .instance_groups
-                    .iter()
-                    .find(|g| g.name == n.group)
-                    .map(|g| g.instance_type.clone())
-                    .unwrap_or_default();
-                let mut summary = json!({
-                    "InstanceGroupName": n.group,
-                    "InstanceId": n.instance_id,
-                    "InstanceType": instance_type,
-                    "LaunchTime": n.launch_time,
-                    "InstanceStatus": { "Status": n.status },
-                });
-                if !n.private_dns_hostname.is_empty() {
-                    summary["PrivateDnsHostname"] = json!(n.private_dns_hostname);
-                }
-                summary
-            })
-            .collect();
-        let mut answer = json!({ "ClusterNodeSummaries": summaries });
-        if let Some(next) = next {
-            answer["NextToken"] = json!(next);
-        }
-        Ok(answer)
+        NODES.answer(nodes, req.max_results, req.next_token.as_deref(), |n| {
+            let instance_type = cluster
+                .instance_groups
+                .iter()
+                .find(|g| g.name == n.group)
+                .map(|g| g.instance_type.clone())
+                .unwrap_or_default();
+            let mut summary = json!({
+                "InstanceGroupName": n.group,
+                "InstanceId": n.instance_id,
+                "InstanceType": instance_type,
+                "LaunchTime": n.launch_time,
+                "InstanceStatus": { "Status": n.status },
+            });
+            if !n.private_dns_hostname.is_empty() {
+                summary["PrivateDnsHostname"] = json!(n.private_dns_hostname);
+            }
+            summary
+        })
     })();
     recorded(
         &mut world,
@@ -362,20 +323,4 @@ pub(super) fn list_nodes(state: &AppState, body: &[u8]) -> ApiResult {
         Event::on(&arn),
         result,
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pages_follow_their_tokens_to_the_end() {
-        let items: Vec<u32> = (0..5).collect();
-        let (first, next) = page(items.clone(), Some(2), None).unwrap();
-        assert_eq!((first, next.as_deref()), (vec![0, 1], Some("page-2")));
-        let (last, next) = page(items.clone(), Some(4), Some("page-2")).unwrap();
-        assert_eq!((last, next), (vec![2, 3, 4], None));
-        assert!(page(items.clone(), Some(0), None).is_err());
-        assert!(page(items, None, Some("bogus")).is_err());
-    }
 }

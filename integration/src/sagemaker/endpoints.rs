@@ -7,8 +7,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::lists::{bad_token, NewestFirst};
+use crate::paging::List;
 use crate::server::AppState;
-use crate::ssm::{check_action, input, paging, recorded, ApiError, ApiResult, Event};
+use crate::ssm::{check_action, input, recorded, ApiError, ApiResult, Event};
 use crate::world::World;
 
 /// An endpoint and its endpoint configuration.
@@ -100,15 +102,6 @@ struct EndpointInput {
 #[serde(rename_all = "PascalCase")]
 struct ConfigInput {
     endpoint_config_name: String,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "PascalCase", default)]
-struct ListInput {
-    max_results: Option<i64>,
-    next_token: Option<String>,
-    status_equals: Option<String>,
-    name_contains: Option<String>,
 }
 
 fn arn(world: &World, kind: &str, name: &str) -> String {
@@ -210,52 +203,28 @@ pub(super) fn describe_config(state: &AppState, body: &[u8]) -> ApiResult {
     )
 }
 
-/// Newest first, as the service sorts by default.
+/// ListEndpoints pages 1 to 100 endpoints, 10 by default (API reference).
+const LIST: List = List {
+    key: "Endpoints",
+    sizes: 1..=100,
+    default: 10,
+    bad_token,
+};
+
 pub(super) fn list(state: &AppState, body: &[u8]) -> ApiResult {
-    let req: ListInput = input(body)?;
+    let req: NewestFirst = input(body)?;
     let mut world = state.world();
     let result = (|| {
         check_action(&world, "sagemaker:ListEndpoints", "*")?;
-        let (page, offset) = paging(
-            req.max_results,
-            1..=100,
-            10,
-            req.next_token.as_deref(),
-            "endpoints-",
-        )?;
-        let mut endpoints: Vec<&Endpoint> = world
-            .sagemaker
-            .endpoints
-            .iter()
-            .filter(|e| req.status_equals.as_ref().is_none_or(|s| &e.status == s))
-            .filter(|e| {
-                req.name_contains.as_ref().is_none_or(|n| {
-                    e.name
-                        .to_ascii_lowercase()
-                        .contains(&n.to_ascii_lowercase())
-                })
+        req.answer(&LIST, &world.sagemaker.endpoints, |e| {
+            json!({
+                "EndpointName": e.name,
+                "EndpointArn": arn(&world, "endpoint", &e.name),
+                "CreationTime": e.creation_time,
+                "LastModifiedTime": e.creation_time,
+                "EndpointStatus": e.status,
             })
-            .collect();
-        endpoints.sort_by(|a, b| b.creation_time.total_cmp(&a.creation_time));
-        let summaries: Vec<Value> = endpoints
-            .iter()
-            .skip(offset)
-            .take(page)
-            .map(|e| {
-                json!({
-                    "EndpointName": e.name,
-                    "EndpointArn": arn(&world, "endpoint", &e.name),
-                    "CreationTime": e.creation_time,
-                    "LastModifiedTime": e.creation_time,
-                    "EndpointStatus": e.status,
-                })
-            })
-            .collect();
-        let mut answer = json!({ "Endpoints": summaries });
-        if offset + page < endpoints.len() {
-            answer["NextToken"] = json!(format!("endpoints-{}", offset + page));
-        }
-        Ok(answer)
+        })
     })();
     recorded(
         &mut world,

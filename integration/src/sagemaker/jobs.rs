@@ -5,26 +5,19 @@
 //! Downloading or Training, as the API reference says).
 
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
+use super::lists::{bad_token, NewestFirst};
 use super::TrainingJob;
+use crate::paging::List;
 use crate::server::AppState;
-use crate::ssm::{check_action, input, paging, recorded, ApiError, ApiResult, Event};
+use crate::ssm::{check_action, input, recorded, ApiError, ApiResult, Event};
 use crate::world::World;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct JobInput {
     training_job_name: String,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "PascalCase", default)]
-struct ListInput {
-    max_results: Option<i64>,
-    next_token: Option<String>,
-    status_equals: Option<String>,
-    name_contains: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -108,53 +101,29 @@ pub(super) fn describe(state: &AppState, body: &[u8]) -> ApiResult {
     )
 }
 
-/// Newest first, as the service sorts by default (CreationTime, Descending).
+/// ListTrainingJobs pages 1 to 100 jobs, 10 by default (API reference).
+const LIST: List = List {
+    key: "TrainingJobSummaries",
+    sizes: 1..=100,
+    default: 10,
+    bad_token,
+};
+
 pub(super) fn list(state: &AppState, body: &[u8]) -> ApiResult {
-    let req: ListInput = input(body)?;
+    let req: NewestFirst = input(body)?;
     let mut world = state.world();
     let result = (|| {
         check_action(&world, "sagemaker:ListTrainingJobs", "*")?;
-        let (page, offset) = paging(
-            req.max_results,
-            1..=100,
-            10,
-            req.next_token.as_deref(),
-            "jobs-",
-        )?;
-        let mut jobs: Vec<&TrainingJob> = world
-            .sagemaker
-            .training_jobs
-            .iter()
-            .filter(|j| req.status_equals.as_ref().is_none_or(|s| &j.status == s))
-            .filter(|j| {
-                req.name_contains.as_ref().is_none_or(|n| {
-                    j.name
-                        .to_ascii_lowercase()
-                        .contains(&n.to_ascii_lowercase())
-                })
+        req.answer(&LIST, &world.sagemaker.training_jobs, |j| {
+            json!({
+                "TrainingJobName": j.name,
+                "TrainingJobArn": job_arn(&world, &j.name),
+                "CreationTime": j.creation_time,
+                "LastModifiedTime": j.creation_time,
+                "TrainingJobStatus": j.status,
+                "SecondaryStatus": j.secondary_status,
             })
-            .collect();
-        jobs.sort_by(|a, b| b.creation_time.total_cmp(&a.creation_time));
-        let summaries: Vec<Value> = jobs
-            .iter()
-            .skip(offset)
-            .take(page)
-            .map(|j| {
-                json!({
-                    "TrainingJobName": j.name,
-                    "TrainingJobArn": job_arn(&world, &j.name),
-                    "CreationTime": j.creation_time,
-                    "LastModifiedTime": j.creation_time,
-                    "TrainingJobStatus": j.status,
-                    "SecondaryStatus": j.secondary_status,
-                })
-            })
-            .collect();
-        let mut answer = json!({ "TrainingJobSummaries": summaries });
-        if offset + page < jobs.len() {
-            answer["NextToken"] = json!(format!("jobs-{}", offset + page));
-        }
-        Ok(answer)
+        })
     })();
     recorded(
         &mut world,

@@ -15,6 +15,7 @@ mod clusters;
 mod domains;
 mod endpoints;
 mod jobs;
+mod lists;
 mod notebooks;
 mod sessions;
 mod spaces;
@@ -482,29 +483,6 @@ pub(crate) fn resource_spec(space: &Space) -> serde_json::Value {
         }
     }
     spec
-}
-
-/// One page of a list answer under `key`: `NextToken` is the offset of the
-/// next page (the real tokens are opaque), `size` items at most.
-pub(crate) fn page(
-    items: Vec<serde_json::Value>,
-    next_token: Option<&str>,
-    size: usize,
-    key: &str,
-) -> Result<serde_json::Value, ApiError> {
-    let start: usize = match next_token {
-        Some(token) => token
-            .parse()
-            .map_err(|_| ApiError::validation(format!("Invalid pagination token {token}")))?,
-        None => 0,
-    };
-    let end = (start + size).min(items.len());
-    let mut answer = serde_json::Map::new();
-    if end < items.len() {
-        answer.insert("NextToken".into(), end.to_string().into());
-    }
-    answer.insert(key.into(), items[start.min(end)..end].to_vec().into());
-    Ok(answer.into())
 }
 
 /// Answers one SageMaker call.

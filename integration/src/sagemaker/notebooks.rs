@@ -6,15 +6,21 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::lists::{bad_token, name_contains};
 use super::NotebookInstance;
+use crate::paging::List;
 use crate::server::AppState;
 use crate::ssm::{check_action, input, recorded, ApiError, ApiResult, Event};
 use crate::world::World;
 
-/// Notebooks a ListNotebookInstances page holds without MaxResults (the
-/// API allows 1–100; its default page size is not documented: chosen).
-const DEFAULT_PAGE: usize = 10;
-const MAX_PAGE: usize = 100;
+/// ListNotebookInstances pages 1 to 100 notebooks (API reference); 10
+/// without MaxResults (not documented: chosen).
+const LIST: List = List {
+    key: "NotebookInstances",
+    sizes: 1..=100,
+    default: 10,
+    bad_token,
+};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -26,7 +32,7 @@ struct NotebookInput {
 #[serde(rename_all = "PascalCase", default)]
 struct ListInput {
     next_token: Option<String>,
-    max_results: Option<usize>,
+    max_results: Option<i64>,
     sort_order: Option<String>,
     name_contains: Option<String>,
     status_equals: Option<String>,
@@ -64,7 +70,7 @@ fn summary(world: &World, notebook: &NotebookInstance) -> Value {
 }
 
 /// Sorted by name (the API's default SortBy), Descending unless asked
-/// otherwise; NextToken is the offset of the next page.
+/// otherwise.
 pub(super) fn list(state: &AppState, body: &[u8]) -> ApiResult {
     let req: ListInput = input(body)?;
     let mut world = state.world();
@@ -74,26 +80,19 @@ pub(super) fn list(state: &AppState, body: &[u8]) -> ApiResult {
             .sagemaker
             .notebook_instances
             .iter()
-            .filter(|n| {
-                req.name_contains
-                    .as_ref()
-                    .is_none_or(|c| n.name.contains(c.as_str()))
-            })
+            .filter(|n| name_contains(&n.name, req.name_contains.as_deref()))
             .filter(|n| req.status_equals.as_ref().is_none_or(|s| *s == n.status))
             .collect();
         notebooks.sort_by(|a, b| a.name.cmp(&b.name));
         if req.sort_order.as_deref() != Some("Ascending") {
             notebooks.reverse();
         }
-        let page = req.max_results.unwrap_or(DEFAULT_PAGE);
-        if !(1..=MAX_PAGE).contains(&page) {
-            return Err(ApiError::validation(format!(
-                "1 validation error detected: Value '{page}' at 'maxResults' failed to satisfy \
-                 constraint: Member must have value between 1 and {MAX_PAGE}"
-            )));
-        }
-        let items: Vec<Value> = notebooks.iter().map(|n| summary(&world, n)).collect();
-        super::page(items, req.next_token.as_deref(), page, "NotebookInstances")
+        LIST.answer(
+            notebooks,
+            req.max_results,
+            req.next_token.as_deref(),
+            |n| summary(&world, n),
+        )
     })();
     recorded(
         &mut world,

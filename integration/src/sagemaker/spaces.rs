@@ -3,6 +3,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::lists::name_contains;
 use super::{find_space, space_arn, Space};
 use crate::server::AppState;
 use crate::ssm::{check_action, input, recorded, ApiError, ApiResult, Event};
@@ -92,11 +93,7 @@ pub(super) fn list(state: &AppState, body: &[u8]) -> ApiResult {
             .spaces
             .iter()
             .filter(|s| s.in_domain(req.domain_id_equals.as_deref()))
-            .filter(|s| {
-                req.space_name_contains
-                    .as_ref()
-                    .is_none_or(|n| s.name.contains(n.as_str()))
-            })
+            .filter(|s| name_contains(&s.name, req.space_name_contains.as_deref()))
             .map(|s| {
                 json!({
                     "DomainId": s.domain_id,

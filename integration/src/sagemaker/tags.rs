@@ -11,13 +11,21 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::domains::domain_arn;
-use super::{not_found, page, space_arn, Space};
+use super::lists::bad_token;
+use super::{not_found, space_arn, Space};
+use crate::paging::List;
 use crate::server::AppState;
 use crate::ssm::{check_action, input, recorded, ApiError, ApiResult, Event};
 use crate::world::World;
 
 /// ListTags answers at most this many tags a page (the API's MaxResults default is 50).
-const PAGE: usize = 50;
+const PAGE: i64 = 50;
+const LIST: List = List {
+    key: "Tags",
+    sizes: 1..=PAGE,
+    default: PAGE as usize,
+    bad_token,
+};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -26,7 +34,7 @@ struct ListInput {
     #[serde(default)]
     next_token: Option<String>,
     #[serde(default)]
-    max_results: Option<usize>,
+    max_results: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -81,12 +89,11 @@ pub(super) fn list(state: &AppState, body: &[u8]) -> ApiResult {
         check_action(&world, "sagemaker:ListTags", &req.resource_arn)?;
         let index = space_index(&world, &req.resource_arn)?;
         let tags = tags_of(&world, &world.sagemaker.spaces[index]);
-        let size = req.max_results.unwrap_or(PAGE).clamp(1, PAGE);
-        let items: Vec<Value> = tags
-            .iter()
-            .map(|(key, value)| json!({ "Key": key, "Value": value }))
-            .collect();
-        page(items, req.next_token.as_deref(), size, "Tags")
+        // Any MaxResults is taken, at most PAGE a page.
+        let size = req.max_results.map(|n| n.clamp(1, PAGE));
+        LIST.answer(tags, size, req.next_token.as_deref(), |(key, value)| {
+            json!({ "Key": key, "Value": value })
+        })
     })();
     recorded(
         &mut world,

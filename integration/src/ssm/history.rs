@@ -8,13 +8,18 @@ use aws_smithy_types::date_time::{DateTime, Format as DateTimeFormat};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{check_action, input, paging, recorded, ApiError, ApiResult, Event};
+use super::{bad_token, check_action, input, recorded, ApiError, ApiResult, Event};
+use crate::paging::List;
 use crate::server::AppState;
 use crate::world::{SessionRecord, World};
 
-/// The page size when MaxResults is not given (the reference gives none).
-const DEFAULT_PAGE: usize = 20;
-const TOKEN_PREFIX: &str = "fake-ssm-sessions-";
+/// The page size when MaxResults is not given is 20 (the reference gives none).
+const LIST: List = List {
+    key: "Sessions",
+    sizes: 1..=200,
+    default: 20,
+    bad_token,
+};
 /// SessionFilter's key enum.
 const KEYS: [&str; 7] = [
     "InvokedAfter",
@@ -70,13 +75,6 @@ fn describe_in(world: &World, req: DescribeInput) -> ApiResult {
             )))
         }
     };
-    let (page, offset) = paging(
-        req.max_results,
-        1..=200,
-        DEFAULT_PAGE,
-        req.next_token.as_deref(),
-        TOKEN_PREFIX,
-    )?;
     let filters = req.filters.unwrap_or_default();
     if filters.len() > 6 {
         return Err(ApiError::validation(
@@ -97,17 +95,12 @@ fn describe_in(world: &World, req: DescribeInput) -> ApiResult {
         .collect();
     // Newest first, as the console lists them.
     matching.sort_by(|a, b| b.1.started.total_cmp(&a.1.started).then(a.0.cmp(b.0)));
-    let sessions: Vec<Value> = matching
-        .iter()
-        .skip(offset)
-        .take(page)
-        .map(|(id, r)| session(id, r))
-        .collect();
-    let mut out = json!({ "Sessions": sessions });
-    if offset + page < matching.len() {
-        out["NextToken"] = json!(format!("{TOKEN_PREFIX}{}", offset + page));
-    }
-    Ok(out)
+    LIST.answer(
+        matching,
+        req.max_results,
+        req.next_token.as_deref(),
+        |(id, r)| session(id, r),
+    )
 }
 
 /// The status DescribeSessions reports. The fake never has a session

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{check_action, input, paging, recorded, target_arn, ApiError, ApiResult, Event};
+use super::{bad_token, check_action, input, recorded, target_arn, ApiError, ApiResult, Event};
+use crate::paging::List;
 use crate::server::AppState;
 use crate::world::{Instance, World};
 
@@ -34,8 +35,12 @@ struct Filter {
     values: Vec<String>,
 }
 
-const DEFAULT_PAGE: usize = 10;
-const TOKEN_PREFIX: &str = "fake-ssm-page-";
+const LIST: List = List {
+    key: "InstanceInformationList",
+    sizes: 5..=50,
+    default: 10,
+    bad_token,
+};
 
 pub(super) fn describe(state: &AppState, body: &[u8]) -> ApiResult {
     let req: DescribeInput = input(body)?;
@@ -51,13 +56,6 @@ pub(super) fn describe(state: &AppState, body: &[u8]) -> ApiResult {
 
 fn describe_in(world: &World, req: DescribeInput) -> ApiResult {
     check_action(world, "ssm:DescribeInstanceInformation", "*")?;
-    let (page, offset) = paging(
-        req.max_results,
-        5..=50,
-        DEFAULT_PAGE,
-        req.next_token.as_deref(),
-        TOKEN_PREFIX,
-    )?;
     let filters: Vec<(String, Vec<String>)> = req
         .instance_information_filter_list
         .into_iter()
@@ -83,17 +81,12 @@ fn describe_in(world: &World, req: DescribeInput) -> ApiResult {
         .values()
         .filter(|i| !i.native && filters.iter().all(|(k, v)| matches(i, k, v)))
         .collect();
-    let list: Vec<Value> = matching
-        .iter()
-        .skip(offset)
-        .take(page)
-        .map(|i| describe_one(i))
-        .collect();
-    let mut out = json!({ "InstanceInformationList": list });
-    if offset + page < matching.len() {
-        out["NextToken"] = json!(format!("{TOKEN_PREFIX}{}", offset + page));
-    }
-    Ok(out)
+    LIST.answer(
+        matching,
+        req.max_results,
+        req.next_token.as_deref(),
+        describe_one,
+    )
 }
 
 fn is_known_key(key: &str) -> bool {

@@ -202,37 +202,10 @@ impl<'a> Event<'a> {
     }
 }
 
-/// A list call's page: (page size, offset) from `MaxResults` (within
-/// `sizes`, `default` when absent) and `NextToken` (`<prefix><offset>`).
-pub(crate) fn paging(
-    max_results: Option<i64>,
-    sizes: std::ops::RangeInclusive<i64>,
-    default: usize,
-    next_token: Option<&str>,
-    prefix: &str,
-) -> Result<(usize, usize), ApiError> {
-    let page = match max_results {
-        None => default,
-        Some(n) if sizes.contains(&n) => n as usize,
-        Some(n) => {
-            return Err(ApiError::validation(format!(
-                "1 validation error detected: Value '{n}' at 'maxResults' failed to satisfy \
-                 constraint: Member must have value between {} and {}",
-                sizes.start(),
-                sizes.end()
-            )))
-        }
-    };
-    let offset = match next_token {
-        None | Some("") => 0,
-        Some(t) => t
-            .strip_prefix(prefix)
-            .and_then(|n| n.parse::<usize>().ok())
-            .ok_or_else(|| {
-                ApiError::new("InvalidNextToken", "The specified token is not valid.")
-            })?,
-    };
-    Ok((page, offset))
+/// SSM's answer to a token it did not issue (SSM API reference, the
+/// `InvalidNextToken` error of the list operations).
+pub(crate) fn bad_token() -> ApiError {
+    ApiError::new("InvalidNextToken", "The specified token is not valid.")
 }
 
 /// Epoch seconds now.
