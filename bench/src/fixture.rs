@@ -132,6 +132,17 @@ impl Fixture {
         Ok(tempfile::tempdir_in(self.home())?)
     }
 
+    /// Empties sm-ssh's warm-path cache, which lives in its data directory
+    /// (`$SM_SSH_HOME/cache`) since that is set; the pushed-key record
+    /// beside it stays, so a cold run is a first connection with the key
+    /// already on the instance.
+    pub fn forget_sm_ssh_cache(&self) -> anyhow::Result<()> {
+        match std::fs::remove_dir_all(self.home().join("sm-ssh-data/cache")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
     /// Sets pacing and faults for the sessions started from now on.
     pub fn conditions(&self, pacing: Pacing, faults: Faults) {
         self.fake.set_pacing(pacing);

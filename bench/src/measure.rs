@@ -155,7 +155,10 @@ async fn setup_case(
     ];
     for _ in 0..plan.setup_runs {
         let cache = fx.cache_dir()?;
-        for (_, wall, cpu, calls) in samples.iter_mut() {
+        for (kind, wall, cpu, calls) in samples.iter_mut() {
+            if *kind == Cache::Cold {
+                fx.forget_sm_ssh_cache()?;
+            }
             let before = fx.api_calls();
             let t = run_case(fx, case, cache.path()).await?;
             wall.push(t.wall.as_secs_f64() * 1e3);

@@ -277,7 +277,8 @@ fn setup(o: &mut String, r: &Results) {
          Process start to the first byte of the SSH banner on stdout (a banner server stands behind \
          port 22, so sshd's own start-up is not counted), or to the exit of `… true` through \
          Debian's OpenSSH client and server. Each sample is a **cold** run (a new process with an \
-         empty cache directory, `XDG_CACHE_HOME`) followed by a **warm** run (the same command \
+         empty cache: `XDG_CACHE_HOME` for every tool, and sm-ssh's warm-path cache in its data \
+         directory removed) followed by a **warm** run (the same command \
          again with the cache the cold run left: the IDE-reconnect case). The key is already \
          pushed (one unmeasured warm-up run first; the pushed-key record lives in the data \
          directory, not the cache). \"Round trips\" is the wall time at {RTT_MS} ms RTT ÷ \

@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::serve::{Listener, ListenerExt};
 use axum::Router;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -60,7 +61,14 @@ impl FakeAws {
         let world: SharedWorld = Arc::new(Mutex::new(world));
         let spaces = Arc::new(crate::sagemaker::Servers::default());
         crate::sagemaker::start_seeded(&world, &sandboxes, &spaces).await?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        // Small writes go out at once, as from Go servers (Go's TCP default is
+        // no delay, `net.TCPConn.SetNoDelay`): without it Nagle held each
+        // reply behind the previous one's delayed ACK, about 40 ms.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await?
+            .tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
         let addr = listener.local_addr()?;
         let state = AppState {
             world: world.clone(),

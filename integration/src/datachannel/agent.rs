@@ -45,6 +45,14 @@ const OUTGOING_CAPACITY: usize = 100_000;
 const INCOMING_CAPACITY: usize = 100_000;
 /// Target events waiting for the agent; small, so a paused agent stops its readers.
 const TARGET_QUEUE: usize = 16;
+/// Most stream messages sent and not yet acknowledged before the agent stops
+/// reading its target. The real agent sends each message with a blocking
+/// websocket write (datachannel.go `SendStreamDataMessage` → `SendMessage`),
+/// so its reads run at most the network's buffers ahead of the client; how
+/// much MGS buffers is not public, so this stands in for both (4 MiB of
+/// 1 KiB messages). Without it a fast target was read whole at once and the
+/// 2 s closing drain ran out before a client could take it.
+const READ_AHEAD: usize = 4096;
 /// The first client version that speaks smux for LocalPortForwarding
 /// (port.go `muxSupportedClientVersion`).
 const MUX_MIN_CLIENT_VERSION: [u64; 3] = [1, 1, 70];
@@ -315,7 +323,7 @@ impl Agent {
                     Some(AgentEvent::Publication { pause }) => self.paused = pause,
                     None => break String::new(),
                 },
-                event = self.target_rx.recv(), if !self.paused => {
+                event = self.target_rx.recv(), if !self.paused && self.outgoing.len() < READ_AHEAD => {
                     if let Some(event) = event {
                         self.on_target(event).await;
                     }
