@@ -1737,7 +1737,8 @@ fn a_vpc_only_studio_domain_passes_with_its_vpc_endpoints_and_warns_when_ec2_is_
         "{detail}"
     );
     assert!(
-        detail.ends_with("doctor could not read them: not allowed to call ec2:DescribeVpcEndpoints"),
+        detail
+            .ends_with("doctor could not read them: not allowed to call ec2:DescribeVpcEndpoints"),
         "{detail}"
     );
     let fix = text_of(&network["fix"]);
@@ -1799,8 +1800,7 @@ fn a_vpc_only_studio_domain_fails_naming_each_endpoint_it_lacks_with_its_fix() {
             .map(|service| create_endpoint(service, "sg-0studio")),
     );
     want.push(
-        "(the endpoints' security groups must let the domain's security groups in on HTTPS)"
-            .into(),
+        "(the endpoints' security groups must let the domain's security groups in on HTTPS)".into(),
     );
     assert_eq!(fix.lines().collect::<Vec<_>>(), want, "{fix}");
     assert_eq!(

@@ -156,22 +156,27 @@ fn describe(seed: &Seed, form: &Form) -> Result<Response, ApiError> {
         .map(|text| {
             text.parse::<i64>()
                 .map(|n| n.min(MAX_PAGE as i64))
-                .map_err(|_| invalid(format!("Value ({text}) for parameter maxResults is invalid.")))
+                .map_err(|_| {
+                    invalid(format!(
+                        "Value ({text}) for parameter maxResults is invalid."
+                    ))
+                })
         })
         .transpose()?;
     let default = seed.page_size.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
     let token = form.get("NextToken");
-    let (page, next) = paging::page(matching, size, 1..=MAX_PAGE as i64, default, token).map_err(
-        |refusal| match refusal {
-            Refusal::Size { value, .. } => {
-                invalid(format!("Value ({value}) for parameter maxResults is invalid."))
+    let (page, next) =
+        paging::page(matching, size, 1..=MAX_PAGE as i64, default, token).map_err(|refusal| {
+            match refusal {
+                Refusal::Size { value, .. } => invalid(format!(
+                    "Value ({value}) for parameter maxResults is invalid."
+                )),
+                Refusal::Token => invalid(format!(
+                    "Invalid value '{}' for NextToken",
+                    token.unwrap_or_default()
+                )),
             }
-            Refusal::Token => invalid(format!(
-                "Invalid value '{}' for NextToken",
-                token.unwrap_or_default()
-            )),
-        },
-    )?;
+        })?;
     let mut xml = Xml::default();
     xml.leaf("requestId", &uuid::Uuid::new_v4().to_string());
     xml.open("vpcEndpointSet");

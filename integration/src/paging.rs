@@ -95,7 +95,10 @@ pub(crate) fn page<T>(
     };
     let end = start.saturating_add(size).min(items.len());
     let next = (end < items.len()).then(|| format!("{PREFIX}{end}"));
-    Ok((items.into_iter().skip(start).take(end - start).collect(), next))
+    Ok((
+        items.into_iter().skip(start).take(end - start).collect(),
+        next,
+    ))
 }
 
 #[cfg(test)]
@@ -138,16 +141,24 @@ mod tests {
             default: 10,
             bad_token: || ApiError::new("InvalidNextToken", "x"),
         };
-        let error = list.answer(items.clone(), Some(51), None, |n| json!(n)).unwrap_err();
+        let error = list
+            .answer(items.clone(), Some(51), None, |n| json!(n))
+            .unwrap_err();
         assert_eq!(error.code, "ValidationException");
         assert!(
-            error.message.ends_with("Member must have value between 5 and 50"),
+            error
+                .message
+                .ends_with("Member must have value between 5 and 50"),
             "{}",
             error.message
         );
-        let error = list.answer(items.clone(), None, Some("x"), |n| json!(n)).unwrap_err();
+        let error = list
+            .answer(items.clone(), None, Some("x"), |n| json!(n))
+            .unwrap_err();
         assert_eq!(error.code, "InvalidNextToken");
-        let answer = list.answer(items, Some(5), Some("fake-page-0"), |n| json!(n * 10)).unwrap();
+        let answer = list
+            .answer(items, Some(5), Some("fake-page-0"), |n| json!(n * 10))
+            .unwrap();
         assert_eq!(answer, json!({"Items": [0, 10, 20, 30, 40]}));
     }
 }

@@ -77,11 +77,6 @@ impl NewestFirst {
             .filter(|i| name_contains(i.name(), self.name_contains.as_deref()))
             .collect();
         matching.sort_by(|a, b| b.creation_time().total_cmp(&a.creation_time()));
-        list.answer(
-            matching,
-            self.max_results,
-            self.next_token.as_deref(),
-            show,
-        )
+        list.answer(matching, self.max_results, self.next_token.as_deref(), show)
     }
 }

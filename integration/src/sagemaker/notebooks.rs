@@ -87,12 +87,9 @@ pub(super) fn list(state: &AppState, body: &[u8]) -> ApiResult {
         if req.sort_order.as_deref() != Some("Ascending") {
             notebooks.reverse();
         }
-        LIST.answer(
-            notebooks,
-            req.max_results,
-            req.next_token.as_deref(),
-            |n| summary(&world, n),
-        )
+        LIST.answer(notebooks, req.max_results, req.next_token.as_deref(), |n| {
+            summary(&world, n)
+        })
     })();
     recorded(
         &mut world,

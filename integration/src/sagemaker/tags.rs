@@ -91,9 +91,12 @@ pub(super) fn list(state: &AppState, body: &[u8]) -> ApiResult {
         let tags = tags_of(&world, &world.sagemaker.spaces[index]);
         // Any MaxResults is taken, at most PAGE a page.
         let size = req.max_results.map(|n| n.clamp(1, PAGE));
-        LIST.answer(tags, size, req.next_token.as_deref(), |(key, value)| {
-            json!({ "Key": key, "Value": value })
-        })
+        LIST.answer(
+            tags,
+            size,
+            req.next_token.as_deref(),
+            |(key, value)| json!({ "Key": key, "Value": value }),
+        )
     })();
     recorded(
         &mut world,
