@@ -7,8 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::lists::{bad_token, NewestFirst};
-use crate::paging::List;
+use super::lists::NewestFirst;
 use crate::server::AppState;
 use crate::ssm::{check_action, input, recorded, ApiError, ApiResult, Event};
 use crate::world::World;
@@ -203,20 +202,12 @@ pub(super) fn describe_config(state: &AppState, body: &[u8]) -> ApiResult {
     )
 }
 
-/// ListEndpoints pages 1 to 100 endpoints, 10 by default (API reference).
-const LIST: List = List {
-    key: "Endpoints",
-    sizes: 1..=100,
-    default: 10,
-    bad_token,
-};
-
 pub(super) fn list(state: &AppState, body: &[u8]) -> ApiResult {
     let req: NewestFirst = input(body)?;
     let mut world = state.world();
     let result = (|| {
         check_action(&world, "sagemaker:ListEndpoints", "*")?;
-        req.answer(&LIST, &world.sagemaker.endpoints, |e| {
+        req.answer("Endpoints", &world.sagemaker.endpoints, |e| {
             json!({
                 "EndpointName": e.name,
                 "EndpointArn": arn(&world, "endpoint", &e.name),

@@ -7,9 +7,8 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::lists::{bad_token, NewestFirst};
+use super::lists::NewestFirst;
 use super::TrainingJob;
-use crate::paging::List;
 use crate::server::AppState;
 use crate::ssm::{check_action, input, recorded, ApiError, ApiResult, Event};
 use crate::world::World;
@@ -101,29 +100,25 @@ pub(super) fn describe(state: &AppState, body: &[u8]) -> ApiResult {
     )
 }
 
-/// ListTrainingJobs pages 1 to 100 jobs, 10 by default (API reference).
-const LIST: List = List {
-    key: "TrainingJobSummaries",
-    sizes: 1..=100,
-    default: 10,
-    bad_token,
-};
-
 pub(super) fn list(state: &AppState, body: &[u8]) -> ApiResult {
     let req: NewestFirst = input(body)?;
     let mut world = state.world();
     let result = (|| {
         check_action(&world, "sagemaker:ListTrainingJobs", "*")?;
-        req.answer(&LIST, &world.sagemaker.training_jobs, |j| {
-            json!({
-                "TrainingJobName": j.name,
-                "TrainingJobArn": job_arn(&world, &j.name),
-                "CreationTime": j.creation_time,
-                "LastModifiedTime": j.creation_time,
-                "TrainingJobStatus": j.status,
-                "SecondaryStatus": j.secondary_status,
-            })
-        })
+        req.answer(
+            "TrainingJobSummaries",
+            &world.sagemaker.training_jobs,
+            |j| {
+                json!({
+                    "TrainingJobName": j.name,
+                    "TrainingJobArn": job_arn(&world, &j.name),
+                    "CreationTime": j.creation_time,
+                    "LastModifiedTime": j.creation_time,
+                    "TrainingJobStatus": j.status,
+                    "SecondaryStatus": j.secondary_status,
+                })
+            },
+        )
     })();
     recorded(
         &mut world,

@@ -59,11 +59,12 @@ pub(crate) struct NewestFirst {
 }
 
 impl NewestFirst {
-    /// The page of `items` that pass the filters, newest first (both
-    /// services sort by CreationTime, Descending, by default), each shown by `show`.
+    /// The page of `items` that pass the filters under `key`, newest first
+    /// (both sort by CreationTime, Descending, by default), each shown by
+    /// `show`; both page 1 to 100 items, 10 by default (API reference).
     pub(crate) fn answer<'a, T: Listed>(
         &self,
-        list: &List,
+        key: &'static str,
         items: &'a [T],
         show: impl FnMut(&'a T) -> Value,
     ) -> ApiResult {
@@ -77,6 +78,12 @@ impl NewestFirst {
             .filter(|i| name_contains(i.name(), self.name_contains.as_deref()))
             .collect();
         matching.sort_by(|a, b| b.creation_time().total_cmp(&a.creation_time()));
+        let list = List {
+            key,
+            sizes: 1..=100,
+            default: 10,
+            bad_token,
+        };
         list.answer(matching, self.max_results, self.next_token.as_deref(), show)
     }
 }
