@@ -178,6 +178,19 @@ impl Fixture {
         })?;
         let sshd = OpenSshServer::start(&sandbox)?;
         self.fake.map_port(SSH_INSTANCE, 22, sshd.addr());
+        // A new sshd is a rebuilt instance (an earlier part of the run had
+        // one): forget its host key and that our key was pushed to it.
+        for file in ["known_hosts", "pushed-keys"] {
+            let path = self.home().join("sm-ssh-data").join(file);
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                let kept: String = text
+                    .lines()
+                    .filter(|l| !l.contains(SSH_INSTANCE))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                std::fs::write(&path, kept)?;
+            }
+        }
         let config = self.home().join("ssh_config");
         let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
         std::fs::write(
