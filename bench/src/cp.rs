@@ -1,6 +1,7 @@
 //! `sm-ssh cp` at realistic pacing: one file up and down over 1 to 16
-//! sessions, against `scp` through one `sm-ssh proxy` session, and under
-//! websocket cuts. Wall time counts everything the user waits for (sessions,
+//! sessions (port forwarding, cp's first choice), over 8 SSH sessions
+//! (its fallback), against `scp` through one `sm-ssh proxy` session, and
+//! under websocket cuts. Wall time counts everything the user waits for (sessions,
 //! SSH logins, both SHA-256 passes); CPU is the measured command's and its
 //! children's (`times` in the shell that runs it).
 
@@ -18,6 +19,8 @@ use crate::tcp::Direction;
 pub const SESSIONS: [u16; 5] = [1, 2, 4, 8, 16];
 const CUT_EVERY_MS: u64 = 2000;
 const CUT_SESSIONS: u16 = 8;
+/// Sessions of the copy over AWS-StartSSHSession, beside the same count over port forwarding.
+const SIDE_BY_SIDE_SESSIONS: u16 = 8;
 
 pub async fn cp(fx: &Fixture, tools: &Tools, bytes: u64, results: &mut Results) {
     if let Err(e) = cp_all(fx, tools, bytes, results).await {
@@ -56,6 +59,22 @@ async fn cp_all(
             .both_ways(fx, &cp(n), &scenario, n, bytes, results)
             .await?;
     }
+    // cp takes port forwarding when IAM allows it; the same copy over SSH
+    // sessions (the fallback) beside it.
+    let mut ssh_sessions = cp(SIDE_BY_SIDE_SESSIONS);
+    ssh_sessions.extend(["--document".into(), "AWS-StartSSHSession".into()]);
+    let scenario =
+        format!("sm-ssh cp --sessions {SIDE_BY_SIDE_SESSIONS} --document AWS-StartSSHSession");
+    files
+        .both_ways(
+            fx,
+            &ssh_sessions,
+            &scenario,
+            SIDE_BY_SIDE_SESSIONS,
+            bytes,
+            results,
+        )
+        .await?;
     let scenario = "scp via sm-ssh proxy (1 session)";
     files
         .both_ways(fx, &scp, scenario, 1, bytes, results)
