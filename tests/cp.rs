@@ -326,11 +326,13 @@ fn symbolic_links_are_followed_and_modes_kept_both_ways() {
 /// transport to retry on another session, not a refused key.
 #[test]
 fn a_session_killed_mid_transfer_hands_its_range_to_another() {
-    // Realistic pacing (about 1 MB/s per session) so that the copy is still
-    // running when the first bytes land.
+    // Realistic pacing (about 1 MB/s per session), and a file that keeps both
+    // sessions busy for seconds after the first bytes land: with 1.5 MB, a
+    // loaded machine noticed those bytes so late that the session killed had
+    // already sent its last range, and no range was left to hand over.
     let world = World::start(Pacing::Realistic);
     let source = world.path("big.bin");
-    std::fs::write(&source, data(1_500_000, 11)).unwrap();
+    std::fs::write(&source, data(4_000_000, 11)).unwrap();
     let dest = world.path("big-copy.bin");
     let mut child = world.spawn(&[
         "--sessions",
