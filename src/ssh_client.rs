@@ -303,14 +303,19 @@ fn terminal_input() -> Input {
 }
 
 /// Relays one session channel until it closes; returns the exit status.
+/// Input is sent by a future of its own beside the reader: a write waiting
+/// for window space (which russh never ends when the connection drops) must
+/// not keep the loop from seeing the channel close.
 async fn drive(
     channel: russh::Channel<client::Msg>,
-    mut input: Input,
+    input: Input,
     mut stdout: impl AsyncWrite + Unpin,
     mut stderr: impl AsyncWrite + Unpin,
     mut resizes: Option<tokio::signal::unix::Signal>,
 ) -> anyhow::Result<u32> {
     let (mut reader, writer) = channel.split();
+    let sending = send_input(&writer, input);
+    tokio::pin!(sending);
     let mut input_open = true;
     let mut status = None;
     loop {
@@ -334,13 +339,10 @@ async fn drive(
                 Some(ChannelMsg::Close) | None => break,
                 Some(_) => {}
             },
-            chunk = input.recv(), if input_open => match chunk {
-                Some(bytes) => writer.data_bytes(bytes).await?,
-                None => {
-                    input_open = false;
-                    writer.eof().await?;
-                }
-            },
+            sent = &mut sending, if input_open => {
+                sent?;
+                input_open = false;
+            }
             Some(()) = async { resizes.as_mut()?.recv().await }, if resizes.is_some() => {
                 let (cols, rows) = terminal_size();
                 writer.window_change(cols, rows, 0, 0).await?;
@@ -350,6 +352,17 @@ async fn drive(
     status.ok_or_else(|| {
         anyhow!("the connection closed before the remote command reported its exit status")
     })
+}
+
+/// Sends all of `input`, then EOF.
+async fn send_input(
+    writer: &russh::ChannelWriteHalf<client::Msg>,
+    mut input: Input,
+) -> Result<(), russh::Error> {
+    while let Some(bytes) = input.recv().await {
+        writer.data_bytes(bytes).await?;
+    }
+    writer.eof().await
 }
 
 fn terminal_size() -> (u32, u32) {
@@ -449,6 +462,91 @@ mod tests {
         assert_eq!(err, b"done\n");
         assert_eq!(server.authenticated_users(), ["sagemaker-user"]);
         connection.close().await.expect("close");
+    }
+
+    /// The server stops granting window (its bytes are held back), the
+    /// client's writes stall on the full window, and then the connection is
+    /// cut: the command must end with an error rather than wait forever.
+    #[tokio::test]
+    async fn a_connection_cut_while_the_window_is_full_ends_the_command() {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+        use std::time::Duration;
+
+        let dir = tempfile::tempdir().unwrap();
+        let key = new_key();
+        let server = server_for(dir.path(), &key).await;
+        let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+        let (near, far) = tokio::io::duplex(64 << 10);
+        let sent = Arc::new(AtomicU64::new(0));
+        let held = Arc::new(AtomicBool::new(false));
+        let (cut, cut_rx) = tokio::sync::oneshot::channel::<()>();
+        let relay = {
+            let (sent, held) = (sent.clone(), held.clone());
+            tokio::spawn(async move {
+                let (mut from_client, mut to_client) = tokio::io::split(far);
+                let (mut from_server, mut to_server) = tcp.into_split();
+                let up = async {
+                    let mut buf = vec![0; 16 << 10];
+                    while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                        sent.fetch_add(n as u64, Relaxed);
+                        if to_server.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                let down = async {
+                    let mut buf = vec![0; 16 << 10];
+                    while !held.load(Relaxed) {
+                        match from_server.read(&mut buf).await {
+                            Ok(n @ 1..) if to_client.write_all(&buf[..n]).await.is_ok() => {}
+                            _ => return,
+                        }
+                    }
+                    std::future::pending::<()>().await
+                };
+                // Either way out drops both sockets: the cut.
+                tokio::select! {
+                    () = up => {}
+                    () = down => {}
+                    _ = cut_rx => {}
+                }
+            })
+        };
+        let connection = Connection::over_stream(near, &login(&key, &server))
+            .await
+            .expect("login");
+        let endless = tokio::io::repeat(7).take(1 << 30);
+        let command = connection.exec(
+            "cat >/dev/null",
+            endless,
+            tokio::io::sink(),
+            tokio::io::sink(),
+        );
+        let control = async {
+            while sent.load(Relaxed) < 256 << 10 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            held.store(true, Relaxed);
+            // Stalled: nothing more leaves the client for half a second.
+            let mut last = 0;
+            while sent.load(Relaxed) != last {
+                last = sent.load(Relaxed);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let _ = cut.send(());
+            std::future::pending::<()>().await
+        };
+        let outcome = tokio::time::timeout(Duration::from_secs(60), async {
+            tokio::select! {
+                outcome = command => outcome,
+                () = control => unreachable!("control never ends"),
+            }
+        })
+        .await
+        .expect("the command ended once the connection was cut");
+        let error = outcome.expect_err("no exit status after a cut");
+        assert!(error.to_string().contains("closed"), "{error:#}");
+        relay.await.unwrap();
     }
 
     #[tokio::test]

@@ -4,13 +4,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use indicatif::HumanBytes;
 
 use super::forward::Document;
 use crate::cli::Global;
 use crate::copy::engine::{self, Settings};
-use crate::copy::fleet::{Endpoint, Fleet};
+use crate::copy::fleet::{self, Endpoint, Fleet, Worker};
 use crate::copy::plan::{self, Direction, Operand, RemoteSpec};
 use crate::copy::progress::Progress;
 use crate::error::{exit, Failure};
@@ -24,6 +25,8 @@ use crate::{aws, keys};
 
 /// The exit status of a copy stopped by Ctrl-C (128 + SIGINT, as shells report it).
 const INTERRUPTED: u8 = 130;
+/// Sessions tried for planning before the copy fails.
+const SETUP_ATTEMPTS: u32 = 3;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -69,64 +72,18 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let (sessions, endpoint) = open_target(global, &remote, &args).await?;
     let instance_id = endpoint.instance_id.clone();
     let fleet = Arc::new(Fleet::new(sessions, options, endpoint, args.document));
-    let first = fleet.connect().await.map_err(|e| e.error)?;
-    let host = remote.target.clone();
-    let remote_path = |path: &str| {
-        if path.is_empty() {
-            ".".to_owned()
-        } else {
-            path.to_owned()
-        }
-    };
-    let planned = match (&dest, direction) {
-        (Operand::Remote(spec), Direction::Upload) => {
-            let locals: Vec<PathBuf> = sources
-                .iter()
-                .map(|s| match s {
-                    Operand::Local(path) => path.clone(),
-                    Operand::Remote(_) => unreachable!("checked by sides"),
-                })
-                .collect();
-            plan::upload(
-                &first,
-                &host,
-                &locals,
-                &remote_path(&spec.path),
-                args.recursive,
-            )
-            .await
-        }
-        (Operand::Local(path), _) => {
-            let remotes: Vec<String> = sources
-                .iter()
-                .map(|s| match s {
-                    Operand::Remote(spec) => remote_path(&spec.path),
-                    Operand::Local(_) => unreachable!("checked by sides"),
-                })
-                .collect();
-            plan::download(&first, &host, &remotes, path, args.recursive).await
-        }
-        _ => unreachable!("checked by sides"),
-    };
-    let plan = match planned {
-        Ok(plan) => plan,
-        Err(error) => {
-            fleet.close(first).await;
-            return Err(error);
-        }
-    };
-    let total: u64 = plan.items.iter().map(|i| i.size).sum();
-    let settings = Settings {
-        sessions: args
-            .sessions
-            .unwrap_or_else(|| plan::default_sessions(total)),
-        range_size: args.range_size,
-        host: host.clone(),
+    let copy = Copy {
+        sources: &sources,
+        dest: &dest,
+        direction,
+        host: remote.target.clone(),
         instance_id,
-        state_dir: keys::data_dir()?.join("cp"),
+        args: &args,
     };
+    let (first, settings, prepared) = set_up(&fleet, &copy).await?;
+    let total = prepared.total_bytes();
     let progress = Arc::new(Progress::new(total, args.quiet));
-    let copying = engine::run(fleet.clone(), first, plan, &settings, progress.clone());
+    let copying = engine::run(fleet.clone(), first, prepared, &settings, progress.clone());
     let result = tokio::select! {
         result = copying => result,
         _ = tokio::signal::ctrl_c() => {
@@ -165,6 +122,116 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         )
     });
     Ok(ExitCode::SUCCESS)
+}
+
+/// What is copied, as the command line said.
+struct Copy<'a> {
+    sources: &'a [Operand],
+    dest: &'a Operand,
+    direction: Direction,
+    host: String,
+    instance_id: String,
+    args: &'a Args,
+}
+
+/// The first worker, with the copy planned and prepared on it. A session
+/// lost meanwhile (killed, dropped) is replaced and the work done again;
+/// a refusal or a local problem is final.
+async fn set_up(
+    fleet: &Fleet,
+    copy: &Copy<'_>,
+) -> anyhow::Result<(Worker, Settings, engine::Prepared)> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let first = match fleet.connect().await {
+            Ok(first) => first,
+            Err(error) if error.fatal || attempt >= SETUP_ATTEMPTS => return Err(error.error),
+            Err(error) => {
+                tracing::info!(error = %format!("{:#}", error.error), attempt, "the first session could not be opened");
+                tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+                continue;
+            }
+        };
+        let ready = async {
+            let plan = plan_with(&first, copy).await?;
+            let settings = settings_for(&plan, copy)?;
+            let prepared = engine::prepare(&first, plan, &settings).await?;
+            anyhow::Ok((settings, prepared))
+        };
+        match ready.await {
+            Ok((settings, prepared)) => return Ok((first, settings, prepared)),
+            Err(error) => {
+                let session = first.session_id().to_owned();
+                fleet.close(first).await;
+                if !fleet::is_lost(&error) || attempt >= SETUP_ATTEMPTS {
+                    return Err(error);
+                }
+                eprintln!(
+                    "sm-ssh: session {session} failed while planning the copy ({}); trying another",
+                    crate::error::describe(&error, None).1
+                );
+            }
+        }
+    }
+}
+
+/// Lists what the copy moves, with `first`.
+async fn plan_with(first: &Worker, copy: &Copy<'_>) -> anyhow::Result<plan::Plan> {
+    let remote_path = |path: &str| {
+        if path.is_empty() {
+            ".".to_owned()
+        } else {
+            path.to_owned()
+        }
+    };
+    let recursive = copy.args.recursive;
+    match (copy.dest, copy.direction) {
+        (Operand::Remote(spec), Direction::Upload) => {
+            let locals: Vec<PathBuf> = copy
+                .sources
+                .iter()
+                .map(|s| match s {
+                    Operand::Local(path) => path.clone(),
+                    Operand::Remote(_) => unreachable!("checked by sides"),
+                })
+                .collect();
+            plan::upload(
+                first,
+                &copy.host,
+                &locals,
+                &remote_path(&spec.path),
+                recursive,
+            )
+            .await
+        }
+        (Operand::Local(path), _) => {
+            let remotes: Vec<String> = copy
+                .sources
+                .iter()
+                .map(|s| match s {
+                    Operand::Remote(spec) => remote_path(&spec.path),
+                    Operand::Local(_) => unreachable!("checked by sides"),
+                })
+                .collect();
+            plan::download(first, &copy.host, &remotes, path, recursive).await
+        }
+        _ => unreachable!("checked by sides"),
+    }
+}
+
+fn settings_for(plan: &plan::Plan, copy: &Copy<'_>) -> anyhow::Result<Settings> {
+    let total: u64 = plan.items.iter().map(|i| i.size).sum();
+    Ok(Settings {
+        sessions: copy
+            .args
+            .sessions
+            .unwrap_or_else(|| plan::default_sessions(total)),
+        range_size: copy.args.range_size,
+        host: copy.host.clone(),
+        instance_id: copy.instance_id.clone(),
+        state_dir: keys::data_dir()?.join("cp"),
+    })
 }
 
 /// Which way the copy goes, and the remote side: exactly one side names a

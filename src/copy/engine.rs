@@ -151,32 +151,49 @@ impl Shared {
     }
 }
 
-/// Copies everything in `plan`; `first` is the worker that planned it.
-pub async fn run(
-    fleet: Arc<Fleet>,
-    first: Worker,
-    plan: Plan,
-    settings: &Settings,
-    progress: Arc<Progress>,
-) -> anyhow::Result<Summary> {
-    make_dirs(&first, &plan, &settings.host).await?;
-    let mut files = Vec::new();
-    let mut jobs = Vec::new();
+/// A planned copy made ready on the far side: directories made, and the
+/// ranges an earlier run completed that still verify taken off the list.
+pub struct Prepared {
+    direction: Direction,
+    files: Vec<FileJob>,
+    jobs: Vec<Job>,
+    /// Bytes already copied by an earlier run.
+    skipped: u64,
+    /// What to tell the user about resumed files.
+    notes: Vec<String>,
+}
+
+impl Prepared {
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.item.size).sum()
+    }
+}
+
+/// Makes `plan` ready with the worker that planned it. Everything it does
+/// can be done again, on another session, if this one is lost.
+pub async fn prepare(first: &Worker, plan: Plan, settings: &Settings) -> anyhow::Result<Prepared> {
+    make_dirs(first, &plan, &settings.host).await?;
+    let mut prepared = Prepared {
+        direction: plan.direction,
+        files: Vec::new(),
+        jobs: Vec::new(),
+        skipped: 0,
+        notes: Vec::new(),
+    };
     for (i, item) in plan.items.into_iter().enumerate() {
-        let file = prepare(&first, plan.direction, item, settings).await?;
+        let file = prepare_file(first, plan.direction, item, settings).await?;
         let ranges = plan::range_count(file.item.size, file.range_size);
         let done = file.state.lock().expect("state").done.clone();
         for index in (0..ranges).filter(|k| !done.contains_key(k)) {
-            jobs.push(Job::Range {
+            prepared.jobs.push(Job::Range {
                 file: i,
                 index,
                 attempts: 0,
             });
         }
-        let skipped: u64 = done.keys().map(|&k| file.range(k).1).sum();
-        progress.skip(skipped);
+        prepared.skipped += done.keys().map(|&k| file.range(k).1).sum::<u64>();
         if !done.is_empty() {
-            progress.note(&format!(
+            prepared.notes.push(format!(
                 "sm-ssh: resuming {}: {} of {ranges} ranges already copied and verified",
                 file.item.local.display(),
                 done.len()
@@ -185,16 +202,38 @@ pub async fn run(
         file.left
             .store(ranges - done.len() as u64, Ordering::Release);
         if ranges == done.len() as u64 {
-            jobs.push(Job::Seal {
+            prepared.jobs.push(Job::Seal {
                 file: i,
                 attempts: 0,
             });
         }
-        files.push(file);
+        prepared.files.push(file);
     }
-    let total_bytes: u64 = files.iter().map(|f| f.item.size).sum();
+    Ok(prepared)
+}
+
+/// Copies everything `prepared` holds; `first` is the worker that prepared it.
+pub async fn run(
+    fleet: Arc<Fleet>,
+    first: Worker,
+    prepared: Prepared,
+    settings: &Settings,
+    progress: Arc<Progress>,
+) -> anyhow::Result<Summary> {
+    let total_bytes = prepared.total_bytes();
+    let Prepared {
+        direction,
+        files,
+        jobs,
+        skipped,
+        notes,
+    } = prepared;
+    progress.skip(skipped);
+    for note in notes {
+        progress.note(&note);
+    }
     let shared = Arc::new(Shared {
-        direction: plan.direction,
+        direction,
         host: settings.host.clone(),
         outstanding: AtomicUsize::new(
             jobs.iter()
@@ -267,7 +306,7 @@ async fn make_dirs(worker: &Worker, plan: &Plan, host: &str) -> anyhow::Result<(
 }
 
 /// A file's job, with the ranges an earlier run completed that still verify.
-async fn prepare(
+async fn prepare_file(
     worker: &Worker,
     direction: Direction,
     item: Item,

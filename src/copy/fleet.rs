@@ -299,6 +299,13 @@ impl Fleet {
     }
 }
 
+/// Whether `error`, from a worker's commands, is its session or SSH
+/// connection failing (another session may do better) rather than a refusal
+/// by the far side or a local problem, which are `Failure`s.
+pub fn is_lost(error: &anyhow::Error) -> bool {
+    error.downcast_ref::<Failure>().is_none()
+}
+
 /// How one connection attempt failed.
 enum Failed {
     Denied(AwsError),
