@@ -171,8 +171,10 @@ fn spawn_writer(
     tx
 }
 
-/// The smux session's write side, read back as the agent's pump reads it:
-/// ≤ 1024 bytes per Output, with the pump's pause after each. `frames` carries
+/// The smux session's write side, read back as the agent's pump reads it
+/// (`port_mux.go`: smux writes to a unix socket, `transferDataToMgs` reads
+/// it 1024 bytes at a time): ≤ 1024 bytes per Output, with the pump's pause
+/// after each. `frames` carries
 /// the streams' data (bounded: backpressure), `control` the agent's own frames.
 pub(crate) fn spawn_pipe(
     mut frames: mpsc::Receiver<Bytes>,
@@ -191,13 +193,18 @@ pub(crate) fn spawn_pipe(
             };
             let Some(frame) = next else { return };
             buf.extend_from_slice(&frame);
-            while buf.len() < READ_CHUNK {
-                match control.try_recv().ok().or_else(|| frames.try_recv().ok()) {
-                    Some(frame) => buf.extend_from_slice(&frame),
-                    None => break,
+            loop {
+                // Each read of the unix socket returns up to 1024 bytes of
+                // whatever smux has written by then, across frame boundaries.
+                while buf.len() < READ_CHUNK {
+                    match control.try_recv().ok().or_else(|| frames.try_recv().ok()) {
+                        Some(frame) => buf.extend_from_slice(&frame),
+                        None => break,
+                    }
                 }
-            }
-            while !buf.is_empty() {
+                if buf.is_empty() {
+                    break;
+                }
                 let chunk = buf.split_to(buf.len().min(READ_CHUNK)).freeze();
                 if events.send(TargetEvent::MuxBytes(chunk)).await.is_err() {
                     return;
