@@ -406,3 +406,34 @@ fn debug_enable_turns_remote_debugging_on_after_confirmation() {
     let (_, stderr) = assert_exit(&output, 1);
     assert!(stderr.contains("Downloading or Training"), "{stderr}");
 }
+
+#[test]
+fn an_endpoint_with_more_instances_than_one_page_of_log_streams() {
+    // DescribeLogStreams answers 50 streams a page: 55 instances take two.
+    let mut seed = seed();
+    let ids: Vec<String> = (0..55).map(|k| format!("i-0{k:016x}")).collect();
+    let endpoint = Endpoint {
+        name: "wide".into(),
+        variants: vec![Variant {
+            instance_ids: ids.clone(),
+            ..Variant::default()
+        }],
+        ..Endpoint::default()
+    };
+    seed.instances
+        .extend(endpoint.native_targets().iter().map(|id| native(id)));
+    seed.sagemaker.endpoints.push(endpoint);
+    let env = Env::start(seed);
+    let host = "wide.inference.sagemaker";
+    let output = env.run(["connect", host, "--node", "56"]);
+    let (_, stderr) = assert_exit(&output, 3);
+    assert!(stderr.contains("55 instance(s)"), "{stderr}");
+    let output = env.run(["connect", host, "--node", "55", "--", "echo", "last"]);
+    let (stdout, _) = assert_exit(&output, 0);
+    assert!(stdout.contains("last"), "{stdout}");
+    assert!(
+        started_on(&env).iter().any(|(t, _)| t.ends_with(&ids[54])),
+        "{:?}",
+        started_on(&env)
+    );
+}

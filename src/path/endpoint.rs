@@ -146,14 +146,12 @@ pub async fn instances(
 ) -> Result<Vec<Instance>, Failure> {
     let group = log_group(&endpoint.name);
     let mut names = Vec::new();
-    let mut next_token: Option<String> = None;
-    loop {
-        let page = logs
-            .describe_log_streams()
-            .log_group_name(&group)
-            .set_next_token(next_token.take())
-            .send()
-            .await;
+    let mut pages = logs
+        .describe_log_streams()
+        .log_group_name(&group)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
         let page = match page {
             Ok(page) => page,
             Err(error) if error.code() == Some("ResourceNotFoundException") => {
@@ -172,10 +170,6 @@ pub async fn instances(
                 .iter()
                 .filter_map(|s| s.log_stream_name().map(str::to_string)),
         );
-        match page.next_token() {
-            Some(token) if !token.is_empty() => next_token = Some(token.to_string()),
-            _ => break,
-        }
     }
     Ok(from_streams(&names, &endpoint.ssm_variants()))
 }
