@@ -1,8 +1,9 @@
 //! `sm-ssh cp` end to end: the real binary against the fake AWS, whose
 //! instance's port 22 is Debian's sshd (the far side is a real SSH server and
 //! a real shell). Files of 0 and 1 bytes, one range and many odd ranges both
-//! ways, `-r` trees, the SSH-session fallback, a session killed mid-range,
-//! resume after a kill, Ctrl-C, and refusals on either side.
+//! ways, `-r` trees, the SSH-session fallback, a session killed mid-range or
+//! while planning, resume after a kill, Ctrl-C, and refusals on either side;
+//! and an ignored soak that kills a session at every moment of a copy.
 
 mod common;
 
