@@ -52,6 +52,10 @@ struct Args {
     /// The file `cp` copies, in MiB (default 64; 4 with --quick).
     #[arg(long, value_name = "MIB")]
     cp_mib: Option<u64>,
+    /// Run the cp part behind the TLS endpoints and delaying relays at this
+    /// round-trip time (default: the fake's plain loopback port).
+    #[arg(long, value_name = "MS")]
+    cp_rtt_ms: Option<u64>,
     /// Measure this sm-ssh binary instead of building the workspace's in
     /// release mode (a portable build, a before/after comparison).
     #[arg(long, value_name = "PATH")]
@@ -174,7 +178,19 @@ async fn main() -> anyhow::Result<()> {
     }
     if parts.contains(&Part::Cp) {
         let mib = args.cp_mib.unwrap_or(if args.quick { 4 } else { 64 });
+        let net = match args.cp_rtt_ms {
+            Some(ms) => {
+                let net = network::Network::start(fx.fake.addr(), fx.home()).await?;
+                net.rtt.set(std::time::Duration::from_millis(ms));
+                fx.enter(&net);
+                Some(net)
+            }
+            None => None,
+        };
         cp::cp(&fx, &tools, mib << 20, &mut results).await;
+        if net.is_some() {
+            fx.leave();
+        }
     }
     results.wall_seconds = started.elapsed().as_secs_f64();
     publish(&root, &out, &results)
