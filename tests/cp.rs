@@ -50,6 +50,13 @@ impl World {
         self.dir.path().join(name)
     }
 
+    /// A file of `len` pattern bytes (from `seed`) in the world's directory.
+    fn file(&self, name: &str, len: usize, seed: u64) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, data(len, seed)).unwrap();
+        path
+    }
+
     fn command(&self, args: &[&str]) -> std::process::Command {
         let user = me();
         let mut all = vec!["cp", "--user", &user];
@@ -82,24 +89,39 @@ impl World {
     }
 
     /// Waits for a spawned copy; one that has not ended within five minutes
-    /// is killed and the test fails with its log (a hang must not stall the suite).
+    /// is killed and the test fails with its log (a hang must not stall the
+    /// suite). Stderr is read meanwhile, so a chatty copy never blocks on it.
     fn finish(&self, mut child: Child) -> Output {
+        let mut pipe = child.stderr.take().expect("stderr is piped");
+        let reader = std::thread::spawn(move || {
+            let mut stderr = Vec::new();
+            std::io::Read::read_to_end(&mut pipe, &mut stderr).map(|_| stderr)
+        });
         let deadline = Instant::now() + Duration::from_secs(300);
-        while child.try_wait().unwrap().is_none() {
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                let output = child.wait_with_output().unwrap();
+                let _ = child.wait();
+                let stderr = reader.join().unwrap().unwrap_or_default();
                 let log = std::fs::read_to_string(self.log()).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(200).collect();
                 panic!(
                     "sm-ssh cp did not end within five minutes\nstderr:\n{}\nlast lines of its log:\n{}",
-                    String::from_utf8_lossy(&output.stderr),
+                    String::from_utf8_lossy(&stderr),
                     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
+        };
+        let stderr = reader.join().unwrap().unwrap();
+        Output {
+            status,
+            stdout: Vec::new(),
+            stderr,
         }
-        child.wait_with_output().unwrap()
     }
 
     /// StartSession calls that succeeded, by document.
@@ -156,6 +178,11 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// `copy` holds exactly `source`'s bytes.
+fn assert_same(copy: &Path, source: &Path) {
+    assert_eq!(std::fs::read(copy).unwrap(), std::fs::read(source).unwrap());
 }
 
 fn size_of(path: &Path) -> u64 {
@@ -271,8 +298,7 @@ fn a_tree_is_copied_with_r_both_ways() {
 fn a_denied_port_forwarding_document_falls_back_to_ssh_sessions() {
     let world = World::start(Pacing::Unconstrained);
     world.env.fake.deny_document(PORT_FORWARDING, true);
-    let source = world.path("f.bin");
-    std::fs::write(&source, data(30_000, 5)).unwrap();
+    let source = world.file("f.bin", 30_000, 5);
     let dest = world.path("g.bin");
     let output = world.cp(&[
         "--sessions",
@@ -290,10 +316,7 @@ fn a_denied_port_forwarding_document_falls_back_to_ssh_sessions() {
     assert!(stderr.contains(SSH_SESSION), "{stderr}");
     assert_eq!(world.started(PORT_FORWARDING), 0);
     assert_eq!(world.started(SSH_SESSION), 2);
-    assert_eq!(
-        std::fs::read(&dest).unwrap(),
-        std::fs::read(&source).unwrap()
-    );
+    assert_same(&dest, &source);
 }
 
 fn mode_of(path: &Path) -> u32 {
@@ -359,8 +382,7 @@ fn a_session_killed_mid_transfer_hands_its_range_to_another() {
     // loaded machine noticed those bytes so late that the session killed had
     // already sent its last range, and no range was left to hand over.
     let world = World::start(Pacing::Realistic);
-    let source = world.path("big.bin");
-    std::fs::write(&source, data(4_000_000, 11)).unwrap();
+    let source = world.file("big.bin", 4_000_000, 11);
     let dest = world.path("big-copy.bin");
     let mut child = world.spawn(&[
         "--sessions",
@@ -388,17 +410,13 @@ fn a_session_killed_mid_transfer_hands_its_range_to_another() {
         world.started(PORT_FORWARDING) >= 3,
         "a new session replaced it"
     );
-    assert_eq!(
-        std::fs::read(&dest).unwrap(),
-        std::fs::read(&source).unwrap()
-    );
+    assert_same(&dest, &source);
 }
 
 #[test]
 fn a_session_lost_while_planning_is_replaced() {
     let world = World::start(Pacing::Realistic);
-    let source = world.path("planned.bin");
-    std::fs::write(&source, data(300_000, 19)).unwrap();
+    let source = world.file("planned.bin", 300_000, 19);
     let dest = world.path("planned-copy.bin");
     let child = world.spawn(&["--sessions", "1", source.to_str().unwrap(), &remote(&dest)]);
     // The only session, killed before (or while) it plans the copy.
@@ -410,10 +428,7 @@ fn a_session_lost_while_planning_is_replaced() {
         world.started(PORT_FORWARDING) >= 2,
         "a new session replaced it"
     );
-    assert_eq!(
-        std::fs::read(&dest).unwrap(),
-        std::fs::read(&source).unwrap()
-    );
+    assert_same(&dest, &source);
 }
 
 /// A soak, run by hand (docs/reliability.md): rounds of a copy over two
@@ -428,8 +443,7 @@ fn killing_a_session_at_any_moment_neither_hangs_nor_loses_the_copy() {
         .unwrap_or(40);
     for round in 0..rounds {
         let world = World::start(Pacing::Realistic);
-        let source = world.path("soak.bin");
-        std::fs::write(&source, data(3_000_000, round)).unwrap();
+        let source = world.file("soak.bin", 3_000_000, round);
         let dest = world.path("soak-copy.bin");
         let child = world.spawn(&[
             "--sessions",
@@ -457,8 +471,7 @@ fn killing_a_session_at_any_moment_neither_hangs_nor_loses_the_copy() {
 #[test]
 fn a_killed_copy_resumes_with_the_ranges_it_lacks() {
     let world = World::start(Pacing::Realistic);
-    let source = world.path("resume.bin");
-    std::fs::write(&source, data(1_200_000, 13)).unwrap();
+    let source = world.file("resume.bin", 1_200_000, 13);
     let dest = world.path("resumed.bin");
     let dest_text = dest.display().to_string();
     let args = [
@@ -498,10 +511,7 @@ fn a_killed_copy_resumes_with_the_ranges_it_lacks() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{resumed}"));
     assert!((2..12).contains(&already), "{resumed}");
-    assert_eq!(
-        std::fs::read(&dest).unwrap(),
-        std::fs::read(&source).unwrap()
-    );
+    assert_same(&dest, &source);
     assert!(world.state_files().is_empty());
     assert!(!part(&dest).exists());
 }
@@ -509,8 +519,7 @@ fn a_killed_copy_resumes_with_the_ranges_it_lacks() {
 #[test]
 fn ctrl_c_terminates_every_session_and_keeps_the_partial_copy_apart() {
     let world = World::start(Pacing::Realistic);
-    let source = world.path("int.bin");
-    std::fs::write(&source, data(2_000_000, 17)).unwrap();
+    let source = world.file("int.bin", 2_000_000, 17);
     let dest = world.path("int-copy.bin");
     let child = world.spawn(&[
         "--sessions",
@@ -594,8 +603,7 @@ impl Drop for ReadOnlyDir {
 #[test]
 fn read_only_and_missing_paths_fail_with_one_clear_line() {
     let world = World::start(Pacing::Unconstrained);
-    let source = world.path("s.bin");
-    std::fs::write(&source, data(5000, 19)).unwrap();
+    let source = world.file("s.bin", 5000, 19);
     let locked = ReadOnlyDir::new(world.path("locked"));
 
     let output = world.cp(&[source.to_str().unwrap(), &remote(&locked.path)]);
@@ -636,8 +644,7 @@ fn read_only_and_missing_paths_fail_with_one_clear_line() {
 #[test]
 fn throttled_start_session_calls_are_retried_with_backoff() {
     let world = World::start(Pacing::Unconstrained);
-    let source = world.path("t.bin");
-    std::fs::write(&source, data(9000, 23)).unwrap();
+    let source = world.file("t.bin", 9000, 23);
     // More throttles in a row than the SDK's own three attempts absorb.
     world
         .env
@@ -658,8 +665,5 @@ fn throttled_start_session_calls_are_retried_with_backoff() {
         .filter(|e| e.error.as_deref().is_some_and(|m| m.contains("Throttling")))
         .count();
     assert_eq!(throttled, 5);
-    assert_eq!(
-        std::fs::read(&dest).unwrap(),
-        std::fs::read(&source).unwrap()
-    );
+    assert_same(&dest, &source);
 }

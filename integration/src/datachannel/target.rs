@@ -174,8 +174,8 @@ fn spawn_writer(
 /// The smux session's write side, read back as the agent's pump reads it
 /// (`port_mux.go`: smux writes to a unix socket, `transferDataToMgs` reads
 /// it 1024 bytes at a time): ≤ 1024 bytes per Output, with the pump's pause
-/// after each. `frames` carries
-/// the streams' data (bounded: backpressure), `control` the agent's own frames.
+/// after each. `frames` carries the streams' data (bounded: backpressure),
+/// `control` the agent's own frames.
 pub(crate) fn spawn_pipe(
     mut frames: mpsc::Receiver<Bytes>,
     mut control: mpsc::UnboundedReceiver<Bytes>,
