@@ -13,6 +13,7 @@ use sm_ssh_integration::world::{Faults, Pacing};
 
 use crate::fixture::{self, Fixture};
 use crate::measure::{Tools, SM_SSH};
+use crate::procfs;
 use crate::results::{CpRow, Results};
 use crate::tcp::Direction;
 
@@ -22,8 +23,9 @@ const CUT_SESSIONS: u16 = 8;
 /// Sessions of the copy over AWS-StartSSHSession, beside the same count over port forwarding.
 const SIDE_BY_SIDE_SESSIONS: u16 = 8;
 
-pub async fn cp(fx: &Fixture, tools: &Tools, bytes: u64, results: &mut Results) {
-    if let Err(e) = cp_all(fx, tools, bytes, results).await {
+/// `only`, when not empty, replaces [`SESSIONS`] and leaves out the side rows.
+pub async fn cp(fx: &Fixture, tools: &Tools, bytes: u64, only: &[u16], results: &mut Results) {
+    if let Err(e) = cp_all(fx, tools, bytes, only, results).await {
         results.note(SM_SSH, "cp", format!("{e:#}"));
     }
     fx.conditions(Pacing::Realistic, Faults::default());
@@ -33,6 +35,7 @@ async fn cp_all(
     fx: &Fixture,
     tools: &Tools,
     bytes: u64,
+    only: &[u16],
     results: &mut Results,
 ) -> anyhow::Result<()> {
     let (_sshd, config) = fx.add_openssh_instance(&tools.sm_ssh)?;
@@ -53,11 +56,15 @@ async fn cp_all(
     let scp = ["scp", "-q", "-F", &config.display().to_string()].map(str::to_owned);
 
     fx.conditions(Pacing::Realistic, Faults::default());
-    for n in SESSIONS {
+    let counts = if only.is_empty() { &SESSIONS[..] } else { only };
+    for &n in counts {
         let scenario = format!("sm-ssh cp --sessions {n}");
         files
             .both_ways(fx, &cp(n), &scenario, n, bytes, results)
             .await?;
+    }
+    if !only.is_empty() {
+        return Ok(());
     }
     // cp takes port forwarding when IAM allows it; the same copy over SSH
     // sessions (the fallback) beside it.
@@ -129,17 +136,20 @@ impl Files {
             let mut args = command.to_vec();
             args.extend([from, to]);
             let cuts = fx.cuts();
+            let busy = procfs::MachineTime::now();
             let figures = measure(fx, &args, bytes)
                 .await
                 .with_context(|| format!("{scenario} {}", direction.name()))?;
             same(&self.local, copy)?;
             let mut row = CpRow::new(scenario.to_owned(), direction, sessions, bytes, figures);
             row.cuts = Some(fx.cuts() - cuts).filter(|&c| c > 0);
+            row.machine_busy = procfs::MachineTime::busy_since(busy);
             eprintln!(
-                "cp: {scenario} {}: {:.2} MB/s, {:.1} CPU s/GB",
+                "cp: {scenario} {}: {:.2} MB/s, {:.1} CPU s/GB, machine {:.0}% busy",
                 direction.name(),
                 row.mb_s,
-                row.cpu_s_per_gb
+                row.cpu_s_per_gb,
+                row.machine_busy.unwrap_or(f64::NAN) * 100.0
             );
             results.cp.push(row);
         }
@@ -154,6 +164,10 @@ async fn measure(fx: &Fixture, args: &[String], bytes: u64) -> anyhow::Result<(f
         .args(["-c", "\"$@\"; s=$?; times >&2; exit $s", "sh"])
         .args(args)
         .stdin(std::process::Stdio::null());
+    // By hand: SM_SSH_BENCH_LOG=<file> gives the measured commands' debug log.
+    if let Some(log) = std::env::var_os("SM_SSH_BENCH_LOG") {
+        command.env("SM_SSH_LOG", log);
+    }
     let start = Instant::now();
     let output = command.output().await?;
     let wall = start.elapsed().as_secs_f64();

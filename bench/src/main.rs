@@ -56,6 +56,10 @@ struct Args {
     /// round-trip time (default: the fake's plain loopback port).
     #[arg(long, value_name = "MS")]
     cp_rtt_ms: Option<u64>,
+    /// Run the cp part with only these session counts, without its side
+    /// rows (scp, the SSH document, cuts): a by-hand look at one count.
+    #[arg(long, value_name = "N,...", value_delimiter = ',')]
+    cp_sessions: Vec<u16>,
     /// Measure this sm-ssh binary instead of building the workspace's in
     /// release mode (a portable build, a before/after comparison).
     #[arg(long, value_name = "PATH")]
@@ -187,7 +191,7 @@ async fn main() -> anyhow::Result<()> {
             }
             None => None,
         };
-        cp::cp(&fx, &tools, mib << 20, &mut results).await;
+        cp::cp(&fx, &tools, mib << 20, &args.cp_sessions, &mut results).await;
         if net.is_some() {
             fx.leave();
         }

@@ -27,6 +27,39 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / clock_ticks())
 }
 
+/// The machine's busy and total CPU time, from the first line of /proc/stat.
+pub struct MachineTime {
+    busy: u64,
+    total: u64,
+}
+
+impl MachineTime {
+    pub fn now() -> Option<MachineTime> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal: idle and iowait are not busy.
+        let total: u64 = ticks.iter().take(8).sum();
+        let idle = ticks.get(3)? + ticks.get(4)?;
+        Some(MachineTime {
+            busy: total - idle,
+            total,
+        })
+    }
+
+    /// The busy share (0 to 1) of all cores since `start`.
+    pub fn busy_since(start: Option<MachineTime>) -> Option<f64> {
+        let (start, end) = (start?, MachineTime::now()?);
+        let total = end.total.checked_sub(start.total).filter(|&t| t > 0)?;
+        Some(end.busy.saturating_sub(start.busy) as f64 / total as f64)
+    }
+}
+
 fn clock_ticks() -> f64 {
     static TICKS: OnceLock<f64> = OnceLock::new();
     *TICKS.get_or_init(|| {

@@ -137,6 +137,10 @@ pub struct CpRow {
     pub cpu_s_per_gb: f64,
     /// Websocket cuts during the copy, when the fake was cutting.
     pub cuts: Option<u64>,
+    /// The share of every core's time that was not idle during the copy
+    /// (the whole machine: cp, the fake, sshd and the far side's commands).
+    #[serde(default)]
+    pub machine_busy: Option<f64>,
 }
 
 impl CpRow {
@@ -155,6 +159,7 @@ impl CpRow {
             mb_s,
             cpu_s_per_gb,
             cuts: None,
+            machine_busy: None,
         }
     }
 

@@ -7,13 +7,20 @@
 //! * each received stream message is acknowledged at once, duplicates are
 //!   acknowledged again, messages from the future are buffered (and acked)
 //!   and delivered in order;
-//! * every unacknowledged message whose RTO has passed is resent with its
-//!   original bytes, and its resend time is recorded; RTT samples come only
-//!   from messages sent once, and each resend doubles that message's timeout
-//!   (Karn);
+//! * a message is resent, with its original bytes, when it is found lost: a
+//!   message sent at least a reorder window after it has been acknowledged
+//!   (acks are per message, so this is RACK's time-based rule, RFC 8985).
+//!   When nothing later is acknowledged, the RTO resends only the oldest
+//!   message in flight and doubles for each timeout in a row, as TCP does: a
+//!   stall that delays every ack costs one resend, not the whole flight. RTT
+//!   samples come only from messages sent once (Karn);
 //! * the number of unacknowledged messages is bounded (backpressure, never
 //!   eviction); `pause_publication` stops stream transmission, for at most
-//!   [`PAUSE_LIMIT`].
+//!   [`PAUSE_LIMIT`];
+//! * when paced, new messages in flight are held to what the pace fills in
+//!   the shortest round trip seen plus [`QUEUE_ALLOWANCE`], so a queue at the
+//!   service (acks late, not lost) cannot grow past the RTO and turn every
+//!   message into a resend.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -27,9 +34,13 @@ use crate::rto::RtoEstimator;
 
 /// The most bytes put in one stream message, as every official producer does.
 pub const MAX_PAYLOAD: usize = 1024;
-/// Resends of one message that double its timeout; later ones keep the last value.
-const MAX_BACKOFF_EXPONENT: usize = 5;
-/// The longest a backed-off message waits before its next resend: the agent
+/// Timeouts in a row that double the RTO; later ones keep the last value.
+const MAX_BACKOFF_EXPONENT: u32 = 5;
+/// How late a message may arrive behind one sent after it before it counts as
+/// lost: a quarter of the shortest RTT (RACK's), within these bounds.
+const REORDER_WINDOW_MIN: Duration = Duration::from_millis(2);
+const REORDER_WINDOW_MAX: Duration = Duration::from_millis(50);
+/// The longest a backed-off resend waits: the agent
 /// and the plugin re-check every 100 ms with an RTO of at most 1 s, so a
 /// longer wait would only stall a recovery that the peer is ready for.
 pub const MAX_RESEND_WAIT: Duration = Duration::from_secs(2);
@@ -37,6 +48,15 @@ pub const MAX_RESEND_WAIT: Duration = Duration::from_secs(2);
 /// service may lose the latter, and a stall for good is worse than a few
 /// messages sent into a pause (they are resent if lost).
 pub const PAUSE_LIMIT: Duration = Duration::from_secs(5);
+
+/// How much queueing beyond the shortest round trip a paced channel allows
+/// in flight: enough for the peer's own delays, well under the 1 s RTO cap.
+/// Without a bound, a service relaying a little slower than the pace (or
+/// acks queued behind the peer's data) grows the queue until RTTs pass the
+/// RTO cap, and every message is then sent twice: half the throughput.
+pub const QUEUE_ALLOWANCE: Duration = Duration::from_millis(200);
+/// The fewest new messages a paced channel may have in flight.
+const MIN_IN_FLIGHT: usize = 32;
 
 /// Tunables of a [`Channel`].
 #[derive(Clone, Debug)]
@@ -107,15 +127,26 @@ pub struct Channel {
     outgoing: VecDeque<Slot>,
     base_seq: i64,
     next_unsent: i64,
-    /// (last transmission, seq) in transmission order, one queue per backoff
-    /// exponent (the message's resend count, capped), so that each queue's
-    /// front is its earliest deadline under the current RTO. Stale entries
-    /// are skipped.
-    resend_queues: [VecDeque<(Instant, i64)>; MAX_BACKOFF_EXPONENT + 1],
+    /// (last transmission, seq) in transmission order; an entry is stale once
+    /// its message is acknowledged, found lost or sent again.
+    sent_order: VecDeque<(Instant, i64)>,
     /// Sent messages to retransmit as soon as possible (after a reconnect).
     urgent: VecDeque<i64>,
+    /// Sent messages found lost, to retransmit before anything new.
+    lost: VecDeque<i64>,
+    /// The latest transmission time among acknowledged messages.
+    latest_acked_send: Option<Instant>,
+    /// RTO expiries since the last acknowledgement (the backoff exponent).
+    timeouts: u32,
+    /// When the last acknowledgement of a message in flight arrived: the RTO
+    /// runs from it as well (RFC 6298 5.3), so acks that still flow hold it off.
+    last_ack: Option<Instant>,
     control: VecDeque<Bytes>,
     rto: RtoEstimator,
+    /// The shortest RTT sample on the current websocket.
+    min_rtt: Option<Duration>,
+    /// Messages sent and not yet acknowledged.
+    in_flight: usize,
     pacer: Pacer,
     /// When `pause_publication` arrived, while it is in force.
     paused: Option<Instant>,
@@ -140,10 +171,16 @@ impl Channel {
             outgoing: VecDeque::new(),
             base_seq: 0,
             next_unsent: 0,
-            resend_queues: Default::default(),
+            sent_order: VecDeque::new(),
             urgent: VecDeque::new(),
+            lost: VecDeque::new(),
+            latest_acked_send: None,
+            timeouts: 0,
+            last_ack: None,
             control: VecDeque::new(),
             rto: RtoEstimator::default(),
+            min_rtt: None,
+            in_flight: 0,
             paused: None,
             expected: 0,
             reorder: BTreeMap::new(),
@@ -330,20 +367,62 @@ impl Channel {
         };
         if let Slot::Sent {
             first_sent,
+            last_sent,
             resends,
             ..
         } = slot
         {
-            if *resends == 0 {
-                self.rto.sample(now.saturating_duration_since(*first_sent));
-            }
+            let (first_sent, last_sent, resends) = (*first_sent, *last_sent, *resends);
             *slot = Slot::Acked;
+            self.in_flight -= 1;
             self.stats.acks_received += 1;
+            self.timeouts = 0;
+            self.last_ack = Some(now);
+            if resends == 0 {
+                let rtt = now.saturating_duration_since(first_sent);
+                self.rto.sample(rtt);
+                self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
+            }
+            // An ack of a resent message may be the original's, late: taking
+            // it as the resend's would find the whole flight lost after a
+            // stall. Only messages sent once say what got through (as F-RTO).
+            if resends == 0 && self.latest_acked_send.is_none_or(|t| t < last_sent) {
+                self.latest_acked_send = Some(last_sent);
+            }
         }
         while let Some(Slot::Acked) = self.outgoing.front() {
             self.outgoing.pop_front();
             self.base_seq += 1;
         }
+        self.find_lost();
+    }
+
+    /// Moves every message sent a reorder window or more before the latest
+    /// acknowledged transmission to the lost queue.
+    fn find_lost(&mut self) {
+        let Some(latest) = self.latest_acked_send else {
+            return;
+        };
+        let window = self.reorder_window();
+        while let Some(&(at, seq)) = self.sent_order.front() {
+            if self.is_current(at, seq) {
+                if at + window > latest {
+                    break;
+                }
+                self.lost.push_back(seq);
+            }
+            self.sent_order.pop_front();
+        }
+    }
+
+    fn reorder_window(&self) -> Duration {
+        let rtt = self.min_rtt.unwrap_or(crate::rto::INITIAL_SRTT);
+        (rtt / 4).clamp(REORDER_WINDOW_MIN, REORDER_WINDOW_MAX)
+    }
+
+    /// Whether `(at, seq)` is the latest transmission of a message still in flight.
+    fn is_current(&self, at: Instant, seq: i64) -> bool {
+        matches!(self.slot(seq), Some(Slot::Sent { last_sent, .. }) if *last_sent == at)
     }
 
     /// The next in-order stream message from the peer.
@@ -355,6 +434,9 @@ impl Channel {
     /// at once (it may have died with the old socket).
     pub fn on_reconnected(&mut self) {
         self.paused = None;
+        self.min_rtt = None;
+        self.timeouts = 0;
+        self.lost.clear();
         self.urgent.clear();
         for (i, slot) in self.outgoing.iter().enumerate() {
             if matches!(slot, Slot::Sent { .. }) {
@@ -379,18 +461,44 @@ impl Channel {
         Some(self.transmit(now, seq))
     }
 
-    /// The sequence number of the next stream message due, without taking it.
+    /// The sequence number of the next stream message due, without taking it:
+    /// after a reconnect everything in flight, then the lost, then the oldest
+    /// message in flight once its (backed-off) RTO has passed, then new ones.
     fn next_stream_candidate(&mut self, now: Instant) -> Option<i64> {
-        while let Some(&seq) = self.urgent.front() {
-            if self.is_sent(seq) {
+        self.drop_stale();
+        if let Some(&seq) = self.urgent.front().or(self.lost.front()) {
+            return Some(seq);
+        }
+        if let Some((deadline, seq)) = self.timeout() {
+            if deadline <= now {
                 return Some(seq);
             }
+        }
+        self.may_send_new().then_some(self.next_unsent)
+    }
+
+    /// Takes acknowledged messages off the fronts of the resend queues.
+    fn drop_stale(&mut self) {
+        while self.urgent.front().is_some_and(|&seq| !self.is_sent(seq)) {
             self.urgent.pop_front();
         }
-        if let Some(due) = self.next_resend(now) {
-            return Some(due);
+        while self.lost.front().is_some_and(|&seq| !self.is_sent(seq)) {
+            self.lost.pop_front();
         }
-        (self.next_unsent < self.next_seq()).then_some(self.next_unsent)
+    }
+
+    /// Whether a new message is queued and the flight limit lets it go.
+    fn may_send_new(&self) -> bool {
+        self.next_unsent < self.next_seq() && self.in_flight < self.flight_limit()
+    }
+
+    /// The most messages in flight: the pace times (shortest RTT + allowance).
+    fn flight_limit(&self) -> usize {
+        let Some(rate) = self.config.pacing else {
+            return usize::MAX;
+        };
+        let rtt = self.min_rtt.unwrap_or(crate::rto::INITIAL_SRTT) + QUEUE_ALLOWANCE;
+        ((rtt.as_secs_f64() * f64::from(rate)) as usize).max(MIN_IN_FLIGHT)
     }
 
     fn is_sent(&self, seq: i64) -> bool {
@@ -403,39 +511,19 @@ impl Channel {
         self.outgoing.get(index)
     }
 
-    /// The message whose timeout passed first, if it has passed.
-    fn next_resend(&mut self, now: Instant) -> Option<i64> {
-        let (deadline, seq) = self.earliest_resend()?;
-        (deadline <= now).then_some(seq)
-    }
-
-    /// The earliest (deadline, seq) over the queues, dropping stale entries.
-    /// A message's timeout is the current RTO doubled per resend (Karn's
-    /// backoff): without it, acks delayed by queueing at the service turn the
-    /// whole window into resends that deepen the queue. The doubling stops at
-    /// [`MAX_RESEND_WAIT`].
-    fn earliest_resend(&mut self) -> Option<(Instant, i64)> {
-        let rto = self.rto.rto();
-        let mut earliest: Option<(Instant, i64)> = None;
-        for exponent in 0..self.resend_queues.len() {
-            while let Some(&(at, seq)) = self.resend_queues[exponent].front() {
-                match self.slot(seq) {
-                    Some(Slot::Sent {
-                        last_sent, resends, ..
-                    }) if *last_sent == at && backoff_exponent(*resends) == exponent => {
-                        let deadline = at + (rto * (1 << exponent)).min(MAX_RESEND_WAIT);
-                        if earliest.is_none_or(|(e, _)| deadline < e) {
-                            earliest = Some((deadline, seq));
-                        }
-                        break;
-                    }
-                    _ => {
-                        self.resend_queues[exponent].pop_front();
-                    }
-                }
+    /// The oldest message in flight and when its RTO, doubled per timeout in
+    /// a row up to [`MAX_RESEND_WAIT`], runs out (counted from its
+    /// transmission or the last ack, whichever is later).
+    fn timeout(&mut self) -> Option<(Instant, i64)> {
+        while let Some(&(at, seq)) = self.sent_order.front() {
+            if self.is_current(at, seq) {
+                let wait = self.rto.rto() * (1 << self.timeouts.min(MAX_BACKOFF_EXPONENT));
+                let from = self.last_ack.map_or(at, |ack| ack.max(at));
+                return Some((from + wait.min(MAX_RESEND_WAIT), seq));
             }
+            self.sent_order.pop_front();
         }
-        earliest
+        None
     }
 
     fn transmit(&mut self, now: Instant, seq: i64) -> Bytes {
@@ -464,6 +552,7 @@ impl Channel {
                     resends: 0,
                 };
                 self.next_unsent = seq + 1;
+                self.in_flight += 1;
                 self.stats.messages_sent += 1;
                 bytes
             }
@@ -473,20 +562,22 @@ impl Channel {
                 resends,
                 ..
             } => {
+                let timed_out = *last_sent;
                 *last_sent = now;
                 *resends += 1;
                 self.stats.resends += 1;
                 if self.urgent.front() == Some(&seq) {
                     self.urgent.pop_front();
+                } else if self.lost.front() == Some(&seq) {
+                    self.lost.pop_front();
+                } else if self.sent_order.front() == Some(&(timed_out, seq)) {
+                    self.timeouts += 1;
                 }
                 bytes.clone()
             }
             Slot::Acked => unreachable!("acked messages are never candidates"),
         };
-        let Slot::Sent { resends, .. } = self.outgoing[index] else {
-            unreachable!("just transmitted")
-        };
-        self.resend_queues[backoff_exponent(resends)].push_back((now, seq));
+        self.sent_order.push_back((now, seq));
         bytes
     }
 
@@ -495,8 +586,9 @@ impl Channel {
         if let Some(since) = self.paused {
             return Some(since + PAUSE_LIMIT);
         }
-        let pending = !self.urgent.is_empty() || self.next_unsent < self.next_seq();
-        let resend = self.earliest_resend().map(|(deadline, _)| deadline);
+        self.drop_stale();
+        let pending = !self.urgent.is_empty() || !self.lost.is_empty() || self.may_send_new();
+        let resend = self.timeout().map(|(deadline, _)| deadline);
         let wanted = if pending { Some(now) } else { resend };
         wanted.map(|at| at.max(self.pacer.next_token(now)))
     }
@@ -505,8 +597,4 @@ impl Channel {
     pub fn current_rto(&self) -> Duration {
         self.rto.rto()
     }
-}
-
-fn backoff_exponent(resends: u32) -> usize {
-    (resends as usize).min(MAX_BACKOFF_EXPONENT)
 }

@@ -206,7 +206,7 @@ fn out_of_order_messages_are_acked_buffered_and_delivered_in_order() {
 }
 
 #[test]
-fn every_unacked_message_is_resent_identically_after_the_rto() {
+fn after_the_rto_only_the_oldest_message_is_resent_and_the_timeout_doubles() {
     let now = Instant::now();
     let (mut c, _agent) = established(now, unpaced());
     let rto = c.channel().current_rto();
@@ -226,21 +226,87 @@ fn every_unacked_message_is_resent_identically_after_the_rto() {
         .is_none());
     let resent: Vec<Bytes> = std::iter::from_fn(|| c.poll_transmit(now + rto)).collect();
     assert_eq!(
-        resent, first,
-        "all three, same bytes, same seq and MessageId"
+        resent,
+        first[..1],
+        "the oldest alone, same bytes, same seq and MessageId"
     );
+    // Still no ack: the next oldest goes after twice the RTO (counted from
+    // its own transmission), the one after that after four times.
+    assert_eq!(c.poll_timeout(now + rto), Some(now + 2 * rto));
+    assert_eq!(c.poll_transmit(now + 2 * rto).as_ref(), Some(&first[1]));
+    assert_eq!(c.poll_timeout(now + 2 * rto), Some(now + 4 * rto));
+    assert_eq!(c.poll_transmit(now + 4 * rto).as_ref(), Some(&first[2]));
     assert_eq!(c.stats().resends, 3);
-    // The resend time is recorded and the timeout doubles: the next resend is
-    // two RTOs after it, the one after that four.
-    let second = now + rto + 2 * rto;
-    assert_eq!(c.poll_timeout(now + rto), Some(second));
-    assert!(c.poll_transmit(second - Duration::from_millis(1)).is_none());
+}
+
+#[test]
+fn after_an_rto_an_ack_of_newer_data_shows_the_rest_of_the_flight_lost() {
+    let now = Instant::now();
+    let (mut c, mut agent) = established(now, unpaced());
+    let rto = c.channel().current_rto();
+    c.send_data(&[2u8; 3000]);
+    let first: Vec<Bytes> = std::iter::from_fn(|| c.poll_transmit(now)).collect();
+    let probe = c.poll_transmit(now + rto).unwrap();
+    // The resend's ack alone proves nothing (it may be the original's) ...
+    let later = now + rto + Duration::from_millis(20);
+    agent.handle(later, &probe);
+    c.handle_frame(later, &agent.poll_transmit(later).unwrap());
+    assert!(c.poll_transmit(later).is_none());
+    // ... an ack of a message first sent after it does.
+    c.send_data(b"new");
+    let fresh = c.poll_transmit(later).unwrap();
+    let after = later + Duration::from_millis(20);
+    agent.handle(after, &fresh);
+    c.handle_frame(after, &agent.poll_transmit(after).unwrap());
+    let rest: Vec<Bytes> = std::iter::from_fn(|| c.poll_transmit(after)).collect();
     assert_eq!(
-        std::iter::from_fn(|| c.poll_transmit(second)).count(),
-        3,
-        "all three again"
+        rest,
+        first[1..],
+        "lost: sent before a message that got through"
     );
-    assert_eq!(c.poll_timeout(second), Some(second + 4 * rto));
+}
+
+#[test]
+fn a_message_lost_among_acked_ones_is_resent_before_its_rto() {
+    let now = Instant::now();
+    let (mut c, mut agent) = established(now, unpaced());
+    let ms = Duration::from_millis;
+    let mut sent = Vec::new();
+    for (i, at) in [now, now + ms(5), now + ms(10)].into_iter().enumerate() {
+        c.send_data(&[i as u8; 10]);
+        sent.push((at, c.poll_transmit(at).unwrap()));
+    }
+    // The middle one is lost; the others arrive and are acked 1 ms later.
+    for (at, bytes) in [&sent[0], &sent[2]] {
+        agent.handle(*at + ms(1), bytes);
+        while let Some(ack) = agent.poll_transmit(*at + ms(1)) {
+            c.handle_frame(*at + ms(1), &ack);
+        }
+    }
+    let at = now + ms(11);
+    assert!(at < now + ms(5) + c.channel().current_rto());
+    assert_eq!(c.poll_transmit(at), Some(sent[1].1.clone()));
+    assert_eq!(c.stats().resends, 1);
+}
+
+#[test]
+fn acks_that_all_come_late_cost_one_resend_not_the_flight() {
+    let now = Instant::now();
+    let (mut c, mut agent) = established(now, unpaced());
+    c.send_data(&[3u8; 50 * MAX_PAYLOAD]);
+    let flight: Vec<Bytes> = std::iter::from_fn(|| c.poll_transmit(now)).collect();
+    assert_eq!(flight.len(), 50);
+    // The service stalls for 300 ms, past the RTO, then delivers everything in order.
+    let stall = now + Duration::from_millis(300);
+    let resent: Vec<Bytes> = std::iter::from_fn(|| c.poll_transmit(stall)).collect();
+    assert_eq!(resent, flight[..1]);
+    for bytes in flight.iter().chain(&resent) {
+        agent.handle(stall, bytes);
+    }
+    exchange(stall, &mut c, &mut agent);
+    assert!(c.is_flushed());
+    assert_eq!(c.stats().resends, 1);
+    assert_eq!(agent.received, vec![3u8; 50 * MAX_PAYLOAD]);
 }
 
 #[test]
@@ -571,4 +637,40 @@ fn pacing_limits_the_message_rate() {
         next - now
     );
     assert!(c.poll_transmit(next).is_some());
+}
+
+/// A service that relays the client's frames 5% slower than the client's
+/// pace: without a flight limit its queue grows to the whole window (about
+/// 2 s), past the 1 s RTO cap, and every message goes twice.
+#[test]
+fn acks_queued_at_a_slower_service_do_not_turn_into_resends() {
+    let start = Instant::now();
+    let (mut c, mut agent) = established(start, ChannelConfig::default());
+    let slot = Duration::from_secs(1) / 950;
+    let mut queue: std::collections::VecDeque<Bytes> = Default::default();
+    let mut next_slot = start;
+    let chunk = vec![7u8; 64 * MAX_PAYLOAD];
+    let seconds = 20;
+    for ms in 0..seconds * 1000 {
+        let now = start + Duration::from_millis(ms);
+        while c.send_data(&chunk) == chunk.len() {}
+        queue.extend(std::iter::from_fn(|| c.poll_transmit(now)));
+        while next_slot <= now {
+            next_slot += slot;
+            if let Some(bytes) = queue.pop_front() {
+                agent.handle(now, &bytes);
+            }
+        }
+        while let Some(bytes) = agent.poll_transmit(now) {
+            c.handle_frame(now, &bytes);
+        }
+    }
+    let delivered = agent.received.len() / MAX_PAYLOAD;
+    let resends = c.stats().resends;
+    assert!(
+        resends < 20,
+        "{resends} resends for {delivered} messages delivered"
+    );
+    // Every slot the service offered carried new data.
+    assert!(delivered as u64 > 950 * seconds * 98 / 100, "{delivered}");
 }

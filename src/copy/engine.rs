@@ -379,6 +379,7 @@ async fn work(shared: Arc<Shared>, fleet: Arc<Fleet>, mut worker: Option<Worker>
                 match fleet.connect().await {
                     Ok(fresh) => {
                         failures = 0;
+                        tracing::debug!(session = fresh.session_id(), "worker connected");
                         fresh
                     }
                     Err(error) if error.fatal => {
@@ -402,8 +403,10 @@ async fn work(shared: Arc<Shared>, fleet: Arc<Fleet>, mut worker: Option<Worker>
             worker = Some(current);
             break;
         };
+        tracing::debug!(session = current.session_id(), ?job, "job started");
         match run_job(&shared, &current, job).await {
             Ok(()) => {
+                tracing::debug!(session = current.session_id(), ?job, "job done");
                 complete(&shared, job);
                 worker = Some(current);
             }

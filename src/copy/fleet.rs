@@ -280,7 +280,9 @@ impl Fleet {
             }
         };
         match tokio::time::timeout(CLOSE_LIMIT, closing).await {
-            Ok(Some(_)) => {}
+            Ok(Some(end)) => {
+                tracing::debug!(session = %session_id, stats = ?end.stats, "session closed");
+            }
             _ => {
                 let _ = self.sessions.terminate(&session_id).await;
             }
