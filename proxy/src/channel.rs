@@ -132,8 +132,9 @@ pub struct Channel {
     sent_order: VecDeque<(Instant, i64)>,
     /// Sent messages to retransmit as soon as possible (after a reconnect).
     urgent: VecDeque<i64>,
-    /// Sent messages found lost, to retransmit before anything new.
-    lost: VecDeque<i64>,
+    /// Sent messages found lost, to retransmit before anything new, with the
+    /// transmission found lost (stale once the message is acked or sent again).
+    lost: VecDeque<(Instant, i64)>,
     /// The latest transmission time among acknowledged messages.
     latest_acked_send: Option<Instant>,
     /// RTO expiries since the last acknowledgement (the backoff exponent).
@@ -409,7 +410,7 @@ impl Channel {
                 if at + window > latest {
                     break;
                 }
-                self.lost.push_back(seq);
+                self.lost.push_back((at, seq));
             }
             self.sent_order.pop_front();
         }
@@ -466,7 +467,11 @@ impl Channel {
     /// message in flight once its (backed-off) RTO has passed, then new ones.
     fn next_stream_candidate(&mut self, now: Instant) -> Option<i64> {
         self.drop_stale();
-        if let Some(&seq) = self.urgent.front().or(self.lost.front()) {
+        if let Some(&seq) = self
+            .urgent
+            .front()
+            .or(self.lost.front().map(|(_, seq)| seq))
+        {
             return Some(seq);
         }
         if let Some((deadline, seq)) = self.timeout() {
@@ -477,12 +482,17 @@ impl Channel {
         self.may_send_new().then_some(self.next_unsent)
     }
 
-    /// Takes acknowledged messages off the fronts of the resend queues.
+    /// Takes acknowledged (and, for the lost, already resent) messages off
+    /// the fronts of the resend queues.
     fn drop_stale(&mut self) {
         while self.urgent.front().is_some_and(|&seq| !self.is_sent(seq)) {
             self.urgent.pop_front();
         }
-        while self.lost.front().is_some_and(|&seq| !self.is_sent(seq)) {
+        while self
+            .lost
+            .front()
+            .is_some_and(|&(at, seq)| !self.is_current(at, seq))
+        {
             self.lost.pop_front();
         }
     }
@@ -568,7 +578,7 @@ impl Channel {
                 self.stats.resends += 1;
                 if self.urgent.front() == Some(&seq) {
                     self.urgent.pop_front();
-                } else if self.lost.front() == Some(&seq) {
+                } else if self.lost.front().map(|(_, s)| *s) == Some(seq) {
                     self.lost.pop_front();
                 } else if self.sent_order.front() == Some(&(timed_out, seq)) {
                     self.timeouts += 1;

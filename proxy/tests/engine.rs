@@ -674,3 +674,21 @@ fn acks_queued_at_a_slower_service_do_not_turn_into_resends() {
     // Every slot the service offered carried new data.
     assert!(delivered as u64 > 950 * seconds * 98 / 100, "{delivered}");
 }
+
+#[test]
+fn a_message_both_resent_after_a_reconnect_and_found_lost_goes_once() {
+    let now = Instant::now();
+    let (mut c, mut agent) = established(now, unpaced());
+    let ms = Duration::from_millis;
+    c.send_data(&[4u8; 2048]);
+    let early: Vec<Bytes> = std::iter::from_fn(|| c.poll_transmit(now)).collect();
+    c.send_data(b"late");
+    let late = c.poll_transmit(now + ms(10)).unwrap();
+    c.on_reconnected();
+    // The late message got through: the two early ones are found lost too.
+    agent.handle(now + ms(11), &late);
+    c.handle_frame(now + ms(11), &agent.poll_transmit(now + ms(11)).unwrap());
+    let resent: Vec<Bytes> = std::iter::from_fn(|| c.poll_transmit(now + ms(11))).collect();
+    assert_eq!(resent, early, "each once");
+    assert_eq!(c.stats().resends, 2);
+}
