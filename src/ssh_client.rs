@@ -94,6 +94,26 @@ impl Connection {
         })
     }
 
+    /// Starts `command` and returns what runs it to the end: feeding it
+    /// `input`, collecting its stdout, giving its exit status. The returned
+    /// future owns the channel, so it can run on a task of its own while this
+    /// connection carries other channels; it fails when the connection ends.
+    pub async fn start(
+        &self,
+        command: &str,
+        input: mpsc::Receiver<Vec<u8>>,
+    ) -> anyhow::Result<
+        impl std::future::Future<Output = anyhow::Result<(u32, Vec<u8>)>> + Send + 'static,
+    > {
+        let channel = self.handle.channel_open_session().await?;
+        channel.exec(true, command).await?;
+        Ok(async move {
+            let mut stdout = Vec::new();
+            let status = drive(channel, input, &mut stdout, tokio::io::sink(), None).await?;
+            Ok((status, stdout))
+        })
+    }
+
     /// Runs `command`, feeding it `stdin` and copying its output; returns its
     /// exit status.
     pub async fn exec(

@@ -67,7 +67,11 @@ impl World {
     }
 
     fn cp(&self, args: &[&str]) -> Output {
-        let output = self.command(args).output().expect("sm-ssh runs");
+        let output = self
+            .command(args)
+            .env("SM_SSH_LOG", self.log())
+            .output()
+            .expect("sm-ssh runs");
         if !output.status.success() {
             eprintln!("sshd log:\n{}", self.sshd.log());
         }
@@ -122,6 +126,17 @@ impl World {
             stdout: Vec::new(),
             stderr,
         }
+    }
+
+    /// Files sealed with the whole-file hashes made during the copy (the
+    /// debug log's count so far), rather than by hashing both files after.
+    fn sealed_with_followed_hashes(&self) -> usize {
+        let log = std::fs::read_to_string(self.log()).unwrap_or_default();
+        log.lines()
+            .filter(|l| {
+                l.contains("whole-file hashes made during the copy") && l.contains("same=true")
+            })
+            .count()
     }
 
     /// StartSession calls that succeeded, by document.
@@ -216,6 +231,11 @@ fn files_of_every_shape_go_up_and_come_back_byte_identical() {
     args.push(&dest);
     let (_, stderr) = assert_exit(&world.cp(&args), 0);
     assert!(stderr.contains("copied 4 files"), "{stderr}");
+    assert_eq!(
+        world.sealed_with_followed_hashes(),
+        1,
+        "only `many` has two ranges or more"
+    );
     assert!(stderr.contains("SHA-256 verified"), "{stderr}");
     assert!(
         world.started(PORT_FORWARDING) >= 2,
@@ -231,6 +251,11 @@ fn files_of_every_shape_go_up_and_come_back_byte_identical() {
     let dest = back.display().to_string();
     args.push(&dest);
     assert_exit(&world.cp(&args), 0);
+    assert_eq!(
+        world.sealed_with_followed_hashes(),
+        2,
+        "`many` came back with them too"
+    );
 
     for (name, _) in files {
         let original = std::fs::read(local.join(name)).unwrap();
@@ -251,6 +276,26 @@ fn files_of_every_shape_go_up_and_come_back_byte_identical() {
         "state files are removed on success"
     );
     assert_eq!(world.open_sessions(), 0, "every session was ended");
+}
+
+#[test]
+fn sessions_opened_while_planning_that_the_copy_does_not_need_are_ended() {
+    let world = World::start(Pacing::Unconstrained);
+    let source = world.file("tiny.bin", 1, 23);
+    let dest = world.path("tiny-copy.bin");
+    let args = ["--sessions", "4", source.to_str().unwrap(), &remote(&dest)];
+    assert_exit(&world.cp(&args), 0);
+    assert_same(&dest, &source);
+    assert_eq!(
+        world.started(PORT_FORWARDING),
+        4,
+        "the other three started while the first one planned"
+    );
+    assert_eq!(
+        world.open_sessions(),
+        0,
+        "the three it did not need were ended"
+    );
 }
 
 #[test]

@@ -80,10 +80,17 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         instance_id,
         args: &args,
     };
-    let (first, settings, prepared) = set_up(&fleet, &copy).await?;
+    let (first, early, settings, prepared) = set_up(&fleet, &copy).await?;
     let total = prepared.total_bytes();
     let progress = Arc::new(Progress::new(total, args.quiet));
-    let copying = engine::run(fleet.clone(), first, prepared, &settings, progress.clone());
+    let copying = engine::run(
+        fleet.clone(),
+        first,
+        early,
+        prepared,
+        &settings,
+        progress.clone(),
+    );
     let result = tokio::select! {
         result = copying => result,
         _ = tokio::signal::ctrl_c() => {
@@ -134,12 +141,30 @@ struct Copy<'a> {
     args: &'a Args,
 }
 
-/// The first worker, with the copy planned and prepared on it. A session
-/// lost meanwhile (killed, dropped) is replaced and the work done again;
-/// a refusal or a local problem is final.
+/// The first worker, with the copy planned and prepared on it, and the
+/// other workers' sessions being opened meanwhile when their number is known
+/// before planning. A session lost meanwhile (killed, dropped) is replaced
+/// and the work done again; a refusal or a local problem is final.
 async fn set_up(
-    fleet: &Fleet,
+    fleet: &Arc<Fleet>,
     copy: &Copy<'_>,
+) -> anyhow::Result<(Worker, Vec<engine::Early>, Settings, engine::Prepared)> {
+    let mut early = Vec::new();
+    let result = set_up_first(fleet, copy, &mut early).await;
+    match result {
+        Ok((first, settings, prepared)) => Ok((first, early, settings, prepared)),
+        Err(error) => {
+            early.iter().for_each(|e| e.abort());
+            fleet.terminate_all().await;
+            Err(error)
+        }
+    }
+}
+
+async fn set_up_first(
+    fleet: &Arc<Fleet>,
+    copy: &Copy<'_>,
+    early: &mut Vec<engine::Early>,
 ) -> anyhow::Result<(Worker, Settings, engine::Prepared)> {
     let mut attempt = 0;
     loop {
@@ -153,6 +178,14 @@ async fn set_up(
                 continue;
             }
         };
+        if attempt == 1 {
+            // The first connection chose the document; the others can start.
+            let others = sessions_before_planning(copy).map_or(0, |n| n - 1);
+            early.extend((0..others).map(|_| {
+                let fleet = fleet.clone();
+                tokio::spawn(async move { fleet.connect().await })
+            }));
+        }
         let ready = async {
             let plan = plan_with(&first, copy).await?;
             let settings = settings_for(&plan, copy)?;
@@ -218,6 +251,26 @@ async fn plan_with(first: &Worker, copy: &Copy<'_>) -> anyhow::Result<plan::Plan
         }
         _ => unreachable!("checked by sides"),
     }
+}
+
+/// How many sessions the copy will use, when that is known before it is
+/// planned: `--sessions`, or the default for an upload of files (not `-r`)
+/// from their sizes here. The plan may need fewer; the extra ones are closed.
+fn sessions_before_planning(copy: &Copy<'_>) -> Option<u16> {
+    if let Some(n) = copy.args.sessions {
+        return Some(n);
+    }
+    if copy.direction != Direction::Upload || copy.args.recursive {
+        return None;
+    }
+    let mut total = 0;
+    for source in copy.sources {
+        let Operand::Local(path) = source else {
+            return None;
+        };
+        total += std::fs::metadata(path).ok()?.len();
+    }
+    Some(plan::default_sessions(total))
 }
 
 fn settings_for(plan: &plan::Plan, copy: &Copy<'_>) -> anyhow::Result<Settings> {

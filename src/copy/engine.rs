@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -17,14 +17,16 @@ use anyhow::anyhow;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 use crate::error::{exit, Failure};
 
-use super::fleet::{Fleet, Worker};
+use super::fleet::{ConnectError, Fleet, Worker};
 use super::plan::{self, Direction, Item, Plan};
 use super::progress::Progress;
 use super::remote;
 use super::state::{State, StateFile};
+use super::whole::Follower;
 
 /// Tries of one range (on any worker) before the copy fails.
 const RANGE_ATTEMPTS: u32 = 5;
@@ -45,6 +47,9 @@ pub struct Settings {
     pub state_dir: PathBuf,
 }
 
+/// A worker's session being opened, started before the copy was planned.
+pub type Early = JoinHandle<Result<Worker, ConnectError>>;
+
 /// What a finished copy did.
 pub struct Summary {
     pub files: usize,
@@ -62,6 +67,12 @@ struct FileJob {
     state_file: StateFile,
     /// Ranges not yet done.
     left: AtomicU64,
+    /// Whether the hashes below were started (with the file's first range).
+    begun: AtomicBool,
+    /// The sending side's whole-file SHA-256, made while the ranges move.
+    source_hash: Mutex<Option<JoinHandle<Option<String>>>>,
+    /// The receiving side's, followed as ranges are done.
+    follower: Mutex<Option<Follower>>,
 }
 
 impl FileJob {
@@ -72,6 +83,12 @@ impl FileJob {
             self.range_size
                 .min(self.item.size - offset.min(self.item.size)),
         )
+    }
+
+    fn ranges(&self) -> Vec<(u64, u64)> {
+        (0..plan::range_count(self.item.size, self.range_size))
+            .map(|k| self.range(k))
+            .collect()
     }
 }
 
@@ -212,10 +229,13 @@ pub async fn prepare(first: &Worker, plan: Plan, settings: &Settings) -> anyhow:
     Ok(prepared)
 }
 
-/// Copies everything `prepared` holds; `first` is the worker that prepared it.
+/// Copies everything `prepared` holds; `first` is the worker that prepared
+/// it, `early` the sessions opened meanwhile (those the copy does not need
+/// are closed).
 pub async fn run(
     fleet: Arc<Fleet>,
     first: Worker,
+    early: Vec<Early>,
     prepared: Prepared,
     settings: &Settings,
     progress: Arc<Progress>,
@@ -249,10 +269,14 @@ pub async fn run(
         progress: progress.clone(),
     });
     let mut workers = tokio::task::JoinSet::new();
-    workers.spawn(work(shared.clone(), fleet.clone(), Some(first)));
+    workers.spawn(work(shared.clone(), fleet.clone(), Some(first), None));
     let ranges_left = shared.queue.lock().expect("queue").len();
+    let mut early = early.into_iter();
     for _ in 1..usize::from(settings.sessions).min(ranges_left.max(1)) {
-        workers.spawn(work(shared.clone(), fleet.clone(), None));
+        workers.spawn(work(shared.clone(), fleet.clone(), None, early.next()));
+    }
+    for surplus in early {
+        workers.spawn(close_when_open(fleet.clone(), surplus));
     }
     while workers.join_next().await.is_some() {}
     if let Some(error) = shared.failure.lock().expect("failure").take() {
@@ -362,12 +386,26 @@ async fn prepare_file(
         state: Mutex::new(state),
         state_file,
         left: AtomicU64::new(0),
+        begun: AtomicBool::new(false),
+        source_hash: Mutex::default(),
+        follower: Mutex::default(),
     })
 }
 
+async fn close_when_open(fleet: Arc<Fleet>, early: Early) {
+    if let Ok(Ok(worker)) = early.await {
+        fleet.close(worker).await;
+    }
+}
+
 /// One worker: takes jobs until none are left, reconnecting when its
-/// session fails.
-async fn work(shared: Arc<Shared>, fleet: Arc<Fleet>, mut worker: Option<Worker>) {
+/// session fails; its first session may be one opened `early`.
+async fn work(
+    shared: Arc<Shared>,
+    fleet: Arc<Fleet>,
+    mut worker: Option<Worker>,
+    mut early: Option<Early>,
+) {
     let mut failures = 0;
     while !shared.failed() {
         let current = match worker.take() {
@@ -376,7 +414,16 @@ async fn work(shared: Arc<Shared>, fleet: Arc<Fleet>, mut worker: Option<Worker>
                 if shared.outstanding.load(Ordering::Acquire) == 0 {
                     break;
                 }
-                match fleet.connect().await {
+                let connected = match early.take() {
+                    Some(pending) => pending.await.unwrap_or_else(|e| {
+                        Err(ConnectError {
+                            error: anyhow!("a session's setup stopped: {e}"),
+                            fatal: false,
+                        })
+                    }),
+                    None => fleet.connect().await,
+                };
+                match connected {
                     Ok(fresh) => {
                         failures = 0;
                         tracing::debug!(session = fresh.session_id(), "worker connected");
@@ -433,6 +480,9 @@ async fn work(shared: Arc<Shared>, fleet: Arc<Fleet>, mut worker: Option<Worker>
     if let Some(current) = worker {
         fleet.close(current).await;
     }
+    if let Some(pending) = early {
+        close_when_open(fleet, pending).await;
+    }
 }
 
 /// Puts `job` back on the queue, or fails the copy after too many tries.
@@ -473,6 +523,9 @@ fn complete(shared: &Shared, job: Job) {
 }
 
 async fn run_job(shared: &Shared, worker: &Worker, job: Job) -> Result<(), JobError> {
+    if let Job::Range { file, .. } = job {
+        begin(shared, worker, &shared.files[file]).await;
+    }
     match (job, shared.direction) {
         (Job::Range { file, index, .. }, Direction::Upload) => {
             upload_range(shared, worker, &shared.files[file], index).await
@@ -486,11 +539,53 @@ async fn run_job(shared: &Shared, worker: &Worker, job: Job) -> Result<(), JobEr
     }
 }
 
+/// With a file's first range, starts the whole-file hashes its seal needs,
+/// so that they are made while the ranges move: the source's, and a
+/// follower of the receiving side's. Files of one range are left out: their
+/// seal costs no more than this would.
+async fn begin(shared: &Shared, worker: &Worker, file: &FileJob) {
+    let ranges = file.ranges();
+    if ranges.len() < 2 || file.begun.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let (source, follower) = match shared.direction {
+        Direction::Upload => {
+            let path = file.item.local.clone();
+            let source = tokio::task::spawn_blocking(move || sized_hash(&path, None).ok());
+            let follower = Follower::remote(worker, &file.part, file.range_size, ranges).await;
+            (source, follower.map_err(|e| tracing::debug!(error = %format!("{e:#}"), "cannot follow the far side's hash")).ok())
+        }
+        Direction::Download => {
+            let (_, closed) = tokio::sync::mpsc::channel(1);
+            let started = worker
+                .start(&remote::hash_file(&file.item.remote), closed)
+                .await;
+            let source = tokio::spawn(async move {
+                match started.ok()?.await {
+                    Ok((0, out)) => remote::digest(&String::from_utf8_lossy(&out)),
+                    _ => None,
+                }
+            });
+            let follower = Follower::local(PathBuf::from(&file.part), ranges);
+            (source, Some(follower))
+        }
+    };
+    *file.source_hash.lock().expect("source hash") = Some(source);
+    if let Some(follower) = follower {
+        // Under the state's lock, so no range done meanwhile is missed.
+        let state = file.state.lock().expect("state");
+        for &index in state.done.keys() {
+            follower.range_done(index);
+        }
+        *file.follower.lock().expect("follower") = Some(follower);
+    }
+}
+
 fn fatal(message: String) -> JobError {
     JobError::Fatal(Failure::new(exit::FAILURE, message).into())
 }
 
-fn hex(hash: Sha256) -> String {
+pub(super) fn hex(hash: Sha256) -> String {
     hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -613,6 +708,9 @@ fn verified(
     }
     let mut state = file.state.lock().expect("state");
     state.done.insert(index, ours.to_owned());
+    if let Some(follower) = &*file.follower.lock().expect("follower") {
+        follower.range_done(index);
+    }
     if let Err(error) = file.state_file.save(&state) {
         tracing::debug!(%error, "cannot save the copy's state; a resume would redo this range");
     }
@@ -627,30 +725,121 @@ async fn seal(
     file: &FileJob,
     direction: Direction,
 ) -> Result<(), JobError> {
+    let item = &file.item;
+    if !followed(shared, worker, file, direction).await? {
+        hash_whole(shared, worker, file, direction).await?;
+    }
+    match direction {
+        Direction::Upload => {
+            remote_digest(
+                shared,
+                worker,
+                remote::rename(&file.part, &item.remote),
+                &item.remote,
+            )
+            .await?;
+        }
+        Direction::Download => {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::Permissions::from_mode(item.mode);
+            std::fs::set_permissions(&file.part, mode)
+                .and_then(|()| std::fs::rename(&file.part, &item.local))
+                .map_err(|e| fatal(format!("{}: {e}", item.local.display())))?
+        }
+    }
+    file.state_file.remove();
+    Ok(())
+}
+
+/// Runs `script` on the far side; its output's digest, if any. A refusal
+/// about `path` stops the copy.
+async fn remote_digest(
+    shared: &Shared,
+    worker: &Worker,
+    script: String,
+    path: &str,
+) -> Result<Option<String>, JobError> {
+    let mut out = Vec::new();
+    let outcome = worker
+        .run(&script, tokio::io::empty(), &mut out)
+        .await
+        .map_err(JobError::Transport)?;
+    if let Some(refusal) = outcome.refused(&shared.host, path) {
+        return Err(JobError::Fatal(refusal.into()));
+    }
+    Ok(remote::digest(&String::from_utf8_lossy(&out)))
+}
+
+/// Cuts the received part to size and compares the whole-file hashes made
+/// during the copy; false when either is missing or they differ, and the
+/// whole file must be hashed again to tell.
+async fn followed(
+    shared: &Shared,
+    worker: &Worker,
+    file: &FileJob,
+    direction: Direction,
+) -> Result<bool, JobError> {
+    let follower = file.follower.lock().expect("follower").take();
+    let source = file.source_hash.lock().expect("source hash").take();
+    let (Some(follower), Some(source)) = (follower, source) else {
+        return Ok(false);
+    };
+    let item = &file.item;
+    let (receiving, sending) = match direction {
+        Direction::Upload => {
+            // The follower reads the last range after the cut.
+            remote_digest(
+                shared,
+                worker,
+                remote::cut(&file.part, item.size, item.mode),
+                &file.part,
+            )
+            .await?;
+            tokio::join!(follower.finish(), source)
+        }
+        Direction::Download => {
+            let hashes = tokio::join!(follower.finish(), source);
+            let (part, size) = (PathBuf::from(&file.part), item.size);
+            tokio::task::spawn_blocking(move || cut_local(&part, size))
+                .await
+                .map_err(|e| JobError::Fatal(e.into()))?
+                .map_err(|e| fatal(format!("{}: {e}", file.part)))?;
+            hashes
+        }
+    };
+    let same = matches!((&receiving, sending), (Some(a), Ok(Some(b))) if *a == b);
+    tracing::debug!(file = %item.local.display(), same, "whole-file hashes made during the copy");
+    Ok(same)
+}
+
+/// Hashes both whole files after the copy and compares them (the part is
+/// cut to size first); a difference fails the copy and forgets its state.
+async fn hash_whole(
+    shared: &Shared,
+    worker: &Worker,
+    file: &FileJob,
+    direction: Direction,
+) -> Result<(), JobError> {
     let host = &shared.host;
     let item = &file.item;
-    let remote_check = |script: String, path: String| async move {
-        let mut out = Vec::new();
-        let outcome = worker
-            .run(&script, tokio::io::empty(), &mut out)
-            .await
-            .map_err(JobError::Transport)?;
-        if let Some(refusal) = outcome.refused(host, &path) {
-            return Err(JobError::Fatal(refusal.into()));
-        }
-        Ok(remote::digest(&String::from_utf8_lossy(&out)))
-    };
     let (local_path, size) = match direction {
         Direction::Upload => (item.local.clone(), None),
         Direction::Download => (PathBuf::from(&file.part), Some(item.size)),
     };
     let local_hash = tokio::task::spawn_blocking(move || sized_hash(&local_path, size));
     let remote_hash = match direction {
-        Direction::Upload => remote_check(
+        Direction::Upload => remote_digest(
+            shared,
+            worker,
             remote::seal(&file.part, item.size, item.mode),
-            file.part.clone(),
+            &file.part,
         ),
-        Direction::Download => remote_check(remote::hash_file(&item.remote), item.remote.clone()),
+        Direction::Download => remote_digest(
+            shared,
+            worker,
+            remote::hash_file(&item.remote),
+            &item.remote,
+        ),
     };
     let (local_hash, remote_hash) = tokio::join!(local_hash, remote_hash);
     let local_hash = local_hash
@@ -668,23 +857,6 @@ async fn seal(
             remote_hash.as_deref().unwrap_or("none")
         )));
     }
-    match direction {
-        Direction::Upload => {
-            remote_check(
-                remote::rename(&file.part, &item.remote),
-                item.remote.clone(),
-            )
-            .await?;
-        }
-        Direction::Download => {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::Permissions::from_mode(item.mode);
-            std::fs::set_permissions(&file.part, mode)
-                .and_then(|()| std::fs::rename(&file.part, &item.local))
-                .map_err(|e| fatal(format!("{}: {e}", item.local.display())))?
-        }
-    }
-    file.state_file.remove();
     Ok(())
 }
 
@@ -692,13 +864,7 @@ async fn seal(
 /// and flushed to disk.
 fn sized_hash(path: &Path, size: Option<u64>) -> std::io::Result<String> {
     if let Some(size) = size {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        file.set_len(size)?;
-        file.sync_all()?;
+        cut_local(path, size)?;
     }
     let mut file = std::fs::File::open(path)?;
     let mut hash = Sha256::new();
@@ -710,6 +876,17 @@ fn sized_hash(path: &Path, size: Option<u64>) -> std::io::Result<String> {
         }
     }
     Ok(hex(hash))
+}
+
+/// Cuts (or extends) `path` to `size` and flushes it to disk.
+fn cut_local(path: &Path, size: u64) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    file.set_len(size)?;
+    file.sync_all()
 }
 
 /// SHA-256 of ranges of a local file (`None` where it cannot be read whole).

@@ -356,6 +356,18 @@ impl Worker {
         Ok(Outcome { status, stderr })
     }
 
+    /// Starts `script` with its stdin fed from `input`; the returned future
+    /// runs it to the end (status and stdout) and may be spawned.
+    pub async fn start(
+        &self,
+        script: &str,
+        input: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    ) -> anyhow::Result<
+        impl std::future::Future<Output = anyhow::Result<(u32, Vec<u8>)>> + Send + 'static,
+    > {
+        self.ssh.start(script, input).await
+    }
+
     /// Runs `script` with no input and returns its stdout; a non-zero status
     /// is a failure about `host:path`, with the far side's complaint.
     pub async fn check(&self, script: &str, host: &str, path: &str) -> anyhow::Result<String> {

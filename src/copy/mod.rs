@@ -8,3 +8,4 @@ pub mod plan;
 pub mod progress;
 pub mod remote;
 pub mod state;
+pub mod whole;

@@ -86,6 +86,21 @@ pub fn seal(part: &str, size: u64, mode: u32) -> String {
     format!("{HASH_FN}; dd if=/dev/null of={p} bs=1 seek={size} || exit 1; chmod {mode:o} {p} && h < {p}")
 }
 
+/// Reads range indexes from stdin, one a line, and prints the SHA-256 of
+/// those ranges of `part` in the order given, once stdin ends.
+pub fn follow_ranges(part: &str, range_size: u64) -> String {
+    format!(
+        "{HASH_FN}; while read k; do dd if={} bs={range_size} skip=$k count=1 2>/dev/null || exit 1; done | h",
+        shell_quote(part)
+    )
+}
+
+/// Cuts (or extends) `part` to `size` bytes and gives it `mode`.
+pub fn cut(part: &str, size: u64, mode: u32) -> String {
+    let p = shell_quote(part);
+    format!("dd if=/dev/null of={p} bs=1 seek={size} 2>/dev/null || exit 1; chmod {mode:o} {p}")
+}
+
 /// Moves `part` over `dest`.
 pub fn rename(part: &str, dest: &str) -> String {
     format!("mv -f -- {} {}", shell_quote(part), shell_quote(dest))
@@ -166,6 +181,25 @@ mod tests {
             lines,
             [Some(hex(&data[1000..2000])), Some(hex(&data[2000..]))]
         );
+        let (_, out, _) = sh(&follow_ranges(&part, 1000), b"0\n1\n2\n");
+        assert_eq!(digest(&String::from_utf8_lossy(&out)), Some(hex(&data)));
+        let (_, out, _) = sh(&follow_ranges(&part, 1000), b"1\n");
+        assert_eq!(
+            digest(&String::from_utf8_lossy(&out)),
+            Some(hex(&data[1000..2000]))
+        );
+    }
+
+    #[test]
+    fn a_cut_part_ends_at_its_size_with_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("p").display().to_string();
+        std::fs::write(&part, b"0123456789").unwrap();
+        assert_eq!(sh(&cut(&part, 4, 0o600), b"").0, 0);
+        assert_eq!(std::fs::read(&part).unwrap(), b"0123");
+        let mode = std::fs::metadata(&part).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

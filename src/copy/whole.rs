@@ -1,0 +1,258 @@
+//! The whole-file SHA-256 of the receiving side, made while the copy runs.
+//! A follower hashes each range once it and every range before it are done,
+//! so sealing a file waits for its last range only instead of reading the
+//! whole file again. Uploads follow on the far side (one exec channel whose
+//! `dd` reads the ranges the follower names, piped into one `sha256sum`),
+//! downloads here. A follower that cannot go on (its session died, a read
+//! failed) gives no hash, and the seal hashes the whole file as before.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::fleet::Worker;
+use super::remote;
+
+/// Hashes a file's ranges in order as they are reported done.
+pub struct Follower {
+    done: mpsc::UnboundedSender<u64>,
+    hash: JoinHandle<Option<String>>,
+}
+
+/// Where the ranges are hashed.
+enum Sink {
+    /// Our part file.
+    Local { path: PathBuf, hash: Sha256 },
+    /// The far side's follower command: its stdin takes range indexes, and
+    /// its output is the digest once the input ends.
+    Remote {
+        feed: mpsc::Sender<Vec<u8>>,
+        command: JoinHandle<anyhow::Result<(u32, Vec<u8>)>>,
+    },
+}
+
+impl Follower {
+    /// Follows `path` here; `ranges` are each range's offset and length.
+    pub fn local(path: PathBuf, ranges: Vec<(u64, u64)>) -> Follower {
+        Follower::spawn(
+            ranges,
+            Sink::Local {
+                path,
+                hash: Sha256::new(),
+            },
+        )
+    }
+
+    /// Follows `part` on the far side, over `worker`'s connection. The last
+    /// range is hashed only when [`Follower::finish`] is called, after the
+    /// seal has cut the part to size.
+    pub async fn remote(
+        worker: &Worker,
+        part: &str,
+        range_size: u64,
+        ranges: Vec<(u64, u64)>,
+    ) -> anyhow::Result<Follower> {
+        let (feed, input) = mpsc::channel(64);
+        let command = worker
+            .start(&remote::follow_ranges(part, range_size), input)
+            .await?;
+        Ok(Follower::spawn(
+            ranges,
+            Sink::Remote {
+                feed,
+                command: tokio::spawn(command),
+            },
+        ))
+    }
+
+    fn spawn(ranges: Vec<(u64, u64)>, sink: Sink) -> Follower {
+        let (done, reports) = mpsc::unbounded_channel();
+        Follower {
+            done,
+            hash: tokio::spawn(follow(reports, ranges, sink)),
+        }
+    }
+
+    /// Range `index` is done and verified; it is never written again.
+    pub fn range_done(&self, index: u64) {
+        let _ = self.done.send(index);
+    }
+
+    /// The digest of every range in order, once all were reported, or
+    /// `None` when the follower could not follow.
+    pub async fn finish(self) -> Option<String> {
+        drop(self.done);
+        self.hash.await.ok().flatten()
+    }
+}
+
+async fn follow(
+    mut reports: mpsc::UnboundedReceiver<u64>,
+    ranges: Vec<(u64, u64)>,
+    mut sink: Sink,
+) -> Option<String> {
+    let count = ranges.len() as u64;
+    // The far side waits for the cut before it reads the last range.
+    let early = match sink {
+        Sink::Local { .. } => count,
+        Sink::Remote { .. } => count.saturating_sub(1),
+    };
+    let mut waiting = BTreeSet::new();
+    let mut next = 0;
+    let mut ok = true;
+    while let Some(index) = reports.recv().await {
+        waiting.insert(index);
+        while ok && next < early && waiting.remove(&next) {
+            ok = sink.take(next, ranges[next as usize]).await;
+            next += 1;
+        }
+    }
+    while ok && next < count && waiting.remove(&next) {
+        ok = sink.take(next, ranges[next as usize]).await;
+        next += 1;
+    }
+    if !ok || next != count {
+        tracing::debug!(next, count, "the whole-file hash could not follow the copy");
+        return None;
+    }
+    sink.digest().await
+}
+
+impl Sink {
+    /// Hashes range `index`; false when it could not.
+    async fn take(&mut self, index: u64, (offset, len): (u64, u64)) -> bool {
+        match self {
+            Sink::Local { path, hash } => {
+                let (path, mut taken) = (path.clone(), std::mem::take(hash));
+                let read = tokio::task::spawn_blocking(move || {
+                    let done = hash_span(&path, offset, len, &mut taken);
+                    (taken, done)
+                })
+                .await;
+                match read {
+                    Ok((taken, Ok(()))) => {
+                        *hash = taken;
+                        true
+                    }
+                    Ok((_, Err(error))) => {
+                        tracing::debug!(%error, "cannot read the part back to hash it");
+                        false
+                    }
+                    Err(_) => false,
+                }
+            }
+            Sink::Remote { feed, .. } => feed.send(format!("{index}\n").into_bytes()).await.is_ok(),
+        }
+    }
+
+    async fn digest(self) -> Option<String> {
+        match self {
+            Sink::Local { hash, .. } => Some(super::engine::hex(hash)),
+            Sink::Remote { feed, command } => {
+                drop(feed);
+                match command.await {
+                    Ok(Ok((0, out))) => remote::digest(&String::from_utf8_lossy(&out)),
+                    Ok(Ok((status, _))) => {
+                        tracing::debug!(status, "the far side's whole-file hash failed");
+                        None
+                    }
+                    Ok(Err(error)) => {
+                        tracing::debug!(error = %format!("{error:#}"), "the far side's whole-file hash was lost");
+                        None
+                    }
+                    Err(_) => None,
+                }
+            }
+        }
+    }
+}
+
+/// Adds `len` bytes of `path` from `offset` to `hash`.
+fn hash_span(
+    path: &std::path::Path,
+    offset: u64,
+    len: u64,
+    hash: &mut Sha256,
+) -> std::io::Result<()> {
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut file = file.take(len);
+    let mut buf = vec![0u8; (1 << 20).min(len as usize).max(1)];
+    let mut seen = 0;
+    loop {
+        match file.read(&mut buf)? {
+            0 => break,
+            n => {
+                hash.update(&buf[..n]);
+                seen += n as u64;
+            }
+        }
+    }
+    if seen != len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("{seen} of {len} bytes at offset {offset}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(len: usize, range: u64) -> (tempfile::TempDir, PathBuf, Vec<u8>, Vec<(u64, u64)>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("part");
+        let data: Vec<u8> = (0..len as u32).map(|i| (i * 31 % 253) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let ranges = (0..(len as u64).div_ceil(range))
+            .map(|k| (k * range, range.min(len as u64 - k * range)))
+            .collect();
+        (dir, path, data, ranges)
+    }
+
+    fn sha(data: &[u8]) -> String {
+        super::super::engine::hex(Sha256::new_with_prefix(data))
+    }
+
+    #[tokio::test]
+    async fn ranges_done_in_any_order_hash_as_the_whole_file() {
+        let (_dir, path, data, ranges) = setup(10_007, 1000);
+        let follower = Follower::local(path, ranges);
+        for index in [3, 0, 10, 1, 2, 9, 4, 8, 5, 7, 6] {
+            follower.range_done(index);
+        }
+        assert_eq!(follower.finish().await, Some(sha(&data)));
+    }
+
+    #[tokio::test]
+    async fn a_range_never_done_gives_no_hash() {
+        let (_dir, path, _, ranges) = setup(5000, 1000);
+        let follower = Follower::local(path, ranges);
+        for index in [0, 1, 3, 4] {
+            follower.range_done(index);
+        }
+        assert_eq!(follower.finish().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_part_shorter_than_its_ranges_gives_no_hash() {
+        let (_dir, path, _, ranges) = setup(5000, 1000);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(4500)
+            .unwrap();
+        let follower = Follower::local(path, ranges);
+        for index in 0..5 {
+            follower.range_done(index);
+        }
+        assert_eq!(follower.finish().await, None);
+    }
+}
