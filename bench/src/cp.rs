@@ -143,13 +143,16 @@ impl Files {
             same(&self.local, copy)?;
             let mut row = CpRow::new(scenario.to_owned(), direction, sessions, bytes, figures);
             row.cuts = Some(fx.cuts() - cuts).filter(|&c| c > 0);
-            row.machine_busy = procfs::MachineTime::busy_since(busy);
+            let shares = procfs::MachineTime::busy_since(busy);
+            row.machine_busy = shares.map(|s| s.0);
+            row.machine_stolen = shares.map(|s| s.1);
             eprintln!(
-                "cp: {scenario} {}: {:.2} MB/s, {:.1} CPU s/GB, machine {:.0}% busy",
+                "cp: {scenario} {}: {:.2} MB/s, {:.1} CPU s/GB, machine {:.0}% busy ({:.0}% stolen)",
                 direction.name(),
                 row.mb_s,
                 row.cpu_s_per_gb,
-                row.machine_busy.unwrap_or(f64::NAN) * 100.0
+                row.machine_busy.unwrap_or(f64::NAN) * 100.0,
+                row.machine_stolen.unwrap_or(f64::NAN) * 100.0
             );
             results.cp.push(row);
         }

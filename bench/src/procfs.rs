@@ -27,9 +27,11 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / clock_ticks())
 }
 
-/// The machine's busy and total CPU time, from the first line of /proc/stat.
+/// The machine's busy, stolen and total CPU time, from the first line of /proc/stat.
 pub struct MachineTime {
     busy: u64,
+    /// Time the hypervisor gave to other guests while this one wanted to run.
+    steal: u64,
     total: u64,
 }
 
@@ -48,15 +50,20 @@ impl MachineTime {
         let idle = ticks.get(3)? + ticks.get(4)?;
         Some(MachineTime {
             busy: total - idle,
+            steal: *ticks.get(7)?,
             total,
         })
     }
 
-    /// The busy share (0 to 1) of all cores since `start`.
-    pub fn busy_since(start: Option<MachineTime>) -> Option<f64> {
+    /// The busy and the stolen share (0 to 1) of all cores since `start`
+    /// (busy includes stolen).
+    pub fn busy_since(start: Option<MachineTime>) -> Option<(f64, f64)> {
         let (start, end) = (start?, MachineTime::now()?);
-        let total = end.total.checked_sub(start.total).filter(|&t| t > 0)?;
-        Some(end.busy.saturating_sub(start.busy) as f64 / total as f64)
+        let total = end.total.checked_sub(start.total).filter(|&t| t > 0)? as f64;
+        Some((
+            end.busy.saturating_sub(start.busy) as f64 / total,
+            end.steal.saturating_sub(start.steal) as f64 / total,
+        ))
     }
 }
 

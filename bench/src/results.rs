@@ -141,6 +141,10 @@ pub struct CpRow {
     /// (the whole machine: cp, the fake, sshd and the far side's commands).
     #[serde(default)]
     pub machine_busy: Option<f64>,
+    /// The share of it stolen by the hypervisor for other guests: a run with
+    /// much of it was slowed by the host, not by what it measures.
+    #[serde(default)]
+    pub machine_stolen: Option<f64>,
 }
 
 impl CpRow {
@@ -160,6 +164,7 @@ impl CpRow {
             cpu_s_per_gb,
             cuts: None,
             machine_busy: None,
+            machine_stolen: None,
         }
     }
 

@@ -610,7 +610,13 @@ async fn upload_range(
         progress: shared.progress.clone(),
     };
     let mut stdout = Vec::new();
-    let script = remote::write_range(&file.part, file.range_size, index);
+    let last = index + 1 == plan::range_count(file.item.size, file.range_size);
+    let script = remote::write_range(
+        &file.part,
+        file.range_size,
+        index,
+        last.then_some(file.item.size),
+    );
     let outcome = worker.run(&script, reader, &mut stdout).await;
     let (moved, hash) = tally.take();
     shared.progress.take_back(moved);
@@ -726,7 +732,7 @@ async fn seal(
     direction: Direction,
 ) -> Result<(), JobError> {
     let item = &file.item;
-    if !followed(shared, worker, file, direction).await? {
+    if !followed(file, direction).await? {
         hash_whole(shared, worker, file, direction).await?;
     }
     match direction {
@@ -734,7 +740,7 @@ async fn seal(
             remote_digest(
                 shared,
                 worker,
-                remote::rename(&file.part, &item.remote),
+                remote::rename(&file.part, &item.remote, item.size, item.mode),
                 &item.remote,
             )
             .await?;
@@ -770,15 +776,10 @@ async fn remote_digest(
     Ok(remote::digest(&String::from_utf8_lossy(&out)))
 }
 
-/// Cuts the received part to size and compares the whole-file hashes made
-/// during the copy; false when either is missing or they differ, and the
+/// Compares the whole-file hashes made during the copy (a download's part
+/// is cut to size and flushed first); false when either is missing or they differ, and the
 /// whole file must be hashed again to tell.
-async fn followed(
-    shared: &Shared,
-    worker: &Worker,
-    file: &FileJob,
-    direction: Direction,
-) -> Result<bool, JobError> {
+async fn followed(file: &FileJob, direction: Direction) -> Result<bool, JobError> {
     let follower = file.follower.lock().expect("follower").take();
     let source = file.source_hash.lock().expect("source hash").take();
     let (Some(follower), Some(source)) = (follower, source) else {
@@ -786,17 +787,8 @@ async fn followed(
     };
     let item = &file.item;
     let (receiving, sending) = match direction {
-        Direction::Upload => {
-            // The follower reads the last range after the cut.
-            remote_digest(
-                shared,
-                worker,
-                remote::cut(&file.part, item.size, item.mode),
-                &file.part,
-            )
-            .await?;
-            tokio::join!(follower.finish(), source)
-        }
+        // The last range's write cut the far side's part to size.
+        Direction::Upload => tokio::join!(follower.finish(), source),
         Direction::Download => {
             let hashes = tokio::join!(follower.finish(), source);
             let (part, size) = (PathBuf::from(&file.part), item.size);

@@ -352,7 +352,18 @@ impl Worker {
         stdout: impl AsyncWrite + Unpin,
     ) -> anyhow::Result<Outcome> {
         let mut stderr = Vec::new();
+        let started = std::time::Instant::now();
         let status = self.ssh.exec(script, stdin, stdout, &mut stderr).await?;
+        // The script's tail names the command (its start is the shared helpers).
+        let tail: String = script
+            .chars()
+            .rev()
+            .take(48)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        tracing::debug!(session = %self.session_id, status, ms = started.elapsed().as_millis() as u64, command = %tail, "remote command ran");
         Ok(Outcome { status, stderr })
     }
 

@@ -48,11 +48,16 @@ pub fn mkdirs<'a>(dirs: impl IntoIterator<Item = &'a str>) -> String {
 }
 
 /// Writes stdin as range `index` (of `range_size` bytes) of `part`, then
-/// prints the SHA-256 of what landed there.
-pub fn write_range(part: &str, range_size: u64, index: u64) -> String {
+/// prints the SHA-256 of what landed there. With `size`, this is the last
+/// range, and the part is cut to `size` bytes after it (so that nothing of
+/// an earlier, longer part is left past the end).
+pub fn write_range(part: &str, range_size: u64, index: u64, size: Option<u64>) -> String {
     let p = shell_quote(part);
+    let cut = size
+        .map(|size| format!("dd if=/dev/null of={p} bs=1 seek={size} 2>/dev/null || exit 1; "))
+        .unwrap_or_default();
     format!(
-        "{HASH_FN}; dd of={p} bs={range_size} seek={index} conv=notrunc || exit 1; \
+        "{HASH_FN}; dd of={p} bs={range_size} seek={index} conv=notrunc || exit 1; {cut}\
          dd if={p} bs={range_size} skip={index} count=1 2>/dev/null | h"
     )
 }
@@ -95,15 +100,14 @@ pub fn follow_ranges(part: &str, range_size: u64) -> String {
     )
 }
 
-/// Cuts (or extends) `part` to `size` bytes and gives it `mode`.
-pub fn cut(part: &str, size: u64, mode: u32) -> String {
+/// Cuts `part` to `size` bytes (it is that long already when its hashes
+/// agreed; this keeps it so), gives it `mode` and moves it over `dest`.
+pub fn rename(part: &str, dest: &str, size: u64, mode: u32) -> String {
     let p = shell_quote(part);
-    format!("dd if=/dev/null of={p} bs=1 seek={size} 2>/dev/null || exit 1; chmod {mode:o} {p}")
-}
-
-/// Moves `part` over `dest`.
-pub fn rename(part: &str, dest: &str) -> String {
-    format!("mv -f -- {} {}", shell_quote(part), shell_quote(dest))
+    format!(
+        "dd if=/dev/null of={p} bs=1 seek={size} 2>/dev/null && chmod {mode:o} {p} && mv -f -- {p} {}",
+        shell_quote(dest)
+    )
 }
 
 /// The digest at the start of `sha256sum`'s output, if it is one.
@@ -162,16 +166,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let part = dir.path().join("it's a part").display().to_string();
         let data: Vec<u8> = (0..2500u32).map(|i| (i * 7 % 251) as u8).collect();
+        // An earlier, longer part: the last range cuts what is past the end.
+        std::fs::write(&part, vec![b'x'; 2700]).unwrap();
         for index in [2u64, 0, 1] {
             let range = &data[(index as usize * 1000)..((index as usize + 1) * 1000).min(2500)];
-            let (code, out, err) = sh(&write_range(&part, 1000, index), range);
+            let size = (index == 2).then_some(2500);
+            let (code, out, err) = sh(&write_range(&part, 1000, index, size), range);
             assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
             assert_eq!(digest(&String::from_utf8_lossy(&out)), Some(hex(range)));
         }
+        assert_eq!(std::fs::read(&part).unwrap(), data);
         let (code, out, _) = sh(&seal(&part, 2500, 0o640), b"");
         assert_eq!(code, 0);
         assert_eq!(digest(&String::from_utf8_lossy(&out)), Some(hex(&data)));
-        assert_eq!(std::fs::read(&part).unwrap(), data);
         let (_, out, _) = sh(&read_range(&part, 1000, 2), b"");
         assert_eq!(out, &data[2000..]);
         let (_, out, _) = sh(&hash_ranges(&part, 1000, &[1, 2]), b"");
@@ -191,14 +198,15 @@ mod tests {
     }
 
     #[test]
-    fn a_cut_part_ends_at_its_size_with_its_mode() {
+    fn a_renamed_part_gets_its_mode() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let part = dir.path().join("p").display().to_string();
-        std::fs::write(&part, b"0123456789").unwrap();
-        assert_eq!(sh(&cut(&part, 4, 0o600), b"").0, 0);
-        assert_eq!(std::fs::read(&part).unwrap(), b"0123");
-        let mode = std::fs::metadata(&part).unwrap().permissions().mode();
+        let part = dir.path().join("a part").display().to_string();
+        let dest = dir.path().join("it's done").display().to_string();
+        std::fs::write(&part, b"0123xx").unwrap();
+        assert_eq!(sh(&rename(&part, &dest, 4, 0o600), b"").0, 0);
+        assert_eq!(std::fs::read(&dest).unwrap(), b"0123");
+        let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 

@@ -47,9 +47,7 @@ impl Follower {
         )
     }
 
-    /// Follows `part` on the far side, over `worker`'s connection. The last
-    /// range is hashed only when [`Follower::finish`] is called, after the
-    /// seal has cut the part to size.
+    /// Follows `part` on the far side, over `worker`'s connection.
     pub async fn remote(
         worker: &Worker,
         part: &str,
@@ -96,24 +94,15 @@ async fn follow(
     mut sink: Sink,
 ) -> Option<String> {
     let count = ranges.len() as u64;
-    // The far side waits for the cut before it reads the last range.
-    let early = match sink {
-        Sink::Local { .. } => count,
-        Sink::Remote { .. } => count.saturating_sub(1),
-    };
     let mut waiting = BTreeSet::new();
     let mut next = 0;
     let mut ok = true;
     while let Some(index) = reports.recv().await {
         waiting.insert(index);
-        while ok && next < early && waiting.remove(&next) {
+        while ok && next < count && waiting.remove(&next) {
             ok = sink.take(next, ranges[next as usize]).await;
             next += 1;
         }
-    }
-    while ok && next < count && waiting.remove(&next) {
-        ok = sink.take(next, ranges[next as usize]).await;
-        next += 1;
     }
     if !ok || next != count {
         tracing::debug!(next, count, "the whole-file hash could not follow the copy");
