@@ -23,9 +23,17 @@ const CUT_SESSIONS: u16 = 8;
 /// Sessions of the copy over AWS-StartSSHSession, beside the same count over port forwarding.
 const SIDE_BY_SIDE_SESSIONS: u16 = 8;
 
-/// `only`, when not empty, replaces [`SESSIONS`] and leaves out the side rows.
-pub async fn cp(fx: &Fixture, tools: &Tools, bytes: u64, only: &[u16], results: &mut Results) {
-    if let Err(e) = cp_all(fx, tools, bytes, only, results).await {
+/// `only`, when not empty, replaces [`SESSIONS`] and leaves out the side
+/// rows; `pacing` is `Realistic` but for by-hand looks at another ceiling.
+pub async fn cp(
+    fx: &Fixture,
+    tools: &Tools,
+    bytes: u64,
+    only: &[u16],
+    pacing: Pacing,
+    results: &mut Results,
+) {
+    if let Err(e) = cp_all(fx, tools, bytes, only, pacing, results).await {
         results.note(SM_SSH, "cp", format!("{e:#}"));
     }
     fx.conditions(Pacing::Realistic, Faults::default());
@@ -36,6 +44,7 @@ async fn cp_all(
     tools: &Tools,
     bytes: u64,
     only: &[u16],
+    pacing: Pacing,
     results: &mut Results,
 ) -> anyhow::Result<()> {
     let (_sshd, config) = fx.add_openssh_instance(&tools.sm_ssh)?;
@@ -55,7 +64,7 @@ async fn cp_all(
     };
     let scp = ["scp", "-q", "-F", &config.display().to_string()].map(str::to_owned);
 
-    fx.conditions(Pacing::Realistic, Faults::default());
+    fx.conditions(pacing, Faults::default());
     let counts = if only.is_empty() { &SESSIONS[..] } else { only };
     for &n in counts {
         let scenario = format!("sm-ssh cp --sessions {n}");
@@ -87,7 +96,7 @@ async fn cp_all(
         .both_ways(fx, &scp, scenario, 1, bytes, results)
         .await?;
     fx.conditions(
-        Pacing::Realistic,
+        pacing,
         Faults {
             cut_every_ms: Some(CUT_EVERY_MS),
             ..Faults::default()

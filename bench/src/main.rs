@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use sm_ssh_integration::world::Pacing;
 
 use crate::fixture::{Fixture, INSTANCE};
 use crate::measure::{Plan, SetupCase, Tools, BRIDGE, SM_SSH};
@@ -60,6 +61,12 @@ struct Args {
     /// rows (scp, the SSH document, cuts): a by-hand look at one count.
     #[arg(long, value_name = "N,...", value_delimiter = ',')]
     cp_sessions: Vec<u16>,
+    /// Run the cp part with the service's ceiling at this many messages per
+    /// second each way instead of 1000 (the agent keeps its 1024-byte reads
+    /// and 1 ms pause): by hand, to see what the ceiling, which counts acks,
+    /// costs a copy.
+    #[arg(long, value_name = "PER_SECOND")]
+    cp_ceiling: Option<u32>,
     /// Measure this sm-ssh binary instead of building the workspace's in
     /// release mode (a portable build, a before/after comparison).
     #[arg(long, value_name = "PATH")]
@@ -191,7 +198,14 @@ async fn main() -> anyhow::Result<()> {
             }
             None => None,
         };
-        cp::cp(&fx, &tools, mib << 20, &args.cp_sessions, &mut results).await;
+        let pacing = match args.cp_ceiling {
+            Some(messages_per_second) => Pacing::Ceiling {
+                messages_per_second,
+            },
+            None => Pacing::Realistic,
+        };
+        let counts = &args.cp_sessions;
+        cp::cp(&fx, &tools, mib << 20, counts, pacing, &mut results).await;
         if net.is_some() {
             fx.leave();
         }

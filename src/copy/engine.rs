@@ -723,8 +723,8 @@ fn verified(
     Ok(())
 }
 
-/// Cuts the received file to size, compares the SHA-256 of both whole files,
-/// and renames it into place.
+/// Compares the SHA-256 of both whole files (those made during the copy,
+/// else hashed now), and renames the part, cut to size, into place.
 async fn seal(
     shared: &Shared,
     worker: &Worker,
