@@ -23,17 +23,17 @@ const CUT_SESSIONS: u16 = 8;
 /// Sessions of the copy over AWS-StartSSHSession, beside the same count over port forwarding.
 const SIDE_BY_SIDE_SESSIONS: u16 = 8;
 
-/// `only`, when not empty, replaces [`SESSIONS`] and leaves out the side
-/// rows; `pacing` is `Realistic` but for by-hand looks at another ceiling.
-pub async fn cp(
-    fx: &Fixture,
-    tools: &Tools,
-    bytes: u64,
-    only: &[u16],
-    pacing: Pacing,
-    results: &mut Results,
-) {
-    if let Err(e) = cp_all(fx, tools, bytes, only, pacing, results).await {
+/// What the cp part copies, and under which pacing.
+pub struct Copies<'a> {
+    pub bytes: u64,
+    /// When not empty, replaces [`SESSIONS`] and leaves out the side rows.
+    pub only: &'a [u16],
+    /// `Realistic` but for by-hand looks at another ceiling.
+    pub pacing: Pacing,
+}
+
+pub async fn cp(fx: &Fixture, tools: &Tools, copies: &Copies<'_>, results: &mut Results) {
+    if let Err(e) = cp_all(fx, tools, copies, results).await {
         results.note(SM_SSH, "cp", format!("{e:#}"));
     }
     fx.conditions(Pacing::Realistic, Faults::default());
@@ -42,9 +42,11 @@ pub async fn cp(
 async fn cp_all(
     fx: &Fixture,
     tools: &Tools,
-    bytes: u64,
-    only: &[u16],
-    pacing: Pacing,
+    &Copies {
+        bytes,
+        only,
+        pacing,
+    }: &Copies<'_>,
     results: &mut Results,
 ) -> anyhow::Result<()> {
     let (_sshd, config) = fx.add_openssh_instance(&tools.sm_ssh)?;

@@ -204,8 +204,12 @@ async fn main() -> anyhow::Result<()> {
             },
             None => Pacing::Realistic,
         };
-        let counts = &args.cp_sessions;
-        cp::cp(&fx, &tools, mib << 20, counts, pacing, &mut results).await;
+        let copies = cp::Copies {
+            bytes: mib << 20,
+            only: &args.cp_sessions,
+            pacing,
+        };
+        cp::cp(&fx, &tools, &copies, &mut results).await;
         if net.is_some() {
             fx.leave();
         }

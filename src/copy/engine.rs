@@ -553,7 +553,10 @@ async fn begin(shared: &Shared, worker: &Worker, file: &FileJob) {
             let path = file.item.local.clone();
             let source = tokio::task::spawn_blocking(move || sized_hash(&path, None).ok());
             let follower = Follower::remote(worker, &file.part, file.range_size, ranges).await;
-            (source, follower.map_err(|e| tracing::debug!(error = %format!("{e:#}"), "cannot follow the far side's hash")).ok())
+            let follower = follower
+                .inspect_err(|e| tracing::debug!(error = %format!("{e:#}"), "cannot follow the far side's hash"))
+                .ok();
+            (source, follower)
         }
         Direction::Download => {
             let (_, closed) = tokio::sync::mpsc::channel(1);

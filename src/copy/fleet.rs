@@ -355,14 +355,11 @@ impl Worker {
         let started = std::time::Instant::now();
         let status = self.ssh.exec(script, stdin, stdout, &mut stderr).await?;
         // The script's tail names the command (its start is the shared helpers).
-        let tail: String = script
-            .chars()
+        let tail = script
+            .char_indices()
             .rev()
-            .take(48)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
+            .nth(47)
+            .map_or(script, |(at, _)| &script[at..]);
         tracing::debug!(session = %self.session_id, status, ms = started.elapsed().as_millis() as u64, command = %tail, "remote command ran");
         Ok(Outcome { status, stderr })
     }
