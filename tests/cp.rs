@@ -298,6 +298,32 @@ fn sessions_opened_while_planning_that_the_copy_does_not_need_are_ended() {
     );
 }
 
+/// Every file of several ranges holds a channel for its whole-file hash
+/// until it is sealed; sshd allows 10 channels per connection
+/// (`MaxSessions`), so files must be sealed as they complete, not all at
+/// the end.
+#[test]
+fn a_tree_of_many_multi_range_files_goes_up_over_few_sessions() {
+    let world = World::start(Pacing::Unconstrained);
+    let tree = world.path("many");
+    std::fs::create_dir(&tree).unwrap();
+    for i in 0..24 {
+        std::fs::write(tree.join(format!("f{i:02}")), data(2500, i)).unwrap();
+    }
+    let far = world.path("many-far");
+    let args = ["-r", "--sessions", "2", "--range-size", "1000"];
+    let mut args = args.to_vec();
+    let (source, dest) = (tree.display().to_string(), remote(&far));
+    args.extend([source.as_str(), dest.as_str()]);
+    let (_, stderr) = assert_exit(&world.cp(&args), 0);
+    assert!(stderr.contains("copied 24 files"), "{stderr}");
+    for i in 0..24 {
+        let name = format!("f{i:02}");
+        assert_same(&far.join(&name), &tree.join(&name));
+    }
+    assert_eq!(world.sealed_with_followed_hashes(), 24);
+}
+
 #[test]
 fn a_tree_is_copied_with_r_both_ways() {
     let world = World::start(Pacing::Unconstrained);

@@ -142,6 +142,14 @@ impl Shared {
         self.notify.notify_waiters();
     }
 
+    /// Queues `job` before every other: a file whose ranges are all done is
+    /// sealed next, so it is complete as soon as it can be and its
+    /// follower's channel closes.
+    fn push_first(&self, job: Job) {
+        self.queue.lock().expect("queue").push_front(job);
+        self.notify.notify_waiters();
+    }
+
     fn done(&self) {
         if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.notify.notify_waiters();
@@ -516,7 +524,7 @@ fn retry(shared: &Shared, job: Job, error: anyhow::Error) {
 fn complete(shared: &Shared, job: Job) {
     if let Job::Range { file, .. } = job {
         if shared.files[file].left.fetch_sub(1, Ordering::AcqRel) == 1 {
-            shared.push(Job::Seal { file, attempts: 0 });
+            shared.push_first(Job::Seal { file, attempts: 0 });
         }
     }
     shared.done();

@@ -5,6 +5,7 @@
 //! opened is remembered until it is closed, so that Ctrl-C can end them all.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +32,8 @@ use super::remote;
 const CONCURRENT_SETUPS: usize = 4;
 /// StartSession attempts when the service throttles.
 const START_ATTEMPTS: u32 = 6;
+/// Long-lived channels (followers) one connection may hold, of sshd's 10.
+const LONG_CHANNELS: usize = 4;
 /// How long a closing session may take before TerminateSession is called directly.
 const CLOSE_LIMIT: Duration = Duration::from_secs(10);
 
@@ -68,11 +71,22 @@ pub struct Worker {
     ssh: Connection,
     carrier: Carrier,
     session_id: String,
+    /// Channels this connection holds for whole-file hashes (copy/whole.rs).
+    followers: Arc<AtomicUsize>,
 }
 
 enum Carrier {
     Bridge(JoinHandle<Result<SessionEnd, SessionError>>),
     Mux(MuxSession),
+}
+
+/// A connection's place for a long-lived channel, given back on drop.
+pub struct ChannelPlace(Arc<AtomicUsize>);
+
+impl Drop for ChannelPlace {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// What a remote command did.
@@ -169,6 +183,7 @@ impl Fleet {
             ssh,
             carrier,
             session_id,
+            followers: Arc::default(),
         })
     }
 
@@ -271,6 +286,7 @@ impl Fleet {
             ssh,
             carrier,
             session_id,
+            ..
         } = worker;
         let closing = async {
             let _ = ssh.close().await;
@@ -362,6 +378,19 @@ impl Worker {
             .map_or(script, |(at, _)| &script[at..]);
         tracing::debug!(session = %self.session_id, status, ms = started.elapsed().as_millis() as u64, command = %tail, "remote command ran");
         Ok(Outcome { status, stderr })
+    }
+
+    /// Takes one of this connection's places for a long-lived channel, or
+    /// `None` when all are taken: sshd allows 10 channels per connection
+    /// (`MaxSessions`), and ranges need theirs. The place is given back
+    /// when the returned guard is dropped.
+    pub fn hold_channel(&self) -> Option<ChannelPlace> {
+        let taken = self.followers.fetch_add(1, Ordering::AcqRel);
+        if taken >= LONG_CHANNELS {
+            self.followers.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(ChannelPlace(self.followers.clone()))
     }
 
     /// Starts `script` with its stdin fed from `input`; the returned future

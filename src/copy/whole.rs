@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -54,17 +55,18 @@ impl Follower {
         range_size: u64,
         ranges: Vec<(u64, u64)>,
     ) -> anyhow::Result<Follower> {
+        let place = worker
+            .hold_channel()
+            .context("this session holds as many whole-file hashes as it may")?;
         let (feed, input) = mpsc::channel(64);
         let command = worker
             .start(&remote::follow_ranges(part, range_size), input)
             .await?;
-        Ok(Follower::spawn(
-            ranges,
-            Sink::Remote {
-                feed,
-                command: tokio::spawn(command),
-            },
-        ))
+        let command = tokio::spawn(async move {
+            let _place = place;
+            command.await
+        });
+        Ok(Follower::spawn(ranges, Sink::Remote { feed, command }))
     }
 
     fn spawn(ranges: Vec<(u64, u64)>, sink: Sink) -> Follower {
