@@ -568,11 +568,18 @@ async fn begin(shared: &Shared, worker: &Worker, file: &FileJob) {
         }
         Direction::Download => {
             let (_, closed) = tokio::sync::mpsc::channel(1);
-            let started = worker
-                .start(&remote::hash_file(&file.item.remote), closed)
-                .await;
+            let place = worker.hold_channel();
+            let started = match &place {
+                Some(_) => Some(
+                    worker
+                        .start(&remote::hash_file(&file.item.remote), closed)
+                        .await,
+                ),
+                None => None,
+            };
             let source = tokio::spawn(async move {
-                match started.ok()?.await {
+                let _place = place;
+                match started?.ok()?.await {
                     Ok((0, out)) => remote::digest(&String::from_utf8_lossy(&out)),
                     _ => None,
                 }

@@ -32,7 +32,7 @@ use super::remote;
 const CONCURRENT_SETUPS: usize = 4;
 /// StartSession attempts when the service throttles.
 const START_ATTEMPTS: u32 = 6;
-/// Long-lived channels (followers) one connection may hold, of sshd's 10.
+/// Long-lived channels (followers, source hashes) one connection may hold, of sshd's 10.
 const LONG_CHANNELS: usize = 4;
 /// How long a closing session may take before TerminateSession is called directly.
 const CLOSE_LIMIT: Duration = Duration::from_secs(10);
@@ -71,7 +71,8 @@ pub struct Worker {
     ssh: Connection,
     carrier: Carrier,
     session_id: String,
-    /// Channels this connection holds for whole-file hashes (copy/whole.rs).
+    /// Channels this connection holds for whole-file hashes (copy/whole.rs,
+    /// and a download's source hash).
     followers: Arc<AtomicUsize>,
 }
 
