@@ -84,12 +84,6 @@ impl FileJob {
                 .min(self.item.size - offset.min(self.item.size)),
         )
     }
-
-    fn ranges(&self) -> Vec<(u64, u64)> {
-        (0..plan::range_count(self.item.size, self.range_size))
-            .map(|k| self.range(k))
-            .collect()
-    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -552,10 +546,11 @@ async fn run_job(shared: &Shared, worker: &Worker, job: Job) -> Result<(), JobEr
 /// follower of the receiving side's. Files of one range are left out: their
 /// seal costs no more than this would.
 async fn begin(shared: &Shared, worker: &Worker, file: &FileJob) {
-    let ranges = file.ranges();
-    if ranges.len() < 2 || file.begun.swap(true, Ordering::AcqRel) {
+    let count = plan::range_count(file.item.size, file.range_size);
+    if count < 2 || file.begun.swap(true, Ordering::AcqRel) {
         return;
     }
+    let ranges = (0..count).map(|k| file.range(k)).collect();
     let (source, follower) = match shared.direction {
         Direction::Upload => {
             let path = file.item.local.clone();
@@ -568,22 +563,20 @@ async fn begin(shared: &Shared, worker: &Worker, file: &FileJob) {
         }
         Direction::Download => {
             let (_, closed) = tokio::sync::mpsc::channel(1);
-            let place = worker.hold_channel();
-            let started = match &place {
-                Some(_) => Some(
-                    worker
-                        .start(&remote::hash_file(&file.item.remote), closed)
-                        .await,
-                ),
-                None => None,
-            };
-            let source = tokio::spawn(async move {
-                let _place = place;
-                match started?.ok()?.await {
-                    Ok((0, out)) => remote::digest(&String::from_utf8_lossy(&out)),
-                    _ => None,
+            let source = match worker.hold_channel() {
+                Some(place) => {
+                    let script = remote::hash_file(&file.item.remote);
+                    let started = worker.start(&script, closed).await;
+                    tokio::spawn(async move {
+                        let _place = place;
+                        match started.ok()?.await {
+                            Ok((0, out)) => remote::digest(&String::from_utf8_lossy(&out)),
+                            _ => None,
+                        }
+                    })
                 }
-            });
+                None => tokio::spawn(async { None }),
+            };
             let follower = Follower::local(PathBuf::from(&file.part), ranges);
             (source, Some(follower))
         }
@@ -795,8 +788,8 @@ async fn remote_digest(
 }
 
 /// Compares the whole-file hashes made during the copy (a download's part
-/// is cut to size and flushed first); false when either is missing or they differ, and the
-/// whole file must be hashed again to tell.
+/// is cut to size and flushed first); false when either is missing or they
+/// differ, and the whole file must be hashed again to tell.
 async fn followed(file: &FileJob, direction: Direction) -> Result<bool, JobError> {
     let follower = file.follower.lock().expect("follower").take();
     let source = file.source_hash.lock().expect("source hash").take();
@@ -876,16 +869,24 @@ fn sized_hash(path: &Path, size: Option<u64>) -> std::io::Result<String> {
     if let Some(size) = size {
         cut_local(path, size)?;
     }
-    let mut file = std::fs::File::open(path)?;
     let mut hash = Sha256::new();
+    hash_from(std::fs::File::open(path)?, &mut hash)?;
+    Ok(hex(hash))
+}
+
+/// Adds everything `reader` gives to `hash`; returns how many bytes that was.
+pub(super) fn hash_from(mut reader: impl Read, hash: &mut Sha256) -> std::io::Result<u64> {
     let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0;
     loop {
-        match file.read(&mut buf)? {
-            0 => break,
-            n => hash.update(&buf[..n]),
+        match reader.read(&mut buf)? {
+            0 => return Ok(total),
+            n => {
+                hash.update(&buf[..n]);
+                total += n as u64;
+            }
         }
     }
-    Ok(hex(hash))
 }
 
 /// Cuts (or extends) `path` to `size` and flushes it to disk.
@@ -908,10 +909,8 @@ fn local_range_hashes(path: &Path, range_size: u64, indexes: &[u64]) -> Vec<Opti
         .iter()
         .map(|&k| {
             file.seek(SeekFrom::Start(k * range_size)).ok()?;
-            let mut data = Vec::new();
-            (&mut file).take(range_size).read_to_end(&mut data).ok()?;
             let mut hash = Sha256::new();
-            hash.update(&data);
+            hash_from((&mut file).take(range_size), &mut hash).ok()?;
             Some(hex(hash))
         })
         .collect()

@@ -73,7 +73,7 @@ pub struct Worker {
     session_id: String,
     /// Channels this connection holds for whole-file hashes (copy/whole.rs,
     /// and a download's source hash).
-    followers: Arc<AtomicUsize>,
+    long_channels: Arc<AtomicUsize>,
 }
 
 enum Carrier {
@@ -184,7 +184,7 @@ impl Fleet {
             ssh,
             carrier,
             session_id,
-            followers: Arc::default(),
+            long_channels: Arc::default(),
         })
     }
 
@@ -386,12 +386,12 @@ impl Worker {
     /// (`MaxSessions`), and ranges need theirs. The place is given back
     /// when the returned guard is dropped.
     pub fn hold_channel(&self) -> Option<ChannelPlace> {
-        let taken = self.followers.fetch_add(1, Ordering::AcqRel);
+        let taken = self.long_channels.fetch_add(1, Ordering::AcqRel);
         if taken >= LONG_CHANNELS {
-            self.followers.fetch_sub(1, Ordering::AcqRel);
+            self.long_channels.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        Some(ChannelPlace(self.followers.clone()))
+        Some(ChannelPlace(self.long_channels.clone()))
     }
 
     /// Starts `script` with its stdin fed from `input`; the returned future

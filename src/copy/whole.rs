@@ -171,18 +171,7 @@ fn hash_span(
 ) -> std::io::Result<()> {
     let mut file = std::fs::File::open(path)?;
     file.seek(SeekFrom::Start(offset))?;
-    let mut file = file.take(len);
-    let mut buf = vec![0u8; (1 << 20).min(len as usize).max(1)];
-    let mut seen = 0;
-    loop {
-        match file.read(&mut buf)? {
-            0 => break,
-            n => {
-                hash.update(&buf[..n]);
-                seen += n as u64;
-            }
-        }
-    }
+    let seen = super::engine::hash_from(file.take(len), hash)?;
     if seen != len {
         return Err(std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,
