@@ -227,7 +227,11 @@ async fn shell_runs_on_a_terminal() {
     f.push("id", &public);
 
     let mut ssh = f.ssh("id", "root");
-    ssh.arg("-tt").stdin(Stdio::piped()).stdout(Stdio::piped());
+    // ssh puts its own TERM in the pty request; the caller's may be unset (CI).
+    ssh.arg("-tt")
+        .env("TERM", "xterm-256color")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
     let mut child = ssh.spawn().expect("spawn ssh");
     let mut stdin = child.stdin.take().expect("stdin");
     stdin
