@@ -23,11 +23,11 @@ struct Case {
 
 fn nothing(_: &mut Env) {}
 
-/// `http://127.0.0.1:PORT` where nothing listens.
+/// `http://127.0.0.1:PORT` where nothing listens, for as long as this test
+/// binary runs (the port stays held, so no other test's server takes it).
 fn closed_endpoint() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
+    let (socket, port) = common::refusing_port();
+    std::mem::forget(socket);
     format!("http://127.0.0.1:{port}")
 }
 
@@ -258,9 +258,9 @@ fn doctor_names_an_unreachable_endpoint_without_debug_output() {
 #[test]
 fn dead_websocket_is_reported() {
     let env = Env::start(seed_with(vec![]));
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    // Held until the end: a freed port could be taken by another test's fake,
+    // whose data channel then refuses the token "t" instead.
+    let (_closed, port) = common::refusing_port();
     let response = format!(
         r#"{{"SessionId":"alice-0123456789abcdef0","TokenValue":"t","StreamUrl":"ws://127.0.0.1:{port}/v1/data-channel/alice-0123456789abcdef0"}}"#
     );

@@ -902,9 +902,7 @@ fn refused_credentials_exit_2_without_showing_the_secret() {
     assert!(!stdout.contains(secret) && !stderr.contains(secret));
 
     // An STS nobody answers is the same: exit 2, not a crash.
-    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
-    let closed_port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let (_closed, closed_port) = common::refusing_port();
     let mut command = account.env.sm_ssh(["doctor"]);
     command.env(
         "AWS_ENDPOINT_URL_STS",

@@ -232,6 +232,18 @@ pub fn me() -> String {
 }
 
 /// stdout and stderr as text, for assertions and failure messages.
+/// A loopback port that refuses connections for as long as the returned
+/// socket lives: bound, so no server another test starts meanwhile can take
+/// it, but never listening, so a connection attempt is reset at once.
+pub fn refusing_port() -> (socket2::Socket, u16) {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&any.into()).unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    (socket, port)
+}
+
 pub fn text(output: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&output.stdout).into_owned(),
