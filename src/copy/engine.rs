@@ -675,24 +675,16 @@ async fn download_range(
         tally: tally.clone(),
         progress: shared.progress.clone(),
     };
-    let data = remote::read_range(&file.item.remote, file.range_size, index);
-    let check = remote::hash_ranges(&file.item.remote, file.range_size, &[index]);
-    let mut hash_out = Vec::new();
-    let (outcome, hashed) = tokio::join!(
-        worker.run(&data, tokio::io::empty(), &mut writer),
-        worker.run(&check, tokio::io::empty(), &mut hash_out)
-    );
+    let script = remote::read_range(&file.item.remote, file.range_size, index);
+    let outcome = worker.run(&script, tokio::io::empty(), &mut writer).await;
     let (moved, hash) = tally.take();
     shared.progress.take_back(moved);
     if let Some(error) = tally.error.lock().expect("error").take() {
         return Err(local_error(error));
     }
     let outcome = outcome.map_err(JobError::Transport)?;
-    let hashed = hashed.map_err(JobError::Transport)?;
-    for result in [&outcome, &hashed] {
-        if let Some(refusal) = result.refused(&shared.host, &file.item.remote) {
-            return Err(JobError::Fatal(refusal.into()));
-        }
+    if let Some(refusal) = outcome.refused(&shared.host, &file.item.remote) {
+        return Err(JobError::Fatal(refusal.into()));
     }
     if moved != len {
         return Err(JobError::Mismatch(format!(
@@ -701,12 +693,7 @@ async fn download_range(
         )));
     }
     shared.progress.add(moved);
-    verified(
-        file,
-        index,
-        &hash,
-        remote::digest(&String::from_utf8_lossy(&hash_out)),
-    )
+    verified(file, index, &hash, remote::trailing_digest(&outcome.stderr))
 }
 
 /// Records range `index` as done when both sides' hashes agree.

@@ -62,11 +62,15 @@ pub fn write_range(part: &str, range_size: u64, index: u64, size: Option<u64>) -
     )
 }
 
-/// Prints range `index` of `path`.
+/// Prints range `index` of `path`, then the SHA-256 of that range as the
+/// last line of stderr: one command per range, not one for the bytes and
+/// one for the hash, since each command costs a shell start on the far side
+/// (the second read comes from the page cache).
 pub fn read_range(path: &str, range_size: u64, index: u64) -> String {
+    let p = shell_quote(path);
     format!(
-        "dd if={} bs={range_size} skip={index} count=1",
-        shell_quote(path)
+        "{HASH_FN}; dd if={p} bs={range_size} skip={index} count=1 || exit 1; \
+         dd if={p} bs={range_size} skip={index} count=1 2>/dev/null | h >&2"
     )
 }
 
@@ -115,6 +119,12 @@ pub fn digest(output: &str) -> Option<String> {
     let word = output.split_whitespace().next()?;
     (word.len() == 64 && word.bytes().all(|b| b.is_ascii_hexdigit()))
         .then(|| word.to_ascii_lowercase())
+}
+
+/// The digest on the last line of a command's stderr (see [`read_range`]).
+pub fn trailing_digest(stderr: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(stderr);
+    digest(text.lines().rev().find(|l| !l.trim().is_empty())?)
 }
 
 /// The line of a failed command's stderr worth showing: `dd`'s own complaint
@@ -179,8 +189,14 @@ mod tests {
         let (code, out, _) = sh(&seal(&part, 2500, 0o640), b"");
         assert_eq!(code, 0);
         assert_eq!(digest(&String::from_utf8_lossy(&out)), Some(hex(&data)));
-        let (_, out, _) = sh(&read_range(&part, 1000, 2), b"");
+        let (code, out, err) = sh(&read_range(&part, 1000, 2), b"");
+        assert_eq!(code, 0);
         assert_eq!(out, &data[2000..]);
+        assert_eq!(trailing_digest(&err), Some(hex(&data[2000..])));
+        // A range past the end: no bytes, and the hash of nothing.
+        let (_, out, err) = sh(&read_range(&part, 1000, 3), b"");
+        assert!(out.is_empty());
+        assert_eq!(trailing_digest(&err), Some(hex(b"")));
         let (_, out, _) = sh(&hash_ranges(&part, 1000, &[1, 2]), b"");
         let lines: Vec<Option<String>> =
             String::from_utf8_lossy(&out).lines().map(digest).collect();
