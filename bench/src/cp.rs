@@ -2,8 +2,8 @@
 //! sessions (port forwarding, cp's first choice), over 8 SSH sessions
 //! (its fallback), against `scp` through one `sm-ssh proxy` session, and
 //! under websocket cuts. Wall time counts everything the user waits for (sessions,
-//! SSH logins, both SHA-256 passes); CPU is the measured command's and its
-//! children's (`times` in the shell that runs it).
+//! SSH logins, both SHA-256 passes); CPU is the measured command's and every
+//! process it starts, orphans included (see `cpu_of`).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -171,11 +171,12 @@ impl Files {
     }
 }
 
-/// Runs `args` in a shell that reports its children's CPU; returns MB/s and CPU s/GB.
+/// Runs `args` under `cpu-of`, which reports the CPU of every process they
+/// start; returns MB/s and CPU s/GB.
 async fn measure(fx: &Fixture, args: &[String], bytes: u64) -> anyhow::Result<(f64, f64)> {
-    let mut command = fx.command("sh");
+    let mut command = fx.command(std::env::current_exe()?);
     command
-        .args(["-c", "\"$@\"; s=$?; times >&2; exit $s", "sh"])
+        .arg("cpu-of")
         .args(args)
         .stdin(std::process::Stdio::null());
     // By hand: SM_SSH_BENCH_LOG=<file> gives the measured commands' debug log.
@@ -189,20 +190,13 @@ async fn measure(fx: &Fixture, args: &[String], bytes: u64) -> anyhow::Result<(f
     if !output.status.success() {
         bail!("{}: {}", output.status, crate::runner::tail(&stderr));
     }
-    // `times`' last line: the children's user and system time, e.g. `0m1.20s 0m0.31s`.
     let cpu: f64 = stderr
         .lines()
         .last()
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(minutes_seconds)
-        .sum();
+        .and_then(|l| l.strip_prefix(crate::cpu_of::PREFIX))
+        .and_then(|s| s.parse().ok())
+        .context("cpu-of reported no CPU time")?;
     Ok((bytes as f64 / 1e6 / wall, cpu / (bytes as f64 / 1e9)))
-}
-
-fn minutes_seconds(text: &str) -> Option<f64> {
-    let (m, s) = text.strip_suffix('s')?.split_once('m')?;
-    Some(m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?)
 }
 
 fn write_pattern(path: &Path, bytes: u64) -> anyhow::Result<()> {

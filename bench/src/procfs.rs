@@ -17,14 +17,24 @@ pub fn peak_rss_mib(pid: u32) -> Option<f64> {
 
 /// User plus system CPU seconds the process has used so far.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    // utime and stime are fields 14 and 15 of the line.
+    stat_seconds(pid, 14)
+}
+
+/// User plus system CPU seconds of the process's children it has waited for.
+pub fn children_cpu_seconds(pid: u32) -> Option<f64> {
+    // cutime and cstime are fields 16 and 17 of the line.
+    stat_seconds(pid, 16)
+}
+
+/// The sum of the two clock-tick fields of /proc/<pid>/stat from `field` (1-based).
+fn stat_seconds(pid: u32, field: usize) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces; fields are counted after its ')'.
+    // The command name (field 2) may hold spaces; fields are counted after its ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the full line, 12 and 13 here.
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / clock_ticks())
+    let at = |f: usize| fields.get(f - 3)?.parse::<f64>().ok();
+    Some((at(field)? + at(field + 1)?) / clock_ticks())
 }
 
 /// The machine's busy, stolen and total CPU time, from the first line of /proc/stat.

@@ -482,6 +482,11 @@ fn cp(o: &mut String, r: &Results) {
     );
     let _ = writeln!(
         o,
+        "CPU is user plus system time of every process the command starts, \
+         orphans included (for scp: scp, ssh and its ProxyCommand `sm-ssh proxy`).\n"
+    );
+    let _ = writeln!(
+        o,
         "| scenario | direction | MB/s | of N × ceiling | CPU s/GB | cuts |"
     );
     let _ = writeln!(o, "|---|---|---|---|---|---|");
