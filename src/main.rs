@@ -34,7 +34,11 @@ fn main() -> ExitCode {
     // Installed as `session-manager-plugin`, the binary speaks the AWS CLI's plugin convention.
     let cli = cli::Cli::parse_from(cmd::plugin::argv()).validated();
     logging::init(cli.global.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread: a paced session wakes about 2000 times a second for a few
+    // microseconds of work, and a multi-threaded runtime handed each wake to
+    // a parked worker, which cost more than the work (docs/benchmarks.md,
+    // "Runtime"). Blocking work (stdin, file hashes) has its own threads.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

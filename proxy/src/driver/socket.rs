@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, Uri};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
@@ -26,6 +27,11 @@ pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Frames buffered between the engine loop and the writer task.
 const WRITE_QUEUE: usize = 64;
+
+/// How much tungstenite reads at a time. It zeroes this much before every
+/// read, and its default (128 KiB) made that memset 8% of a paced session's
+/// CPU for frames of about 1 KiB (docs/benchmarks.md, "Runtime").
+const READ_BUFFER: usize = 16 << 10;
 
 /// The ClientId sent in every OpenDataChannel of this process.
 fn client_id() -> &'static str {
@@ -95,7 +101,8 @@ pub(crate) async fn open<C: SessionControl>(
             Some(stream) => stream,
             None => connect(request.uri()).await?,
         };
-        tokio_tungstenite::client_async_with_config(request, stream, None)
+        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config))
             .await
             .map_err(|e| describe(&e))
     };
