@@ -11,6 +11,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, Context};
+use bytes::Bytes;
 use russh::client::{self, Handle};
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, Disconnect};
@@ -111,6 +112,19 @@ impl Connection {
             let mut stdout = Vec::new();
             let status = drive(channel, input, &mut stdout, tokio::io::sink(), None).await?;
             Ok((status, stdout))
+        })
+    }
+
+    /// Starts `command` as a [`Pipe`]: a long-running command that is sent
+    /// requests and answers them on its stdout, one after another.
+    pub async fn pipe(&self, command: &str) -> anyhow::Result<Pipe> {
+        let channel = self.handle.channel_open_session().await?;
+        channel.exec(true, command).await?;
+        let (reader, writer) = channel.split();
+        Ok(Pipe {
+            reader,
+            writer,
+            pending: Bytes::new(),
         })
     }
 
@@ -286,6 +300,73 @@ fn known_host(file: &std::path::Path, alias: &str, key: &PublicKey) -> Result<()
             file.display()
         )),
         Err(e) => Err(format!("cannot read {}: {e}", file.display())),
+    }
+}
+
+/// A remote command's stdin and stdout, for request and answer; its stderr
+/// is dropped. Every read fails once the command has ended (or the
+/// connection), so a caller never waits on a command that is gone.
+pub struct Pipe {
+    reader: russh::ChannelReadHalf,
+    writer: russh::ChannelWriteHalf<client::Msg>,
+    /// Stdout received and not yet taken.
+    pending: Bytes,
+}
+
+impl Pipe {
+    pub async fn send(&self, bytes: Vec<u8>) -> anyhow::Result<()> {
+        Ok(self.writer.data_bytes(bytes).await?)
+    }
+
+    /// Closes the channel, ending the command wherever it is.
+    pub async fn close(&self) {
+        let _ = self.writer.close().await;
+    }
+
+    /// Copies exactly the next `len` bytes of stdout to `sink`.
+    pub async fn copy_to(
+        &mut self,
+        mut len: u64,
+        sink: &mut (impl AsyncWrite + Unpin),
+    ) -> anyhow::Result<()> {
+        while len > 0 {
+            let chunk = self.take(len).await?;
+            len -= chunk.len() as u64;
+            sink.write_all(&chunk).await?;
+        }
+        Ok(sink.flush().await?)
+    }
+
+    /// The next line of stdout (without its newline), of at most `limit` bytes.
+    pub async fn line(&mut self, limit: usize) -> anyhow::Result<String> {
+        let mut line = Vec::new();
+        loop {
+            let chunk = self.take(1).await?;
+            if chunk[0] == b'\n' {
+                return Ok(String::from_utf8_lossy(&line).into_owned());
+            }
+            if line.len() == limit {
+                return Err(anyhow!("the remote command's answer is not a line"));
+            }
+            line.push(chunk[0]);
+        }
+    }
+
+    /// Up to `most` bytes of stdout, waiting for some.
+    async fn take(&mut self, most: u64) -> anyhow::Result<Bytes> {
+        while self.pending.is_empty() {
+            match self.reader.wait().await {
+                Some(ChannelMsg::Data { data }) => self.pending = data,
+                Some(ChannelMsg::Close | ChannelMsg::Eof | ChannelMsg::ExitStatus { .. })
+                | None => return Err(anyhow!("the remote command ended")),
+                Some(_) => {}
+            }
+        }
+        let n = self
+            .pending
+            .len()
+            .min(usize::try_from(most).unwrap_or(usize::MAX));
+        Ok(self.pending.split_to(n))
     }
 }
 

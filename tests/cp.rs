@@ -139,6 +139,12 @@ impl World {
             .count()
     }
 
+    /// Lines of the copies' debug log that say `what`.
+    fn logged(&self, what: &str) -> usize {
+        let log = std::fs::read_to_string(self.log()).unwrap_or_default();
+        log.lines().filter(|l| l.contains(what)).count()
+    }
+
     /// StartSession calls that succeeded, by document.
     fn started(&self, document: &str) -> usize {
         self.env
@@ -255,6 +261,11 @@ fn files_of_every_shape_go_up_and_come_back_byte_identical() {
         world.sealed_with_followed_hashes(),
         2,
         "`many` came back with them too"
+    );
+    assert_eq!(
+        world.logged("range came from the range server"),
+        1 + 1 + 1 + 8,
+        "every range came down through a range server, none one command each"
     );
 
     for (name, _) in files {
@@ -482,6 +493,37 @@ fn a_session_killed_mid_transfer_hands_its_range_to_another() {
         "a new session replaced it"
     );
     assert_same(&dest, &source);
+}
+
+/// A range server stops when the file is no longer the size the copy
+/// planned; the range then goes one command at a time, which finds it short,
+/// and the copy fails without a destination.
+#[test]
+fn a_far_file_cut_short_mid_download_fails_cleanly() {
+    let world = World::start(Pacing::Realistic);
+    let source = world.file("shrinking.bin", 3_000_000, 13);
+    let dest = world.path("shrinking-copy.bin");
+    let child = world.spawn(&[
+        "--sessions",
+        "1",
+        "--range-size",
+        "131072",
+        &remote(&source),
+        dest.to_str().unwrap(),
+    ]);
+    wait_for("the first bytes here", || size_of(&part(&dest)) > 0);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&source)
+        .unwrap()
+        .set_len(100_000)
+        .unwrap();
+    let output = world.finish(child);
+    let (_, stderr) = assert_exit(&output, 1);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("got 0 of 131072 bytes"), "{stderr}");
+    assert!(world.logged("range server stopped") >= 1);
+    assert!(!dest.exists(), "no destination from a short copy");
 }
 
 #[test]

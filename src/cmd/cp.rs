@@ -71,7 +71,13 @@ pub async fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let options = crate::session::data_channel_options()?;
     let (sessions, endpoint) = open_target(global, &remote, &args).await?;
     let instance_id = endpoint.instance_id.clone();
-    let fleet = Arc::new(Fleet::new(sessions, options, endpoint, args.document));
+    let fleet = Arc::new(Fleet::new(
+        sessions,
+        options,
+        endpoint,
+        args.document,
+        direction == Direction::Download,
+    ));
     let copy = Copy {
         sources: &sources,
         dest: &dest,

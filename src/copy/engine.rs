@@ -675,6 +675,34 @@ async fn download_range(
         tally: tally.clone(),
         progress: shared.progress.clone(),
     };
+    let served = worker
+        .serve_range(
+            &file.item.remote,
+            file.range_size,
+            file.item.size,
+            index,
+            &mut writer,
+        )
+        .await;
+    let (moved, hash) = tally.take();
+    shared.progress.take_back(moved);
+    if let Some(error) = tally.error.lock().expect("error").take() {
+        return Err(local_error(error));
+    }
+    if let Some(theirs) = served {
+        tracing::debug!(
+            session = worker.session_id(),
+            index,
+            "range came from the range server"
+        );
+        shared.progress.add(moved);
+        return verified(file, index, &hash, theirs);
+    }
+    writer
+        .inner
+        .seek(SeekFrom::Start(offset))
+        .await
+        .map_err(local_error)?;
     let script = remote::read_range(&file.item.remote, file.range_size, index);
     let outcome = worker.run(&script, tokio::io::empty(), &mut writer).await;
     let (moved, hash) = tally.take();

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use crate::cmd::forward::Document;
 use crate::error::{exit, AwsError, Failure};
 use crate::session::Sessions;
-use crate::ssh_client::{Connection, Login, Refused};
+use crate::ssh_client::{Connection, Login, Pipe, Refused};
 
 use super::remote;
 
@@ -56,6 +56,8 @@ pub struct Fleet {
     document: tokio::sync::Mutex<Option<Document>>,
     setups: Semaphore,
     live: Mutex<HashSet<String>>,
+    /// Workers start their range server as soon as they are connected.
+    downloads: bool,
 }
 
 /// Why a worker could not be connected.
@@ -74,6 +76,19 @@ pub struct Worker {
     /// Channels this connection holds for whole-file hashes (copy/whole.rs,
     /// and a download's source hash).
     long_channels: Arc<AtomicUsize>,
+    /// The far side's range server (downloads), once started.
+    ranges: tokio::sync::Mutex<Server>,
+}
+
+/// A worker's [`remote::range_server`].
+#[derive(Default)]
+enum Server {
+    #[default]
+    NotStarted,
+    /// With the channel's place, held while it runs.
+    Running { pipe: Pipe, _place: ChannelPlace },
+    /// It failed or could not start: ranges go one command each.
+    Unavailable,
 }
 
 enum Carrier {
@@ -114,6 +129,7 @@ impl Fleet {
         options: Options,
         endpoint: Endpoint,
         document: Option<Document>,
+        downloads: bool,
     ) -> Fleet {
         Fleet {
             sessions,
@@ -122,6 +138,7 @@ impl Fleet {
             document: tokio::sync::Mutex::new(document),
             setups: Semaphore::new(CONCURRENT_SETUPS),
             live: Mutex::default(),
+            downloads,
         }
     }
 
@@ -180,12 +197,17 @@ impl Fleet {
                 return Err(failed);
             }
         };
-        Ok(Worker {
+        let worker = Worker {
             ssh,
             carrier,
             session_id,
             long_channels: Arc::default(),
-        })
+            ranges: tokio::sync::Mutex::default(),
+        };
+        if self.downloads {
+            worker.serve_ranges().await;
+        }
+        Ok(worker)
     }
 
     /// StartSession, backing off while the service throttles.
@@ -379,6 +401,73 @@ impl Worker {
             .map_or(script, |(at, _)| &script[at..]);
         tracing::debug!(session = %self.session_id, status, ms = started.elapsed().as_millis() as u64, command = %tail, "remote command ran");
         Ok(Outcome { status, stderr })
+    }
+
+    /// Starts the range server now rather than with the first range, so
+    /// that its shell start overlaps the copy's planning.
+    async fn serve_ranges(&self) {
+        let mut server = self.ranges.lock().await;
+        if matches!(*server, Server::NotStarted) {
+            *server = self.start_server().await;
+        }
+    }
+
+    async fn start_server(&self) -> Server {
+        let Some(place) = self.hold_channel() else {
+            return Server::Unavailable;
+        };
+        match self.ssh.pipe(&remote::range_server()).await {
+            Ok(pipe) => Server::Running {
+                pipe,
+                _place: place,
+            },
+            Err(error) => {
+                tracing::debug!(session = %self.session_id, error = %format!("{error:#}"), "range server did not start");
+                Server::Unavailable
+            }
+        }
+    }
+
+    /// Writes range `index` of the far side's `path` (of `size` bytes) to
+    /// `sink` through this worker's range server, started on first use, and
+    /// returns the far side's SHA-256 of it. `None` when the server cannot
+    /// answer (not started, the file changed, a read failed, the connection
+    /// is gone): the caller runs [`remote::read_range`] instead, which tells
+    /// these apart, after rewinding `sink` (part of the range may have been
+    /// written to it).
+    pub async fn serve_range(
+        &self,
+        path: &str,
+        range_size: u64,
+        size: u64,
+        index: u64,
+        sink: &mut (impl AsyncWrite + Unpin),
+    ) -> Option<Option<String>> {
+        let request = remote::range_request(path, range_size, size, index)?;
+        let len = range_size.min(size.saturating_sub(index * range_size));
+        let mut server = self.ranges.lock().await;
+        if matches!(*server, Server::NotStarted) {
+            *server = self.start_server().await;
+        }
+        let Server::Running { pipe, .. } = &mut *server else {
+            return None;
+        };
+        let answer = async {
+            pipe.send(request).await?;
+            pipe.copy_to(len, sink).await?;
+            pipe.line(200).await
+        };
+        match answer.await {
+            Ok(line) => Some(remote::digest(&line)),
+            Err(error) => {
+                tracing::debug!(session = %self.session_id, error = %format!("{error:#}"), "range server stopped");
+                pipe.close().await;
+                // The next range starts another: this one may have stopped
+                // for this file alone.
+                *server = Server::NotStarted;
+                None
+            }
+        }
     }
 
     /// Takes one of this connection's places for a long-lived channel, or

@@ -74,6 +74,30 @@ pub fn read_range(path: &str, range_size: u64, index: u64) -> String {
     )
 }
 
+/// Serves ranges for as long as its stdin stays open, so that a session
+/// pays for one shell start on the far side, not one a range (a login
+/// shell's rc files can take a tenth of a second of CPU: `conda init`,
+/// `pyenv init`). Each request is two lines, `INDEX RANGE_SIZE FILE_SIZE`
+/// and the path; the answer is the range's bytes, then its SHA-256 on a
+/// line. It ends, answering nothing more, when the file is no longer
+/// `FILE_SIZE` bytes (so that the answer's length is always the one
+/// asked for) or a read fails; the caller then falls back to
+/// [`read_range`], which reports why.
+pub fn range_server() -> String {
+    format!(
+        "{HASH_FN}; while read -r k r s && IFS= read -r p; do \
+         [ $(wc -c < \"$p\") -eq \"$s\" ] 2>/dev/null || exit 1; \
+         dd if=\"$p\" bs=\"$r\" skip=\"$k\" count=1 2>/dev/null || exit 1; \
+         dd if=\"$p\" bs=\"$r\" skip=\"$k\" count=1 2>/dev/null | h || exit 1; done"
+    )
+}
+
+/// A request to [`range_server`], or `None` for a path it cannot be sent
+/// (one with a newline in it).
+pub fn range_request(path: &str, range_size: u64, size: u64, index: u64) -> Option<Vec<u8>> {
+    (!path.contains('\n')).then(|| format!("{index} {range_size} {size}\n{path}\n").into_bytes())
+}
+
 /// Prints the SHA-256 of each range of `path` in `indexes`, one a line.
 pub fn hash_ranges(path: &str, range_size: u64, indexes: &[u64]) -> String {
     let list: Vec<String> = indexes.iter().map(u64::to_string).collect();
@@ -169,6 +193,41 @@ mod tests {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect()
+    }
+
+    #[test]
+    fn the_range_server_answers_in_turn_and_stops_when_the_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(" it's \\ spaced ").display().to_string();
+        let data: Vec<u8> = (0..2500u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let mut requests = Vec::new();
+        for index in [2u64, 0] {
+            requests.extend(range_request(&path, 1000, 2500, index).unwrap());
+        }
+        // The size asked for is no longer the file's: nothing more is answered.
+        requests.extend(range_request(&path, 1000, 2600, 1).unwrap());
+        requests.extend(range_request(&path, 1000, 2500, 1).unwrap());
+        let (code, out, _) = sh(&range_server(), &requests);
+        assert_eq!(code, 1);
+        let (last, rest) = out.split_at(500);
+        assert_eq!(last, &data[2000..]);
+        let (line, rest) = rest.split_at(rest.iter().position(|&b| b == b'\n').unwrap() + 1);
+        assert_eq!(
+            digest(&String::from_utf8_lossy(line)),
+            Some(hex(&data[2000..]))
+        );
+        let (first, rest) = rest.split_at(1000);
+        assert_eq!(first, &data[..1000]);
+        assert_eq!(
+            digest(&String::from_utf8_lossy(rest)),
+            Some(hex(&data[..1000]))
+        );
+        assert!(
+            rest.ends_with(b"\n") && rest.len() < 100,
+            "answered past the change"
+        );
+        assert_eq!(range_request("a\nb", 1000, 2500, 0), None);
     }
 
     #[test]
