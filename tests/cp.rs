@@ -131,18 +131,15 @@ impl World {
     /// Files sealed with the whole-file hashes made during the copy (the
     /// debug log's count so far), rather than by hashing both files after.
     fn sealed_with_followed_hashes(&self) -> usize {
-        let log = std::fs::read_to_string(self.log()).unwrap_or_default();
-        log.lines()
-            .filter(|l| {
-                l.contains("whole-file hashes made during the copy") && l.contains("same=true")
-            })
-            .count()
+        self.logged(&["whole-file hashes made during the copy", "same=true"])
     }
 
-    /// Lines of the copies' debug log that say `what`.
-    fn logged(&self, what: &str) -> usize {
+    /// Lines of the copies' debug log that hold every one of `words`.
+    fn logged(&self, words: &[&str]) -> usize {
         let log = std::fs::read_to_string(self.log()).unwrap_or_default();
-        log.lines().filter(|l| l.contains(what)).count()
+        log.lines()
+            .filter(|l| words.iter().all(|w| l.contains(w)))
+            .count()
     }
 
     /// StartSession calls that succeeded, by document.
@@ -263,7 +260,7 @@ fn files_of_every_shape_go_up_and_come_back_byte_identical() {
         "`many` came back with them too"
     );
     assert_eq!(
-        world.logged("range came from the range server"),
+        world.logged(&["range came from the range server"]),
         1 + 1 + 1 + 8,
         "every range came down through a range server, none one command each"
     );
@@ -522,7 +519,7 @@ fn a_far_file_cut_short_mid_download_fails_cleanly() {
     let (_, stderr) = assert_exit(&output, 1);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("got 0 of 131072 bytes"), "{stderr}");
-    assert!(world.logged("range server stopped") >= 1);
+    assert!(world.logged(&["range server stopped"]) >= 1);
     assert!(!dest.exists(), "no destination from a short copy");
 }
 

@@ -675,20 +675,12 @@ async fn download_range(
         tally: tally.clone(),
         progress: shared.progress.clone(),
     };
-    let served = worker
-        .serve_range(
-            &file.item.remote,
-            file.range_size,
-            file.item.size,
-            index,
-            &mut writer,
-        )
-        .await;
-    let (moved, hash) = tally.take();
-    shared.progress.take_back(moved);
-    if let Some(error) = tally.error.lock().expect("error").take() {
-        return Err(local_error(error));
-    }
+    let request = remote::range_request(&file.item.remote, file.range_size, file.item.size, index);
+    let served = match request {
+        Some(request) => worker.serve_range(request, len, &mut writer).await,
+        None => None,
+    };
+    let (moved, hash) = tally.settle(&shared.progress).map_err(local_error)?;
     if let Some(theirs) = served {
         tracing::debug!(
             session = worker.session_id(),
@@ -705,11 +697,7 @@ async fn download_range(
         .map_err(local_error)?;
     let script = remote::read_range(&file.item.remote, file.range_size, index);
     let outcome = worker.run(&script, tokio::io::empty(), &mut writer).await;
-    let (moved, hash) = tally.take();
-    shared.progress.take_back(moved);
-    if let Some(error) = tally.error.lock().expect("error").take() {
-        return Err(local_error(error));
-    }
+    let (moved, hash) = tally.settle(&shared.progress).map_err(local_error)?;
     let outcome = outcome.map_err(JobError::Transport)?;
     if let Some(refusal) = outcome.refused(&shared.host, &file.item.remote) {
         return Err(JobError::Fatal(refusal.into()));
@@ -949,6 +937,17 @@ impl Tally {
     fn take(&self) -> (u64, String) {
         let hash = std::mem::take(&mut *self.hash.lock().expect("hash"));
         (self.bytes.swap(0, Ordering::Relaxed), hex(hash))
+    }
+
+    /// Takes what went through, and its progress back until the range is
+    /// verified; or the local error that stopped it.
+    fn settle(&self, progress: &Progress) -> std::io::Result<(u64, String)> {
+        let (moved, hash) = self.take();
+        progress.take_back(moved);
+        match self.error.lock().expect("error").take() {
+            Some(error) => Err(error),
+            None => Ok((moved, hash)),
+        }
     }
 }
 

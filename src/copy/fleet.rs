@@ -406,17 +406,19 @@ impl Worker {
     /// Starts the range server now rather than with the first range, so
     /// that its shell start overlaps the copy's planning.
     async fn serve_ranges(&self) {
-        let mut server = self.ranges.lock().await;
-        if matches!(*server, Server::NotStarted) {
-            *server = self.start_server().await;
-        }
+        self.start_server(&mut *self.ranges.lock().await).await;
     }
 
-    async fn start_server(&self) -> Server {
+    /// Starts `server` if it has not been.
+    async fn start_server(&self, server: &mut Server) {
+        if !matches!(server, Server::NotStarted) {
+            return;
+        }
         let Some(place) = self.hold_channel() else {
-            return Server::Unavailable;
+            *server = Server::Unavailable;
+            return;
         };
-        match self.ssh.pipe(&remote::range_server()).await {
+        *server = match self.ssh.pipe(&remote::range_server()).await {
             Ok(pipe) => Server::Running {
                 pipe,
                 _place: place,
@@ -425,30 +427,24 @@ impl Worker {
                 tracing::debug!(session = %self.session_id, error = %format!("{error:#}"), "range server did not start");
                 Server::Unavailable
             }
-        }
+        };
     }
 
-    /// Writes range `index` of the far side's `path` (of `size` bytes) to
-    /// `sink` through this worker's range server, started on first use, and
-    /// returns the far side's SHA-256 of it. `None` when the server cannot
-    /// answer (not started, the file changed, a read failed, the connection
-    /// is gone): the caller runs [`remote::read_range`] instead, which tells
-    /// these apart, after rewinding `sink` (part of the range may have been
-    /// written to it).
+    /// Sends `request` ([`remote::range_request`]) to this worker's range
+    /// server, started if need be, writes the `len` bytes of its answer to
+    /// `sink` and returns the far side's SHA-256 of them. `None` when the
+    /// server cannot answer (not started, the file changed, a read failed,
+    /// the connection is gone): the caller runs [`remote::read_range`]
+    /// instead, which tells these apart, after rewinding `sink` (part of
+    /// the range may have been written to it).
     pub async fn serve_range(
         &self,
-        path: &str,
-        range_size: u64,
-        size: u64,
-        index: u64,
+        request: Vec<u8>,
+        len: u64,
         sink: &mut (impl AsyncWrite + Unpin),
     ) -> Option<Option<String>> {
-        let request = remote::range_request(path, range_size, size, index)?;
-        let len = range_size.min(size.saturating_sub(index * range_size));
         let mut server = self.ranges.lock().await;
-        if matches!(*server, Server::NotStarted) {
-            *server = self.start_server().await;
-        }
+        self.start_server(&mut server).await;
         let Server::Running { pipe, .. } = &mut *server else {
             return None;
         };
