@@ -357,8 +357,11 @@ impl Pipe {
         while self.pending.is_empty() {
             match self.reader.wait().await {
                 Some(ChannelMsg::Data { data }) => self.pending = data,
-                Some(ChannelMsg::Close | ChannelMsg::Eof | ChannelMsg::ExitStatus { .. })
-                | None => return Err(anyhow!("the remote command ended")),
+                // Not the exit status: sshd may send it before the last of
+                // the command's output.
+                Some(ChannelMsg::Close | ChannelMsg::Eof) | None => {
+                    return Err(anyhow!("the remote command ended"))
+                }
                 Some(_) => {}
             }
         }

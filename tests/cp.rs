@@ -239,6 +239,11 @@ fn files_of_every_shape_go_up_and_come_back_byte_identical() {
         1,
         "only `many` has two ranges or more"
     );
+    assert_eq!(
+        world.logged(&["the follower sealed the part", "moved=true"]),
+        1,
+        "`many` was moved into place by its follower, with no command of its own"
+    );
     assert!(stderr.contains("SHA-256 verified"), "{stderr}");
     assert!(
         world.started(PORT_FORWARDING) >= 2,
@@ -330,6 +335,11 @@ fn a_tree_of_many_multi_range_files_goes_up_over_few_sessions() {
         assert_same(&far.join(&name), &tree.join(&name));
     }
     assert_eq!(world.sealed_with_followed_hashes(), 24);
+    assert_eq!(
+        world.logged(&["the follower sealed the part", "moved=true"]),
+        24,
+        "each follower confirmed its move, and no part was renamed twice"
+    );
 }
 
 #[test]

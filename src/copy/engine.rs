@@ -26,7 +26,7 @@ use super::plan::{self, Direction, Item, Plan};
 use super::progress::Progress;
 use super::remote;
 use super::state::{State, StateFile};
-use super::whole::Follower;
+use super::whole::{Follower, Mover};
 
 /// Tries of one range (on any worker) before the copy fails.
 const RANGE_ATTEMPTS: u32 = 5;
@@ -555,7 +555,10 @@ async fn begin(shared: &Shared, worker: &Worker, file: &FileJob) {
         Direction::Upload => {
             let path = file.item.local.clone();
             let source = tokio::task::spawn_blocking(move || sized_hash(&path, None).ok());
-            let follower = Follower::remote(worker, &file.part, file.range_size, ranges).await;
+            let item = &file.item;
+            let dest = (item.remote.as_str(), item.size, item.mode);
+            let follower =
+                Follower::remote(worker, &file.part, file.range_size, ranges, dest).await;
             let follower = follower
                 .inspect_err(|e| tracing::debug!(error = %format!("{e:#}"), "cannot follow the far side's hash"))
                 .ok();
@@ -746,18 +749,29 @@ async fn seal(
     direction: Direction,
 ) -> Result<(), JobError> {
     let item = &file.item;
-    if !followed(file, direction).await? {
-        hash_whole(shared, worker, file, direction).await?;
-    }
+    let mover = match followed(file, direction).await? {
+        Followed::Same(mover) => mover,
+        Followed::Unknown => {
+            hash_whole(shared, worker, file, direction).await?;
+            None
+        }
+    };
     match direction {
         Direction::Upload => {
-            remote_digest(
-                shared,
-                worker,
-                remote::rename(&file.part, &item.remote, item.size, item.mode),
-                &item.remote,
-            )
-            .await?;
+            let moved = match mover {
+                Some(mover) => mover.seal().await,
+                None => false,
+            };
+            tracing::debug!(file = %item.local.display(), moved, "the follower sealed the part");
+            if !moved {
+                remote_digest(
+                    shared,
+                    worker,
+                    remote::rename(&file.part, &item.remote, item.size, item.mode),
+                    &item.remote,
+                )
+                .await?;
+            }
         }
         Direction::Download => {
             use std::os::unix::fs::PermissionsExt;
@@ -790,14 +804,21 @@ async fn remote_digest(
     Ok(remote::digest(&String::from_utf8_lossy(&out)))
 }
 
+/// What the whole-file hashes made during the copy tell.
+enum Followed {
+    /// Both sides agree; an upload's follower may move the part into place.
+    Same(Option<Mover>),
+    /// One is missing or they differ: the whole file must be hashed again.
+    Unknown,
+}
+
 /// Compares the whole-file hashes made during the copy (a download's part
-/// is cut to size and flushed first); false when either is missing or they
-/// differ, and the whole file must be hashed again to tell.
-async fn followed(file: &FileJob, direction: Direction) -> Result<bool, JobError> {
+/// is cut to size and flushed first).
+async fn followed(file: &FileJob, direction: Direction) -> Result<Followed, JobError> {
     let follower = file.follower.lock().expect("follower").take();
     let source = file.source_hash.lock().expect("source hash").take();
     let (Some(follower), Some(source)) = (follower, source) else {
-        return Ok(false);
+        return Ok(Followed::Unknown);
     };
     let item = &file.item;
     let (receiving, sending) = match direction {
@@ -813,9 +834,19 @@ async fn followed(file: &FileJob, direction: Direction) -> Result<bool, JobError
             hashes
         }
     };
-    let same = matches!((&receiving, sending), (Some(a), Ok(Some(b))) if *a == b);
+    let (same, mover) = match (receiving, sending) {
+        (Some(whole), Ok(Some(source))) => (whole.digest == source, whole.mover),
+        (whole, _) => (false, whole.and_then(|w| w.mover)),
+    };
     tracing::debug!(file = %item.local.display(), same, "whole-file hashes made during the copy");
-    Ok(same)
+    match (same, mover) {
+        (true, mover) => Ok(Followed::Same(mover)),
+        (false, Some(mover)) => {
+            mover.abandon().await;
+            Ok(Followed::Unknown)
+        }
+        (false, None) => Ok(Followed::Unknown),
+    }
 }
 
 /// Hashes both whole files after the copy and compares them (the part is

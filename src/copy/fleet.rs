@@ -491,6 +491,11 @@ impl Worker {
         self.ssh.start(script, input).await
     }
 
+    /// Starts `script` as a [`Pipe`], for requests and answers.
+    pub async fn pipe(&self, script: &str) -> anyhow::Result<Pipe> {
+        self.ssh.pipe(script).await
+    }
+
     /// Runs `script` with no input and returns its stdout; a non-zero status
     /// is a failure about `host:path`, with the far side's complaint.
     pub async fn check(&self, script: &str, host: &str, path: &str) -> anyhow::Result<String> {

@@ -119,21 +119,31 @@ pub fn seal(part: &str, size: u64, mode: u32) -> String {
     format!("{HASH_FN}; dd if=/dev/null of={p} bs=1 seek={size} || exit 1; chmod {mode:o} {p} && h < {p}")
 }
 
-/// Reads range indexes from stdin, one a line, and prints the SHA-256 of
-/// those ranges of `part` in the order given, once stdin ends.
-pub fn follow_ranges(part: &str, range_size: u64) -> String {
+/// Follows `part` as its ranges are done, and then moves it into place, so
+/// that an upload's seal costs no shell start of its own. It reads range
+/// indexes from stdin, one a line, hashing those ranges of `part` in the
+/// order given; on the line `end` it prints their SHA-256. Then, on the line
+/// `seal`, it runs [`rename`] and prints `sealed`; any other line, or the
+/// input's end, leaves the part where it is.
+pub fn follow_ranges(part: &str, range_size: u64, dest: &str, size: u64, mode: u32) -> String {
     format!(
-        "{HASH_FN}; while read k; do dd if={} bs={range_size} skip=$k count=1 2>/dev/null || exit 1; done | h",
-        shell_quote(part)
+        "{HASH_FN}; while read -r k && [ \"$k\" != end ]; do \
+         dd if={} bs={range_size} skip=$k count=1 2>/dev/null || exit 1; done | h; \
+         read -r v && [ \"$v\" = seal ] && {} && echo sealed",
+        shell_quote(part),
+        rename(part, dest, size, mode)
     )
 }
 
 /// Cuts `part` to `size` bytes (it is that long already when its hashes
-/// agreed; this keeps it so), gives it `mode` and moves it over `dest`.
+/// agreed; this keeps it so), gives it `mode` and moves it over `dest`. A
+/// part that is gone (moved already, or removed) fails it: `dd` would
+/// otherwise make one of zeros and move that over `dest`.
 pub fn rename(part: &str, dest: &str, size: u64, mode: u32) -> String {
     let p = shell_quote(part);
     format!(
-        "dd if=/dev/null of={p} bs=1 seek={size} 2>/dev/null && chmod {mode:o} {p} && mv -f -- {p} {}",
+        "{{ [ -f {p} ] || {{ echo 'the partial copy is gone' >&2; exit 1; }}; }} && \
+         dd if=/dev/null of={p} bs=1 seek={size} 2>/dev/null && chmod {mode:o} {p} && mv -f -- {p} {}",
         shell_quote(dest)
     )
 }
@@ -263,13 +273,46 @@ mod tests {
             lines,
             [Some(hex(&data[1000..2000])), Some(hex(&data[2000..]))]
         );
-        let (_, out, _) = sh(&follow_ranges(&part, 1000), b"0\n1\n2\n");
-        assert_eq!(digest(&String::from_utf8_lossy(&out)), Some(hex(&data)));
-        let (_, out, _) = sh(&follow_ranges(&part, 1000), b"1\n");
+    }
+
+    #[test]
+    fn the_follower_hashes_the_ranges_named_then_seals_on_request() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("it's a part").display().to_string();
+        let dest = dir.path().join("done \\ here").display().to_string();
+        let data: Vec<u8> = (0..2500u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&part, &data).unwrap();
+        let follow = follow_ranges(&part, 1000, &dest, 2500, 0o640);
+        // No verdict: the hash, and the part left where it is.
+        let (code, out, _) = sh(&follow, b"1\nend\n");
+        assert_eq!(code, 1);
         assert_eq!(
-            digest(&String::from_utf8_lossy(&out)),
-            Some(hex(&data[1000..2000]))
+            String::from_utf8_lossy(&out)
+                .lines()
+                .map(digest)
+                .collect::<Vec<_>>(),
+            [Some(hex(&data[1000..2000]))]
         );
+        assert!(std::path::Path::new(&part).exists());
+        let (_, out, _) = sh(&follow, b"0\n1\n2\nend\nkeep\n");
+        assert_eq!(digest(&String::from_utf8_lossy(&out)), Some(hex(&data)));
+        assert!(!std::path::Path::new(&dest).exists());
+        // Sealed: moved, with its mode, and said so.
+        let (code, out, _) = sh(&follow, b"0\n1\n2\nend\nseal\n");
+        assert_eq!(code, 0);
+        let out = String::from_utf8_lossy(&out);
+        assert_eq!(out.lines().nth(1), Some("sealed"));
+        assert_eq!(std::fs::read(&dest).unwrap(), data);
+        let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o640);
+        // Nowhere to move it: no `sealed`.
+        std::fs::write(&part, &data).unwrap();
+        let lost = dir.path().join("gone/x").display().to_string();
+        let follow = follow_ranges(&part, 1000, &lost, 2500, 0o640);
+        let (code, out, _) = sh(&follow, b"end\nseal\n");
+        assert_ne!(code, 0);
+        assert!(!String::from_utf8_lossy(&out).contains("sealed"));
     }
 
     #[test]
@@ -283,6 +326,12 @@ mod tests {
         assert_eq!(std::fs::read(&dest).unwrap(), b"0123");
         let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+        // Again, with the part gone: refused, and the copy in place kept.
+        let (code, _, err) = sh(&rename(&part, &dest, 4, 0o600), b"");
+        assert_ne!(code, 0);
+        assert_eq!(complaint(&err), "the partial copy is gone");
+        assert_eq!(std::fs::read(&dest).unwrap(), b"0123");
+        assert!(!std::path::Path::new(&part).exists());
     }
 
     #[test]

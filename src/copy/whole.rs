@@ -5,6 +5,8 @@
 //! `dd` reads the ranges the follower names, piped into one `sha256sum`),
 //! downloads here. A follower that cannot go on (its session died, a read
 //! failed) gives no hash, and the seal hashes the whole file as before.
+//! The far side's follower then also moves the part into place when told
+//! the hashes agreed, so that sealing an upload starts no command.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Seek, SeekFrom};
@@ -15,25 +17,56 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::fleet::Worker;
+use super::fleet::{ChannelPlace, Worker};
 use super::remote;
+use crate::ssh_client::Pipe;
 
 /// Hashes a file's ranges in order as they are reported done.
 pub struct Follower {
     done: mpsc::UnboundedSender<u64>,
-    hash: JoinHandle<Option<String>>,
+    hash: JoinHandle<Option<Whole>>,
+}
+
+/// A follower's result: the digest, and for a far-side follower, its
+/// channel, which moves the part into place.
+pub struct Whole {
+    pub digest: String,
+    pub mover: Option<Mover>,
+}
+
+/// The far side's follower once it has given its digest; it waits to be
+/// told whether to move the part into place.
+pub struct Mover {
+    pipe: Pipe,
+    _place: ChannelPlace,
+}
+
+impl Mover {
+    /// The hashes agreed: moves the part over its destination. False when
+    /// that was not confirmed; the caller then runs [`remote::rename`],
+    /// which says why.
+    pub async fn seal(mut self) -> bool {
+        let sealed = async {
+            self.pipe.send(b"seal\n".to_vec()).await?;
+            self.pipe.line(100).await
+        };
+        let sealed = sealed.await;
+        self.pipe.close().await;
+        matches!(sealed.as_deref(), Ok("sealed"))
+    }
+
+    /// Ends the follower, leaving the part where it is.
+    pub async fn abandon(self) {
+        self.pipe.close().await;
+    }
 }
 
 /// Where the ranges are hashed.
 enum Sink {
     /// Our part file.
     Local { path: PathBuf, hash: Sha256 },
-    /// The far side's follower command: its stdin takes range indexes, and
-    /// its output is the digest once the input ends.
-    Remote {
-        feed: mpsc::Sender<Vec<u8>>,
-        command: JoinHandle<anyhow::Result<(u32, Vec<u8>)>>,
-    },
+    /// The far side's follower command ([`remote::follow_ranges`]).
+    Remote(Mover),
 }
 
 impl Follower {
@@ -48,25 +81,27 @@ impl Follower {
         )
     }
 
-    /// Follows `part` on the far side, over `worker`'s connection.
+    /// Follows `part` on the far side, over `worker`'s connection; once
+    /// sealed it is moved over `dest`, cut to `size`, with `mode`.
     pub async fn remote(
         worker: &Worker,
         part: &str,
         range_size: u64,
         ranges: Vec<(u64, u64)>,
+        (dest, size, mode): (&str, u64, u32),
     ) -> anyhow::Result<Follower> {
         let place = worker
             .hold_channel()
             .context("this session holds as many whole-file hashes as it may")?;
-        let (feed, input) = mpsc::channel(64);
-        let command = worker
-            .start(&remote::follow_ranges(part, range_size), input)
-            .await?;
-        let command = tokio::spawn(async move {
-            let _place = place;
-            command.await
-        });
-        Ok(Follower::spawn(ranges, Sink::Remote { feed, command }))
+        let script = remote::follow_ranges(part, range_size, dest, size, mode);
+        let pipe = worker.pipe(&script).await?;
+        Ok(Follower::spawn(
+            ranges,
+            Sink::Remote(Mover {
+                pipe,
+                _place: place,
+            }),
+        ))
     }
 
     fn spawn(ranges: Vec<(u64, u64)>, sink: Sink) -> Follower {
@@ -84,7 +119,7 @@ impl Follower {
 
     /// The digest of every range in order, once all were reported, or
     /// `None` when the follower could not follow.
-    pub async fn finish(self) -> Option<String> {
+    pub async fn finish(self) -> Option<Whole> {
         drop(self.done);
         self.hash.await.ok().flatten()
     }
@@ -94,7 +129,7 @@ async fn follow(
     mut reports: mpsc::UnboundedReceiver<u64>,
     ranges: Vec<(u64, u64)>,
     mut sink: Sink,
-) -> Option<String> {
+) -> Option<Whole> {
     let count = ranges.len() as u64;
     let mut waiting = BTreeSet::new();
     let mut next = 0;
@@ -108,6 +143,9 @@ async fn follow(
     }
     if !ok || next != count {
         tracing::debug!(next, count, "the whole-file hash could not follow the copy");
+        if let Sink::Remote(mover) = sink {
+            mover.abandon().await;
+        }
         return None;
     }
     sink.digest().await
@@ -136,26 +174,36 @@ impl Sink {
                     Err(_) => false,
                 }
             }
-            Sink::Remote { feed, .. } => feed.send(format!("{index}\n").into_bytes()).await.is_ok(),
+            Sink::Remote(mover) => {
+                let line = format!("{index}\n").into_bytes();
+                mover.pipe.send(line).await.is_ok()
+            }
         }
     }
 
-    async fn digest(self) -> Option<String> {
+    async fn digest(self) -> Option<Whole> {
         match self {
-            Sink::Local { hash, .. } => Some(super::engine::hex(hash)),
-            Sink::Remote { feed, command } => {
-                drop(feed);
-                match command.await {
-                    Ok(Ok((0, out))) => remote::digest(&String::from_utf8_lossy(&out)),
-                    Ok(Ok((status, _))) => {
-                        tracing::debug!(status, "the far side's whole-file hash failed");
+            Sink::Local { hash, .. } => Some(Whole {
+                digest: super::engine::hex(hash),
+                mover: None,
+            }),
+            Sink::Remote(mut mover) => {
+                let line = async {
+                    mover.pipe.send(b"end\n".to_vec()).await?;
+                    mover.pipe.line(200).await
+                };
+                match line.await.map(|line| remote::digest(&line)) {
+                    Ok(Some(digest)) => Some(Whole {
+                        digest,
+                        mover: Some(mover),
+                    }),
+                    outcome => {
+                        if let Err(error) = outcome {
+                            tracing::debug!(error = %format!("{error:#}"), "the far side's whole-file hash was lost");
+                        }
+                        mover.abandon().await;
                         None
                     }
-                    Ok(Err(error)) => {
-                        tracing::debug!(error = %format!("{error:#}"), "the far side's whole-file hash was lost");
-                        None
-                    }
-                    Err(_) => None,
                 }
             }
         }
@@ -207,7 +255,7 @@ mod tests {
         for index in [3, 0, 10, 1, 2, 9, 4, 8, 5, 7, 6] {
             follower.range_done(index);
         }
-        assert_eq!(follower.finish().await, Some(sha(&data)));
+        assert_eq!(follower.finish().await.map(|w| w.digest), Some(sha(&data)));
     }
 
     #[tokio::test]
@@ -217,7 +265,7 @@ mod tests {
         for index in [0, 1, 3, 4] {
             follower.range_done(index);
         }
-        assert_eq!(follower.finish().await, None);
+        assert!(follower.finish().await.is_none());
     }
 
     #[tokio::test]
@@ -233,6 +281,6 @@ mod tests {
         for index in 0..5 {
             follower.range_done(index);
         }
-        assert_eq!(follower.finish().await, None);
+        assert!(follower.finish().await.is_none());
     }
 }
